@@ -1,0 +1,104 @@
+"""The one exception tree of accelerate-fleet.
+
+Every error this project raises on purpose derives from :class:`AccelerateError`. Foreign errors
+(duckdb, redis, jinja2, torch, tomllib) are translated at the adapter that meets them, always with
+``raise ... from e``, so callers never catch a third-party class.
+
+::
+
+    AccelerateError                   root; str(e) is one line saying what was wrong and what to do
+    ├── ConfigError                   a setting, TOML file or command-line value is invalid (exit 2)
+    ├── HardwareError                 a hardware kind or device cannot be used
+    │   └── HardwareUnavailableError  the requested kind/device is not present on this machine (exit 2)
+    ├── ModelError                    a model cannot be found, built or loaded
+    │   ├── UnknownModelError         the model type or checkpoint source does not exist (exit 2)
+    │   └── ModelBuildError           the model exists but could not be built/loaded
+    ├── TemplateError                 a test template is missing, broken or renders invalid code
+    │   ├── TemplateNotFoundError     no template (or version) matches the lookup (exit 2)
+    │   └── TemplateInvalidError      syntax error, undefined variable or invalid rendered Python
+    ├── StoreError                    the results/templates DuckDB store failed
+    │   ├── StoreLockedError          another process holds the DuckDB file read-write
+    │   └── UnknownRunError           no run with that id is in the store (exit 2)
+    ├── RunnerError                   the job runner (fork server) itself failed, not a job
+    └── BrokerError                   the Celery broker (Redis) is unreachable or misbehaves
+
+A job that fails (timeout, out of memory, a forward pass that raises) is a *result*, recorded in the
+store with its error class; it is not an exception of this tree.
+"""
+
+from __future__ import annotations
+
+
+class AccelerateError(Exception):
+    """Root of every error raised on purpose by accelerate-fleet."""
+
+    #: Exit status a CLI uses when this error ends a command (2 = bad usage or configuration).
+    exit_code: int = 1
+
+
+class ConfigError(AccelerateError):
+    """Raised when a setting (environment, TOML file or CLI option) is invalid."""
+
+    exit_code = 2
+
+
+class HardwareError(AccelerateError):
+    """Raised when a hardware kind or device cannot be used."""
+
+
+class HardwareUnavailableError(HardwareError):
+    """Raised when the requested hardware kind or device index is not present here."""
+
+    exit_code = 2
+
+
+class ModelError(AccelerateError):
+    """Raised when a model cannot be found, built or loaded."""
+
+
+class UnknownModelError(ModelError):
+    """Raised when a model type or checkpoint source does not exist."""
+
+    exit_code = 2
+
+
+class ModelBuildError(ModelError):
+    """Raised when a known model could not be built or loaded."""
+
+
+class TemplateError(AccelerateError):
+    """Raised when a test template is missing, broken or renders invalid code."""
+
+
+class TemplateNotFoundError(TemplateError):
+    """Raised when no template (or no such version) matches a lookup."""
+
+    exit_code = 2
+
+
+class TemplateInvalidError(TemplateError):
+    """Raised when a template has a syntax error, an undefined variable or renders invalid Python."""
+
+    exit_code = 2
+
+
+class StoreError(AccelerateError):
+    """Raised when a DuckDB store (results or templates) fails."""
+
+
+class StoreLockedError(StoreError):
+    """Raised when another process already holds the DuckDB file open read-write."""
+
+
+class UnknownRunError(StoreError):
+    """Raised when no run with the given id exists in the store."""
+
+    exit_code = 2
+
+
+class RunnerError(AccelerateError):
+    """Raised when the job runner (the fork server) itself fails, as opposed to a job."""
+
+
+class BrokerError(AccelerateError):
+    """Raised when the Celery broker (Redis) is unreachable or misbehaves."""

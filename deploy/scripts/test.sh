@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Set up everything the test suite needs on a fresh machine, then run it.
+#   - .venv with torch==2.13.0 (CPU) first, then the project and dev tools
+#   - redis-server (the tests start their own on free loopback ports) and chromium (report screenshot)
+# Extra arguments go to pytest.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+need_apt=()
+command -v redis-server >/dev/null 2>&1 || need_apt+=(redis-server)
+command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
+if [ ${#need_apt[@]} -gt 0 ]; then
+  SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
+  echo "test.sh: installing ${need_apt[*]} from apt"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_apt[@]}" >/dev/null
+fi
+bash deploy/scripts/bootstrap.sh --dev
+exec .venv/bin/python -m pytest "$@"

@@ -1,0 +1,1 @@
+"""Planning, dispatch, run status, the local (embedded) executor and the ``accel`` CLI."""

@@ -1,0 +1,93 @@
+"""Helpers every ``accel`` command shares: settings, one-line errors, JSON output, progress bars.
+
+Exit codes: 0 success, 1 the job itself failed, 2 bad usage or configuration.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+from accelerate_core.config import Settings
+from accelerate_core.errors import AccelerateError
+
+EXIT_OK = 0
+EXIT_JOB_FAILED = 1
+EXIT_USAGE = 2
+
+out = Console(highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+@dataclass
+class CliState:
+    """Per-invocation state handed to every command through ``ctx.obj``."""
+
+    config_file: Path | None = None
+    _settings: Settings | None = None
+
+    @property
+    def settings(self) -> Settings:
+        """The settings, loaded once (a bad value exits 2 with one line)."""
+        if self._settings is None:
+            self._settings = Settings.load(self.config_file)
+        return self._settings
+
+
+def state(ctx: typer.Context) -> CliState:
+    """Return the invocation state stored on the root context."""
+    obj = ctx.find_root().obj
+    if not isinstance(obj, CliState):
+        obj = CliState()
+        ctx.find_root().obj = obj
+    return obj
+
+
+def fail(message: str, code: int = EXIT_USAGE) -> typer.Exit:
+    """Print ``accel: error: message`` on stderr and return the Exit to raise."""
+    err.print(f"accel: error: {message}", markup=False)
+    return typer.Exit(code)
+
+
+def report_error(e: AccelerateError) -> int:
+    """Print one line for an AccelerateError and return its exit code."""
+    err.print(f"accel: error: {e}", markup=False)
+    return e.exit_code
+
+
+def emit_json(data: Any) -> None:
+    """Write ``data`` as JSON on stdout (for ``--json``)."""
+    sys.stdout.write(json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
+    sys.stdout.flush()
+
+
+def is_tty() -> bool:
+    """True when stderr is a terminal (progress bars are shown only then)."""
+    return err.is_terminal
+
+
+@contextmanager
+def progress(total: int, description: str) -> Iterator[Progress]:
+    """A rich progress bar on stderr; silent when stderr is not a terminal."""
+    bar = Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[detail]}"),
+        TimeRemainingColumn(),
+        console=err,
+        disable=not is_tty(),
+        transient=False,
+    )
+    with bar:
+        bar.add_task(description, total=total, detail="")
+        yield bar

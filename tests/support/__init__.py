@@ -1,0 +1,1 @@
+"""Test helpers: real services (redis-server) started on free loopback ports."""

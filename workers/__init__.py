@@ -1,0 +1,1 @@
+"""Celery app, thin tasks, hardware pinning, the results writer and the job execution."""
