@@ -31,7 +31,17 @@ _LAZY: dict[str, str] = {
 }
 _lock = threading.RLock()
 
-__all__ = [*sorted(_LAZY), "__version__"]
+__all__ = [
+    "AccelerateError",
+    "Backend",
+    "BenchConfig",
+    "Inventory",
+    "Settings",
+    "__version__",
+    "detect",
+    "load_checkpoint_and_dispatch",
+    "select_hardware",
+]
 
 
 def __getattr__(name: str) -> Any:

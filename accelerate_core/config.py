@@ -73,8 +73,7 @@ class TimeLimit:
     def __post_init__(self) -> None:
         if not 0 < self.soft_s < self.hard_s:
             raise ConfigError(
-                f"time limit soft_s={self.soft_s} hard_s={self.hard_s} is invalid: "
-                "need 0 < soft_s < hard_s"
+                f"time limit soft_s={self.soft_s} hard_s={self.hard_s} is invalid: need 0 < soft_s < hard_s"
             )
 
 

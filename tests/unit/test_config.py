@@ -18,7 +18,7 @@ def test_defaults_are_embedded_mode() -> None:
 
 def test_env_overrides_toml(tmp_path: Path) -> None:
     cfg = tmp_path / "accel.toml"
-    cfg.write_text('redelivery_cap = 5\nmem_cap_mb = 1024\n[time_limits.test]\nsoft_s = 10\nhard_s = 20\n')
+    cfg.write_text("redelivery_cap = 5\nmem_cap_mb = 1024\n[time_limits.test]\nsoft_s = 10\nhard_s = 20\n")
     s = Settings.load(cfg, environ={"ACCEL_REDELIVERY_CAP": "7", "ACCEL_BROKER_URL": "redis://h:6379/1"})
     assert s.redelivery_cap == 7
     assert s.mem_cap_mb == 1024
@@ -45,7 +45,7 @@ def test_bad_values_give_one_line(environ: dict[str, str], needle: str) -> None:
 def test_malformed_toml_names_the_file(tmp_path: Path) -> None:
     cfg = tmp_path / "bad.toml"
     cfg.write_text("broker_url = [unclosed\n")
-    with pytest.raises(ConfigError, match="bad.toml"):
+    with pytest.raises(ConfigError, match=r"bad\.toml"):
         Settings.load(cfg, environ={})
 
 
