@@ -1,0 +1,385 @@
+"""Planning a run: catalog architectures x hardware kinds -> an ordered :class:`~accelerate_core.contracts.RunPlan`.
+
+Everything here is a pure function of its arguments (the catalog index, past durations, a template
+lookup, a clock): no torch, no DuckDB, no device. The CLI gathers those inputs and calls
+:func:`plan_run`; the local and the remote executor both run the plan it returns.
+
+Rules:
+
+* every selected catalog architecture gets one job per compatible hardware kind, keyed by
+  :func:`~accelerate_core.contracts.job_key`, so the same run/model/hardware/kind is always the same job;
+* an architecture the catalog marks not runnable (or that no template covers) is still planned: it is
+  recorded ``skipped`` with its classified reason (:func:`skipped_results`), so every architecture
+  appears in the report with a status;
+* jobs are ordered longest-expected-first: the expected time is the model's past duration on that
+  hardware when the store has one, else an estimate from its size and modality (:func:`estimate_seconds`),
+  so the slowest jobs never end up last and the makespan stays close to ``total work / slots``.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import secrets
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Final, Protocol
+
+from accelerate_core.constants import (
+    ERR_UNSUPPORTED,
+    HARDWARE_KINDS,
+    JOB_KIND_DRY,
+    JOB_KIND_TEST,
+    JOB_KINDS,
+    STATUS_SKIPPED,
+)
+from accelerate_core.contracts import JobResult, JobSpec, RunPlan, TemplateRef, job_key
+from accelerate_core.errors import ConfigError, HardwareUnavailableError, UnknownModelError
+
+if TYPE_CHECKING:
+    from accelerate_core.config import Settings
+
+logger = logging.getLogger(__name__)
+
+SKIPPED_PARAM: Final = "skipped"
+"""``RunPlan.params`` key: job key -> ``{"reason_class", "reason"}`` for jobs recorded skipped, never run."""
+
+PHASE_BENCH: Final[dict[str, Any]] = {"warmup": 1, "min_iters": 5, "min_duration_s": 0.1, "max_duration_s": 1.0}
+"""Benchmark loop of a phase run: short enough for ~2 s per architecture, long enough for a stable p50
+(``benchmarks/bench_phase_p50.py`` compares it with a long measurement)."""
+
+_BASE_S: Final[dict[str, float]] = {
+    "text": 1.2,
+    "vision": 1.5,
+    "audio": 2.0,
+    "video": 2.5,
+    "multimodal": 2.5,
+    "time-series": 1.2,
+}
+"""Fixed cost of one job by modality (render, build, test, benchmark loop), in seconds, from measured runs."""
+
+_S_PER_MPARAM: Final = 0.05
+"""Extra seconds per million parameters of the tiny model (bigger tiny models run slower forwards)."""
+
+_RUN_ID_SAFE = re.compile(r"[^A-Za-z0-9._]+")
+
+
+class CatalogEntry(Protocol):
+    """What the planner reads of a catalog index entry (``accelerate_core.catalog.index.IndexEntry``)."""
+
+    @property
+    def model_type(self) -> str: ...
+    @property
+    def modality(self) -> str: ...
+    @property
+    def family(self) -> str: ...
+    @property
+    def runnable(self) -> bool: ...
+    @property
+    def reason_class(self) -> str | None: ...
+    @property
+    def reason(self) -> str | None: ...
+    @property
+    def param_count(self) -> int | None: ...
+
+
+TemplateLookup = Callable[[CatalogEntry, str], TemplateRef | None]
+"""``(entry, hardware) -> TemplateRef`` (the most specific template), or None when none covers it."""
+
+
+@dataclass(frozen=True, slots=True)
+class PlanOptions:
+    """What a run plans: which phase, models, modality, hardware kinds and job kind."""
+
+    phase: str
+    models: str = "all"
+    modality: str | None = None
+    hardware: tuple[str, ...] = ("cpu",)
+    kind: str = JOB_KIND_TEST
+
+    def __post_init__(self) -> None:
+        if not self.phase or not _RUN_ID_SAFE.sub("", self.phase):
+            raise ConfigError(f"phase {self.phase!r} is invalid: give a name such as 2026-q4")
+        if self.kind not in JOB_KINDS:
+            raise ConfigError(f"job kind {self.kind!r} is unknown: use one of {', '.join(JOB_KINDS)}")
+        if not self.hardware:
+            raise ConfigError("no hardware kind to plan for: pass --hardware auto or e.g. cpu,cuda")
+        for hw in self.hardware:
+            if hw not in HARDWARE_KINDS:
+                raise ConfigError(f"hardware {hw!r} is unknown: use auto or some of {', '.join(HARDWARE_KINDS)}")
+
+
+def new_run_id(phase: str, now: float, token: str | None = None) -> str:
+    """A run id ``<phase>-<yyyymmddThhmmss>-<4 hex>`` (UTC); ``token`` fixes the hex part for tests."""
+    stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime(now))
+    safe = _RUN_ID_SAFE.sub("-", phase).strip("-")
+    return f"{safe}-{stamp}-{token if token is not None else secrets.token_hex(2)}"
+
+
+def parse_models(spec: str, *, base_dir: Path | None = None) -> list[str] | None:
+    """Parse ``--models``: ``all`` -> None; ``a,b`` -> names; ``@file`` -> names in the file.
+
+    A models file holds one model type per line (commas also separate); ``#`` starts a comment.
+
+    Raises:
+        ConfigError: the spec is empty or the file cannot be read.
+    """
+    text = spec.strip()
+    if text.lower() == "all":
+        return None
+    if text.startswith("@"):
+        path = Path(text[1:])
+        if base_dir is not None and not path.is_absolute():
+            path = base_dir / path
+        try:
+            text = path.read_text(encoding="utf-8")
+        except OSError as e:
+            raise ConfigError(f"models file {path} cannot be read ({e.strerror}): check the @file path") from e
+    names: list[str] = []
+    for line in text.splitlines():
+        for item in line.split("#", 1)[0].split(","):
+            name = item.strip()
+            if name and name not in names:
+                names.append(name)
+    if not names:
+        raise ConfigError(f"--models {spec!r} names no model: give all, a,b or @file")
+    return names
+
+
+def select_entries(
+    index: Sequence[CatalogEntry], names: Sequence[str] | None, modality: str | None = None
+) -> list[CatalogEntry]:
+    """The index entries named (all when ``names`` is None), optionally of one modality, in index order.
+
+    Raises:
+        UnknownModelError: a name is not in the catalog.
+        ConfigError: the modality is unknown or leaves nothing to run.
+    """
+    by_type = {e.model_type: e for e in index}
+    if names is None:
+        chosen = list(index)
+    else:
+        unknown = [n for n in names if n not in by_type]
+        if unknown:
+            raise UnknownModelError(
+                f"unknown model type(s) {', '.join(unknown)}: see `accel models list` for the catalog"
+            )
+        chosen = [by_type[n] for n in names]
+    if modality is not None:
+        known = sorted({e.modality for e in index})
+        if modality not in known:
+            raise ConfigError(f"modality {modality!r} is unknown: use one of {', '.join(known)}")
+        chosen = [e for e in chosen if e.modality == modality]
+    if not chosen:
+        raise ConfigError("the model selection is empty: widen --models or --modality")
+    return chosen
+
+
+def estimate_seconds(entry: CatalogEntry) -> float:
+    """Expected duration of a job without history: a fixed cost per modality plus a size term."""
+    base = _BASE_S.get(entry.modality, 1.5)
+    mparams = (entry.param_count or 0) / 1e6
+    return round(base + _S_PER_MPARAM * mparams, 3)
+
+
+def plan_run(
+    options: PlanOptions,
+    index: Sequence[CatalogEntry],
+    settings: Settings,
+    *,
+    template_for: TemplateLookup | None = None,
+    past_durations: Mapping[str, Mapping[str, float]] | None = None,
+    now: float | None = None,
+    token: str | None = None,
+    code_version: str = "",
+    base_dir: Path | None = None,
+) -> RunPlan:
+    """Plan a run: one job per selected architecture and hardware kind, longest expected first.
+
+    Args:
+        options: phase, models spec, modality, hardware kinds (already resolved, see
+            :func:`resolve_hardware`) and job kind.
+        index: the light catalog index (``accelerate_core.catalog.index.load_index()``).
+        settings: time limits, memory cap and benchmark shapes of the jobs.
+        template_for: the template lookup; required for ``test`` jobs.
+        past_durations: ``{hardware: {model_type: seconds}}`` from the store (empty: size estimates).
+        now: the clock (unix seconds), for the run id and ``created_at``.
+        token: fixes the run id's random part (tests).
+        code_version: recorded with the run.
+        base_dir: where a relative ``@file`` is read from.
+
+    Returns:
+        The plan; jobs that are not run are listed in ``params["skipped"]``.
+
+    Raises:
+        ConfigError, UnknownModelError: the selection is invalid or empty.
+    """
+    created = time.time() if now is None else now
+    run_id = new_run_id(options.phase, created, token)
+    entries = select_entries(index, parse_models(options.models, base_dir=base_dir), options.modality)
+    if options.kind == JOB_KIND_TEST and template_for is None:
+        raise ConfigError("planning test jobs needs the templates store: run `accel templates sync` first")
+    jobs: list[JobSpec] = []
+    skipped: dict[str, dict[str, str | None]] = {}
+    for hw in options.hardware:
+        history = (past_durations or {}).get(hw, {})
+        for entry in entries:
+            spec, skip = _plan_job(run_id, entry, hw, options.kind, settings, template_for, history)
+            jobs.append(spec)
+            if skip is not None:
+                skipped[spec.key] = skip
+    ordered = order_jobs(jobs, skipped)
+    params = _plan_params(options, settings, ordered, skipped, history_used=bool(past_durations))
+    return RunPlan(
+        run_id=run_id,
+        phase=options.phase,
+        created_at=created,
+        params=params,
+        jobs=[j.to_dict() for j in ordered],
+        code_version=code_version,
+    )
+
+
+def _plan_job(
+    run_id: str,
+    entry: CatalogEntry,
+    hardware: str,
+    kind: str,
+    settings: Settings,
+    template_for: TemplateLookup | None,
+    history: Mapping[str, float],
+) -> tuple[JobSpec, dict[str, str | None] | None]:
+    """One job and, when it is not to be run, its skip reason."""
+    key = job_key(run_id, entry.model_type, hardware, kind)
+    limits = settings.time_limit(kind)
+    skip: dict[str, str | None] | None = None
+    template: TemplateRef | None = None
+    if kind == JOB_KIND_TEST:
+        if not entry.runnable:
+            skip = {"reason_class": entry.reason_class or ERR_UNSUPPORTED, "reason": entry.reason}
+        elif template_for is not None:
+            template = template_for(entry, hardware)
+            if template is None:
+                skip = {"reason_class": ERR_UNSUPPORTED, "reason": f"no template covers {entry.model_type}"}
+    expected = 0.0 if skip is not None else float(history.get(entry.model_type) or estimate_seconds(entry))
+    if kind == JOB_KIND_DRY:
+        expected = 0.0
+    spec = JobSpec(
+        key=key,
+        run_id=run_id,
+        model_type=entry.model_type,
+        hardware=hardware,
+        kind=kind,
+        template=template.to_dict() if template is not None else None,
+        batch_sizes=list(settings.bench.batch_sizes),
+        seq_lens=list(settings.bench.seq_lens),
+        soft_limit_s=limits.soft_s,
+        hard_limit_s=limits.hard_s,
+        mem_cap_mb=settings.mem_cap_mb,
+        expected_s=round(expected, 3),
+        bench=phase_bench(settings) if kind == JOB_KIND_TEST else {},
+    )
+    return spec, skip
+
+
+def phase_bench(settings: Settings) -> dict[str, Any]:
+    """The benchmark settings a phase-run job carries: the short :data:`PHASE_BENCH` loop and the shapes."""
+    bench = dict(PHASE_BENCH)
+    bench["new_tokens"] = settings.bench.new_tokens
+    if settings.bench.image_size is not None:
+        bench["image_size"] = settings.bench.image_size
+    return bench
+
+
+def order_jobs(jobs: Iterable[JobSpec], skipped: Mapping[str, object] | None = None) -> list[JobSpec]:
+    """Longest expected first; jobs that are not run go last; ties broken by model type then hardware."""
+    skip = skipped or {}
+    return sorted(jobs, key=lambda j: (j.key in skip, -j.expected_s, j.model_type, j.hardware))
+
+
+def _plan_params(
+    options: PlanOptions,
+    settings: Settings,
+    jobs: Sequence[JobSpec],
+    skipped: Mapping[str, Mapping[str, str | None]],
+    *,
+    history_used: bool,
+) -> dict[str, Any]:
+    return {
+        "models": options.models,
+        "modality": options.modality,
+        "hardware": list(options.hardware),
+        "kind": options.kind,
+        "bench": phase_bench(settings) if options.kind == JOB_KIND_TEST else {},
+        "batch_sizes": list(settings.bench.batch_sizes),
+        "seq_lens": list(settings.bench.seq_lens),
+        "n_jobs": len(jobs),
+        "n_skipped": len(skipped),
+        "expected_work_s": round(sum(j.expected_s for j in jobs), 1),
+        "history_used": history_used,
+        SKIPPED_PARAM: {k: dict(v) for k, v in skipped.items()},
+    }
+
+
+def skipped_results(plan: RunPlan, *, now: float | None = None) -> list[JobResult]:
+    """The ``skipped`` results of a plan's jobs that are not run, each with its classified reason."""
+    reasons: Mapping[str, Mapping[str, str | None]] = plan.params.get(SKIPPED_PARAM, {})
+    stamp = time.time() if now is None else now
+    out: list[JobResult] = []
+    for job in plan.jobs:
+        reason = reasons.get(job["key"])
+        if reason is None:
+            continue
+        out.append(
+            JobResult(
+                key=job["key"],
+                run_id=plan.run_id,
+                model_type=job["model_type"],
+                hardware=job["hardware"],
+                kind=job["kind"],
+                status=STATUS_SKIPPED,
+                error_class=reason.get("reason_class") or ERR_UNSUPPORTED,
+                error_message=reason.get("reason"),
+                started_at=stamp,
+                finished_at=stamp,
+                duration_s=0.0,
+            )
+        )
+    return out
+
+
+def runnable_jobs(plan: RunPlan) -> list[JobSpec]:
+    """The plan's jobs that are to be run (not skipped), in plan order."""
+    reasons: Mapping[str, object] = plan.params.get(SKIPPED_PARAM, {})
+    return [JobSpec.from_dict(j) for j in plan.jobs if j["key"] not in reasons]
+
+
+def resolve_hardware(spec: str | Sequence[str], available: Sequence[str], *, local: bool = True) -> tuple[str, ...]:
+    """Resolve ``--hardware``: ``auto`` -> the kinds this machine has; else the kinds listed, validated.
+
+    Args:
+        spec: ``"auto"``, ``"cpu,cuda"`` or a sequence of kinds.
+        available: the hardware kinds detected here (``accelerate_core.backends.detect()``).
+        local: the jobs run on this machine, so every kind asked for must be available; a fleet run
+            (``local=False``) may plan for kinds only its workers have.
+
+    Raises:
+        ConfigError: an unknown kind, or none at all.
+        HardwareUnavailableError: a local run asks for a kind this machine does not have.
+    """
+    items = [s.strip() for s in spec.split(",")] if isinstance(spec, str) else [s.strip() for s in spec]
+    items = [s for s in items if s]
+    if not items or items == ["auto"]:
+        kinds = [k for k in HARDWARE_KINDS if k in available]
+        return tuple(kinds) if kinds else ("cpu",)
+    for kind in items:
+        if kind not in HARDWARE_KINDS:
+            raise ConfigError(f"hardware {kind!r} is unknown: use auto or some of {', '.join(HARDWARE_KINDS)}")
+        if local and kind not in available:
+            raise HardwareUnavailableError(
+                f"hardware {kind!r} is not present on this machine (found {', '.join(available) or 'none'}): "
+                "use --hardware auto, or run on a fleet with --broker"
+            )
+    return tuple(dict.fromkeys(items))

@@ -1,0 +1,198 @@
+"""Planning a run: selection, keys, hardware, ordering, skipped entries (pure functions, no torch)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+from accelerate_core.catalog.index import IndexEntry
+from accelerate_core.config import Settings
+from accelerate_core.constants import JOB_KIND_DRY, STATUS_SKIPPED
+from accelerate_core.contracts import RunPlan, TemplateRef, job_key
+from accelerate_core.errors import ConfigError, HardwareUnavailableError, UnknownModelError
+from scheduler.plan import (
+    SKIPPED_PARAM,
+    PlanOptions,
+    estimate_seconds,
+    new_run_id,
+    parse_models,
+    plan_run,
+    resolve_hardware,
+    runnable_jobs,
+    skipped_results,
+)
+
+NOW = 1_790_000_000.0
+
+
+def _entry(name: str, modality: str = "text", params: int | None = 100_000, runnable: bool = True) -> IndexEntry:
+    return IndexEntry(
+        model_type=name,
+        modality=modality,
+        family="encoder",
+        model_class=f"{name.title()}Model",
+        config_class=f"{name.title()}Config",
+        runnable=runnable,
+        reason_class=None if runnable else "component",
+        reason=None if runnable else f"{name} is a sub-model, tested through its parent",
+        param_count=params,
+    )
+
+
+INDEX = [
+    _entry("bert"),
+    _entry("gpt2", params=5_000_000),
+    _entry("vit", modality="vision", params=2_000_000),
+    _entry("whisper", modality="audio", params=1_000_000),
+    _entry("blt_patcher", runnable=False),
+]
+
+
+def _template(entry: object, hardware: str) -> TemplateRef:
+    return TemplateRef(name="default", sha="abc123", body="def test_x():\n    pass\n")
+
+
+def _plan(settings: Settings, **kwargs: object) -> RunPlan:
+    options = PlanOptions(
+        phase="2026-q4",
+        models=str(kwargs.pop("models", "all")),
+        modality=kwargs.pop("modality", None),  # type: ignore[arg-type]
+        hardware=tuple(kwargs.pop("hardware", ("cpu",))),  # type: ignore[arg-type]
+    )
+    return plan_run(options, INDEX, settings, template_for=_template, now=NOW, token="beef", **kwargs)  # type: ignore[arg-type]
+
+
+def test_run_id_has_phase_utc_stamp_and_hex() -> None:
+    # Given a phase with unsafe characters and a fixed clock
+    run_id = new_run_id("2026 q4/rc", NOW)
+    # Then the id is <phase>-<yyyymmddThhmmss>-<4 hex>
+    phase, stamp, token = run_id.rsplit("-", 2)
+    assert phase == "2026-q4-rc"
+    assert stamp == "20260921T141320"
+    assert len(token) == 4 and int(token, 16) >= 0
+
+
+def test_keys_are_deterministic_and_cover_every_architecture(settings: Settings) -> None:
+    # When the same selection is planned twice with the same run id
+    first, second = _plan(settings), _plan(settings)
+    # Then the keys are the same and each is job_key(run, model, hardware, kind)
+    assert [j["key"] for j in first.jobs] == [j["key"] for j in second.jobs]
+    assert {j["key"] for j in first.jobs} == {job_key(first.run_id, e.model_type, "cpu", "test") for e in INDEX}
+    assert first.run_id == "2026-q4-20260921T141320-beef"
+
+
+def test_skipped_entries_are_planned_with_their_reason(settings: Settings) -> None:
+    # Given a catalog entry that is not runnable
+    plan = _plan(settings)
+    # Then it is planned, listed as skipped, last, and not among the jobs to run
+    assert plan.jobs[-1]["model_type"] == "blt_patcher"
+    assert plan.jobs[-1]["template"] is None
+    assert "blt_patcher" not in {j.model_type for j in runnable_jobs(plan)}
+    results = skipped_results(plan, now=NOW)
+    assert [(r.model_type, r.status, r.error_class) for r in results] == [("blt_patcher", STATUS_SKIPPED, "component")]
+    assert "sub-model" in (results[0].error_message or "")
+    assert plan.params["n_skipped"] == 1 and len(plan.params[SKIPPED_PARAM]) == 1
+
+
+def test_plan_survives_a_json_round_trip(settings: Settings) -> None:
+    plan = _plan(settings)
+    again = RunPlan.from_dict(plan.to_dict())
+    assert skipped_results(again, now=NOW) == skipped_results(plan, now=NOW)
+    assert [j.key for j in again.job_specs()] == [j["key"] for j in plan.jobs]
+
+
+def test_models_list_and_file(settings: Settings, tmp_path: Path) -> None:
+    # Given a models file with comments, blank lines and a comma-separated line
+    models = tmp_path / "models.txt"
+    models.write_text("# demo\nvit\n\nbert, whisper  # three\n", encoding="utf-8")
+    # Then @file and a list select exactly those, in that order of appearance
+    assert parse_models(f"@{models}") == ["vit", "bert", "whisper"]
+    assert parse_models("@models.txt", base_dir=tmp_path) == ["vit", "bert", "whisper"]
+    assert parse_models("all") is None
+    plan = _plan(settings, models="bert,gpt2")
+    assert sorted(j["model_type"] for j in plan.jobs) == ["bert", "gpt2"]
+
+
+def test_bad_selections_fail_with_one_line(settings: Settings, tmp_path: Path) -> None:
+    with pytest.raises(UnknownModelError, match="not_a_model"):
+        _plan(settings, models="bert,not_a_model")
+    with pytest.raises(ConfigError, match="cannot be read"):
+        parse_models(f"@{tmp_path / 'missing.txt'}")
+    with pytest.raises(ConfigError, match="modality 'smell'"):
+        _plan(settings, modality="smell")
+    with pytest.raises(ConfigError, match="empty"):
+        _plan(settings, models="bert", modality="vision")
+
+
+def test_modality_filter(settings: Settings) -> None:
+    plan = _plan(settings, modality="vision")
+    assert [j["model_type"] for j in plan.jobs] == ["vit"]
+
+
+def test_order_without_history_follows_the_size_estimate(settings: Settings) -> None:
+    # Given no past durations
+    plan = _plan(settings)
+    expected = [j["expected_s"] for j in plan.jobs[:-1]]
+    # Then jobs are longest expected first, and the estimate grows with size within a modality
+    assert expected == sorted(expected, reverse=True)
+    assert estimate_seconds(INDEX[1]) > estimate_seconds(INDEX[0])
+    assert plan.params["history_used"] is False
+
+
+def test_order_with_history_follows_past_durations(settings: Settings) -> None:
+    # Given past durations where bert (small) was the slowest on cpu
+    history = {"cpu": {"bert": 30.0, "vit": 0.5, "gpt2": 1.0, "whisper": 2.0}}
+    plan = _plan(settings, past_durations=history)
+    # Then bert goes first and the expected times are the past durations
+    assert [j["model_type"] for j in plan.jobs] == ["bert", "whisper", "gpt2", "vit", "blt_patcher"]
+    assert plan.jobs[0]["expected_s"] == 30.0
+    assert plan.params["history_used"] is True
+
+
+def test_jobs_carry_template_limits_and_phase_bench(settings: Settings) -> None:
+    job = runnable_jobs(_plan(settings))[0]
+    assert job.template_ref() == _template(None, "cpu")
+    assert job.hard_limit_s == settings.time_limit("test").hard_s
+    assert job.mem_cap_mb == settings.mem_cap_mb
+    assert 0 < job.bench["min_duration_s"] <= job.bench["max_duration_s"]
+
+
+def test_two_hardware_kinds_double_the_jobs_with_distinct_keys(settings: Settings) -> None:
+    plan = _plan(settings, hardware=("cpu", "cuda"))
+    assert len(plan.jobs) == 2 * len(INDEX)
+    assert len({j["key"] for j in plan.jobs}) == len(plan.jobs)
+
+
+def test_dry_jobs_need_no_template(settings: Settings) -> None:
+    options = PlanOptions(phase="fleet", models="bert,vit", kind=JOB_KIND_DRY)
+    plan = plan_run(options, INDEX, settings, now=NOW)
+    assert {j["kind"] for j in plan.jobs} == {JOB_KIND_DRY}
+    assert all(j["template"] is None for j in plan.jobs)
+    assert skipped_results(plan) == []
+
+
+def test_test_jobs_need_the_templates(settings: Settings) -> None:
+    with pytest.raises(ConfigError, match="templates"):
+        plan_run(PlanOptions(phase="p"), INDEX, settings)
+
+
+def test_hardware_resolution() -> None:
+    assert resolve_hardware("auto", ["cpu"]) == ("cpu",)
+    assert resolve_hardware("auto", ["cuda", "cpu"]) == ("cpu", "cuda")
+    assert resolve_hardware("cpu,cpu", ["cpu"]) == ("cpu",)
+    assert resolve_hardware("cuda", ["cpu"], local=False) == ("cuda",)
+    with pytest.raises(HardwareUnavailableError, match="cuda"):
+        resolve_hardware("cpu,cuda", ["cpu"])
+    with pytest.raises(ConfigError, match="tpu"):
+        resolve_hardware("tpu", ["cpu"])
+
+
+def test_planning_imports_no_torch_or_duckdb() -> None:
+    # The scheduler process plans without the heavy libraries (checked in a clean interpreter).
+    import subprocess
+
+    code = "import scheduler.plan, sys; print(sorted(m for m in ('torch','duckdb','transformers') if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
