@@ -23,7 +23,7 @@ import re
 import secrets
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
@@ -39,6 +39,7 @@ from accelerate_core.contracts import JobResult, JobSpec, RunPlan, TemplateRef, 
 from accelerate_core.errors import ConfigError, HardwareUnavailableError, UnknownModelError
 
 if TYPE_CHECKING:
+    from accelerate_core.backends import Inventory
     from accelerate_core.config import Settings
 
 logger = logging.getLogger(__name__)
@@ -195,6 +196,7 @@ def plan_run(
     token: str | None = None,
     code_version: str = "",
     base_dir: Path | None = None,
+    inventory: Inventory | None = None,
 ) -> RunPlan:
     """Plan a run: one job per selected architecture and hardware kind, longest expected first.
 
@@ -209,6 +211,8 @@ def plan_run(
         token: fixes the run id's random part (tests).
         code_version: recorded with the run.
         base_dir: where a relative ``@file`` is read from.
+        inventory: the devices the jobs will run on, when known (a local run): a model that no device of
+            a kind can run (``accelerate_core.backends.assess``: memory, dtype) is skipped on that kind.
 
     Returns:
         The plan; jobs that are not run are listed in ``params["skipped"]``.
@@ -227,6 +231,9 @@ def plan_run(
         history = (past_durations or {}).get(hw, {})
         for entry in entries:
             spec, skip = _plan_job(run_id, entry, hw, options.kind, settings, template_for, history)
+            if skip is None and options.kind == JOB_KIND_TEST and inventory is not None:
+                skip = incompatibility(entry, hw, inventory)
+                spec = spec if skip is None else replace(spec, expected_s=0.0)
             jobs.append(spec)
             if skip is not None:
                 skipped[spec.key] = skip
@@ -282,6 +289,25 @@ def _plan_job(
         bench=phase_bench(settings) if kind == JOB_KIND_TEST else {},
     )
     return spec, skip
+
+
+def incompatibility(entry: CatalogEntry, hardware: str, inventory: Inventory) -> dict[str, str | None] | None:
+    """The skip reason when no device of ``hardware`` in ``inventory`` can run ``entry``, else None.
+
+    The rules are ``accelerate_core.backends.select_hardware``'s (kind allowed, dtype, memory with headroom).
+    A kind the inventory does not have is not judged here (a fleet's workers may have it).
+    """
+    from accelerate_core.backends import ModelRequirements, assess
+
+    devices = inventory.of(hardware)
+    if not devices:
+        return None
+    needs = ModelRequirements(model_type=entry.model_type, param_count=entry.param_count)
+    candidates = [assess(needs, d) for d in devices]
+    if any(c.ok for c in candidates):
+        return None
+    why = "; ".join(f"{c.device.label}: {', '.join(c.reasons)}" for c in candidates)
+    return {"reason_class": ERR_UNSUPPORTED, "reason": f"no {hardware} device can run {entry.model_type} ({why})"}
 
 
 def phase_bench(settings: Settings) -> dict[str, Any]:

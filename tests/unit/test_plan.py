@@ -196,3 +196,18 @@ def test_planning_imports_no_torch_or_duckdb() -> None:
     code = "import scheduler.plan, sys; print(sorted(m for m in ('torch','duckdb','transformers') if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_a_model_no_device_can_hold_is_skipped_on_that_kind(settings: Settings) -> None:
+    # Given a cpu with 64 MiB and a model of 100M parameters (~570 MiB in float32)
+    from accelerate_core.backends import DeviceInfo, Inventory
+
+    big = _entry("huge", params=100_000_000)
+    inventory = Inventory.of_devices([DeviceInfo(kind="cpu", index=0, name="tiny", total_memory_mb=64)])
+    options = PlanOptions(phase="p", models="huge,bert")
+    plan = plan_run(options, [*INDEX, big], settings, template_for=_template, now=NOW, inventory=inventory)
+    # Then it is planned, but skipped as unsupported with the device's reason; bert still runs
+    (result,) = skipped_results(plan, now=NOW)
+    assert result.model_type == "huge" and result.error_class == "unsupported"
+    assert "MiB" in (result.error_message or "")
+    assert [j.model_type for j in runnable_jobs(plan)] == ["bert"]
