@@ -1,0 +1,145 @@
+"""The ROCm backend: AMD GPUs from the KFD topology in sysfs, names from ``rocm-smi``; no torch.
+
+``/sys/class/kfd/kfd/topology/nodes/<n>/properties`` lists every HSA agent; GPU agents have
+``simd_count > 0`` and a ``gfx_target_version`` (``90010`` -> ``gfx90a``). They are numbered in
+node order, which is the order ``HIP_VISIBLE_DEVICES`` uses. ``rocm-smi --showproductname --json``
+adds the marketing name when installed. A ROCm torch also answers ``torch.cuda``: this backend, not
+the CUDA one, reports those devices (``torch.version.hip`` tells them apart).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import subprocess
+from collections.abc import Sequence
+from pathlib import Path
+
+from accelerate_core.backends import torch_ops
+from accelerate_core.backends.base import Backend, DeviceInfo
+from accelerate_core.backends.cuda import probe_loaded_torch
+
+logger = logging.getLogger(__name__)
+
+KFD_NODES = Path("/sys/class/kfd/kfd/topology/nodes")
+_ROCM_VERSION_FILES = (Path("/opt/rocm/.info/version"), Path("/opt/rocm/.info/version-dev"))
+
+
+def parse_properties(text: str) -> dict[str, int]:
+    """Parse a KFD ``properties`` file (``name value`` lines) into integers."""
+    out: dict[str, int] = {}
+    for line in text.splitlines():
+        key, _, value = line.strip().partition(" ")
+        try:
+            out[key] = int(value.strip())
+        except ValueError:
+            continue
+    return out
+
+
+def gfx_arch(target_version: int) -> str:
+    """``gfx_target_version`` to the gfx name: 90010 -> gfx90a, 90402 -> gfx942, 110000 -> gfx1100."""
+    major, rest = divmod(target_version, 10000)
+    minor, stepping = divmod(rest, 100)
+    return f"gfx{major}{minor:x}{stepping:x}"
+
+
+def _read(path: Path) -> str | None:
+    try:
+        return path.read_text(encoding="utf-8", errors="replace").strip()
+    except OSError:
+        return None
+
+
+def _vram_mb(node: Path, props: dict[str, int]) -> int | None:
+    minor = props.get("drm_render_minor")
+    if minor is not None:
+        raw = _read(Path(f"/sys/class/drm/renderD{minor}/device/mem_info_vram_total"))
+        if raw and raw.isdigit():
+            return int(raw) // 2**20
+    sizes: list[int] = [
+        parse_properties(_read(b / "properties") or "").get("size_in_bytes", 0) for b in node.glob("mem_banks/*")
+    ]
+    largest = max(sizes, default=0)
+    return largest // 2**20 if largest else None
+
+
+def probe_kfd(nodes_dir: Path = KFD_NODES) -> list[DeviceInfo] | None:
+    """AMD GPUs from the KFD topology, or None when there is no ``/sys/class/kfd``."""
+    if not nodes_dir.is_dir():
+        return None
+    driver = _read(Path("/sys/module/amdgpu/version"))
+    runtime = next((v for v in map(_read, _ROCM_VERSION_FILES) if v), None)
+    devices: list[DeviceInfo] = []
+    nodes = sorted((p for p in nodes_dir.iterdir() if p.name.isdigit()), key=lambda p: int(p.name))
+    for node in nodes:
+        props = parse_properties(_read(node / "properties") or "")
+        if props.get("simd_count", 0) <= 0 or not props.get("gfx_target_version"):
+            continue  # a CPU agent
+        arch = gfx_arch(props["gfx_target_version"])
+        name = _read(node / "name") or ""
+        devices.append(
+            DeviceInfo(
+                kind="rocm",
+                index=len(devices),
+                name=name if name and name != arch else f"AMD {arch}",
+                total_memory_mb=_vram_mb(node, props),
+                driver_version=driver,
+                runtime_version=runtime,
+                arch=arch,
+                uuid=str(props["unique_id"]) if props.get("unique_id") else None,
+            )
+        )
+    return devices
+
+
+def rocm_smi_names(exe: str = "rocm-smi") -> list[str]:
+    """Product names in card order from ``rocm-smi --showproductname --json`` ([] when unavailable)."""
+    path = shutil.which(exe)
+    if path is None:
+        return []
+    try:
+        done = subprocess.run(
+            [path, "--showproductname", "--json"], capture_output=True, text=True, timeout=10, check=False
+        )
+        data = json.loads(done.stdout or "{}")
+    except (OSError, subprocess.SubprocessError, ValueError) as e:
+        logger.debug("rocm-smi failed: %s", e)
+        return []
+    cards = sorted((k for k in data if k.startswith("card")), key=lambda k: int(k[4:] or 0))
+    return [str(data[c].get("Card series") or data[c].get("Card SKU") or "") for c in cards]
+
+
+class RocmBackend(Backend):
+    """AMD GPUs (ROCm/HIP)."""
+
+    kind = "rocm"
+    preference = 3
+
+    def _probe(self) -> Sequence[DeviceInfo]:
+        found = probe_kfd()
+        if found is None:
+            found = probe_loaded_torch("rocm")
+            if found is None:
+                self._note("rocm: no /sys/class/kfd (no amdgpu kernel driver)")
+                return ()
+            return found
+        names = rocm_smi_names() if found else []
+        if len(names) == len(found):
+            found = [DeviceInfo(**{**d.to_dict(), "name": n}) if n else d for d, n in zip(found, names, strict=True)]
+        return found
+
+    def _visible_env(self, index: int) -> dict[str, str]:
+        # HIP_VISIBLE_DEVICES only: HIP also honours CUDA_VISIBLE_DEVICES and ROCR_VISIBLE_DEVICES,
+        # and setting two of them filters twice (index 1 of a one-device list is no device).
+        return {"HIP_VISIBLE_DEVICES": str(index)}
+
+    def _sync(self) -> None:
+        torch_ops.synchronize("rocm")
+
+    def _reset_peak(self) -> None:
+        torch_ops.reset_peak_memory("rocm")
+
+    def _peak_mb(self) -> float:
+        return torch_ops.peak_memory_mb("rocm")

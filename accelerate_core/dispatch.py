@@ -1,0 +1,205 @@
+"""Load a model from a local checkpoint or a model type, and place it on the best device.
+
+``load_checkpoint_and_dispatch(source, hardware="auto", dtype=None)``:
+
+1. **resolve** the source: a local checkpoint directory (``config.json`` + weights, loaded with
+   ``local_files_only=True``: the hub is never contacted) or a transformers model type built from a
+   tiny config with random weights;
+2. **select** the device with :func:`~accelerate_core.backends.select_hardware` (memory fit, dtype
+   support, preference);
+3. **load** and place the model there, in eval mode, and return where it went.
+
+Importing this module is light; torch and transformers are imported on the first call, under a
+lock, because several threads calling at once must not race through transformers' lazy modules.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from accelerate_core.backends import Inventory, ModelRequirements, Selection, detect, normalize_dtype, select_hardware
+from accelerate_core.errors import AccelerateError, ModelBuildError, UnknownModelError
+
+logger = logging.getLogger(__name__)
+
+SOURCE_CHECKPOINT = "checkpoint"
+SOURCE_MODEL_TYPE = "model-type"
+_WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
+_import_lock = threading.Lock()
+_heavy: tuple[Any, Any] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Dispatched:
+    """A loaded model and where it went.
+
+    Attributes:
+        model: the ``torch.nn.Module``, in eval mode, on ``device``.
+        device: the torch device string (``cpu``, ``cuda:0``, ``mps``; ROCm GPUs are ``cuda:N``).
+        hardware: the hardware kind (``cpu``, ``cuda``, ``rocm``, ``mps``).
+        dtype: the parameters' dtype name (``float32``, ``bfloat16``, ...).
+        source_kind: ``checkpoint`` or ``model-type``.
+        selection: the device choice with every candidate assessed.
+        inputs: forward inputs on ``device`` when the catalog built the model (else None).
+    """
+
+    model: Any
+    device: str
+    hardware: str
+    dtype: str
+    source_kind: str
+    selection: Selection
+    inputs: dict[str, Any] | None = None
+
+
+def _torch_and_transformers() -> tuple[Any, Any]:
+    """Import torch and transformers once per process, one thread at a time."""
+    global _heavy
+    with _import_lock:
+        if _heavy is None:
+            import torch
+            import transformers
+
+            _heavy = (torch, transformers)
+        return _heavy
+
+
+def _looks_like_path(source: str | os.PathLike[str]) -> bool:
+    text = os.fspath(source)
+    return isinstance(source, Path) or os.sep in text or "/" in text or text.startswith((".", "~"))
+
+
+def resolve_source(source: str | os.PathLike[str]) -> tuple[str, str]:
+    """Classify ``source`` as ``("checkpoint", directory)`` or ``("model-type", name)``.
+
+    Raises:
+        UnknownModelError: a path that is not a checkpoint directory, or a name that is neither a
+            directory nor a transformers model type.
+    """
+    text = os.fspath(source)
+    if not text.strip():
+        raise UnknownModelError("empty model source: give a checkpoint directory or a model type such as 'bert'")
+    path = Path(text).expanduser()
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise UnknownModelError(f"{path} has no config.json: give a directory written by save_pretrained")
+        return SOURCE_CHECKPOINT, str(path)
+    if _looks_like_path(source):
+        raise UnknownModelError(f"checkpoint directory {text!r} does not exist: check the path")
+    _, transformers = _torch_and_transformers()
+    if text not in transformers.CONFIG_MAPPING:
+        raise UnknownModelError(
+            f"unknown model source {text!r}: neither a local checkpoint directory nor a transformers model type"
+            " (see `accel models list`)"
+        )
+    return SOURCE_MODEL_TYPE, text
+
+
+def _checkpoint_mb(directory: Path) -> float:
+    """The weight files' size in MiB: the estimate of the loaded weights' memory."""
+    total = sum(p.stat().st_size for p in directory.iterdir() if p.suffix in _WEIGHT_SUFFIXES)
+    return total / 2**20
+
+
+def _requirements(kind: str, where: str, dtype: str) -> ModelRequirements:
+    if kind == SOURCE_CHECKPOINT:
+        weights_mb = _checkpoint_mb(Path(where))
+        return ModelRequirements(model_type=Path(where).name, dtype=dtype, memory_mb=weights_mb * 1.5 or None)
+    return ModelRequirements(model_type=where, dtype=dtype)  # tiny config: a few MiB, fits anywhere
+
+
+def load_checkpoint_and_dispatch(
+    source: str | os.PathLike[str],
+    hardware: str = "auto",
+    dtype: str | None = None,
+    *,
+    inventory: Inventory | None = None,
+) -> Dispatched:
+    """Load ``source`` and place it on the chosen device in eval mode.
+
+    Args:
+        source: a local checkpoint directory or a transformers model type (``bert``).
+        hardware: ``auto``, a kind (``cuda``) or one device (``cuda:1``).
+        dtype: ``float32`` (default), ``float16``/``fp16``, ``bfloat16``/``bf16``, ``float64``.
+        inventory: the devices to choose from (default: this machine's :func:`detect`).
+
+    Raises:
+        UnknownModelError: ``source`` is neither a checkpoint directory nor a model type.
+        HardwareUnavailableError: the requested hardware is absent or cannot run the model.
+        ModelBuildError: the model exists but could not be loaded or built.
+    """
+    dtype_name = normalize_dtype(dtype)
+    kind, where = resolve_source(source)
+    selection = select_hardware(_requirements(kind, where, dtype_name), inventory or detect(), hardware=hardware)
+    torch, _ = _torch_and_transformers()
+    torch_dtype = getattr(torch, dtype_name)
+    inputs = None
+    if kind == SOURCE_CHECKPOINT:
+        model = _load_checkpoint(Path(where), torch_dtype)
+    else:
+        model, inputs = _build_model_type(where, selection.torch_device, torch_dtype)
+    try:
+        model = model.to(device=selection.torch_device, dtype=torch_dtype).eval()
+    except (RuntimeError, ValueError) as e:
+        raise ModelBuildError(f"cannot place {where} on {selection.torch_device} ({e}): try hardware='cpu'") from e
+    logger.info("dispatched %s (%s) to %s as %s", where, kind, selection.torch_device, dtype_name)
+    return Dispatched(model, selection.torch_device, selection.kind, dtype_name, kind, selection, inputs)
+
+
+def _load_checkpoint(directory: Path, torch_dtype: Any) -> Any:
+    _, transformers = _torch_and_transformers()
+    try:
+        config = transformers.AutoConfig.from_pretrained(directory, local_files_only=True)
+        architectures = getattr(config, "architectures", None) or []
+        model_cls = getattr(transformers, architectures[0], None) if architectures else None
+        model_cls = model_cls or transformers.AutoModel
+        return model_cls.from_pretrained(directory, config=config, local_files_only=True, dtype=torch_dtype)
+    except (OSError, ValueError, KeyError, RuntimeError) as e:
+        raise ModelBuildError(f"cannot load checkpoint {directory} ({e}): check its config.json and weights") from e
+
+
+def _build_model_type(model_type: str, device: str, torch_dtype: Any) -> tuple[Any, dict[str, Any] | None]:
+    """Build ``model_type`` tiny with random weights: the catalog when present, else a tiny BERT."""
+    build = _catalog_build()
+    if build is None:
+        if model_type != "bert":
+            raise ModelBuildError(f"building {model_type!r} needs accelerate_core.catalog: only 'bert' is built-in")
+        return _tiny_bert(), None
+    try:
+        built = build(model_type, device=device, dtype=torch_dtype)
+    except AccelerateError:
+        raise
+    except Exception as e:  # a model's own code may raise anything while it is built
+        raise ModelBuildError(
+            f"cannot build tiny {model_type} ({type(e).__name__}: {e}): see `accel models show`"
+        ) from e
+    return built.model, built.inputs
+
+
+def _catalog_build() -> Any:
+    """``accelerate_core.catalog.build`` when the catalog package provides it, else None."""
+    try:
+        catalog = importlib.import_module("accelerate_core.catalog")
+    except ImportError:
+        return None
+    return getattr(catalog, "build", None)
+
+
+def _tiny_bert() -> Any:
+    """A 2-layer, 32-wide BERT with random weights (about 0.1 M parameters)."""
+    _, transformers = _torch_and_transformers()
+    config = transformers.BertConfig(
+        vocab_size=1024,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=64,
+        max_position_embeddings=512,
+    )
+    return transformers.BertModel(config)
