@@ -1,0 +1,364 @@
+"""The client of the fork server: submit jobs, poll outcomes, restart the server when it dies.
+
+The server is a plain subprocess (not ``multiprocessing``), so a daemonic Celery prefork pool process
+can own one. Every submitted job yields exactly one :class:`ChildOutcome`, whatever happens: if the
+server itself dies (or stops answering past every deadline), the jobs in flight come back as
+``crashed`` and the next call starts a fresh server.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import selectors
+import signal
+import subprocess
+import sys
+import time
+import weakref
+from collections.abc import Mapping, Sequence
+from types import TracebackType
+from typing import IO, Any
+
+from accelerate_core.errors import RunnerError
+from accelerate_core.runner.outcome import ChildOutcome
+from accelerate_core.runner.protocol import JobRequest, LineReader, encode
+from accelerate_core.runner.supervisor import KILL_GRACE_S
+
+__all__ = ["ForkServer"]
+
+log = logging.getLogger(__name__)
+
+START_TIMEOUT_S = 300.0
+"""How long the server may take to import its preload and the entry before start-up counts as failed."""
+
+WATCHDOG_SLACK_S = 30.0
+"""A job whose outcome is this late past its time limit (and kill grace) means the server is stuck."""
+
+_MODES = ("auto", "fork", "spawn")
+
+
+class _Job:
+    """Client-side bookkeeping of one submitted job."""
+
+    __slots__ = ("deadline", "pid", "request")
+
+    def __init__(self, request: JobRequest) -> None:
+        self.request = request
+        self.pid: int | None = None
+        self.deadline: float | None = None  # set when the server reports it started
+
+
+class ForkServer:
+    """A preloaded parent that runs each job in a child process of its own.
+
+    Args:
+        entry: the job function, ``"package.module:function"``, called as ``entry(payload) -> dict``.
+        preload: modules the server imports once, before forking (never touching a device).
+        max_children: how many jobs run at once; more are queued in the server, first in first out.
+        mode: ``"fork"``, ``"spawn"`` (a fresh interpreter per job, ~5.6 s each) or ``"auto"``
+            (spawn on macOS, else fork).
+        python: the interpreter to run the server with (default: this one).
+
+    Use as a context manager, or call :meth:`close`. Not thread-safe: one owner thread.
+    """
+
+    def __init__(
+        self,
+        entry: str,
+        *,
+        preload: Sequence[str] = ("torch", "transformers"),
+        max_children: int = 1,
+        mode: str = "auto",
+        python: str | None = None,
+    ) -> None:
+        if ":" not in entry:
+            raise RunnerError(f"entry {entry!r} is malformed: use 'package.module:function'")
+        if mode not in _MODES:
+            raise RunnerError(f"fork server mode {mode!r} is invalid: use one of {', '.join(_MODES)}")
+        if max_children < 1:
+            raise RunnerError(f"max_children={max_children} is invalid: give 1 or more")
+        self.entry = entry
+        self.preload = tuple(preload)
+        self.max_children = max_children
+        self.mode = mode
+        self.python = python or sys.executable
+        self.server_info: dict[str, Any] = {}
+        self.restarts = 0
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._reader: LineReader | None = None
+        self._sel: selectors.BaseSelector | None = None
+        self._ready = False
+        self._pong = False
+        self._jobs: dict[str, _Job] = {}
+        self._done: list[ChildOutcome] = []
+        self._finalizer: weakref.finalize[Any, Any] | None = None
+        self._start()
+
+    # ----------------------------------------------------------------- lifecycle
+
+    def _argv(self) -> list[str]:
+        argv = [self.python, "-m", "accelerate_core.runner.server", "--entry", self.entry,
+                "--preload", ",".join(self.preload), "--max-children", str(self.max_children)]  # fmt: skip
+        if self.mode == "spawn":
+            argv.append("--spawn")
+        return argv
+
+    def _start(self) -> None:
+        proc = subprocess.Popen(self._argv(), stdin=subprocess.PIPE, stdout=subprocess.PIPE, close_fds=True)
+        assert proc.stdout is not None
+        os.set_blocking(proc.stdout.fileno(), False)
+        self._proc = proc
+        self._reader = LineReader(proc.stdout.fileno())
+        self._sel = selectors.DefaultSelector()
+        self._sel.register(proc.stdout.fileno(), selectors.EVENT_READ)
+        self._ready = False
+        self._finalizer = weakref.finalize(self, _terminate, proc)
+        log.debug("fork server started (pid %d): %s", proc.pid, " ".join(self._argv()))
+
+    @property
+    def pid(self) -> int | None:
+        """The server's process id (None when not running)."""
+        return self._proc.pid if self._proc is not None and self._proc.poll() is None else None
+
+    def ensure_ready(self, timeout: float = START_TIMEOUT_S) -> dict[str, Any]:
+        """Start the server if needed and wait until it has imported everything; return its ready message.
+
+        Raises:
+            RunnerError: the server could not start (its entry or preload does not import) or timed out.
+        """
+        if self._proc is None or self._proc.poll() is not None:
+            self._restart_dead()
+        deadline = time.monotonic() + timeout
+        while not self._ready:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                self._kill_server()
+                raise RunnerError(f"the fork server did not start within {timeout:g} s: check its stderr")
+            self._pump(remaining)
+            if not self._ready and self._server_gone():
+                code = self._proc.poll() if self._proc else None
+                detail = self.server_info.get("fatal") or f"it exited with status {code}"
+                self._kill_server()
+                raise RunnerError(f"the fork server failed to start ({detail}): check the entry and preload")
+        return self.server_info
+
+    def close(self) -> None:
+        """Stop the server, killing every child; in-flight jobs are dropped. Safe to call twice."""
+        proc = self._proc
+        if proc is None:
+            return
+        with contextlib.suppress(OSError, ValueError):
+            assert proc.stdin is not None
+            proc.stdin.write(encode({"op": "shutdown"}))
+            proc.stdin.close()
+        try:
+            proc.wait(timeout=KILL_GRACE_S + 10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        self._teardown()
+
+    def __enter__(self) -> ForkServer:
+        self.ensure_ready()
+        return self
+
+    def __exit__(self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None) -> None:
+        self.close()
+
+    # ----------------------------------------------------------------- jobs
+
+    def submit(
+        self,
+        job_id: str,
+        payload: dict[str, Any],
+        *,
+        env: Mapping[str, str] | None = None,
+        time_limit_s: float,
+        mem_cap_mb: int,
+    ) -> None:
+        """Queue one job (non-blocking once the server is up). Its outcome comes from :meth:`poll`.
+
+        Raises:
+            RunnerError: ``job_id`` is already in flight, the request is invalid, or the server cannot start.
+        """
+        if job_id in self._jobs:
+            raise RunnerError(f"job {job_id!r} is already in flight: give each job a unique id")
+        request = JobRequest(job_id, dict(payload), float(time_limit_s), int(mem_cap_mb), dict(env or {}))
+        self.ensure_ready()
+        self._jobs[job_id] = _Job(request)
+        self._send({"op": "submit", "job": request.to_dict()})
+
+    def poll(self, timeout: float | None = None) -> list[ChildOutcome]:
+        """Wait up to ``timeout`` seconds (None: until one arrives) for outcomes; return all that are ready.
+
+        Returns at once with ``[]`` when no job is in flight. Never spins: it blocks on the server's
+        pipe. If the server died, the jobs in flight come back as ``crashed``.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not self._done and self._jobs:
+            self._pump(self._wait_for(deadline))
+            self._check_health()
+            if deadline is not None and time.monotonic() >= deadline:
+                break
+        done, self._done = self._done, []
+        return done
+
+    def run(
+        self,
+        job_id: str,
+        payload: dict[str, Any],
+        *,
+        env: Mapping[str, str] | None = None,
+        time_limit_s: float,
+        mem_cap_mb: int,
+    ) -> ChildOutcome:
+        """Submit one job and wait for its outcome (other jobs' outcomes stay queued for :meth:`poll`)."""
+        self.submit(job_id, payload, env=env, time_limit_s=time_limit_s, mem_cap_mb=mem_cap_mb)
+        while True:
+            for i, outcome in enumerate(self._done):
+                if outcome.job_id == job_id:
+                    return self._done.pop(i)
+            self._pump(self._wait_for(None))
+            self._check_health()
+
+    def cancel(self, job_id: str) -> None:
+        """Kill a job (queued or running); its outcome still arrives, as ``crashed`` / ``Cancelled``."""
+        if job_id in self._jobs:
+            self._send({"op": "cancel", "job_id": job_id})
+
+    def in_flight(self) -> list[str]:
+        """The ids of jobs submitted and not yet returned by :meth:`poll`/:meth:`run`."""
+        return list(self._jobs)
+
+    def child_pid(self, job_id: str) -> int | None:
+        """The process id of a running job's child, once the server reported it started."""
+        job = self._jobs.get(job_id)
+        return job.pid if job else None
+
+    def ping(self, timeout: float = 10.0) -> bool:
+        """True when the server answers within ``timeout`` seconds."""
+        self.ensure_ready()
+        self._pong = False
+        self._send({"op": "ping"})
+        deadline = time.monotonic() + timeout
+        while not self._pong and not self._server_gone() and time.monotonic() < deadline:
+            self._pump(deadline - time.monotonic())
+        return self._pong
+
+    # ----------------------------------------------------------------- internals
+
+    def _send(self, message: dict[str, Any]) -> None:
+        proc = self._proc
+        try:
+            assert proc is not None and proc.stdin is not None
+            proc.stdin.write(encode(message))
+            proc.stdin.flush()
+        except (OSError, ValueError):  # broken pipe: the server died; the health check reports it
+            log.warning("the fork server is gone; its jobs will be reported as crashed")
+        self._check_health()
+
+    def _wait_for(self, deadline: float | None) -> float | None:
+        """Seconds to block now: up to the caller's deadline, the watchdog and a server-exit check."""
+        limits = [time.monotonic() + 1.0]  # look at the server's exit status at least once a second
+        if deadline is not None:
+            limits.append(deadline)
+        limits.extend(j.deadline + KILL_GRACE_S + WATCHDOG_SLACK_S for j in self._jobs.values() if j.deadline)
+        return max(0.0, min(limits) - time.monotonic())
+
+    def _pump(self, timeout: float | None) -> None:
+        """Block up to ``timeout`` on the server's pipe and handle every message that arrived."""
+        if self._sel is None or self._reader is None:
+            return
+        if self._sel.select(timeout):
+            for message in self._reader.read():
+                self._on_message(message)
+
+    def _on_message(self, message: dict[str, Any]) -> None:
+        event = message.get("event")
+        if event == "outcome":
+            outcome = ChildOutcome.from_dict(message["outcome"])
+            if self._jobs.pop(outcome.job_id, None) is not None:
+                self._done.append(outcome)
+        elif event == "started":
+            job = self._jobs.get(str(message.get("job_id")))
+            if job is not None:
+                job.pid = message.get("pid")
+                job.deadline = time.monotonic() + job.request.time_limit_s
+        elif event == "ready":
+            self._ready = True
+            self.server_info = message
+        elif event == "pong":
+            self._pong = True
+        elif event == "fatal":
+            self.server_info = {"fatal": message.get("message")}
+
+    def _server_gone(self) -> bool:
+        return self._reader is None or self._reader.eof or self._proc is None or self._proc.poll() is not None
+
+    def _check_health(self) -> None:
+        """Turn a dead or stuck server into ``crashed`` outcomes for the jobs in flight."""
+        now = time.monotonic()
+        stuck = [j for j in self._jobs.values() if j.deadline and now > j.deadline + KILL_GRACE_S + WATCHDOG_SLACK_S]
+        if not self._server_gone() and not stuck:
+            return
+        if self._reader is not None:  # first take what it did say (outcomes of jobs that finished)
+            for message in self._reader.read():
+                self._on_message(message)
+        code = self._proc.poll() if self._proc else None
+        reason = "stopped answering" if code is None else f"died (exit status {code})"
+        self._kill_server()
+        text = f"the fork server {reason} while the job was in flight; it restarts on the next call"
+        for job_id, job in self._jobs.items():
+            if job.pid is not None:
+                _kill_orphaned_group(job.pid)
+            self._done.append(ChildOutcome.crashed(job_id, text, pid=job.pid))
+        self._jobs.clear()
+
+    def _restart_dead(self) -> None:
+        self._kill_server()
+        self.restarts += 1
+        log.warning("restarting the fork server (restart #%d)", self.restarts)
+        self._start()
+
+    def _kill_server(self) -> None:
+        if self._proc is not None:
+            _terminate(self._proc)
+        self._teardown()
+
+    def _teardown(self) -> None:
+        if self._finalizer is not None:
+            self._finalizer.detach()
+        if self._sel is not None:
+            self._sel.close()
+        proc = self._proc
+        if proc is not None:
+            for stream in (proc.stdin, proc.stdout):
+                _close(stream)
+        self._proc, self._sel, self._reader, self._ready = None, None, None, False
+
+
+def _close(stream: IO[bytes] | None) -> None:
+    with contextlib.suppress(OSError, ValueError):
+        if stream is not None:
+            stream.close()
+
+
+def _kill_orphaned_group(pgid: int) -> None:
+    """Kill what is left of a job whose server died: the child died with it, its own children did not.
+
+    The group id stays reserved while any member lives, so this reaches only that job's processes.
+    """
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, signal.SIGKILL)
+
+
+def _terminate(proc: subprocess.Popen[bytes]) -> None:
+    """Kill the server (its children die with it: they asked for SIGKILL on their parent's death)."""
+    if proc.poll() is None:
+        proc.kill()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=10)
+    for stream in (proc.stdin, proc.stdout):
+        _close(stream)

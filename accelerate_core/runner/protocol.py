@@ -1,0 +1,113 @@
+"""The wire protocol between the :class:`ForkServer` client and its server: JSON lines over pipes.
+
+Client -> server (the server's stdin), one JSON object per line::
+
+    {"op": "submit", "job": {"job_id": ..., "payload": {...}, "env": {...}, "time_limit_s": 30, "mem_cap_mb": 2048}}
+    {"op": "cancel", "job_id": "..."}
+    {"op": "ping"}
+    {"op": "shutdown"}
+
+Server -> client (a private dup of the server's original stdout; the server points its own fd 1 at
+stderr so that a stray ``print`` can never corrupt the stream)::
+
+    {"event": "ready", "pid": 123, "mode": "fork", "preload_s": 4.2}
+    {"event": "started", "job_id": "...", "pid": 456}
+    {"event": "outcome", "outcome": {...ChildOutcome.to_dict()...}}
+    {"event": "pong"}
+    {"event": "fatal", "message": "..."}     (the server cannot start, e.g. the entry does not import)
+
+A child writes exactly one JSON object (the outcome fields it knows) to its own result pipe, then exits.
+JSON only, never pickle: a payload is data, not code.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from accelerate_core.errors import RunnerError
+
+__all__ = ["JobRequest", "LineReader", "encode"]
+
+_READ_CHUNK = 1 << 16
+
+
+@dataclass(frozen=True, slots=True)
+class JobRequest:
+    """One job as the server receives it."""
+
+    job_id: str
+    payload: dict[str, Any]
+    time_limit_s: float
+    mem_cap_mb: int
+    env: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not self.job_id:
+            raise RunnerError("job_id is empty: give every job a unique id")
+        if not self.time_limit_s > 0:
+            raise RunnerError(f"time_limit_s={self.time_limit_s} is invalid: give a positive number of seconds")
+        if self.mem_cap_mb < 1:
+            raise RunnerError(f"mem_cap_mb={self.mem_cap_mb} is invalid: give a positive number of MiB")
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON data."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> JobRequest:
+        """Rebuild from ``to_dict()`` output; raises RunnerError when malformed."""
+        try:
+            return cls(
+                job_id=str(data["job_id"]),
+                payload=dict(data["payload"]),
+                time_limit_s=float(data["time_limit_s"]),
+                mem_cap_mb=int(data["mem_cap_mb"]),
+                env={str(k): str(v) for k, v in dict(data.get("env") or {}).items()},
+            )
+        except (KeyError, TypeError, ValueError) as e:
+            raise RunnerError(f"malformed job request ({e!r}): send JobRequest.to_dict()") from e
+
+
+def encode(message: dict[str, Any]) -> bytes:
+    """One protocol line (JSON, no embedded newlines, newline-terminated)."""
+    return json.dumps(message, separators=(",", ":"), default=str).encode() + b"\n"
+
+
+class LineReader:
+    """Reads JSON lines from a non-blocking file descriptor without ever blocking."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self.eof = False
+        self._buffer = b""
+
+    def read(self) -> list[dict[str, Any]]:
+        """Read what is available now and return the complete messages; sets ``eof`` at end of stream."""
+        while not self.eof:
+            try:
+                chunk = os.read(self.fd, _READ_CHUNK)
+            except BlockingIOError:
+                break
+            except OSError:  # the other side is gone (EBADF, EIO): same as end of stream
+                chunk = b""
+            if not chunk:
+                self.eof = True
+                break
+            self._buffer += chunk
+            if len(chunk) < _READ_CHUNK:
+                break
+        return self._split()
+
+    def _split(self) -> list[dict[str, Any]]:
+        *lines, self._buffer = self._buffer.split(b"\n")
+        messages = []
+        for line in lines:
+            if line.strip():
+                try:
+                    messages.append(json.loads(line))
+                except json.JSONDecodeError as e:
+                    raise RunnerError(f"the runner protocol stream is corrupt ({e}): restart the fork server") from e
+        return messages

@@ -1,0 +1,94 @@
+"""Entry functions for the job-runner tests: each misbehaves (or behaves) in one precise way."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+
+def echo(payload: dict[str, Any]) -> dict[str, Any]:
+    """Return the payload with the child's pid and parent pid."""
+    return {"echo": payload, "pid": os.getpid(), "ppid": os.getppid(), "pgid": os.getpgid(0)}
+
+
+def dispatch(payload: dict[str, Any]) -> dict[str, Any]:
+    """Run the behaviour named by ``payload["do"]`` (one server can then serve every test)."""
+    return _BEHAVIOURS[payload.get("do", "echo")](payload)
+
+
+def sleep_forever(payload: dict[str, Any]) -> dict[str, Any]:
+    """Start a grandchild, write both pids to ``payload["pid_file"]``, then sleep past any limit."""
+    grandchild = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+    if payload.get("pid_file"):
+        Path(payload["pid_file"]).write_text(f"{os.getpid()} {grandchild.pid}")
+    if payload.get("ignore_term"):
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    time.sleep(600)
+    return {}
+
+
+def boom(payload: dict[str, Any]) -> dict[str, Any]:
+    """Raise ValueError("boom")."""
+    raise ValueError("boom")
+
+
+def allocate(payload: dict[str, Any]) -> dict[str, Any]:
+    """Allocate ``payload["mb"]`` MiB, in touched chunks of ``chunk_mb`` with ``pause_s`` between them."""
+    chunk = int(payload.get("chunk_mb", payload["mb"]))
+    held = []
+    for _ in range(int(payload["mb"]) // chunk):
+        held.append(bytearray(chunk * 1024 * 1024))  # bytearray zero-fills: the pages are touched
+        time.sleep(float(payload.get("pause_s", 0.0)))
+    return {"held_mb": len(held) * chunk}
+
+
+def segfault(payload: dict[str, Any]) -> dict[str, Any]:
+    """Die by SIGSEGV."""
+    os.kill(os.getpid(), signal.SIGSEGV)
+    time.sleep(10)
+    return {}
+
+
+def read_env(payload: dict[str, Any]) -> dict[str, Any]:
+    """Return the pinned environment and torch's thread count as the child sees them."""
+    import torch
+
+    names = ("CUDA_VISIBLE_DEVICES", "HIP_VISIBLE_DEVICES", "OMP_NUM_THREADS")
+    return {"env": {n: os.environ.get(n) for n in names}, "threads": torch.get_num_threads()}
+
+
+def noisy(payload: dict[str, Any]) -> dict[str, Any]:
+    """Print on stdout and stderr (which must not corrupt the protocol), then return."""
+    print("hello on stdout " * 100)
+    print("hello on stderr", file=sys.stderr)
+    return {"printed": True}
+
+
+def missing_dependency(payload: dict[str, Any]) -> dict[str, Any]:
+    """Import a module that does not exist."""
+    import accel_no_such_module  # type: ignore[import-not-found]  # noqa: F401
+
+    return {}
+
+
+def big_result(payload: dict[str, Any]) -> dict[str, Any]:
+    """Return a result larger than a pipe buffer."""
+    return {"blob": "x" * int(payload.get("size", 1_000_000))}
+
+
+_BEHAVIOURS = {
+    "echo": echo,
+    "sleep": sleep_forever,
+    "boom": boom,
+    "allocate": allocate,
+    "segfault": segfault,
+    "env": read_env,
+    "noisy": noisy,
+    "missing": missing_dependency,
+    "big": big_result,
+}
