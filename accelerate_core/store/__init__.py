@@ -1,0 +1,21 @@
+"""The results store: one DuckDB file, one writer, idempotent batched ingest, reads, snapshots, export.
+
+Importing this package does not import duckdb; the first :meth:`ResultsStore.open` does.
+"""
+
+from __future__ import annotations
+
+from accelerate_core.store.export import EXPORT_FORMATS
+from accelerate_core.store.results import ResultsStore
+from accelerate_core.store.schema import SCHEMA_VERSION
+from accelerate_core.store.snapshot import read_status_snapshot, snapshot_path
+from accelerate_core.store.writes import RUN_STATUSES
+
+__all__ = [
+    "EXPORT_FORMATS",
+    "RUN_STATUSES",
+    "SCHEMA_VERSION",
+    "ResultsStore",
+    "read_status_snapshot",
+    "snapshot_path",
+]

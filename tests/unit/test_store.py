@@ -1,0 +1,214 @@
+"""The results store on real DuckDB files: schema, idempotent ingest, reads, snapshot, export."""
+
+from __future__ import annotations
+
+import csv
+import json
+import time
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from accelerate_core.contracts import WorkerInfo
+from accelerate_core.errors import ConfigError, StoreError, StoreLockedError, UnknownRunError
+from accelerate_core.store import SCHEMA_VERSION, ResultsStore, read_status_snapshot
+from accelerate_core.store.synthetic import SyntheticRun
+
+RUN = SyntheticRun("run-a", models=("bert", "gpt2", "t5"), hardware=("cpu", "cuda"), shapes=((1, 16), (4, 16)))
+
+
+@pytest.fixture
+def store(tmp_path: Path):
+    with ResultsStore.open(tmp_path / "results.duckdb") as s:
+        yield s
+
+
+def _count(store: ResultsStore, table: str) -> int:
+    return int(store.query(f"SELECT count(*) FROM {table}")[0][0])
+
+
+def test_new_file_gets_the_schema_and_its_version(tmp_path: Path) -> None:
+    path = tmp_path / "sub" / "results.duckdb"
+    with ResultsStore.open(path) as s:
+        assert s.schema_version() == SCHEMA_VERSION
+    with ResultsStore.open(path) as s:  # reopening migrates nothing twice
+        assert s.query("SELECT count(*) FROM schema_version")[0][0] == SCHEMA_VERSION
+
+
+def test_a_newer_schema_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "results.duckdb"
+    ResultsStore.open(path).close()
+    conn = duckdb.connect(str(path))
+    conn.execute("INSERT INTO schema_version VALUES (999, 'future', 0)")
+    conn.close()
+    with pytest.raises(StoreError, match="newer"):
+        ResultsStore.open(path)
+
+
+def test_same_batch_twice_keeps_row_counts_and_raises_attempts(store: ResultsStore) -> None:
+    # Given a planned run and one batch of results
+    store.record_run(RUN.plan())
+    batch = [RUN.result(m, hw) for m in ("bert", "gpt2") for hw in ("cpu", "cuda")]
+    store.record_results(batch)
+    jobs, meas = _count(store, "jobs"), _count(store, "measurements")
+    # When the same batch (a redelivery) and the same plan are recorded again
+    store.record_results(batch)
+    store.record_run(RUN.plan())
+    # Then no row is added, and every job of the batch counts two attempts
+    assert (_count(store, "jobs"), _count(store, "measurements")) == (jobs, meas) == (6, 4 * 7)
+    attempts = dict(store.query("SELECT model_type || '@' || hardware, attempts FROM jobs"))
+    assert attempts["bert@cpu"] == attempts["gpt2@cuda"] == 2
+    assert attempts["t5@cpu"] == 0
+
+
+def test_duplicates_inside_one_batch_make_one_row(store: ResultsStore) -> None:
+    result = RUN.result("bert", "cpu")
+    assert store.record_results([result, result, result]) == 1
+    assert store.query("SELECT count(*), max(attempts) FROM jobs") == [(1, 3)]
+
+
+def test_a_new_result_replaces_the_measurements(store: ResultsStore) -> None:
+    store.record_results([RUN.result("bert", "cpu", latency=0.01)])
+    store.record_results([RUN.result("bert", "cpu", latency=0.05)])
+    rows = store.query("SELECT p50, len(samples) FROM measurements WHERE metric = 'latency' AND batch_size = 1")
+    assert len(rows) == 1
+    assert rows[0][0] == pytest.approx(0.05, rel=0.05)
+    assert rows[0][1] == RUN.samples
+
+
+def test_running_then_result_counts_one_attempt(store: ResultsStore) -> None:
+    store.record_run(RUN.plan())
+    assert store.mark_running([RUN.key("bert", "cpu")], "w-1", time.time()) == 1
+    assert store.run_progress("run-a")["by_status"]["running"] == 1
+    store.record_results([RUN.result("bert", "cpu")])
+    assert store.query("SELECT status, attempts, worker_id FROM jobs WHERE model_type='bert' AND hardware='cpu'") == [
+        ("done", 1, "synthetic-cpu-0")
+    ]
+    # a terminal job is not sent back to running by a late duplicate message
+    assert store.mark_running([RUN.key("bert", "cpu")], "w-2", time.time()) == 0
+
+
+def test_a_failed_batch_is_rolled_back_whole(store: ResultsStore) -> None:
+    good = RUN.result("bert", "cpu")
+    bad = RUN.result("gpt2", "cpu")
+    bad.measurements.append({"metric": "latency"})  # no unit
+    with pytest.raises(ConfigError, match="unit"):
+        store.record_results([good, bad])
+    assert _count(store, "jobs") == 0
+
+
+def test_progress_unfinished_and_phase_done(store: ResultsStore) -> None:
+    store.record_run(RUN.plan())
+    store.record_results([RUN.result("bert", "cpu"), RUN.result("gpt2", "cpu", status="failed")])
+    progress = store.run_progress("run-a")
+    assert progress["total"] == 6 and progress["terminal"] == 2
+    assert progress["by_hardware"]["cpu"] == {"total": 3, "done": 1, "failed": 1, "queued": 1}
+    assert progress["failures_total"] == 1 and progress["failures"][0]["model_type"] == "gpt2"
+    assert progress["expected_s_left"] == pytest.approx(4 * 1.0 / RUN.slots)
+    left = store.unfinished_jobs("run-a")
+    assert sorted((s.model_type, s.hardware) for s in left) == [
+        ("bert", "cuda"),
+        ("gpt2", "cuda"),
+        ("t5", "cpu"),
+        ("t5", "cuda"),
+    ]
+    assert left[0].template_ref() is not None and left[0].template_ref().body == "# synthetic\n"
+    assert not store.is_phase_done("run-a")
+    store.record_results(
+        [RUN.result(m, hw) for m in ("bert", "gpt2", "t5") for hw in ("cuda",)]
+        + [RUN.result("t5", "cpu", status="skipped")]
+    )
+    assert store.is_phase_done("run-a")
+
+
+def test_runs_previous_and_status(store: ResultsStore) -> None:
+    for i, run_id in enumerate(("old", "mid", "new")):
+        store.record_run(SyntheticRun(run_id, phase="2026-q4", created_at=1000.0 + i).plan())
+    store.record_run(SyntheticRun("other", phase="2027-q1", created_at=999.0).plan())
+    assert store.previous_run("2026-q4", "new") == "mid"
+    assert store.previous_run("2026-q4", "old") is None
+    assert [r["run_id"] for r in store.list_runs()] == ["new", "mid", "old", "other"]
+    store.set_run_status("new", "complete")
+    assert store.get_run("new")["status"] == "complete"
+    with pytest.raises(UnknownRunError):
+        store.set_run_status("nope", "complete")
+    with pytest.raises(ConfigError):
+        store.set_run_status("new", "finished")
+
+
+def test_past_durations_are_medians(store: ResultsStore) -> None:
+    for i, d in enumerate((1.0, 3.0, 10.0)):
+        run = SyntheticRun(f"r{i}")
+        store.record_results([run.result("bert", "cpu", duration=d)])
+    assert store.past_durations("cpu") == {"bert": 3.0}
+    assert store.past_durations("cuda") == {}
+
+
+def test_workers_register_and_refresh(store: ResultsStore) -> None:
+    info = WorkerInfo("w-1", "host-a", "cuda", 0, "H100", 81920, "550.1", {"torch": "2.13.0"})
+    store.register_worker(info)
+    store.register_worker(info)
+    assert store.query("SELECT worker_id, registrations, versions->>'torch' FROM workers") == [("w-1", 2, "2.13.0")]
+
+
+def test_status_snapshot_round_trip(store: ResultsStore, tmp_path: Path) -> None:
+    store.record_run(RUN.plan())
+    path = store.write_status_snapshot("run-a", tmp_path / "status")
+    assert not list(path.parent.glob("*.tmp"))
+    snap = read_status_snapshot("run-a", tmp_path / "status")
+    assert snap["total"] == 6 and snap["by_status"] == {"queued": 6}
+    with pytest.raises(StoreError, match="no status snapshot"):
+        read_status_snapshot("other", tmp_path / "status")
+
+
+def test_export_parquet_and_csv(store: ResultsStore, tmp_path: Path) -> None:
+    store.record_run(RUN.plan())
+    store.record_results([RUN.result("bert", "cpu")])
+    files = store.export_run("run-a", tmp_path / "pq", "parquet")
+    got = duckdb.connect().execute(f"SELECT count(*), max(len(samples)) FROM '{files['measurements']}'").fetchone()
+    assert got == (7, RUN.samples)
+    files = store.export_run("run-a", tmp_path / "csv", "csv")
+    with files["jobs"].open() as fh:
+        assert len(list(csv.DictReader(fh))) == 6
+    with files["measurements"].open() as fh:
+        first = next(csv.DictReader(fh))
+    assert len(json.loads(first["samples"])) in (RUN.samples, 1)
+    with pytest.raises(ConfigError):
+        store.export_run("run-a", tmp_path / "x", "xlsx")
+    with pytest.raises(UnknownRunError):
+        store.export_run("nope", tmp_path / "x", "csv")
+
+
+def test_import_timings_from_samples(store: ResultsStore) -> None:
+    assert store.record_import_timings([{"name": "accelerate_core", "samples": [0.3, 0.1, 0.2], "python": "3.11"}]) == 1
+    assert store.query("SELECT name, n, median_s, min_s, extra->>'python' FROM import_timings") == [
+        ("accelerate_core", 3, 0.2, 0.1, "3.11")
+    ]
+    with pytest.raises(ConfigError):
+        store.record_import_timings([{"name": "x"}])
+
+
+def test_second_writer_in_the_same_process_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "results.duckdb"
+    with ResultsStore.open(path) as writer:
+        with pytest.raises(StoreLockedError, match="already open read-write in this process"):
+            ResultsStore.open(path)
+        writer.record_run(RUN.plan())
+        with ResultsStore.open(path, read_only=True) as reader:  # shares the writer's database
+            assert reader.list_runs()[0]["jobs"] == 6
+            with pytest.raises(StoreError, match="read-only"):
+                reader.record_run(RUN.plan())
+    with ResultsStore.open(path) as again:  # the file is free once closed
+        assert again.get_run("run-a")["phase"] == "synthetic"
+
+
+def test_read_only_on_a_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(StoreError, match="does not exist"):
+        ResultsStore.open(tmp_path / "none.duckdb", read_only=True)
+
+
+def test_memory_store_has_the_same_api() -> None:
+    with ResultsStore.memory() as s:
+        s.record_run(RUN.plan())
+        assert s.run_progress("run-a")["total"] == 6
