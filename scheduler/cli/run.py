@@ -1,9 +1,145 @@
-"""`accel` commands owned by this module (registered on the root app by ``register``)."""
+"""``accel run`` (plan and run a phase: locally, or on a fleet with a broker) and ``accel status``."""
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
 import typer
+
+from scheduler.cli.common import EXIT_OK, emit_json, err, fail, is_tty, out, state
+
+if TYPE_CHECKING:
+    from accelerate_core.config import Settings
+    from accelerate_core.contracts import RunPlan
+    from scheduler.local import RunSummary
+
+EXIT_INTERRUPTED = 130
+"""``accel run`` stopped by SIGINT/SIGTERM: finished results kept, the run marked ``interrupted``."""
 
 
 def register(app: typer.Typer) -> None:
-    """Add this module's commands to the root app."""
+    """Add ``run`` and ``status`` to the root app."""
+    app.command("run")(run_command)
+    app.command("status")(status_command)
+
+
+def run_command(
+    ctx: typer.Context,
+    phase: Annotated[str | None, typer.Option("--phase", help="phase line of the run, e.g. 2026-q4")] = None,
+    models: Annotated[str, typer.Option("--models", help="all, a,b or @file (one model type a line)")] = "all",
+    modality: Annotated[str | None, typer.Option("--modality", help="only this modality (text, vision, ...)")] = None,
+    hardware: Annotated[str, typer.Option("--hardware", help="auto (what this machine has) or e.g. cpu,cuda")] = "auto",
+    jobs: Annotated[int | None, typer.Option("--jobs", "-j", min=1, help="jobs at once (default: cores)")] = None,
+    resume: Annotated[str | None, typer.Option("--resume", help="run only the unfinished jobs of RUN")] = None,
+    broker: Annotated[str | None, typer.Option("--broker", help="Redis URL: run on the fleet")] = None,
+    wait: Annotated[bool, typer.Option("--wait", help="with a broker: wait for the phase to finish")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="print the summary as JSON")] = False,
+) -> None:
+    """Plan a phase-end run over the selected architectures and run it; write its report."""
+    settings = state(ctx).settings
+    if broker:
+        settings = settings.with_overrides(broker_url=broker)
+    if jobs:
+        settings = settings.with_overrides(concurrency=jobs)
+    if resume is None and not phase:
+        raise fail("give --phase NAME for a new run (or --resume RUN)")
+    if settings.broker_url:
+        _run_remote(settings, phase, models, modality, hardware, resume, wait, as_json)
+        return
+    from scheduler.local import run_local
+
+    if resume is not None:
+        summary = run_local(settings, resume_run_id=resume, show_progress=is_tty() and not as_json)
+    else:
+        plan = _plan(settings, phase or "", models, modality, hardware, local=True)
+        if not as_json:
+            _print_plan(plan.run_id, plan.params, settings.effective_concurrency())
+        summary = run_local(settings, plan, show_progress=is_tty() and not as_json)
+    _print_summary(summary, as_json)
+    raise typer.Exit(EXIT_OK if summary.status == "complete" else EXIT_INTERRUPTED)
+
+
+def _plan(settings: Settings, phase: str, models: str, modality: str | None, hardware: str, *, local: bool) -> RunPlan:
+    from accelerate_core.backends import detect
+    from scheduler.plan import PlanOptions, plan_with_stores, resolve_hardware
+
+    available = detect().kinds() if local or hardware.strip() in ("", "auto") else ()
+    kinds = resolve_hardware(hardware, available, local=local)
+    options = PlanOptions(phase=phase, models=models, modality=modality, hardware=kinds)
+    return plan_with_stores(settings, options, local=local, base_dir=Path.cwd(), code_version=_code_version())
+
+
+def _run_remote(
+    settings: Settings,
+    phase: str | None,
+    models: str,
+    modality: str | None,
+    hardware: str,
+    resume: str | None,
+    wait: bool,
+    as_json: bool,
+) -> None:
+    if resume is not None:
+        raise fail("--resume runs on the embedded default only; on a fleet, redelivery finishes the run")
+    import importlib
+
+    # The fleet's dispatcher: imported only when a broker is configured (it imports celery).
+    remote = importlib.import_module("scheduler.remote")
+    plan = _plan(settings, phase or "", models, modality, hardware, local=False)
+    run_id = str(remote.run_remote(settings, plan, wait=wait))
+    if as_json:
+        emit_json({"run_id": run_id, "jobs": len(plan.jobs), "broker": True, "waited": wait})
+    else:
+        out.print(f"run {run_id}: {len(plan.jobs)} jobs sent to the fleet; follow it with `accel status {run_id}`")
+
+
+def _print_plan(run_id: str, params: dict[str, Any], slots: int) -> None:
+    n_jobs = int(str(params.get("n_jobs", 0)))
+    n_skipped = int(str(params.get("n_skipped", 0)))
+    expected = float(str(params.get("expected_work_s", 0.0)))
+    err.print(
+        f"run {run_id}: {n_jobs} jobs ({n_jobs - n_skipped} to run, {n_skipped} skipped) on "
+        f"{', '.join(str(h) for h in params.get('hardware') or [])}, {slots} at a time; "
+        f"expected ~{expected / max(1, slots) / 60:.1f} min",
+        markup=False,
+    )
+
+
+def _print_summary(summary: RunSummary, as_json: bool) -> None:
+    if as_json:
+        emit_json(summary.to_dict())
+        return
+    counts = ", ".join(f"{n} {s}" for s, n in sorted(summary.counts.items()))
+    out.print(f"run {summary.run_id} {summary.status}: {counts}", markup=False)
+    out.print(
+        f"wall {summary.wall_s:.1f} s, {summary.ran} jobs run on {summary.slots} slots, "
+        f"makespan efficiency {summary.efficiency:.2f}",
+        markup=False,
+    )
+    if summary.report_dir is not None:
+        out.print(f"report: {summary.report_dir}", markup=False)
+    elif summary.status != "complete":
+        out.print(f"resume with: accel run --resume {summary.run_id}", markup=False)
+
+
+def _code_version() -> str:
+    from accelerate_core import __version__
+
+    return __version__
+
+
+def status_command(
+    ctx: typer.Context,
+    run_id: Annotated[str | None, typer.Argument(help="the run (default: the latest)")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print the status as JSON")] = False,
+) -> None:
+    """Progress of a run per hardware, its failures so far and the expected time left."""
+    from scheduler.status import format_status, run_status
+
+    status = run_status(state(ctx).settings, run_id)
+    if as_json:
+        emit_json(status)
+        return
+    for line in format_status(status):
+        out.print(line, markup=False)

@@ -1,0 +1,310 @@
+"""The local (embedded) executor: a run's jobs through a fork server on this machine, results in DuckDB.
+
+No servers: the plan is recorded in the results store (held read-write by this process for the whole
+run), the jobs go longest-first to ``accelerate_core.runner.ForkServer("workers.job:execute")`` with N
+children at a time, and every outcome is recorded in batches as it arrives. A status snapshot is written
+every few seconds so ``accel status`` works from another terminal while this process holds the file.
+
+Stopping: SIGINT (Ctrl-C) and SIGTERM end the running children, keep every finished result and mark
+the run ``interrupted``; ``run_local(..., resume=True)`` (``accel run --resume RUN``) later runs only the
+jobs without a terminal row. A SIGKILL of this process loses at most the results of the last batch not
+yet written: those jobs have no terminal row, so a resume runs them again and never doubles a row.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from types import FrameType
+from typing import TYPE_CHECKING, Any, Final
+
+from accelerate_core.contracts import JobResult, JobSpec, RunPlan
+from accelerate_core.results import outcome_to_result
+from scheduler.plan import SKIPPED_PARAM, order_jobs, skipped_results
+from scheduler.status import RunProgress, snapshot_dir
+
+if TYPE_CHECKING:
+    from accelerate_core.config import Settings
+    from accelerate_core.runner import ChildOutcome, ForkServer
+    from accelerate_core.store import ResultsStore
+
+logger = logging.getLogger(__name__)
+
+ENTRY: Final = "workers.job:execute"
+"""The fork server's entry: the job body shared with the Celery workers."""
+
+RUN_INTERRUPTED: Final = "interrupted"
+RUN_COMPLETE: Final = "complete"
+RUN_RUNNING: Final = "running"
+
+_FLUSH_EVERY_S: Final = 1.0
+_FLUSH_BATCH: Final = 32
+_SNAPSHOT_EVERY_S: Final = 2.0
+_POLL_S: Final = 0.5
+
+
+@dataclass
+class RunSummary:
+    """What a local run did, printed by ``accel run`` (``--json``: :meth:`to_dict`)."""
+
+    run_id: str
+    status: str = RUN_RUNNING
+    slots: int = 1
+    planned: int = 0
+    ran: int = 0
+    counts: dict[str, int] = field(default_factory=dict)
+    wall_s: float = 0.0
+    startup_s: float = 0.0
+    busy_s: float = 0.0
+    report_dir: Path | None = None
+
+    @property
+    def efficiency(self) -> float:
+        """Makespan efficiency: job time / (slots x wall time), 0 when nothing ran."""
+        return round(self.busy_s / (self.slots * self.wall_s), 4) if self.wall_s > 0 else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON data."""
+        return {
+            "run_id": self.run_id,
+            "status": self.status,
+            "slots": self.slots,
+            "planned": self.planned,
+            "ran": self.ran,
+            "counts": dict(self.counts),
+            "wall_s": round(self.wall_s, 2),
+            "startup_s": round(self.startup_s, 2),
+            "busy_s": round(self.busy_s, 2),
+            "efficiency": self.efficiency,
+            "report_dir": str(self.report_dir) if self.report_dir else None,
+        }
+
+
+def run_local(
+    settings: Settings,
+    plan: RunPlan | None = None,
+    *,
+    resume_run_id: str | None = None,
+    slots: int | None = None,
+    show_progress: bool = False,
+    stop: threading.Event | None = None,
+    write_report: bool = True,
+) -> RunSummary:
+    """Run a plan (or resume a run) on this machine and write its report.
+
+    Args:
+        settings: where the results DB and reports live; concurrency default.
+        plan: a new run's plan (recorded first). Exactly one of ``plan`` and ``resume_run_id``.
+        resume_run_id: resume this run: run only its jobs without a terminal row.
+        slots: jobs at once (default ``settings.effective_concurrency()``).
+        show_progress: draw a live progress bar on stderr.
+        stop: set it to stop the run as SIGINT would (tests, embedding); SIGINT/SIGTERM set it too.
+        write_report: write the aggregate report when the run completes.
+
+    Returns:
+        The summary; ``status`` is ``complete`` or ``interrupted``.
+
+    Raises:
+        StoreLockedError: another process holds the results DB.
+        UnknownRunError: ``resume_run_id`` is not in the store.
+        RunnerError: the fork server cannot start.
+    """
+    from accelerate_core.store import ResultsStore
+
+    if (plan is None) == (resume_run_id is None):
+        raise ValueError("give exactly one of plan and resume_run_id")
+    n_slots = slots or settings.effective_concurrency()
+    stop_event = stop or threading.Event()
+    if plan is not None:  # run_progress divides the work left by the slots
+        plan = replace(plan, params={**plan.params, "slots": n_slots})
+    settings.results_db.parent.mkdir(parents=True, exist_ok=True)
+    with ResultsStore.open(settings.results_db) as store:
+        run_id, pending, planned = _prepare(store, plan, resume_run_id)
+        summary = RunSummary(run_id=run_id, slots=n_slots, planned=planned)
+        executor = _Executor(store, settings, run_id, n_slots, stop_event)
+        with _stop_on_signals(stop_event), RunProgress(planned, show=show_progress) as bar:
+            bar.advance_to(store.run_progress(run_id))
+            executor.progress = bar
+            executor.run(pending, summary)
+        _finish(store, settings, summary, interrupted=stop_event.is_set(), write_report=write_report)
+    return summary
+
+
+def _prepare(store: ResultsStore, plan: RunPlan | None, resume_run_id: str | None) -> tuple[str, list[JobSpec], int]:
+    """Record the plan (or read the resumed run) and return the jobs still to run, longest first.
+
+    Planned jobs that are not to be run get their ``skipped`` row here (again on a resume, if a kill
+    came between recording the plan and recording them).
+    """
+    if plan is not None:
+        store.record_run(plan)
+        run_id, params = plan.run_id, plan.params
+        unfinished = plan.job_specs()
+    else:
+        assert resume_run_id is not None
+        run_id, params = resume_run_id, store.get_run(resume_run_id)["params"]
+        unfinished = store.unfinished_jobs(run_id)
+    store.set_run_status(run_id, RUN_RUNNING)
+    reasons: dict[str, Any] = params.get(SKIPPED_PARAM, {})
+    to_skip = [j for j in unfinished if j.key in reasons]
+    if to_skip:
+        shell = RunPlan(run_id=run_id, phase="", created_at=0.0, params={SKIPPED_PARAM: reasons},
+                        jobs=[j.to_dict() for j in to_skip])  # fmt: skip
+        store.record_results(skipped_results(shell))
+    pending = order_jobs([j for j in unfinished if j.key not in reasons])
+    planned = int(params.get("n_jobs") or len(unfinished))
+    logger.info("run %s: %d jobs to run, %d skipped now", run_id, len(pending), len(to_skip))
+    return run_id, pending, planned
+
+
+class _Executor:
+    """Feeds jobs to the fork server N at a time and records outcomes in batches."""
+
+    def __init__(self, store: ResultsStore, settings: Settings, run_id: str, slots: int, stop: threading.Event):
+        self.store = store
+        self.settings = settings
+        self.run_id = run_id
+        self.slots = slots
+        self.stop = stop
+        self.host = socket.gethostname()
+        self.worker_id = f"local-{self.host}-{os.getpid()}"
+        self.progress: RunProgress | None = None
+        self._batch: list[JobResult] = []
+        self._last_flush = time.monotonic()
+        self._last_snapshot = 0.0
+
+    def run(self, pending: Sequence[JobSpec], summary: RunSummary) -> None:
+        """Run ``pending`` to the end or until ``stop`` is set; fill ``summary``'s timings."""
+        from accelerate_core.runner import ForkServer
+
+        queue = deque(pending)
+        running: dict[str, JobSpec] = {}
+        started = time.monotonic()
+        self._snapshot(force=True)
+        if queue:
+            with ForkServer(ENTRY, max_children=self.slots) as server:
+                # The makespan counts from a ready server: its start-up (imports) is reported apart.
+                summary.startup_s = time.monotonic() - started
+                started = time.monotonic()
+                while (queue or running) and not self.stop.is_set():
+                    self._fill(server, queue, running)
+                    outcomes = server.poll(_POLL_S)
+                    self._collect(outcomes, running, summary)
+                    self._maybe_flush()
+                    self._snapshot()
+                if running:  # stopped: end the children; their jobs keep no terminal row
+                    server.close()
+        summary.wall_s = time.monotonic() - started
+        self._flush()
+        self._snapshot(force=True)
+
+    def _fill(self, server: ForkServer, queue: deque[JobSpec], running: dict[str, JobSpec]) -> None:
+        submitted: list[str] = []
+        env = child_env(self.settings, self.slots)
+        while queue and len(running) < self.slots:
+            spec = queue.popleft()
+            server.submit(spec.key, spec.to_dict(), env=env, time_limit_s=spec.hard_limit_s, mem_cap_mb=spec.mem_cap_mb)
+            running[spec.key] = spec
+            submitted.append(spec.key)
+        if submitted:
+            self.store.mark_running(submitted, self.worker_id, time.time())
+            if self.progress is not None:
+                self.progress.set_running(len(running))
+
+    def _collect(self, outcomes: Sequence[ChildOutcome], running: dict[str, JobSpec], summary: RunSummary) -> None:
+        for outcome in outcomes:
+            spec = running.pop(outcome.job_id, None)
+            if spec is None:
+                continue
+            if self.stop.is_set() and not outcome.ok:
+                # A child ended by the same Ctrl-C is not a result: its job stays unfinished for --resume.
+                continue
+            result = outcome_to_result(spec, outcome, self.worker_id, self.host)
+            self._batch.append(result)
+            summary.ran += 1
+            summary.busy_s += float(outcome.duration_s or 0.0)
+            summary.counts[result.status] = summary.counts.get(result.status, 0) + 1
+            if self.progress is not None:
+                self.progress.finished(result, running=len(running))
+
+    def _maybe_flush(self) -> None:
+        if len(self._batch) >= _FLUSH_BATCH or (self._batch and time.monotonic() - self._last_flush >= _FLUSH_EVERY_S):
+            self._flush()
+
+    def _flush(self) -> None:
+        if self._batch:
+            self.store.record_results(self._batch)
+            self._batch = []
+        self._last_flush = time.monotonic()
+
+    def _snapshot(self, *, force: bool = False) -> None:
+        now = time.monotonic()
+        if force or now - self._last_snapshot >= _SNAPSHOT_EVERY_S:
+            self._flush()
+            self.store.write_status_snapshot(self.run_id, snapshot_dir(self.settings))
+            self._last_snapshot = now
+
+
+def child_env(settings: Settings, slots: int) -> dict[str, str]:
+    """Environment of a job's child: its share of the cores, so N children do not oversubscribe them."""
+    threads = str(max(1, (os.cpu_count() or 1) // max(1, slots)))
+    return {"OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads, "TOKENIZERS_PARALLELISM": "false"}
+
+
+def _finish(
+    store: ResultsStore, settings: Settings, summary: RunSummary, *, interrupted: bool, write_report: bool
+) -> None:
+    """Mark the run, record its makespan figures in its params and write its report when it completed."""
+    progress = store.run_progress(summary.run_id)
+    summary.counts = {str(k): int(v) for k, v in progress["by_status"].items()}
+    complete = not interrupted and bool(progress["phase_done"])
+    summary.status = RUN_COMPLETE if complete else RUN_INTERRUPTED
+    run = store.get_run(summary.run_id)
+    params = dict(run["params"])
+    params["makespan_efficiency"] = summary.efficiency
+    params.setdefault("makespan", []).append(summary.to_dict())  # one entry per invocation (resumes too)
+    # Recording a run again with no jobs updates only its params.
+    again = RunPlan(summary.run_id, run["phase"], run["created_at"], params, jobs=[], code_version=run["code_version"])
+    store.record_run(again)
+    store.set_run_status(summary.run_id, summary.status)
+    if complete and write_report:
+        summary.report_dir = _write_report(store, settings, summary.run_id, run["phase"])
+
+
+def _write_report(store: ResultsStore, settings: Settings, run_id: str, phase: str) -> Path:
+    from accelerate_core.report import build_report, write_report
+
+    report = build_report(store, run_id, baseline_run_id=store.previous_run(phase, run_id))
+    out_dir = settings.reports_dir / run_id
+    write_report(report, out_dir)
+    return out_dir
+
+
+@contextmanager
+def _stop_on_signals(stop: threading.Event) -> Iterator[None]:
+    """SIGINT and SIGTERM set ``stop`` (the loop ends its children and returns) instead of raising."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        logger.warning("received signal %d: stopping the run (finished results are kept)", signum)
+        stop.set()
+
+    previous: dict[signal.Signals, Callable[..., Any] | int | None] = {}
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        previous[sig] = signal.signal(sig, handler)
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
