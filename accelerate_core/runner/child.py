@@ -25,6 +25,7 @@ import traceback
 from collections.abc import Callable, Mapping
 from typing import Any, NoReturn
 
+from accelerate_core.constants import ERR_OOM
 from accelerate_core.errors import RunnerError
 from accelerate_core.runner.outcome import classify_exception
 from accelerate_core.runner.protocol import JobRequest
@@ -127,11 +128,15 @@ def execute(entry: Entry, request: JobRequest) -> dict[str, Any]:
         json.dumps(value)  # fail here, with the entry's name on it, if the value is not JSON
         record: dict[str, Any] = {"ok": True, "value": value}
     except BaseException as exc:  # the child reports everything, SystemExit included
+        error_class = classify_exception(exc)
+        message = _one_line(exc)
+        if error_class == ERR_OOM and message == type(exc).__name__:
+            message = f"an allocation failed: past the job's memory cap of {request.mem_cap_mb} MiB"
         record = {
             "ok": False,
-            "error_class": classify_exception(exc),
+            "error_class": error_class,
             "error_type": getattr(exc, "error_type", None) or type(exc).__name__,
-            "error_message": _one_line(exc),
+            "error_message": message,
             "traceback": "".join(traceback.format_exception(exc))[-8000:],
         }
     record["entry_s"] = time.perf_counter() - started

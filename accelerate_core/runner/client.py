@@ -306,8 +306,10 @@ class ForkServer:
         if self._reader is not None:  # first take what it did say (outcomes of jobs that finished)
             for message in self._reader.read():
                 self._on_message(message)
-        code = self._proc.poll() if self._proc else None
-        reason = "stopped answering" if code is None else f"died (exit status {code})"
+        reason = "stopped answering"
+        if self._server_gone():
+            code = _exit_status(self._proc, wait_s=2.0)
+            reason = "closed its pipe" if code is None else f"died (exit status {code})"
         self._kill_server()
         text = f"the fork server {reason} while the job was in flight; it restarts on the next call"
         for job_id, job in self._jobs.items():
@@ -343,6 +345,16 @@ def _close(stream: IO[bytes] | None) -> None:
     with contextlib.suppress(OSError, ValueError):
         if stream is not None:
             stream.close()
+
+
+def _exit_status(proc: subprocess.Popen[bytes] | None, wait_s: float) -> int | None:
+    """The server's exit status, waiting briefly (its pipe may close a moment before it is reaped)."""
+    if proc is None:
+        return None
+    try:
+        return proc.wait(timeout=wait_s)
+    except subprocess.TimeoutExpired:
+        return None
 
 
 def _kill_orphaned_group(pgid: int) -> None:

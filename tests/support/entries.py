@@ -32,6 +32,13 @@ def sleep_forever(payload: dict[str, Any]) -> dict[str, Any]:
     return {}
 
 
+def nap(payload: dict[str, Any]) -> dict[str, Any]:
+    """Sleep ``payload["s"]`` seconds; return the wall-clock interval and pid."""
+    start = time.time()
+    time.sleep(float(payload["s"]))
+    return {"start": start, "end": time.time(), "pid": os.getpid()}
+
+
 def boom(payload: dict[str, Any]) -> dict[str, Any]:
     """Raise ValueError("boom")."""
     raise ValueError("boom")
@@ -84,6 +91,7 @@ def big_result(payload: dict[str, Any]) -> dict[str, Any]:
 _BEHAVIOURS = {
     "echo": echo,
     "sleep": sleep_forever,
+    "nap": nap,
     "boom": boom,
     "allocate": allocate,
     "segfault": segfault,

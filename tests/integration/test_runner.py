@@ -1,0 +1,238 @@
+"""The fork server against misbehaving jobs: real forked children, real signals, real memory.
+
+One server (preloading torch) serves most tests in turn; the tests that kill or restart a server
+start their own. The last test checks the shared server is still the same healthy process.
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import psutil
+import pytest
+
+from accelerate_core.constants import ERR_CRASHED, ERR_FORWARD, ERR_MISSING_DEPENDENCY, ERR_OOM, ERR_TIMEOUT
+from accelerate_core.errors import RunnerError
+from accelerate_core.runner import ForkServer
+from accelerate_core.runner.supervisor import KILL_GRACE_S
+
+ENTRY = "tests.support.entries:dispatch"
+CAP_MB = 2000
+
+
+def gone(pid: int, within_s: float = 5.0) -> bool:
+    """True once ``pid`` no longer runs (a zombie awaiting init's reaping counts as gone)."""
+    deadline = time.monotonic() + within_s
+    while time.monotonic() < deadline:
+        try:
+            if psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
+                return True
+        except psutil.NoSuchProcess:
+            return True
+        time.sleep(0.05)
+    return False
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[ForkServer]:
+    with ForkServer(ENTRY, preload=("torch",), max_children=3) as fs:
+        yield fs
+
+
+@pytest.fixture(scope="module")
+def server_pid(server: ForkServer) -> int:
+    assert server.pid is not None
+    return server.pid
+
+
+def test_a_normal_job_returns_its_value_from_a_child_in_its_own_process_group(server, server_pid):
+    outcome = server.run("echo", {"do": "echo", "x": 1}, time_limit_s=20, mem_cap_mb=CAP_MB)
+
+    assert outcome.ok, outcome
+    assert outcome.value is not None and outcome.value["echo"] == {"do": "echo", "x": 1}
+    assert outcome.value["ppid"] == server_pid
+    assert outcome.value["pgid"] == outcome.value["pid"] == outcome.pid
+    assert outcome.peak_rss_mb and outcome.peak_rss_mb > 10
+    assert server.server_info["mode"] == "fork"
+
+
+def test_a_job_past_its_time_limit_is_a_timeout_and_its_process_group_is_gone(server, tmp_path: Path):
+    pid_file = tmp_path / "pids"
+
+    outcome = server.run("sleeper", {"do": "sleep", "pid_file": str(pid_file)}, time_limit_s=1.0, mem_cap_mb=CAP_MB)
+
+    assert (outcome.ok, outcome.error_class, outcome.error_type) == (False, ERR_TIMEOUT, "Timeout")
+    assert "1 s" in (outcome.error_message or "")
+    assert 1.0 <= outcome.duration_s < 1.0 + KILL_GRACE_S
+    child, grandchild = map(int, pid_file.read_text().split())
+    assert child == outcome.pid
+    assert gone(child) and gone(grandchild)
+
+
+def test_a_job_ignoring_sigterm_is_killed_after_the_grace_period(server, tmp_path: Path):
+    payload = {"do": "sleep", "pid_file": str(tmp_path / "pids"), "ignore_term": True}
+
+    outcome = server.run("stubborn", payload, time_limit_s=0.5, mem_cap_mb=CAP_MB)
+
+    assert outcome.error_class == ERR_TIMEOUT
+    assert outcome.exit_signal == 9
+    assert outcome.duration_s >= 0.5 + KILL_GRACE_S - 0.1
+    assert gone(outcome.pid or 0)
+
+
+def test_an_exception_is_reported_with_its_class_message_and_traceback(server):
+    outcome = server.run("boom", {"do": "boom"}, time_limit_s=20, mem_cap_mb=CAP_MB)
+
+    assert (outcome.ok, outcome.error_class) == (False, ERR_FORWARD)
+    assert (outcome.error_type, outcome.error_message) == ("ValueError", "boom")
+    assert outcome.traceback and "def boom" not in outcome.traceback and "ValueError: boom" in outcome.traceback
+
+
+def test_a_missing_module_is_a_missing_dependency(server):
+    outcome = server.run("missing", {"do": "missing"}, time_limit_s=20, mem_cap_mb=CAP_MB)
+
+    assert (outcome.error_class, outcome.error_type) == (ERR_MISSING_DEPENDENCY, "ModuleNotFoundError")
+    assert "accel_no_such_module" in (outcome.error_message or "")
+
+
+def test_one_allocation_past_the_cap_fails_in_the_child_as_out_of_memory(server):
+    outcome = server.run("alloc-once", {"do": "allocate", "mb": 3000}, time_limit_s=20, mem_cap_mb=600)
+
+    assert (outcome.error_class, outcome.error_type) == (ERR_OOM, "MemoryError")
+    assert outcome.peak_rss_mb is not None and outcome.peak_rss_mb < 600
+
+
+def test_growing_past_the_cap_is_killed_by_the_rss_watch_as_out_of_memory(server):
+    payload = {"do": "allocate", "mb": 3000, "chunk_mb": 20, "pause_s": 0.05}
+
+    outcome = server.run("alloc-slow", payload, time_limit_s=30, mem_cap_mb=500)
+
+    assert (outcome.error_class, outcome.error_type) == (ERR_OOM, "MemoryCapExceeded")
+    assert "500 MiB" in (outcome.error_message or "")
+    assert outcome.peak_rss_mb is not None and 500 < outcome.peak_rss_mb < 800
+    assert gone(outcome.pid or 0)
+
+
+def test_a_segfault_is_crashed_with_its_signal(server):
+    outcome = server.run("segv", {"do": "segfault"}, time_limit_s=20, mem_cap_mb=CAP_MB)
+
+    assert (outcome.error_class, outcome.exit_signal) == (ERR_CRASHED, 11)
+    assert "SIGSEGV" in (outcome.error_message or "")
+
+
+def test_the_job_env_pins_devices_and_threads_in_the_child_only(server):
+    env = {"CUDA_VISIBLE_DEVICES": "", "HIP_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "1"}
+
+    pinned = server.run("env1", {"do": "env"}, env=env, time_limit_s=20, mem_cap_mb=CAP_MB)
+    other = server.run("env2", {"do": "env"}, env={"OMP_NUM_THREADS": "2"}, time_limit_s=20, mem_cap_mb=CAP_MB)
+
+    assert pinned.ok and other.ok, (pinned, other)
+    assert pinned.value == {"env": env, "threads": 1}
+    assert other.value is not None and other.value["threads"] == 2
+    assert other.value["env"]["CUDA_VISIBLE_DEVICES"] == os.environ.get("CUDA_VISIBLE_DEVICES")
+
+
+def test_children_run_concurrently_up_to_max_children(server):
+    for i in range(3):
+        server.submit(f"nap{i}", {"do": "nap", "s": 1.0}, time_limit_s=20, mem_cap_mb=CAP_MB)
+    started = time.monotonic()
+    outcomes = []
+    while len(outcomes) < 3:
+        outcomes += server.poll(timeout=10)
+
+    assert time.monotonic() - started < 2.5  # three 1 s naps, run side by side
+    spans = sorted((o.value["start"], o.value["end"]) for o in outcomes if o.value)
+    assert len(spans) == 3 and spans[2][0] < spans[0][1]  # the last one started before the first ended
+    assert len({o.pid for o in outcomes}) == 3
+
+
+def test_poll_blocks_without_spinning_and_returns_nothing_when_idle(server):
+    assert server.poll(timeout=5) == []  # nothing in flight: returns at once
+    server.submit("long-nap", {"do": "nap", "s": 1.5}, time_limit_s=20, mem_cap_mb=CAP_MB)
+    cpu_before = resource.getrusage(resource.RUSAGE_SELF)
+
+    first = server.poll(timeout=0.8)
+
+    cpu_after = resource.getrusage(resource.RUSAGE_SELF)
+    assert first == []
+    assert (cpu_after.ru_utime + cpu_after.ru_stime) - (cpu_before.ru_utime + cpu_before.ru_stime) < 0.1
+    assert [o.job_id for o in server.poll(timeout=10)] == ["long-nap"]
+
+
+def test_cancel_kills_a_running_job_and_still_reports_it(server, tmp_path: Path):
+    server.submit("to-cancel", {"do": "sleep", "pid_file": str(tmp_path / "p")}, time_limit_s=60, mem_cap_mb=CAP_MB)
+    while not (tmp_path / "p").exists():
+        time.sleep(0.05)
+
+    server.cancel("to-cancel")
+    (outcome,) = server.poll(timeout=10)
+
+    assert (outcome.job_id, outcome.error_class, outcome.error_type) == ("to-cancel", ERR_CRASHED, "Killed")
+    assert all(gone(int(p)) for p in (tmp_path / "p").read_text().split())
+
+
+def test_output_and_large_results_do_not_corrupt_the_protocol(server):
+    noisy = server.run("noisy", {"do": "noisy"}, time_limit_s=20, mem_cap_mb=CAP_MB)
+    big = server.run("big", {"do": "big", "size": 3_000_000}, time_limit_s=20, mem_cap_mb=CAP_MB)
+
+    assert noisy.ok and noisy.value == {"printed": True}
+    assert big.ok and big.value is not None and len(big.value["blob"]) == 3_000_000
+
+
+def test_a_duplicate_job_id_in_flight_is_refused(server):
+    server.submit("dup", {"do": "nap", "s": 0.2}, time_limit_s=20, mem_cap_mb=CAP_MB)
+    with pytest.raises(RunnerError, match="already in flight"):
+        server.submit("dup", {"do": "echo"}, time_limit_s=20, mem_cap_mb=CAP_MB)
+    assert [o.ok for o in server.poll(timeout=10)] == [True]
+
+
+def test_the_shared_server_survived_every_job_above(server, server_pid):
+    outcome = server.run("still-alive", {"do": "echo"}, time_limit_s=20, mem_cap_mb=CAP_MB)
+
+    assert outcome.ok
+    assert server.pid == server_pid and server.restarts == 0
+    assert server.ping()
+    assert psutil.Process(server_pid).children() == []  # every child reaped, no zombie left
+
+
+def test_a_dead_server_reports_in_flight_jobs_as_crashed_and_restarts_on_the_next_call(tmp_path: Path):
+    with ForkServer(ENTRY, preload=(), max_children=1) as fs:
+        first_pid = fs.pid
+        fs.submit("victim", {"do": "sleep", "pid_file": str(tmp_path / "p")}, time_limit_s=60, mem_cap_mb=CAP_MB)
+        while not (tmp_path / "p").exists():
+            time.sleep(0.05)
+        child, grandchild = map(int, (tmp_path / "p").read_text().split())
+
+        psutil.Process(first_pid).kill()
+        (outcome,) = fs.poll(timeout=10)
+        after = fs.run("next", {"do": "echo"}, time_limit_s=20, mem_cap_mb=CAP_MB)
+
+        assert (outcome.job_id, outcome.error_class) == ("victim", ERR_CRASHED)
+        assert "fork server died" in (outcome.error_message or "")
+        assert gone(child) and gone(grandchild)
+        assert after.ok and fs.pid not in (None, first_pid) and fs.restarts == 1
+
+
+def test_spawn_mode_runs_each_job_in_a_fresh_interpreter(tmp_path: Path):
+    with ForkServer(ENTRY, preload=(), mode="spawn") as fs:
+        ok = fs.run("spawned", {"do": "echo"}, env={"OMP_NUM_THREADS": "1"}, time_limit_s=30, mem_cap_mb=CAP_MB)
+        boom = fs.run("spawned-boom", {"do": "boom"}, time_limit_s=30, mem_cap_mb=CAP_MB)
+        slow = fs.run("spawned-sleep", {"do": "sleep"}, time_limit_s=1.5, mem_cap_mb=CAP_MB)
+
+        assert fs.server_info["mode"] == "spawn"
+        assert ok.ok and ok.value is not None and ok.value["ppid"] == fs.pid and ok.value["pgid"] == ok.value["pid"]
+        assert (boom.error_class, boom.error_type, boom.error_message) == (ERR_FORWARD, "ValueError", "boom")
+        assert slow.error_class == ERR_TIMEOUT and gone(slow.pid or 0)
+
+
+def test_an_entry_that_does_not_exist_fails_start_up_with_one_line():
+    fs = ForkServer("tests.support.entries:no_such_function", preload=())
+    try:
+        with pytest.raises(RunnerError, match=r"failed to start.*no_such_function"):
+            fs.ensure_ready(timeout=60)
+    finally:
+        fs.close()
