@@ -1,0 +1,214 @@
+"""Building the report of one run: resolve the baseline, read both runs, summarise, compare, return."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING
+
+from accelerate_core.constants import STATUS_DONE, STATUS_SKIPPED, TERMINAL_STATUSES
+from accelerate_core.errors import ConfigError
+from accelerate_core.report.collect import Pair, RunData, Stat, collect_import_timings, collect_run, collect_workers
+from accelerate_core.report.compare import DEFAULT_ALPHA, DEFAULT_THRESHOLD, compare_runs
+from accelerate_core.report.modality import resolve_modalities
+from accelerate_core.report.model import (
+    Efficiency,
+    FailureGroup,
+    FailureMessage,
+    GroupSummary,
+    ModelRow,
+    Report,
+    ShapeStats,
+    SpeedUp,
+)
+from accelerate_core.report.stats import median_or_none, pass_rate
+
+if TYPE_CHECKING:
+    from accelerate_core.store import ResultsStore
+
+CPU = "cpu"
+_THROUGHPUT = ("throughput", "tokens_per_s")
+FAILURE_JOBS_LISTED = 20
+"""How many jobs each failure message names (the count covers all of them)."""
+
+
+def build_report(
+    store: ResultsStore,
+    run_id: str,
+    baseline_run_id: str | None = None,
+    *,
+    threshold: float = DEFAULT_THRESHOLD,
+    alpha: float = DEFAULT_ALPHA,
+    modalities: Mapping[str, str] | None = None,
+    use_catalog: bool = True,
+    now: float | None = None,
+) -> Report:
+    """The report of ``run_id``, compared with ``baseline_run_id`` (default: the previous run of its phase).
+
+    Raises:
+        UnknownRunError: either run is not in the store.
+        ConfigError: the baseline is the run itself, or the threshold/alpha are out of range.
+    """
+    if not 0 <= threshold < 10 or not 0 < alpha < 1:
+        raise ConfigError(f"threshold={threshold} alpha={alpha} invalid: need 0 <= threshold < 10 and 0 < alpha < 1")
+    data = collect_run(store, run_id)
+    models = sorted({m for m, _ in data.jobs})
+    modality = resolve_modalities(
+        models, data.run["params"], modalities, store_path=store.path, use_catalog=use_catalog
+    )
+    rows = [_row(pair, data, modality) for pair in sorted(data.jobs)]
+    timings, timings_note = collect_import_timings(store, run_id)
+    report = Report(
+        run=data.run,
+        generated_at=time.time() if now is None else now,
+        synthetic=bool(data.run["params"].get("synthetic")),
+        totals=_summary("all", rows),
+        rows=rows,
+        by_modality=_grouped(rows, lambda r: r.modality),
+        by_hardware=_by_hardware(rows),
+        failures=_failures(data),
+        efficiency=_efficiency(data),
+        workers=collect_workers(store, run_id, data),
+        import_timings=timings,
+        import_timings_note=timings_note,
+    )
+    _attach_baseline(store, report, data, baseline_run_id, threshold=threshold, alpha=alpha)
+    return report
+
+
+def _attach_baseline(
+    store: ResultsStore, report: Report, data: RunData, baseline_run_id: str | None, *, threshold: float, alpha: float
+) -> None:
+    run_id, phase = report.run_id, str(data.run["phase"])
+    if baseline_run_id == run_id:
+        raise ConfigError(f"the baseline of run {run_id} cannot be the run itself: pick an earlier run")
+    baseline_id = baseline_run_id or store.previous_run(phase, run_id)
+    if baseline_id is None:
+        report.baseline_note = f"no earlier run of phase {phase!r} to compare with"
+        return
+    baseline = collect_run(store, baseline_id)
+    report.comparison = compare_runs(store, data, baseline, threshold=threshold, alpha=alpha)
+
+
+def _row(pair: Pair, data: RunData, modality: Mapping[str, str]) -> ModelRow:
+    job = data.jobs[pair]
+    stats = data.stats.get(pair, [])
+    row = ModelRow(
+        model_type=pair[0],
+        modality=modality[pair[0]],
+        hardware=pair[1],
+        status=job.status,
+        error_class=job.error_class,
+        attempts=job.attempts,
+        duration_s=job.duration_s,
+        template_sha=job.template_sha,
+    )
+    _fill_figures(row, stats)
+    return row
+
+
+def _fill_figures(row: ModelRow, stats: list[Stat]) -> None:
+    throughput = {(s.batch_size, s.seq_len): s for s in stats if s.metric in _THROUGHPUT}
+    for s in stats:
+        if s.metric == "latency":
+            t = throughput.get((s.batch_size, s.seq_len))
+            row.shapes.append(
+                ShapeStats(s.batch_size, s.seq_len, s.p50, s.p90, s.n, t.p50 if t else None, t.unit if t else None)
+            )
+        elif s.metric == "peak_memory" and s.p50 is not None:
+            row.peak_memory_mib = max(row.peak_memory_mib or 0.0, s.p50)
+        elif s.metric == "load_time":
+            row.load_time_s = s.p50
+    row.shapes.sort(key=lambda x: (x.batch_size, x.seq_len))
+    if row.shapes:
+        first = row.shapes[0]
+        row.batch_size, row.seq_len = first.batch_size, first.seq_len
+        row.p50_s, row.p90_s = first.p50_s, first.p90_s
+        row.throughput, row.throughput_unit = first.throughput, first.throughput_unit
+
+
+def _summary(name: str, rows: list[ModelRow]) -> GroupSummary:
+    g = GroupSummary(name=name, total=len(rows))
+    for r in rows:
+        if r.status == STATUS_DONE:
+            g.done += 1
+        elif r.status == STATUS_SKIPPED:
+            g.skipped += 1
+        elif r.status in TERMINAL_STATUSES:
+            g.failed += 1
+        else:
+            g.pending += 1
+    g.pass_rate = pass_rate(g.done, g.total, g.skipped, g.pending)
+    g.speedups = _speedups(rows)
+    return g
+
+
+def _grouped(rows: list[ModelRow], key: Callable[[ModelRow], str]) -> list[GroupSummary]:
+    groups: dict[str, list[ModelRow]] = {}
+    for r in rows:
+        groups.setdefault(key(r), []).append(r)
+    return [_summary(name, groups[name]) for name in sorted(groups)]
+
+
+def _by_hardware(rows: list[ModelRow]) -> list[GroupSummary]:
+    """Per-hardware summaries; an accelerator's speed-up over CPU needs the CPU rows, so it is computed on all."""
+    overall = {s.accelerator: s for s in _speedups(rows)}
+    groups = _grouped(rows, lambda r: r.hardware)
+    for g in groups:
+        g.speedups = [overall[g.name]] if g.name in overall else []
+    return groups
+
+
+def _speedups(rows: list[ModelRow]) -> list[SpeedUp]:
+    """Median over models of (median over shared shapes of CPU p50 / accelerator p50)."""
+    cpu = {r.model_type: r for r in rows if r.hardware == CPU and r.status == STATUS_DONE}
+    per_acc: dict[str, list[float]] = {}
+    for r in rows:
+        base = cpu.get(r.model_type)
+        if r.hardware == CPU or base is None or r.status != STATUS_DONE:
+            continue
+        ref = {(s.batch_size, s.seq_len): s.p50_s for s in base.shapes}
+        ratios = [
+            ref[(s.batch_size, s.seq_len)] / s.p50_s  # type: ignore[operator]
+            for s in r.shapes
+            if s.p50_s and ref.get((s.batch_size, s.seq_len))
+        ]
+        m = median_or_none(ratios)
+        if m is not None:
+            per_acc.setdefault(r.hardware, []).append(m)
+    return [SpeedUp(hw, float(median_or_none(v) or 0.0), len(v)) for hw, v in sorted(per_acc.items())]
+
+
+def _failures(data: RunData) -> list[FailureGroup]:
+    by_class: dict[str, dict[str, FailureMessage]] = {}
+    for (model, hw), job in sorted(data.jobs.items()):
+        if job.status in (STATUS_DONE, STATUS_SKIPPED) or job.status not in TERMINAL_STATUSES:
+            continue
+        klass = job.error_class or job.status
+        lines = (job.error_message or "").strip().splitlines()
+        message = lines[0][:500] if lines else "(no message)"
+        group = by_class.setdefault(klass, {})
+        entry = group.setdefault(message, FailureMessage(message, 0, [], job.error_type))
+        entry.count += 1
+        if len(entry.jobs) < FAILURE_JOBS_LISTED:
+            entry.jobs.append(f"{model}@{hw}")
+    out = []
+    for klass, messages in by_class.items():
+        ordered = sorted(messages.values(), key=lambda m: (-m.count, m.message))
+        out.append(FailureGroup(klass, sum(m.count for m in ordered), ordered))
+    return sorted(out, key=lambda g: (-g.count, g.error_class))
+
+
+def _efficiency(data: RunData) -> Efficiency:
+    jobs = [j for j in data.jobs.values() if j.duration_s is not None]
+    busy = sum(j.duration_s or 0.0 for j in jobs)
+    starts = [j.started_at for j in jobs if j.started_at is not None]
+    ends = [j.finished_at for j in jobs if j.finished_at is not None]
+    wall = max(ends) - min(starts) if starts and ends else 0.0
+    raw = data.run["params"].get("slots")
+    slots = int(raw) if isinstance(raw, int | float) and raw > 0 else None
+    if slots is None:
+        return Efficiency(None, busy, wall, None, "the executor recorded no slot count (params.slots)")
+    if wall <= 0:
+        return Efficiency(slots, busy, wall, None, "no job has both a start and a finish time yet")
+    return Efficiency(slots, busy, wall, busy / (slots * wall))

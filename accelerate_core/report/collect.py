@@ -1,0 +1,166 @@
+"""Reading one run out of the results store for the report: a few set-wise queries, no per-job query.
+
+Raw samples are not read here (a full run holds millions of them); the comparison reads only the
+samples of the shapes whose p50 moved beyond the threshold.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from accelerate_core.report.model import ImportTiming, WorkerRow
+
+if TYPE_CHECKING:
+    from accelerate_core.store import ResultsStore
+
+Pair = tuple[str, str]
+"""(model type, hardware kind)."""
+
+
+@dataclass(slots=True)
+class JobFact:
+    """The columns of one job row the report uses."""
+
+    job_key: str
+    kind: str
+    status: str
+    error_class: str | None
+    error_type: str | None
+    error_message: str | None
+    attempts: int
+    duration_s: float | None
+    started_at: float | None
+    finished_at: float | None
+    template_sha: str | None
+    worker_id: str | None
+    host: str | None
+    device_name: str | None
+
+
+@dataclass(slots=True)
+class Stat:
+    """Summary statistics of one measured metric at one shape (no raw samples)."""
+
+    metric: str
+    unit: str
+    batch_size: int
+    seq_len: int
+    p50: float | None
+    p90: float | None
+    n: int
+
+
+@dataclass(slots=True)
+class RunData:
+    """One run as the report needs it."""
+
+    run: dict[str, Any]
+    jobs: dict[Pair, JobFact] = field(default_factory=dict)
+    stats: dict[Pair, list[Stat]] = field(default_factory=dict)
+
+
+_JOB_COLUMNS = (
+    "model_type, hardware, job_key, kind, status, error_class, error_type, error_message, attempts, "
+    "duration_s, started_at, finished_at, template_sha, worker_id, host, device_name"
+)
+
+
+def collect_run(store: ResultsStore, run_id: str) -> RunData:
+    """The run, its jobs and the summary statistics of its measurements (raises UnknownRunError)."""
+    data = RunData(run=store.get_run(run_id))
+    for row in store.query(f"SELECT {_JOB_COLUMNS} FROM jobs WHERE run_id = ? ORDER BY kind DESC", [run_id]):
+        data.jobs[(row[0], row[1])] = JobFact(*row[2:])
+    rows = store.query(
+        """SELECT j.model_type, j.hardware, m.metric, m.unit, m.batch_size, m.seq_len, m.p50, m.p90, m.n
+           FROM measurements m JOIN jobs j USING (job_key)
+           WHERE m.run_id = ? ORDER BY m.batch_size, m.seq_len""",
+        [run_id],
+    )
+    for model, hw, *rest in rows:
+        data.stats.setdefault((model, hw), []).append(Stat(*rest))
+    return data
+
+
+def latency_samples(store: ResultsStore, keys: Iterable[str]) -> dict[tuple[str, int, int], list[float]]:
+    """Raw latency samples of the given jobs, by (job key, batch size, sequence length)."""
+    wanted = sorted(set(keys))
+    if not wanted:
+        return {}
+    rows = store.query(
+        """SELECT job_key, batch_size, seq_len, samples FROM measurements
+           WHERE metric = 'latency' AND job_key IN (SELECT unnest($keys))""",
+        {"keys": wanted},
+    )
+    return {(k, b, s): list(samples or ()) for k, b, s, samples in rows}
+
+
+def collect_workers(store: ResultsStore, run_id: str, data: RunData) -> list[WorkerRow]:
+    """The workers that ran the run's jobs, from the workers table or, failing that, the jobs themselves."""
+    counts: dict[str, int] = {}
+    seen: dict[str, JobFact] = {}
+    hardware: dict[str, str] = {}
+    for (_, hw), job in data.jobs.items():
+        if job.worker_id:
+            counts[job.worker_id] = counts.get(job.worker_id, 0) + 1
+            seen.setdefault(job.worker_id, job)
+            hardware.setdefault(job.worker_id, hw)
+    rows = store.query(
+        """SELECT worker_id, host, hardware, device_name, device_index, memory_mb, driver, versions
+           FROM workers WHERE worker_id IN (SELECT unnest($ids)) ORDER BY hardware, worker_id""",
+        {"ids": sorted(counts) or [""]},
+    )
+    workers = [
+        WorkerRow(r[0], r[1], r[2], r[3], r[4], r[5], r[6], json.loads(r[7]) if r[7] else {}, counts[r[0]])
+        for r in rows
+    ]
+    known = {w.worker_id for w in workers}
+    envs = _environments(store, {seen[w].job_key: w for w in counts if w not in known})
+    for worker_id in sorted(set(counts) - known):
+        job = seen[worker_id]
+        workers.append(
+            WorkerRow(
+                worker_id,
+                job.host,
+                hardware[worker_id],
+                device_name=job.device_name,
+                versions=envs.get(worker_id, {}),
+                jobs=counts[worker_id],
+            )
+        )
+    return workers
+
+
+_VERSION_KEYS = ("python", "torch", "transformers", "cuda", "driver", "cpu", "threads", "device", "device_name")
+
+
+def _environments(store: ResultsStore, key_to_worker: dict[str, str]) -> dict[str, dict[str, Any]]:
+    if not key_to_worker:
+        return {}
+    rows = store.query(
+        "SELECT job_key, environment FROM jobs WHERE job_key IN (SELECT unnest($keys))", {"keys": list(key_to_worker)}
+    )
+    out: dict[str, dict[str, Any]] = {}
+    for key, env in rows:
+        parsed = json.loads(env) if env else {}
+        picked = {k: v for k, v in parsed.items() if k in _VERSION_KEYS or k.endswith("_version")}
+        out[key_to_worker[key]] = picked or {k: v for k, v in parsed.items() if isinstance(v, str | int | float)}
+    return out
+
+
+def collect_import_timings(store: ResultsStore, run_id: str) -> tuple[list[ImportTiming], str]:
+    """The run's self-benchmark rows; else the latest recorded batch, with a note saying so."""
+    cols = "section, name, n, median_s, stdev_s, min_s, max_s, host"
+    rows = store.query(f"SELECT {cols} FROM import_timings WHERE run_id = ? ORDER BY section, median_s DESC", [run_id])
+    note = ""
+    if not rows:
+        rows = store.query(
+            f"""SELECT {cols} FROM import_timings
+                WHERE recorded_at = (SELECT max(recorded_at) FROM import_timings)
+                ORDER BY section, median_s DESC"""
+        )
+        if rows:
+            note = "latest self-benchmark in the store (not recorded with this run)"
+    return [ImportTiming(*r) for r in rows], note

@@ -1,0 +1,74 @@
+"""Writing a report to disk in Markdown, HTML and JSON (each file written atomically)."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from accelerate_core.errors import ConfigError
+from accelerate_core.report.html import render_html
+from accelerate_core.report.markdown import render_markdown
+from accelerate_core.report.model import Report
+
+REPORT_FORMATS = ("md", "html", "json")
+"""Every format :func:`write_report` writes."""
+
+
+def _clean(value: Any) -> Any:
+    """JSON has no inf/NaN: write them as null."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _clean(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_clean(v) for v in value]
+    return value
+
+
+def render_json(report: Report) -> str:
+    """The report as JSON (the same model the other formats render)."""
+    return json.dumps(_clean(report.to_dict()), indent=1, sort_keys=True, default=str, allow_nan=False) + "\n"
+
+
+_RENDERERS: dict[str, Callable[[Report], str]] = {"md": render_markdown, "html": render_html, "json": render_json}
+
+
+def parse_formats(text: str | Sequence[str]) -> tuple[str, ...]:
+    """``"md,html"`` (or a sequence) -> validated formats, in the order given.
+
+    Raises:
+        ConfigError: an unknown format.
+    """
+    items = [f.strip().lower() for f in (text.split(",") if isinstance(text, str) else text) if f.strip()]
+    bad = [f for f in items if f not in REPORT_FORMATS]
+    if bad or not items:
+        raise ConfigError(f"report format(s) {bad or text!r} invalid: use a comma list of {', '.join(REPORT_FORMATS)}")
+    return tuple(dict.fromkeys(items))
+
+
+def write_report(report: Report, out_dir: Path, formats: Sequence[str] = REPORT_FORMATS) -> dict[str, Path]:
+    """Write ``report.<fmt>`` files into ``out_dir``; return their paths by format."""
+    chosen = parse_formats(formats)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written: dict[str, Path] = {}
+    for fmt in chosen:
+        target = out_dir / f"report.{fmt}"
+        _atomic_write(target, _RENDERERS[fmt](report))
+        written[fmt] = target
+    return written
+
+
+def _atomic_write(target: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=target.name, suffix=".tmp", dir=target.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
