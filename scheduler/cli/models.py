@@ -1,9 +1,118 @@
-"""`accel` commands owned by this module (registered on the root app by ``register``)."""
+"""``accel models list|show|check``: browse the model catalog and sweep every architecture."""
 
 from __future__ import annotations
 
+import json
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
 import typer
+
+from scheduler.cli.common import emit_json, out, progress
+
+models_app = typer.Typer(
+    help="The model catalog: every transformers architecture as a tiny model.", no_args_is_help=True
+)
+
+
+@models_app.command("list")
+def list_models(
+    modality: Annotated[
+        str | None, typer.Option("--modality", "-m", help="Only this modality (text, vision, ...)")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON")] = False,
+) -> None:
+    """List every model type of the installed transformers with its modality, family and class."""
+    from accelerate_core.catalog.index import MODALITIES, load_index
+    from accelerate_core.errors import ConfigError
+
+    if modality is not None and modality not in MODALITIES:
+        raise ConfigError(f"unknown modality {modality!r}: use one of {', '.join(MODALITIES)}")
+    entries = [e for e in load_index() if modality is None or e.modality == modality]
+    if as_json:
+        emit_json([e.to_dict() for e in entries])
+        return
+    from rich.table import Table
+
+    table = Table("model type", "modality", "family", "class", "runnable")
+    for e in entries:
+        table.add_row(e.model_type, e.modality, e.family, e.model_class or "-", "yes" if e.runnable else e.reason_class)
+    out.print(table)
+    out.print(f"{len(entries)} model types")
+
+
+@models_app.command("show")
+def show_model(
+    model_type: Annotated[str, typer.Argument(help="A model type, e.g. bert")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON")] = False,
+) -> None:
+    """Show one model type: catalog facts and its tiny config."""
+    from accelerate_core.catalog.context import template_context
+
+    ctx = template_context(model_type)
+    if as_json:
+        emit_json(ctx)
+        return
+    for key in ("model_type", "modality", "family", "model_class", "config_class", "main_input_name", "generative"):
+        out.print(f"{key:16} {ctx[key]}", markup=False)
+    out.print(
+        f"{'runnable':16} {ctx['runnable']}" + (f" ({ctx['reason_class']}: {ctx['reason']})" if ctx["reason"] else ""),
+        markup=False,
+    )
+    if ctx["needs"]:
+        out.print(f"{'needs':16} {', '.join(ctx['needs'])}", markup=False)
+    out.print("tiny config:", markup=False)
+    out.print(json.dumps(ctx["config"], indent=2, sort_keys=True), markup=False)
+
+
+def _print_summary(summary: dict[str, Any]) -> None:
+    from rich.table import Table
+
+    out.print(f"{summary['passed']} of {summary['total']} model types passed in {summary['wall_s']:.0f}s")
+    table = Table("modality", "passed", "total")
+    for name, counts in summary["by_modality"].items():
+        table.add_row(name, str(counts["pass"]), str(counts["total"]))
+    out.print(table)
+    if summary["by_reason_class"]:
+        reasons = Table("not passing: reason class", "types")
+        for name, count in summary["by_reason_class"].items():
+            reasons.add_row(str(name), str(count))
+        out.print(reasons)
+
+
+@models_app.command("check")
+def check_models(
+    models: Annotated[str | None, typer.Option("--models", help="a,b or @file (default: every type)")] = None,
+    jobs: Annotated[int, typer.Option("--jobs", "-j", min=1, help="Types checked at once")] = 2,
+    out_file: Annotated[Path | None, typer.Option("--out", help="Write per-type outcomes JSON here")] = None,
+    timeout_s: Annotated[float, typer.Option("--timeout", min=1.0, help="Seconds per type before it is killed")] = 60.0,
+    mem_cap_mb: Annotated[float, typer.Option("--mem-cap-mb", min=64.0, help="Resident memory cap per type")] = 6144.0,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON")] = False,
+) -> None:
+    """Build and run every architecture (each isolated), then print counts per modality and failure class."""
+    from accelerate_core.catalog.check import parse_models, run_check, summarize
+    from accelerate_core.catalog.index import load_index
+
+    types = parse_models(models, [e.model_type for e in load_index()])
+    start = time.perf_counter()
+    with progress(len(types), "models check") as bar:
+
+        def advance(row: dict[str, Any]) -> None:
+            bar.update(bar.task_ids[0], advance=1, detail=f"{row['model_type']}: {row['status']}")
+
+        rows = run_check(types, jobs=jobs, timeout_s=timeout_s, mem_cap_mb=mem_cap_mb, on_row=advance)
+    summary = summarize(rows)
+    summary["wall_s"] = round(time.perf_counter() - start, 2)
+    if out_file is not None:
+        out_file.parent.mkdir(parents=True, exist_ok=True)
+        out_file.write_text(json.dumps({"summary": summary, "outcomes": rows}, indent=1, sort_keys=True, default=str))
+    if as_json:
+        emit_json(summary)
+    else:
+        _print_summary(summary)
 
 
 def register(app: typer.Typer) -> None:
-    """Add this module's commands to the root app."""
+    """Add ``accel models ...`` to the root app."""
+    app.add_typer(models_app, name="models")

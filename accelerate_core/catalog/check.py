@@ -1,0 +1,226 @@
+"""``models check``: build and run every architecture in isolation, and classify every outcome.
+
+:func:`check_one` is the per-type job (run in a forked child): build the tiny model, run one forward
+pass, :func:`~accelerate_core.catalog.outputs.check_outputs`, and a short fixed-length ``generate``
+where :func:`~accelerate_core.catalog.api.generate_supported` says so. :func:`sweep` runs it for many
+types, isolated; :func:`summarize` counts outcomes per modality and per failure class.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+from accelerate_core.constants import ERR_BUILD, ERR_FORWARD, ERR_MISSING_DEPENDENCY, ERR_TEST_FAILED
+
+GENERATE_TOKENS = 4
+STATUS_PASS = "pass"
+STATUS_FAIL = "fail"
+STATUS_SKIPPED = "skipped"
+_REQUIRES = re.compile(r"requires the (\w[\w.-]*) librar", re.IGNORECASE)
+_NO_MODULE = re.compile(r"No module named '([\w.]+)'")
+
+
+def missing_library(message: str) -> str | None:
+    """The library an ImportError-like message says is missing, or None."""
+    m = _REQUIRES.search(message) or _NO_MODULE.search(message)
+    return m.group(1).split(".")[0].lower() if m else None
+
+
+def _error(phase: str, e: BaseException) -> dict[str, Any]:
+    message = f"{e}".strip().splitlines()
+    text = " ".join(message)[:1000]
+    lib = missing_library(text)
+    if lib or isinstance(e, ImportError):
+        cls = ERR_MISSING_DEPENDENCY
+    elif isinstance(e, AssertionError) and phase == "check":
+        cls = ERR_TEST_FAILED
+    else:
+        cls = ERR_BUILD if phase == "build" else ERR_FORWARD
+    out = {"ok": False, "phase": phase, "error_class": cls, "error_type": type(e).__name__, "error_message": text}
+    if lib:
+        out["needs"] = [lib]
+    return out
+
+
+def _generate(model: Any, inputs: dict[str, Any]) -> dict[str, Any]:
+    import torch
+
+    from accelerate_core.catalog.api import generate_supported
+
+    if not generate_supported(model) or "input_ids" not in inputs:
+        return {"supported": False}
+    try:
+        with torch.no_grad():
+            out = model.generate(
+                inputs["input_ids"],
+                max_new_tokens=GENERATE_TOKENS,
+                min_new_tokens=GENERATE_TOKENS,
+                do_sample=False,
+            )
+        seq = out if isinstance(out, torch.Tensor) else out.sequences
+        return {"supported": True, "ok": True, "shape": list(seq.shape)}
+    except Exception as e:
+        return {"supported": True, "ok": False, "error": f"{type(e).__name__}: {e}"[:500]}
+
+
+def check_one(model_type: str) -> dict[str, Any]:
+    """Build, run and check one type; a JSON-able outcome (never raises for a model's failure)."""
+    import torch
+
+    from accelerate_core.catalog import api
+    from accelerate_core.catalog.outputs import check_outputs
+    from accelerate_core.catalog.overrides import override_for
+
+    t0 = time.perf_counter()
+    try:
+        built = api.build(model_type)
+    except Exception as e:
+        return _error("build", e)
+    t1 = time.perf_counter()
+    params = sum(p.numel() for p in built.model.parameters())
+    try:
+        with torch.no_grad():
+            outputs = built.model(**built.inputs)
+    except Exception as e:
+        return {**_error("forward", e), "param_count": params}
+    t2 = time.perf_counter()
+    try:
+        summary = check_outputs(outputs, 1, allow_nonfinite=override_for(model_type).allow_nonfinite)
+    except AssertionError as e:
+        return {**_error("check", e), "param_count": params}
+    gen = _generate(built.model, built.inputs)
+    return {
+        "ok": True,
+        "param_count": params,
+        "build_s": round(t1 - t0, 4),
+        "forward_s": round(t2 - t1, 4),
+        "output": summary,
+        "input_names": sorted(built.inputs),
+        "generate": gen,
+    }
+
+
+def _static(model_type: str) -> dict[str, Any]:
+    from accelerate_core.catalog.describe import describe
+
+    info = describe(model_type)
+    return {
+        "model_type": model_type,
+        "modality": info.modality,
+        "family": info.family,
+        "model_class": info.model_class,
+        "runnable": info.runnable,
+        "reason_class": info.reason_class,
+        "reason": info.reason,
+        "needs": list(info.needs),
+    }
+
+
+def outcome(static: dict[str, Any], result: dict[str, Any] | None) -> dict[str, Any]:
+    """Merge a type's static facts and its run result into one classified outcome row."""
+    row = dict(static)
+    if result is None:
+        row["status"] = STATUS_SKIPPED
+        return row
+    row.update({k: v for k, v in result.items() if k not in ("needs", "ok")})
+    row["needs"] = sorted(set(static["needs"]) | set(result.get("needs", [])))
+    row["status"] = STATUS_PASS if result.get("ok") else STATUS_FAIL
+    if not result.get("ok"):
+        row["reason_class"] = result.get("error_class")
+        row["reason"] = f"{result.get('error_type')}: {result.get('error_message')}"[:500]
+    return row
+
+
+Runner = Callable[[Callable[[str], dict[str, Any]], Sequence[str]], Iterator[tuple[str, dict[str, Any]]]]
+
+
+def sweep(types: Sequence[str], run: Runner) -> Iterator[dict[str, Any]]:
+    """Yield one outcome per type: skipped ones from the catalog, the rest through ``run`` (isolated)."""
+    statics = {t: _static(t) for t in types}
+    for t in types:
+        if not statics[t]["runnable"]:
+            yield outcome(statics[t], None)
+    runnable = [t for t in types if statics[t]["runnable"]]
+    for model_type, result in run(check_one, runnable):
+        yield outcome(statics[model_type], result)
+
+
+def summarize(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Counts: total, passed, per status, per modality (pass/total), per failure class, per needed library."""
+    by_modality: dict[str, dict[str, int]] = {}
+    for r in rows:
+        m = by_modality.setdefault(r["modality"], {"pass": 0, "total": 0})
+        m["total"] += 1
+        m["pass"] += r["status"] == STATUS_PASS
+    failures = Counter(r["reason_class"] for r in rows if r["status"] != STATUS_PASS)
+    needs = Counter(lib for r in rows for lib in r.get("needs", []))
+    gen = Counter(
+        "ok" if r.get("generate", {}).get("ok") else "failed" for r in rows if r.get("generate", {}).get("supported")
+    )
+    return {
+        "total": len(rows),
+        "passed": sum(r["status"] == STATUS_PASS for r in rows),
+        "status": dict(Counter(r["status"] for r in rows)),
+        "by_modality": dict(sorted(by_modality.items())),
+        "by_reason_class": dict(failures.most_common()),
+        "needs": dict(needs.most_common()),
+        "generate": dict(gen),
+    }
+
+
+def parse_models(spec: str | None, known: Sequence[str]) -> list[str]:
+    """Model types from ``a,b`` or ``@file`` (one per line, ``#`` comments); all known when None/"all"."""
+    from pathlib import Path
+
+    from accelerate_core.errors import ConfigError, UnknownModelError
+
+    if spec is None or spec == "all":
+        return list(known)
+    if spec.startswith("@"):
+        try:
+            text = Path(spec[1:]).read_text()
+        except OSError as e:
+            raise ConfigError(f"cannot read the model list {spec[1:]}: {e.strerror}") from e
+        names = [line.split("#")[0].strip() for line in text.splitlines()]
+    else:
+        names = [n.strip() for n in spec.split(",")]
+    names = [n for n in dict.fromkeys(names) if n]
+    unknown = [n for n in names if n not in set(known)]
+    if unknown:
+        raise UnknownModelError(f"unknown model type(s) {', '.join(unknown)}: see `accel models list`")
+    return names
+
+
+def run_check(
+    types: Sequence[str],
+    *,
+    jobs: int = 2,
+    timeout_s: float = 60.0,
+    mem_cap_mb: float = 6144.0,
+    on_row: Callable[[dict[str, Any]], None] | None = None,
+) -> list[dict[str, Any]]:
+    """Check ``types`` (each in its own forked child, ``jobs`` at a time); one outcome row per type, sorted."""
+    import os
+    import warnings
+    from functools import partial
+
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    warnings.filterwarnings("ignore")
+    import torch  # noqa: F401  (preloaded once in the parent: each forked child starts warm)
+    import transformers
+
+    from accelerate_core.catalog import api  # noqa: F401
+    from accelerate_core.catalog.isolate import run_isolated
+
+    transformers.logging.set_verbosity_error()  # type: ignore[no-untyped-call]
+    runner = partial(run_isolated, jobs=max(1, jobs), timeout_s=timeout_s, mem_cap_mb=mem_cap_mb)
+    rows = []
+    for row in sweep(types, runner):
+        rows.append(row)
+        if on_row is not None:
+            on_row(row)
+    return sorted(rows, key=lambda r: r["model_type"])

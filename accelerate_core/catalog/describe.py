@@ -1,0 +1,123 @@
+"""Describing one model type: its default config, tiny config and :class:`IndexEntry` (imports transformers).
+
+This is the single code path behind both the cached index (``build_index``) and the live
+``catalog.entry`` / ``catalog.tiny_config_dict`` calls, so they always agree.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from functools import lru_cache
+from typing import Any
+
+from accelerate_core.catalog.classes import family_of, is_generative_class, modality_of, resolve_class_name
+from accelerate_core.catalog.index import IndexEntry
+from accelerate_core.catalog.overrides import Override, deep_merge, override_for
+from accelerate_core.catalog.shrink import fix_derived, shrink_config
+from accelerate_core.errors import ModelBuildError, UnknownModelError
+
+logger = logging.getLogger(__name__)
+
+
+def all_model_types() -> list[str]:
+    """Every model type of ``CONFIG_MAPPING`` of the installed transformers, sorted."""
+    from transformers.models.auto.configuration_auto import CONFIG_MAPPING_NAMES  # type: ignore[attr-defined]
+
+    return sorted(CONFIG_MAPPING_NAMES)
+
+
+def config_class(model_type: str) -> type:
+    """The config class of ``model_type``; raises UnknownModelError for a type transformers lacks."""
+    from transformers.models.auto.configuration_auto import (  # type: ignore[attr-defined]
+        CONFIG_MAPPING,
+        CONFIG_MAPPING_NAMES,
+    )
+
+    if model_type not in CONFIG_MAPPING_NAMES:
+        close = [t for t in CONFIG_MAPPING_NAMES if model_type.lower() in t][:5]
+        hint = f" (did you mean {', '.join(close)}?)" if close else ""
+        raise UnknownModelError(
+            f"unknown model type {model_type!r}{hint}: see `accel models list` for the installed ones"
+        )
+    cls: type = CONFIG_MAPPING[model_type]
+    return cls
+
+
+def _jsonable(data: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = json.loads(json.dumps(data, default=str))
+    return out
+
+
+@lru_cache(maxsize=1024)
+def default_config_dict(model_type: str) -> dict[str, Any]:
+    """The default config of ``model_type`` as a JSON-able dict (raises ModelBuildError if it cannot be made)."""
+    cls = config_class(model_type)
+    try:
+        return _jsonable(cls().to_dict())
+    except Exception as e:
+        raise ModelBuildError(f"{model_type}: the default {cls.__name__} cannot be built: {e}") from e
+
+
+def make_config(model_type: str, config_dict: dict[str, Any]) -> Any:
+    """A config object of ``model_type`` from a (tiny) config dict; ModelBuildError on an invalid one."""
+    cls: Any = config_class(model_type)
+    data = {k: v for k, v in config_dict.items() if k not in ("transformers_version",)}
+    try:
+        return cls.from_dict(data)
+    except Exception as e:
+        raise ModelBuildError(f"{model_type}: the tiny {cls.__name__} is invalid: {type(e).__name__}: {e}") from e
+
+
+@lru_cache(maxsize=1024)
+def _tiny(model_type: str) -> dict[str, Any]:
+    ov = override_for(model_type)
+    shrunk = shrink_config(default_config_dict(model_type), keep=ov.keep)
+    merged = deep_merge(shrunk, ov.config)
+    # Round trip through the config class: validates, and fills derived fields consistently.
+    tiny = _jsonable(make_config(model_type, merged).to_dict())
+    if fix_derived(tiny):
+        tiny = _jsonable(make_config(model_type, tiny).to_dict())
+    return tiny
+
+
+def tiny_config_dict(model_type: str) -> dict[str, Any]:
+    """The shrunk config of ``model_type`` (JSON-able; a fresh copy each call)."""
+    return json.loads(json.dumps(_tiny(model_type)))  # type: ignore[no-any-return]
+
+
+def _skip_fields(ov: Override, class_name: str | None) -> tuple[bool, str | None, str | None]:
+    if ov.skip:
+        return False, ov.skip, ov.reason
+    if ov.component_of and class_name is None:
+        return False, "component", ov.reason or f"a component of {ov.component_of}, tested through its parent"
+    if class_name is None:
+        return False, "component", "no model class of its own: a sub-configuration used inside a composite model"
+    return True, None, None
+
+
+@lru_cache(maxsize=1024)
+def describe(model_type: str) -> IndexEntry:
+    """The :class:`IndexEntry` of ``model_type``, computed from the installed transformers."""
+    ov = override_for(model_type)
+    cls = config_class(model_type)
+    try:
+        cfg = default_config_dict(model_type)
+    except ModelBuildError:
+        cfg = {}
+    family = ov.family or family_of(model_type, cfg)
+    class_name = ov.model_class or resolve_class_name(model_type, family, cls)
+    runnable, reason_class, reason = _skip_fields(ov, class_name)
+    generative = is_generative_class(model_type, class_name) and ov.generate is not False
+    return IndexEntry(
+        model_type=model_type,
+        modality=ov.modality or modality_of(model_type, cfg),
+        family=family,
+        model_class=class_name,
+        config_class=cls.__name__,
+        runnable=runnable,
+        reason_class=reason_class,
+        reason=reason,
+        needs=list(ov.needs),
+        generative=generative,
+    )

@@ -1,0 +1,211 @@
+"""Input builders: seeded, deterministic forward inputs for a tiny model, per modality and family.
+
+:func:`build_inputs` picks the builder named by the exceptions table (``inputs = "..."``) or the
+generic one, which reads ``model.main_input_name`` and the forward signature: token ids (+ attention
+mask, + decoder ids for encoder-decoders), pixel values (5-D for video), audio values or features,
+time-series windows. Only arguments the forward accepts are passed.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from typing import Any
+
+SEED = 0
+DECODER_LEN = 4
+AUDIO_SAMPLES = 16000
+
+Builder = Callable[[Any, int, int, dict[str, Any]], dict[str, Any]]
+_BUILDERS: dict[str, Builder] = {}
+
+
+def builder(name: str) -> Callable[[Builder], Builder]:
+    """Register an input builder under ``name`` (the exceptions table refers to it)."""
+
+    def wrap(fn: Builder) -> Builder:
+        _BUILDERS[name] = fn
+        return fn
+
+    return wrap
+
+
+def builder_names() -> list[str]:
+    """Every registered input builder name."""
+    return sorted(_BUILDERS)
+
+
+def _gen() -> Any:
+    import torch
+
+    return torch.Generator().manual_seed(SEED)
+
+
+def sub(config: Any, *names: str) -> Any:
+    """The first nested sub-config among ``names`` (or ``config`` itself)."""
+    for name in names:
+        value = getattr(config, name, None)
+        if value is not None and hasattr(value, "to_dict"):
+            return value
+    return config
+
+
+def attr(config: Any, names: tuple[str, ...], default: Any) -> Any:
+    """The first attribute among ``names`` found on the config or its usual sub-configs."""
+    for cfg in (config, sub(config, "text_config", "decoder"), sub(config, "vision_config", "encoder")):
+        for name in names:
+            value = getattr(cfg, name, None)
+            if value is not None:
+                return value
+    return default
+
+
+def _special_ids(config: Any) -> set[int]:
+    found: set[int] = set()
+    stack = [config.to_dict()]
+    while stack:
+        node = stack.pop()
+        for raw_key, value in node.items():
+            key = str(raw_key)
+            if isinstance(value, dict):
+                stack.append(value)
+            elif "token" in key and isinstance(value, int) and not isinstance(value, bool):
+                found.add(value)
+            elif "token" in key and isinstance(value, list):
+                found.update(v for v in value if isinstance(v, int))
+    return found
+
+
+def token_ids(config: Any, batch: int, length: int) -> Any:
+    """Random ids in the vocabulary that avoid every special token id."""
+    import torch
+
+    vocab = int(attr(config, ("vocab_size",), 1024) or 1024)
+    banned = _special_ids(config)
+    pool = [i for i in range(3, min(vocab, 1000)) if i not in banned] or [0]
+    idx = torch.randint(0, len(pool), (batch, length), generator=_gen())
+    return torch.tensor(pool)[idx]
+
+
+def image_hw(config: Any) -> tuple[int, int]:
+    """The (height, width) the vision config expects."""
+    size = attr(config, ("image_size", "img_size", "input_size"), 224)
+    if isinstance(size, dict):
+        return int(size.get("height", 224)), int(size.get("width", 224))
+    if isinstance(size, list | tuple):
+        return (int(size[0]), int(size[-1])) if size else (224, 224)
+    return int(size), int(size)
+
+
+def pixel_values(config: Any, batch: int, *, frames: int | None = None) -> Any:
+    """Seeded pixel values (B, C, H, W), or (B, T, C, H, W) when ``frames`` is given."""
+    import torch
+
+    channels = int(attr(config, ("num_channels", "in_channels", "num_input_channels"), 3))
+    h, w = image_hw(config)
+    shape = (batch, frames, channels, h, w) if frames else (batch, channels, h, w)
+    return torch.randn(*shape, generator=_gen())
+
+
+def forward_params(model: Any) -> tuple[set[str], bool]:
+    """The forward's parameter names and whether it takes ``**kwargs``."""
+    sig = inspect.signature(model.forward)
+    names = {p.name for p in sig.parameters.values() if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)}
+    var_kw = any(p.kind is p.VAR_KEYWORD for p in sig.parameters.values())
+    return names, var_kw
+
+
+def _audio_features(config: Any, batch: int) -> Any:
+    import torch
+
+    mel = attr(config, ("num_mel_bins", "feature_size", "input_feat_per_channel", "n_mels"), 80)
+    src = attr(config, ("max_source_positions",), None)
+    frames = int(src) * 2 if isinstance(src, int) and src <= 3000 else 64
+    if "num_mel_bins" in config.to_dict() or hasattr(sub(config, "encoder", "audio_config"), "num_mel_bins"):
+        return torch.randn(batch, int(mel), frames, generator=_gen())
+    channels = int(attr(config, ("input_channels",), 1))
+    return torch.randn(batch, frames, int(mel) * channels, generator=_gen())
+
+
+def _time_series(config: Any, batch: int) -> dict[str, Any]:
+    import torch
+
+    context = int(attr(config, ("context_length",), 32))
+    lags = attr(config, ("lags_sequence",), [0])
+    past = context + max(lags or [0])
+    channels = int(attr(config, ("input_size", "num_input_channels", "num_channels"), 1))
+    shape = (batch, past) if channels == 1 and hasattr(config, "lags_sequence") else (batch, past, channels)
+    values = torch.randn(*shape, generator=_gen())
+    n_time = int(attr(config, ("num_time_features",), 0))
+    out: dict[str, Any] = {"past_values": values, "past_observed_mask": torch.ones_like(values)}
+    if hasattr(config, "lags_sequence"):
+        out["past_time_features"] = torch.randn(batch, past, n_time, generator=_gen())
+        pred = int(attr(config, ("prediction_length",), 8))
+        out["future_time_features"] = torch.randn(batch, pred, n_time, generator=_gen())
+    return out
+
+
+@builder("generic")
+def generic(model: Any, batch: int, seq: int, args: dict[str, Any]) -> dict[str, Any]:
+    """Inputs from ``main_input_name``: tokens, pixels, audio or time series (+ decoder ids)."""
+    import torch
+
+    config = model.config
+    main = getattr(model, "main_input_name", "input_ids")
+    params, _ = forward_params(model)
+    out: dict[str, Any] = {}
+    if main == "pixel_values":
+        frames = (
+            attr(config, ("num_frames", "frames_per_clip"), None) if "video" in type(model).__name__.lower() else None
+        )
+        out["pixel_values"] = pixel_values(config, batch, frames=frames)
+    elif main == "pixel_values_videos":
+        out["pixel_values_videos"] = pixel_values(config, batch, frames=int(attr(config, ("num_frames",), 8)))
+    elif main == "input_values":
+        out["input_values"] = torch.randn(batch, AUDIO_SAMPLES, generator=_gen())
+    elif main == "input_features":
+        out["input_features"] = _audio_features(config, batch)
+    elif main == "past_values":
+        out.update(_time_series(config, batch))
+    else:
+        out["input_ids"] = token_ids(config, batch, seq)
+        out["attention_mask"] = torch.ones(batch, seq, dtype=torch.long)
+    if getattr(config, "is_encoder_decoder", False) and "decoder_input_ids" in params and main != "past_values":
+        out["decoder_input_ids"] = token_ids(config, batch, DECODER_LEN)
+    return out
+
+
+def _materialize(spec: Any, batch: int, seq: int) -> Any:
+    """A fixed extra input from the table: ``{shape = [...], dtype = "long"|"float"|"bool", fill = x}``."""
+    import torch
+
+    if not isinstance(spec, dict) or "shape" not in spec:
+        return spec
+    shape = [batch if d == "B" else seq if d == "S" else int(d) for d in spec["shape"]]
+    dtype = {"long": torch.long, "float": torch.float32, "bool": torch.bool}[spec.get("dtype", "float")]
+    if "fill" in spec:
+        return torch.full(shape, spec["fill"], dtype=dtype)
+    if dtype is torch.long:
+        return torch.randint(0, int(spec.get("high", 2)), shape, generator=_gen())
+    if dtype is torch.bool:
+        return torch.ones(shape, dtype=torch.bool)
+    return torch.rand(*shape, generator=_gen())
+
+
+def build_inputs(
+    model: Any,
+    *,
+    name: str | None,
+    args: dict[str, Any],
+    extra: dict[str, Any],
+    drop: tuple[str, ...],
+    batch_size: int,
+    seq_len: int,
+) -> dict[str, Any]:
+    """Inputs for ``model``: the named builder (or the generic one), fixed extras, minus dropped names."""
+    fn = _BUILDERS[name or "generic"]
+    out = fn(model, batch_size, seq_len, args)
+    for key, spec in extra.items():
+        out[key] = _materialize(spec, batch_size, seq_len)
+    params, var_kw = forward_params(model)
+    return {k: v for k, v in out.items() if k not in drop and (var_kw or k in params)}
