@@ -11,6 +11,7 @@
 
 Importing this module is light; torch and transformers are imported on the first call, under a
 lock, because several threads calling at once must not race through transformers' lazy modules.
+Building/loading itself is serialized too: transformers changes process-wide torch state meanwhile.
 """
 
 from __future__ import annotations
@@ -32,6 +33,10 @@ SOURCE_CHECKPOINT = "checkpoint"
 SOURCE_MODEL_TYPE = "model-type"
 _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
 _import_lock = threading.Lock()
+# transformers builds and loads models under process-wide torch state (the default dtype, a meta-device
+# context): two threads loading at once corrupt each other ("Cannot copy out of meta tensor"), so
+# building and placing a model is serialized. Using the models afterwards is not.
+_build_lock = threading.RLock()
 _heavy: tuple[Any, Any] | None = None
 
 
@@ -140,14 +145,15 @@ def load_checkpoint_and_dispatch(
     torch, _ = _torch_and_transformers()
     torch_dtype = getattr(torch, dtype_name)
     inputs = None
-    if kind == SOURCE_CHECKPOINT:
-        model = _load_checkpoint(Path(where), torch_dtype)
-    else:
-        model, inputs = _build_model_type(where, selection.torch_device, torch_dtype)
-    try:
-        model = model.to(device=selection.torch_device, dtype=torch_dtype).eval()
-    except (RuntimeError, ValueError) as e:
-        raise ModelBuildError(f"cannot place {where} on {selection.torch_device} ({e}): try hardware='cpu'") from e
+    with _build_lock:
+        if kind == SOURCE_CHECKPOINT:
+            model = _load_checkpoint(Path(where), torch_dtype)
+        else:
+            model, inputs = _build_model_type(where, selection.torch_device, torch_dtype)
+        try:
+            model = model.to(device=selection.torch_device, dtype=torch_dtype).eval()
+        except (RuntimeError, ValueError) as e:
+            raise ModelBuildError(f"cannot place {where} on {selection.torch_device} ({e}): try hardware='cpu'") from e
     logger.info("dispatched %s (%s) to %s as %s", where, kind, selection.torch_device, dtype_name)
     return Dispatched(model, selection.torch_device, selection.kind, dtype_name, kind, selection, inputs)
 

@@ -1,0 +1,116 @@
+"""load_checkpoint_and_dispatch with a real tiny BERT: from a saved checkpoint, from a type name, and errors."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from accelerate_core.backends import detect
+from accelerate_core.dispatch import load_checkpoint_and_dispatch, resolve_source
+from accelerate_core.errors import HardwareUnavailableError, UnknownModelError
+
+torch = pytest.importorskip("torch")
+transformers = pytest.importorskip("transformers")
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, object]]:
+    """A tiny BERT with random weights written by save_pretrained, and its state dict."""
+    torch.manual_seed(0)
+    config = transformers.BertConfig(
+        vocab_size=512, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64
+    )
+    model = transformers.BertForMaskedLM(config)
+    path = tmp_path_factory.mktemp("tiny-bert")
+    model.save_pretrained(path)
+    return path, {k: v.clone() for k, v in model.state_dict().items()}
+
+
+def test_a_saved_checkpoint_is_loaded_back_from_local_files(checkpoint: tuple[Path, dict[str, object]]) -> None:
+    # Given a checkpoint directory written by save_pretrained
+    path, saved = checkpoint
+    # When it is dispatched automatically
+    d = load_checkpoint_and_dispatch(path)
+    # Then it is the same model (class from config.architectures, same weights), on cpu, in eval mode
+    assert type(d.model).__name__ == "BertForMaskedLM"
+    assert (d.source_kind, d.hardware, d.device, d.dtype) == ("checkpoint", "cpu", "cpu", "float32")
+    assert not d.model.training
+    loaded = d.model.state_dict()
+    for name, tensor in saved.items():
+        assert torch.equal(loaded[name], tensor), name
+    with torch.no_grad():
+        logits = d.model(input_ids=torch.tensor([[1, 2, 3, 4]])).logits
+    assert logits.shape == (1, 4, 512)
+
+
+def test_a_checkpoint_in_bfloat16(checkpoint: tuple[Path, dict[str, object]]) -> None:
+    d = load_checkpoint_and_dispatch(str(checkpoint[0]), dtype="bf16")
+    assert d.dtype == "bfloat16"
+    assert {p.dtype for p in d.model.parameters()} == {torch.bfloat16}
+    assert d.selection.required_mb and d.selection.required_mb > 0
+
+
+def test_a_model_type_is_built_tiny() -> None:
+    d = load_checkpoint_and_dispatch("bert", hardware="cpu")
+    assert (d.source_kind, d.device) == ("model-type", "cpu")
+    assert not d.model.training
+    assert sum(p.numel() for p in d.model.parameters()) < 5_000_000
+    assert next(d.model.parameters()).device.type == "cpu"
+
+
+@pytest.mark.parametrize(
+    ("source", "message"),
+    [
+        ("no_such_model_type", "unknown model source 'no_such_model_type': neither a local checkpoint"),
+        ("./missing/checkpoint", "checkpoint directory './missing/checkpoint' does not exist"),
+        ("", "empty model source"),
+    ],
+)
+def test_an_unknown_source_is_one_clear_line(source: str, message: str) -> None:
+    with pytest.raises(UnknownModelError) as e:
+        load_checkpoint_and_dispatch(source)
+    assert message in str(e.value) and "\n" not in str(e.value)
+    assert e.value.exit_code == 2
+
+
+def test_a_directory_without_config_is_not_a_checkpoint(tmp_path: Path) -> None:
+    with pytest.raises(UnknownModelError, match=r"has no config\.json"):
+        resolve_source(tmp_path)
+
+
+def test_missing_hardware_is_a_clear_error() -> None:
+    if detect().has("cuda"):
+        pytest.skip("this machine has CUDA")
+    with pytest.raises(HardwareUnavailableError, match="no cuda device"):
+        load_checkpoint_and_dispatch("bert", hardware="cuda")
+
+
+def test_many_threads_dispatch_at_once_in_a_fresh_interpreter(checkpoint: tuple[Path, dict[str, object]]) -> None:
+    # Given a fresh interpreter (nothing imported yet); When 4 threads dispatch at once, half from the
+    # checkpoint and half by type name; Then every one gets an eval-mode model on cpu
+    code = f"""
+import json, threading
+from accelerate_core.dispatch import load_checkpoint_and_dispatch
+sources = [{str(checkpoint[0])!r}, "bert"] * 2
+barrier = threading.Barrier(len(sources))
+out = []
+def run(src):
+    barrier.wait()
+    try:
+        d = load_checkpoint_and_dispatch(src)
+        out.append([d.source_kind, d.device, d.model.training])
+    except Exception as e:
+        out.append(repr(e))
+threads = [threading.Thread(target=run, args=(s,)) for s in sources]
+[t.start() for t in threads]
+[t.join() for t in threads]
+print(json.dumps(out))
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    results = json.loads(done.stdout.strip().splitlines()[-1])
+    assert sorted(map(tuple, results)) == [("checkpoint", "cpu", False)] * 2 + [("model-type", "cpu", False)] * 2
