@@ -1,0 +1,79 @@
+"""The HTML report opens in headless Chromium and its inline SVG plots render (no network, no JS)."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from accelerate_core.report import build_report, write_report
+from accelerate_core.report.svg import SERIES_COLOURS, STATUS_COLOURS
+from accelerate_core.store import ResultsStore
+from accelerate_core.store.synthetic import SyntheticRun
+
+pytestmark = pytest.mark.browser
+
+
+def _chromium() -> str:
+    for name in ("chromium", "chromium-browser", "google-chrome"):
+        found = shutil.which(name)
+        if found:
+            return found
+    pytest.fail("headless Chromium is missing: `apt-get install -y chromium` (deploy/scripts/test.sh does it)")
+
+
+def _screenshot(page: Path, png: Path, profile: Path) -> Image.Image:
+    cmd = [
+        _chromium(),
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--no-first-run",
+        f"--user-data-dir={profile}",
+        f"--screenshot={png}",
+        "--window-size=1280,2000",
+        page.as_uri(),
+    ]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=90, check=False)
+    assert png.is_file(), f"chromium wrote no screenshot (rc {proc.returncode}): {proc.stderr[-800:]}"
+    return Image.open(png).convert("RGB")
+
+
+def _pixels_near(img: Image.Image, hex_colour: str, tol: int = 12) -> int:
+    target = tuple(int(hex_colour[i : i + 2], 16) for i in (1, 3, 5))
+    return sum(
+        count
+        for count, rgb in img.getcolors(maxcolors=1 << 20) or []
+        if all(abs(a - b) <= tol for a, b in zip(rgb, target, strict=True))
+    )
+
+
+def test_html_report_renders_its_plots_in_chromium(tmp_path: Path) -> None:
+    # Given a report with two runs (so every plot has data), a failure and an escaped model name
+    models = ("bert", "gpt2", "vit", "whisper", "<b>bold</b>")
+    runs = [SyntheticRun(r, phase="q4", models=models, hardware=("cpu", "cuda"), created_at=t) for r, t in
+            (("base", 1.0), ("cur", 2.0))]  # fmt: skip
+    with ResultsStore.open(tmp_path / "results.duckdb") as store:
+        for i, run in enumerate(runs):
+            store.record_run(run.plan())
+            store.record_results(
+                [run.result(m, "cpu", latency=0.01 * (1 + i * (m == "bert"))) for m in models]
+                + [run.result(m, "cuda", latency=0.002) for m in models[:-1]]
+                + [run.result(models[-1], "cuda", status="failed")]
+            )
+        paths = write_report(build_report(store, "cur", use_catalog=False), tmp_path / "report", ("html",))
+    # When Chromium renders the page
+    img = _screenshot(paths["html"], tmp_path / "shot.png", tmp_path / "profile")
+    # Then the page is not blank, and the plots' own colours are painted
+    colours = img.getcolors(maxcolors=1 << 20) or []
+    assert len(colours) > 50, "the screenshot is (nearly) blank"
+    assert _pixels_near(img, STATUS_COLOURS["done"]) > 2000  # status bars
+    assert _pixels_near(img, STATUS_COLOURS["failed"]) > 100  # the failed segment
+    assert _pixels_near(img, SERIES_COLOURS[0]) > 200  # latency histogram (cpu series)
+    assert _pixels_near(img, SERIES_COLOURS[1]) > 200  # latency histogram (cuda) and the regression dots
