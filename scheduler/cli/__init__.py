@@ -38,7 +38,9 @@ for module in (core, models, bench, templates, runs, run, fleet):
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``accel`` console script; returns the exit status."""
     try:
-        app(args=argv, prog_name="accel", standalone_mode=False)
+        result = app(args=argv, prog_name="accel", standalone_mode=False)
+        if isinstance(result, int) and not isinstance(result, bool):  # click returns a typer.Exit's code here
+            return result
     except AccelerateError as e:
         return report_error(e)
     except typer.Exit as e:
