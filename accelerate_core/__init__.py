@@ -5,8 +5,6 @@ the public names below are resolved lazily on first access (PEP 562), under a lo
 threads importing at once see one consistent module.
 """
 
-from __future__ import annotations
-
 import _thread  # not `threading`: that alone costs more than the 2 ms budget of this import
 
 __version__ = "0.1.0"
@@ -46,7 +44,7 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
+def __getattr__(name: str) -> "Any":
     module_name = _LAZY.get(name)
     if module_name is None:
         raise AttributeError(f"module 'accelerate_core' has no attribute {name!r}")
