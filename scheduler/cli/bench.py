@@ -1,9 +1,165 @@
-"""`accel` commands owned by this module (registered on the root app by ``register``)."""
+"""``accel bench TYPE``: benchmark one tiny model in an isolated, pinned child process.
+
+The CLI process never imports torch: the model is built and measured in a child of a
+:class:`~accelerate_core.runner.ForkServer` (entry ``accelerate_core.bench.job:bench_entry``), pinned
+to the device by environment, under the test job's hard time limit and the memory cap.
+"""
 
 from __future__ import annotations
 
+from dataclasses import replace
+from typing import TYPE_CHECKING, Annotated, Any
+
 import typer
+
+from accelerate_core.config import BenchConfig
+from accelerate_core.constants import JOB_KIND_TEST
+from scheduler.cli.common import EXIT_JOB_FAILED, EXIT_USAGE, emit_json, err, fail, out, state
+
+if TYPE_CHECKING:
+    from accelerate_core.runner import ChildOutcome
+
+ENTRY = "accelerate_core.bench.job:bench_entry"
+"""The fork-server entry that builds and measures the model."""
+
+
+def parse_sizes(raw: str | None, option: str) -> tuple[int, ...] | None:
+    """``"1,4"`` -> ``(1, 4)``; None stays None. Raises ``typer.Exit(2)`` with one line when malformed."""
+    if raw is None:
+        return None
+    try:
+        values = tuple(int(part) for part in raw.split(",") if part.strip())
+    except ValueError:
+        values = ()
+    if not values or any(v < 1 for v in values):
+        raise fail(f"{option} {raw!r} is invalid: give positive integers separated by commas, e.g. 1,4")
+    return values
+
+
+def bench(
+    ctx: typer.Context,
+    model_type: Annotated[str, typer.Argument(help="model type, e.g. bert (see `accel models list`)")],
+    hardware: Annotated[str, typer.Option("--hardware", help="cpu, cuda, rocm or mps")] = "cpu",
+    batch: Annotated[str | None, typer.Option("--batch", help="batch sizes, e.g. 1,4")] = None,
+    seq: Annotated[str | None, typer.Option("--seq", help="sequence lengths, e.g. 32,128")] = None,
+    device: Annotated[int, typer.Option("--device", help="device index of the hardware kind")] = 0,
+    threads: Annotated[int | None, typer.Option("--threads", help="intra-op threads of the child")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print the result as JSON")] = False,
+) -> None:
+    """Benchmark one model type: load time, first call, latency p50/p90/p99, throughput, memory."""
+    settings = state(ctx).settings
+    config = _bench_config(settings.bench, parse_sizes(batch, "--batch"), parse_sizes(seq, "--seq"))
+    env = _pin(hardware, device, threads)
+    outcome = _run(model_type, hardware, config, env, settings.time_limit(JOB_KIND_TEST).hard_s, settings.mem_cap_mb)
+    value = _checked(outcome, model_type, hardware)
+    if as_json:
+        emit_json(value)
+    else:
+        print_table(value)
+
+
+def _bench_config(base: BenchConfig, batch: tuple[int, ...] | None, seq: tuple[int, ...] | None) -> BenchConfig:
+    return replace(base, batch_sizes=batch or base.batch_sizes, seq_lens=seq or base.seq_lens)
+
+
+def _pin(hardware: str, device: int, threads: int | None) -> dict[str, str]:
+    """The child's environment; raises HardwareUnavailableError (one line, exit 2) when not present."""
+    from accelerate_core.backends import get_backend, require
+
+    require(hardware, [device])
+    return get_backend(hardware).pin_env(device, threads)
+
+
+def _run(
+    model_type: str, hardware: str, config: BenchConfig, env: dict[str, str], limit_s: float, cap_mb: int
+) -> ChildOutcome:
+    from accelerate_core.runner import ForkServer
+
+    payload = {"model_type": model_type, "hardware": hardware, "bench": _config_dict(config)}
+    with (
+        err.status(f"benchmarking {model_type} on {hardware}...", spinner="dots"),
+        ForkServer(ENTRY, preload=("torch", "transformers")) as runner,
+    ):
+        return runner.run(f"bench-{model_type}-{hardware}", payload, env=env, time_limit_s=limit_s, mem_cap_mb=cap_mb)
+
+
+def _config_dict(config: BenchConfig) -> dict[str, Any]:
+    return {name: getattr(config, name) for name in config.__dataclass_fields__}
+
+
+def _checked(outcome: ChildOutcome, model_type: str, hardware: str) -> dict[str, Any]:
+    """The result value; a failed job exits 1 and a usage error exits 2, each with one line."""
+    if not outcome.ok or outcome.value is None:
+        raise fail(
+            f"bench {model_type} on {hardware} failed: {outcome.error_class} ({outcome.error_type}: "
+            f"{outcome.error_message})",
+            EXIT_JOB_FAILED,
+        )
+    if "usage_error" in outcome.value:
+        raise fail(str(outcome.value["usage_error"]), EXIT_USAGE)
+    return outcome.value
+
+
+_COLUMNS = (
+    "batch",
+    "seq",
+    "n",
+    "p50 ms",
+    "p90 ms",
+    "p99 ms",
+    "mean ms",
+    "stdev ms",
+    "samples/s",
+    "tokens/s",
+    "peak MiB",
+)
+
+
+def _fmt_ms(seconds: float | None) -> str:
+    return "-" if seconds is None else f"{seconds * 1000:.3f}"
+
+
+def _fmt(value: float | None, digits: int = 1) -> str:
+    return "-" if value is None else f"{value:,.{digits}f}"
+
+
+def print_table(value: dict[str, Any]) -> None:
+    """Print the benchmark result as a rich table, one row per shape."""
+    from rich.console import Console
+    from rich.table import Table
+
+    by_metric: dict[tuple[int, int], dict[str, dict[str, Any]]] = {}
+    single: dict[str, float | None] = {}
+    for m in value["measurements"]:
+        if m["metric"] in ("load_time", "first_call"):
+            single[m["metric"]] = m["p50"]
+        else:
+            by_metric.setdefault((m["batch_size"], m["seq_len"]), {})[m["metric"]] = m
+    env = value.get("environment", {})
+    title = f"{value['model_type']} ({value['model_class']}) on {value['hardware']}: {env.get('device_name')}"
+    table = Table(title=title)
+    for column in _COLUMNS:
+        table.add_column(column, justify="right", no_wrap=True)
+    for (batch, seq), metrics in sorted(by_metric.items()):
+        lat = metrics.get("latency", {})
+        table.add_row(
+            str(batch), str(seq), str(lat.get("n", "-")),
+            *(_fmt_ms(lat.get(k)) for k in ("p50", "p90", "p99", "mean", "stdev")),
+            _fmt(metrics.get("throughput", {}).get("p50")),
+            _fmt(metrics.get("tokens_per_s", {}).get("p50")),
+            _fmt(metrics.get("peak_memory", {}).get("p50")),
+        )  # fmt: skip
+    # Piped output has no terminal width (rich assumes 80): give the table room rather than truncate it.
+    console = out if out.is_terminal else Console(highlight=False, width=max(out.width, 140))
+    console.print(table)
+    out.print(
+        f"load {_fmt_ms(single.get('load_time'))} ms, first call {_fmt_ms(single.get('first_call'))} ms; "
+        f"params {value.get('param_count'):,}; torch {env.get('torch')}, transformers {env.get('transformers')}, "
+        f"{env.get('torch_threads')} threads; percentiles: linear interpolation",
+        markup=False,
+    )
 
 
 def register(app: typer.Typer) -> None:
-    """Add this module's commands to the root app."""
+    """Add ``accel bench`` to the root app."""
+    app.command("bench")(bench)

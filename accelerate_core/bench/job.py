@@ -1,0 +1,132 @@
+"""The fork-server entry of ``accel bench``: build one tiny model, time load and first call, benchmark it.
+
+Runs inside a child of :class:`~accelerate_core.runner.ForkServer` (the CLI never imports torch). The
+payload::
+
+    {"model_type": "bert", "hardware": "cpu", "bench": {...BenchConfig fields...}}
+
+returns ``{"model_type", "hardware", "model_class", "param_count", "generative", "measurements": [...],
+"environment": {...}}``, or ``{"usage_error": "..."}`` for a bad model type or missing hardware (the
+CLI prints that one line and exits 2). A failure while building is tagged ``build-error``; one in the
+forward pass is a ``forward-error``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from accelerate_core.bench.environment import environment
+from accelerate_core.bench.model import benchmark_model
+from accelerate_core.config import BenchConfig
+from accelerate_core.constants import ERR_BUILD
+from accelerate_core.errors import AccelerateError, ConfigError
+from accelerate_core.runner.outcome import JobFailure
+
+__all__ = ["bench_config_from_dict", "bench_entry"]
+
+_TORCH_DEVICE = {"cpu": "cpu", "cuda": "cuda", "rocm": "cuda", "mps": "mps"}
+
+
+@dataclass
+class _Built:
+    model: Any
+    inputs: dict[str, Any]
+    make_inputs: Callable[[int, int], dict[str, Any]]
+    generative: bool
+
+
+def bench_config_from_dict(data: dict[str, Any]) -> BenchConfig:
+    """A BenchConfig from JSON data (lists become tuples); raises ConfigError when invalid."""
+    values: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
+    try:
+        return BenchConfig(**values)
+    except TypeError as e:
+        raise ConfigError(f"bench settings invalid ({e}): check their names and types") from e
+
+
+def bench_entry(payload: dict[str, Any]) -> dict[str, Any]:
+    """Benchmark ``payload["model_type"]`` on ``payload["hardware"]`` (see the module docstring)."""
+    try:
+        return _bench(str(payload["model_type"]), str(payload.get("hardware", "cpu")),
+                      bench_config_from_dict(dict(payload.get("bench") or {})))  # fmt: skip
+    except AccelerateError as e:
+        if e.exit_code == 2:
+            return {"usage_error": str(e)}
+        raise
+
+
+def _bench(model_type: str, hardware: str, bench: BenchConfig) -> dict[str, Any]:
+    import torch
+
+    from accelerate_core.backends import get_backend
+
+    if hardware not in _TORCH_DEVICE:
+        raise ConfigError(f"unknown hardware {hardware!r}: use one of {', '.join(_TORCH_DEVICE)}")
+    device = _TORCH_DEVICE[hardware]
+    sync = get_backend(hardware).synchronize
+    started = time.perf_counter()
+    built = _build(model_type, device, bench)
+    sync()
+    load_s = time.perf_counter() - started
+    started = time.perf_counter()
+    with torch.inference_mode():
+        built.model(**built.inputs)
+    sync()
+    first_call_s = time.perf_counter() - started
+    measurements = benchmark_model(built.model, built.make_inputs, hardware=hardware, bench=bench,
+                                   generative=built.generative, load_s=load_s, first_call_s=first_call_s)  # fmt: skip
+    return {
+        "model_type": model_type,
+        "hardware": hardware,
+        "model_class": type(built.model).__name__,
+        "param_count": sum(p.numel() for p in built.model.parameters()),
+        "generative": built.generative,
+        "measurements": [m.to_dict() for m in measurements],
+        "environment": environment(hardware),
+    }
+
+
+def _build(model_type: str, device: str, bench: BenchConfig) -> _Built:
+    """Build through the catalog; a build failure is a ``build-error`` (a bad type stays UnknownModelError)."""
+    try:
+        from accelerate_core import catalog
+
+        build = catalog.build
+    except (ImportError, AttributeError):  # the catalog is not there: a tiny BERT only
+        return _fallback_bert(model_type, device)
+    batch, seq = bench.batch_sizes[0], bench.seq_lens[0]
+    try:
+        made = build(model_type, device=device, batch_size=batch, seq_len=seq)
+        generative = bool(catalog.generate_supported(made.model))
+    except AccelerateError as e:
+        if e.exit_code == 2:
+            raise
+        raise JobFailure(ERR_BUILD, f"{model_type} could not be built: {e}", error_type=type(e).__name__) from e
+    except Exception as e:
+        raise JobFailure(ERR_BUILD, f"{model_type} could not be built: {e}", error_type=type(e).__name__) from e
+
+    def make_inputs(batch_size: int, seq_len: int) -> dict[str, Any]:
+        return dict(catalog.make_inputs(model_type, made.model, batch_size=batch_size, seq_len=seq_len, device=device))
+
+    return _Built(made.model, dict(made.inputs), make_inputs, generative)
+
+
+def _fallback_bert(model_type: str, device: str) -> _Built:
+    import torch
+    from transformers import BertConfig, BertModel
+
+    if model_type != "bert":
+        raise ConfigError(f"model type {model_type!r} needs the model catalog, which is not installed: try bert")
+    config = BertConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
+                        vocab_size=1024, max_position_embeddings=512)  # fmt: skip
+    model: Any = BertModel(config)
+    model = model.eval().to(device)
+
+    def make_inputs(batch_size: int, seq_len: int) -> dict[str, Any]:
+        ids = torch.randint(0, config.vocab_size, (batch_size, seq_len), device=device)
+        return {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
+
+    return _Built(model, make_inputs(1, 16), make_inputs, False)

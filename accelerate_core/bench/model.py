@@ -1,0 +1,122 @@
+"""Benchmark one built model over the configured shapes: latency, throughput, tokens/s, peak memory.
+
+Per (batch size, sequence length) of the :class:`~accelerate_core.config.BenchConfig`:
+
+- ``latency`` (s): raw samples of one forward pass under ``torch.inference_mode``, from :func:`measure`;
+- ``throughput`` (samples/s): ``batch_size / latency``, per sample;
+- ``tokens_per_s`` (tokens/s), generative models only: ``generate`` with a fixed number of new tokens
+  (``min_new_tokens == max_new_tokens == bench.new_tokens``, greedy) so every call does the same work;
+  ``batch_size * new_tokens / duration`` per sample;
+- ``peak_memory`` (MiB): the peak over that shape's loop: RSS high-water mark on CPU (reset through
+  ``/proc/self/clear_refs`` where Linux allows it, otherwise the process lifetime peak),
+  ``torch.cuda.max_memory_allocated`` after a reset on CUDA/ROCm, the driver's allocation on MPS.
+
+Load time and the first call are measured by the caller (they happen once, before any shape) and
+passed in, so they are reported apart from the steady-state loop.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from accelerate_core.bench.measure import Samples, device_timing, measure
+from accelerate_core.bench.stats import summarize
+from accelerate_core.config import BenchConfig
+from accelerate_core.contracts import Measurement
+
+__all__ = ["benchmark_model", "single"]
+
+log = logging.getLogger(__name__)
+
+MakeInputs = Callable[[int, int], dict[str, Any]]
+
+
+def single(metric: str, unit: str, value: float, *, batch_size: int = 1, seq_len: int = 0) -> Measurement:
+    """A measurement of one value (load time, first call)."""
+    return Measurement(metric=metric, unit=unit, batch_size=batch_size, seq_len=seq_len, samples=[value],
+                       **summarize([value]))  # fmt: skip
+
+
+def from_samples(metric: str, unit: str, values: list[float], batch_size: int, seq_len: int) -> Measurement:
+    """A measurement carrying raw samples and their summary."""
+    return Measurement(metric=metric, unit=unit, batch_size=batch_size, seq_len=seq_len, samples=values,
+                       **summarize(values))  # fmt: skip
+
+
+def benchmark_model(
+    model: Any,
+    make_inputs: MakeInputs,
+    *,
+    hardware: str,
+    bench: BenchConfig,
+    generative: bool,
+    load_s: float | None = None,
+    first_call_s: float | None = None,
+) -> list[Measurement]:
+    """Measure ``model`` at every shape of ``bench``; return the measurements.
+
+    Args:
+        model: a torch module in eval mode, on the device of ``hardware``.
+        make_inputs: ``(batch_size, seq_len) -> inputs`` on the same device.
+        hardware: the hardware kind (chooses device sync, timer and memory counter).
+        bench: shapes and the loop's stopping rule.
+        generative: also measure tokens/s with ``model.generate``.
+        load_s: the model's build/load time, measured by the caller.
+        first_call_s: the first forward pass, measured by the caller.
+    """
+    out: list[Measurement] = []
+    if load_s is not None:
+        out.append(single("load_time", "s", load_s))
+    if first_call_s is not None:
+        out.append(single("first_call", "s", first_call_s))
+    for batch_size in bench.batch_sizes:
+        for seq_len in bench.seq_lens:
+            out.extend(_one_shape(model, make_inputs(batch_size, seq_len), hardware, bench, generative,
+                                  batch_size, seq_len))  # fmt: skip
+    return out
+
+
+def _one_shape(
+    model: Any, inputs: dict[str, Any], hardware: str, bench: BenchConfig, generative: bool, batch: int, seq: int
+) -> list[Measurement]:
+    import torch
+
+    from accelerate_core.backends import get_backend
+
+    backend = get_backend(hardware)
+    backend.reset_peak_memory()
+    with torch.inference_mode():
+        latency = _loop(lambda: model(**inputs), hardware, bench)
+        found = [
+            from_samples("latency", "s", latency.values, batch, seq),
+            from_samples("throughput", "samples/s", [batch / v for v in latency.values if v > 0], batch, seq),
+        ]
+        if generative:
+            found.extend(_tokens_per_s(model, inputs, hardware, bench, batch, seq))
+    found.append(single("peak_memory", "MiB", backend.peak_memory_mb(), batch_size=batch, seq_len=seq))
+    return found
+
+
+def _loop(fn: Callable[[], object], hardware: str, bench: BenchConfig) -> Samples:
+    sync, timer = device_timing(hardware)
+    return measure(fn, sync=sync, timer=timer, warmup=bench.warmup, min_iters=bench.min_iters,
+                   min_duration_s=bench.min_duration_s, max_duration_s=bench.max_duration_s)  # fmt: skip
+
+
+def _tokens_per_s(
+    model: Any, inputs: dict[str, Any], hardware: str, bench: BenchConfig, batch: int, seq: int
+) -> list[Measurement]:
+    n = bench.new_tokens
+    kwargs = {"min_new_tokens": n, "max_new_tokens": n, "do_sample": False}
+
+    def generate() -> object:
+        return model.generate(**inputs, **kwargs)
+
+    try:
+        samples = _loop(generate, hardware, bench)
+    except Exception as e:  # latency stands on its own; a model whose generate breaks has no tokens/s
+        log.warning("generate failed for %s, no tokens/s: %s: %s", type(model).__name__, type(e).__name__, e)
+        return []
+    return [from_samples("tokens_per_s", "tokens/s", [batch * n / v for v in samples.values if v > 0], batch, seq)]
