@@ -1,0 +1,83 @@
+"""``accel bench`` end to end: a real fork-server child builds and measures a tiny model; the CLI stays torch-free."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+QUICK = """
+[bench]
+warmup = 1
+min_iters = 3
+min_duration_s = 0.0
+max_duration_s = 2.0
+"""
+
+# Runs the real console entry point in a fresh interpreter and reports whether torch got imported there.
+PROBE = """
+import sys
+from scheduler.cli import main
+rc = main(sys.argv[1:])
+sys.stderr.write(f"\\nTORCH_IMPORTED={'torch' in sys.modules}\\n")
+sys.exit(rc)
+"""
+
+
+def accel(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    config = tmp_path / "accel.toml"
+    config.write_text(QUICK)
+    argv = [sys.executable, "-c", PROBE, "--config", str(config), *args]
+    return subprocess.run(argv, capture_output=True, text=True, timeout=240, cwd=tmp_path)
+
+
+@pytest.fixture(scope="module")
+def bench_run(tmp_path_factory: pytest.TempPathFactory) -> subprocess.CompletedProcess[str]:
+    """One real ``accel bench bert --json`` run, shared by the tests that read its result."""
+    return accel(tmp_path_factory.mktemp("bench"), "bench", "bert", "--batch", "1,2", "--seq", "8", "--threads", "1",
+                 "--json")  # fmt: skip
+
+
+def test_bench_json_reports_every_shape_from_a_child_without_torch_in_the_cli(bench_run):
+    assert bench_run.returncode == 0, bench_run.stderr
+    assert "TORCH_IMPORTED=False" in bench_run.stderr
+    value = json.loads(bench_run.stdout)
+    shapes = {(m["batch_size"], m["seq_len"]) for m in value["measurements"] if m["metric"] == "latency"}
+    assert shapes == {(1, 8), (2, 8)}
+    metrics = {m["metric"] for m in value["measurements"]}
+    assert {"load_time", "first_call", "latency", "throughput", "peak_memory"} <= metrics
+    latency = next(m for m in value["measurements"] if m["metric"] == "latency")
+    assert latency["n"] >= 3 and len(latency["samples"]) == latency["n"] and latency["p50"] > 0
+    assert value["environment"]["torch_threads"] == 1  # --threads reached the child
+    assert value["environment"]["visible_devices"] == {"CUDA_VISIBLE_DEVICES": "", "HIP_VISIBLE_DEVICES": ""}
+    assert value["model_type"] == "bert" and value["hardware"] == "cpu"
+
+
+def test_the_table_shows_each_shape_and_the_one_off_timings(bench_run, capsys):
+    from scheduler.cli.bench import print_table
+
+    print_table(json.loads(bench_run.stdout))
+
+    text = capsys.readouterr().out
+    assert "p50 ms" in text and "bert (BertModel) on cpu" in text and "first call" in text
+    assert sum(1 for line in text.splitlines() if line.startswith("│")) == 2  # batch 1 and 2
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("bench", "no_such_model_type"), "unknown model type 'no_such_model_type'"),
+        (("bench", "bert", "--hardware", "mps" if sys.platform != "darwin" else "rocm"), "device"),
+        (("bench", "bert", "--batch", "0,x"), "--batch '0,x' is invalid"),
+    ],
+)
+def test_bad_usage_is_one_line_and_exit_2(tmp_path: Path, args: tuple[str, ...], message: str):
+    result = accel(tmp_path, *args)
+
+    assert result.returncode == 2, result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip() and not line.startswith("TORCH_IMPORTED")]
+    assert len(lines) == 1 and lines[0].startswith("accel: error:") and message in lines[0], result.stderr
+    assert result.stdout == ""
