@@ -9,7 +9,6 @@ from __future__ import annotations
 import logging
 import os
 import platform
-import subprocess
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -47,6 +46,8 @@ def _read(path: str) -> str | None:
 
 
 def _sysctl(name: str) -> str | None:
+    import subprocess
+
     try:
         done = subprocess.run(["sysctl", "-n", name], capture_output=True, text=True, timeout=5, check=False)
     except (OSError, subprocess.SubprocessError):

@@ -9,10 +9,7 @@ Indices follow PCI bus order, as NVML and nvidia-smi do; :meth:`CudaBackend.pin_
 
 from __future__ import annotations
 
-import ctypes
 import logging
-import shutil
-import subprocess
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -26,11 +23,9 @@ _NVML_LIBS = ("libnvidia-ml.so.1", "libnvidia-ml.so", "nvml.dll")
 _SMI_FIELDS = "index,name,memory.total,driver_version,compute_cap,uuid"
 
 
-class _NvmlMemory(ctypes.Structure):
-    _fields_ = [("total", ctypes.c_ulonglong), ("free", ctypes.c_ulonglong), ("used", ctypes.c_ulonglong)]
-
-
 def _load_nvml() -> Any:
+    import ctypes
+
     for name in _NVML_LIBS:
         try:
             return ctypes.CDLL(name)
@@ -40,6 +35,8 @@ def _load_nvml() -> Any:
 
 
 def _nvml_str(fn: Any, *args: Any, size: int = 96) -> str | None:
+    import ctypes
+
     buf = ctypes.create_string_buffer(size)
     if fn(*args, buf, ctypes.c_uint(size)) != 0:
         return None
@@ -47,6 +44,11 @@ def _nvml_str(fn: Any, *args: Any, size: int = 96) -> str | None:
 
 
 def _nvml_device(lib: Any, index: int, driver: str | None, runtime: str | None) -> DeviceInfo:
+    import ctypes
+
+    class _NvmlMemory(ctypes.Structure):  # nvmlMemory_t
+        _fields_ = [("total", ctypes.c_ulonglong), ("free", ctypes.c_ulonglong), ("used", ctypes.c_ulonglong)]
+
     handle = ctypes.c_void_p()
     if lib.nvmlDeviceGetHandleByIndex_v2(ctypes.c_uint(index), ctypes.byref(handle)) != 0:
         raise OSError(f"nvmlDeviceGetHandleByIndex({index}) failed")
@@ -68,6 +70,8 @@ def _nvml_device(lib: Any, index: int, driver: str | None, runtime: str | None) 
 
 def probe_nvml() -> list[DeviceInfo] | None:
     """NVIDIA devices through NVML, or None when the library is absent or fails to initialise."""
+    import ctypes
+
     lib = _load_nvml()
     if lib is None or lib.nvmlInit_v2() != 0:
         return None
@@ -115,6 +119,9 @@ def parse_nvidia_smi_csv(text: str) -> list[DeviceInfo]:
 
 def probe_nvidia_smi(exe: str = "nvidia-smi") -> list[DeviceInfo] | None:
     """NVIDIA devices through ``nvidia-smi``, or None when it is absent or fails."""
+    import shutil
+    import subprocess
+
     path = shutil.which(exe)
     if path is None:
         return None

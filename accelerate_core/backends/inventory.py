@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 import platform
-import socket
 import threading
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -133,6 +132,8 @@ def detect(*, refresh: bool = False, kinds: Sequence[str] = HARDWARE_KINDS) -> I
         backend = get_backend(kind)
         devices.extend(backend.devices(refresh=refresh))
         notes.extend(backend.notes)
+    import socket
+
     inventory = Inventory(
         host=socket.gethostname(),
         system=platform.system(),

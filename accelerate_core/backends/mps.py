@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 import platform
-import subprocess
 from collections.abc import Sequence
 
 from accelerate_core.backends import torch_ops
@@ -18,6 +17,8 @@ logger = logging.getLogger(__name__)
 
 
 def _sysctl_int(name: str) -> int | None:
+    import subprocess
+
     try:
         done = subprocess.run(["sysctl", "-n", name], capture_output=True, text=True, timeout=5, check=False)
         return int(done.stdout.strip())
@@ -26,6 +27,8 @@ def _sysctl_int(name: str) -> int | None:
 
 
 def _chip_name() -> str:
+    import subprocess
+
     try:
         done = subprocess.run(
             ["sysctl", "-n", "machdep.cpu.brand_string"], capture_output=True, text=True, timeout=5, check=False

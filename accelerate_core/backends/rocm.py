@@ -9,10 +9,7 @@ the CUDA one, reports those devices (``torch.version.hip`` tells them apart).
 
 from __future__ import annotations
 
-import json
 import logging
-import shutil
-import subprocess
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -96,6 +93,10 @@ def probe_kfd(nodes_dir: Path = KFD_NODES) -> list[DeviceInfo] | None:
 
 def rocm_smi_names(exe: str = "rocm-smi") -> list[str]:
     """Product names in card order from ``rocm-smi --showproductname --json`` ([] when unavailable)."""
+    import json
+    import shutil
+    import subprocess
+
     path = shutil.which(exe)
     if path is None:
         return []
