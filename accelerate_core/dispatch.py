@@ -91,11 +91,11 @@ def resolve_source(source: str | os.PathLike[str]) -> tuple[str, str]:
     if not text.strip():
         raise UnknownModelError("empty model source: give a checkpoint directory or a model type such as 'bert'")
     path = Path(text).expanduser()
-    if path.is_dir():
-        if not (path / "config.json").is_file():
-            raise UnknownModelError(f"{path} has no config.json: give a directory written by save_pretrained")
+    if (path / "config.json").is_file():
         return SOURCE_CHECKPOINT, str(path)
     if _looks_like_path(source):
+        if path.is_dir():
+            raise UnknownModelError(f"{path} has no config.json: give a directory written by save_pretrained")
         raise UnknownModelError(f"checkpoint directory {text!r} does not exist: check the path")
     _, transformers = _torch_and_transformers()
     if text not in transformers.CONFIG_MAPPING:

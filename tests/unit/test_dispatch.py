@@ -77,9 +77,13 @@ def test_an_unknown_source_is_one_clear_line(source: str, message: str) -> None:
     assert e.value.exit_code == 2
 
 
-def test_a_directory_without_config_is_not_a_checkpoint(tmp_path: Path) -> None:
+def test_a_directory_without_config_is_not_a_checkpoint(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(UnknownModelError, match=r"has no config\.json"):
         resolve_source(tmp_path)
+    # A bare name is a model type even when a folder of that name (without config.json) is in the way
+    (tmp_path / "bert").mkdir()
+    monkeypatch.chdir(tmp_path)
+    assert resolve_source("bert") == ("model-type", "bert")
 
 
 def test_missing_hardware_is_a_clear_error() -> None:
