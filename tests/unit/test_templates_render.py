@@ -163,12 +163,12 @@ def test_module_level_of_a_generated_file_only_imports_and_assigns() -> None:
 def test_rendering_and_validating_is_fast() -> None:
     ref, contexts = _shipped_ref(), template_samples.contexts()
     render_job(ref, contexts[0])  # compile the template once
-    start = time.perf_counter()
+    start = time.process_time()  # CPU time: other processes on a shared 2-core machine do not count
     for _ in range(50):
         for context in contexts:
             render_job(ref, context)
-    per_file_ms = (time.perf_counter() - start) / 200 * 1000
-    assert per_file_ms < 10, f"{per_file_ms:.1f} ms per file (budget: all ~800 architectures in 2 s)"
+    per_file_ms = (time.process_time() - start) / 200 * 1000
+    assert per_file_ms < 2.5, f"{per_file_ms:.1f} ms per file (budget: all ~800 architectures in 2 s)"
 
 
 def test_generated_file_names_are_importable_module_names() -> None:
