@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import stat
 import subprocess
 import sys
@@ -145,15 +144,6 @@ def test_pin_env_per_kind() -> None:
     cpu = get_backend("cpu").pin_env(0, threads=2)
     assert cpu["CUDA_VISIBLE_DEVICES"] == "" and cpu["HIP_VISIBLE_DEVICES"] == "" and cpu["OMP_NUM_THREADS"] == "2"
     assert get_backend("mps").pin_env(0, threads=0)["OMP_NUM_THREADS"] == "1"
-
-
-def test_cpu_pinning_env_really_caps_torch_threads() -> None:
-    # Given the CPU pinning env; When a child process starts torch under it; Then torch uses that many threads
-    env = {**os.environ, **get_backend("cpu").pin_env(0, threads=1)}
-    code = "import torch; print(torch.get_num_threads(), torch.cuda.device_count())"
-    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.split() == ["1", "0"]
 
 
 def test_cpu_peak_memory_grows_with_an_allocation() -> None:

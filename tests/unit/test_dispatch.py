@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from accelerate_core.backends import detect
+from accelerate_core.backends import detect, get_backend
 from accelerate_core.dispatch import load_checkpoint_and_dispatch, resolve_source
 from accelerate_core.errors import HardwareUnavailableError, UnknownModelError
 
@@ -93,9 +94,12 @@ def test_missing_hardware_is_a_clear_error() -> None:
         load_checkpoint_and_dispatch("bert", hardware="cuda")
 
 
-def test_many_threads_dispatch_at_once_in_a_fresh_interpreter(checkpoint: tuple[Path, dict[str, object]]) -> None:
-    # Given a fresh interpreter (nothing imported yet); When 4 threads dispatch at once, half from the
-    # checkpoint and half by type name; Then every one gets an eval-mode model on cpu
+def test_many_threads_dispatch_at_once_in_a_fresh_pinned_interpreter(
+    checkpoint: tuple[Path, dict[str, object]],
+) -> None:
+    # Given a fresh interpreter (nothing imported yet) started with the CPU pinning env (1 thread)
+    env = {**os.environ, **get_backend("cpu").pin_env(0, threads=1)}
+    # When 4 threads dispatch at once, half from the checkpoint and half by type name
     code = f"""
 import json, threading
 from accelerate_core.dispatch import load_checkpoint_and_dispatch
@@ -112,9 +116,13 @@ def run(src):
 threads = [threading.Thread(target=run, args=(s,)) for s in sources]
 [t.start() for t in threads]
 [t.join() for t in threads]
-print(json.dumps(out))
+import torch
+print(json.dumps({{"results": out, "threads": torch.get_num_threads(), "gpus": torch.cuda.device_count()}}))
 """
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
-    results = json.loads(done.stdout.strip().splitlines()[-1])
-    assert sorted(map(tuple, results)) == [("checkpoint", "cpu", False)] * 2 + [("model-type", "cpu", False)] * 2
+    data = json.loads(done.stdout.strip().splitlines()[-1])
+    # Then every thread got an eval-mode model on cpu, and the pinning env capped torch at 1 thread, no GPU
+    results = sorted(map(tuple, data["results"]))
+    assert results == [("checkpoint", "cpu", False)] * 2 + [("model-type", "cpu", False)] * 2
+    assert (data["threads"], data["gpus"]) == (1, 0)
