@@ -3,8 +3,8 @@
 ``load_checkpoint_and_dispatch(source, hardware="auto", dtype=None)``:
 
 1. **resolve** the source: a local checkpoint directory (``config.json`` + weights, loaded with
-   ``local_files_only=True``: the hub is never contacted) or a transformers model type built from a
-   tiny config with random weights;
+   ``local_files_only=True``: the hub is never contacted) or a transformers model type built by
+   :func:`accelerate_core.catalog.build` from a tiny config with random weights;
 2. **select** the device with :func:`~accelerate_core.backends.select_hardware` (memory fit, dtype
    support, preference);
 3. **load** and place the model there, in eval mode, and return where it went.
@@ -16,7 +16,6 @@ Building/loading itself is serialized too: transformers changes process-wide tor
 
 from __future__ import annotations
 
-import importlib
 import logging
 import os
 import threading
@@ -171,41 +170,15 @@ def _load_checkpoint(directory: Path, torch_dtype: Any) -> Any:
 
 
 def _build_model_type(model_type: str, device: str, torch_dtype: Any) -> tuple[Any, dict[str, Any] | None]:
-    """Build ``model_type`` tiny with random weights: the catalog when present, else a tiny BERT."""
-    build = _catalog_build()
-    if build is None:
-        if model_type != "bert":
-            raise ModelBuildError(f"building {model_type!r} needs accelerate_core.catalog: only 'bert' is built-in")
-        return _tiny_bert(), None
+    """Build ``model_type`` tiny with random weights through the catalog; return the model and its inputs."""
+    from accelerate_core.catalog import build
+
     try:
         built = build(model_type, device=device, dtype=torch_dtype)
     except AccelerateError:
         raise
     except Exception as e:  # a model's own code may raise anything while it is built
         raise ModelBuildError(
-            f"cannot build tiny {model_type} ({type(e).__name__}: {e}): see `accel models show`"
+            f"cannot build tiny {model_type} ({type(e).__name__}: {e}): see `accel models show {model_type}`"
         ) from e
     return built.model, built.inputs
-
-
-def _catalog_build() -> Any:
-    """``accelerate_core.catalog.build`` when the catalog package provides it, else None."""
-    try:
-        catalog = importlib.import_module("accelerate_core.catalog")
-    except ImportError:
-        return None
-    return getattr(catalog, "build", None)
-
-
-def _tiny_bert() -> Any:
-    """A 2-layer, 32-wide BERT with random weights (about 0.1 M parameters)."""
-    _, transformers = _torch_and_transformers()
-    config = transformers.BertConfig(
-        vocab_size=1024,
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        intermediate_size=64,
-        max_position_embeddings=512,
-    )
-    return transformers.BertModel(config)

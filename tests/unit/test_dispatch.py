@@ -61,6 +61,10 @@ def test_a_model_type_is_built_tiny() -> None:
     assert not d.model.training
     assert sum(p.numel() for p in d.model.parameters()) < 5_000_000
     assert next(d.model.parameters()).device.type == "cpu"
+    # The catalog built it, with forward inputs on the same device
+    assert d.inputs is not None and "input_ids" in d.inputs
+    with torch.no_grad():
+        assert d.model(**d.inputs).last_hidden_state.shape[0] == 1
 
 
 @pytest.mark.parametrize(
