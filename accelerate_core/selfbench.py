@@ -4,7 +4,10 @@ Every load time is taken in a **fresh interpreter** (a module imported once is c
 second import in one process measures a dict lookup): each module is imported ``repeats`` times, one
 child process each, interleaved with a bare interpreter so that drift in the machine's load hits
 both alike. Two figures per module: the import's own time (``perf_counter`` around the ``import``
-inside the child) and the child's wall time over the bare interpreter's.
+inside the child) and the child's wall time over the bare interpreter's. Children run with bytecode caching on
+(``PYTHONDONTWRITEBYTECODE`` removed; a discarded warm-up writes the ``.pyc`` files), as an installed
+package runs: with it off, every import recompiles its source and ``import accelerate_core`` costs
+about 1.2 ms instead of about 0.15 ms.
 
 Basic operations (lazy attribute access of the public names) are timed warm in this process over
 many iterations, and cold (the first access, which imports the submodule) in fresh interpreters.
