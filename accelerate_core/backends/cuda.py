@@ -182,14 +182,16 @@ class CudaBackend(Backend):
     preference = 3
 
     def _probe(self) -> Sequence[DeviceInfo]:
-        for source, probe in (("nvml", probe_nvml), ("nvidia-smi", probe_nvidia_smi)):
-            found = probe()
+        probes = (("nvml", probe_nvml), ("nvidia-smi", probe_nvidia_smi), ("torch", lambda: probe_loaded_torch("cuda")))
+        for source, probe in probes:
+            try:
+                found = probe()
+            except (OSError, AttributeError, ValueError, RuntimeError) as e:  # an old or broken driver: next probe
+                self._note(f"cuda: {source} probe failed ({e}); trying the next")
+                continue
             if found is not None:
                 logger.debug("cuda: %d device(s) via %s", len(found), source)
                 return found
-        found = probe_loaded_torch("cuda")
-        if found is not None:
-            return found
         self._note("cuda: no NVML library and no nvidia-smi (no NVIDIA driver)")
         return ()
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import stat
 import subprocess
 import sys
@@ -171,3 +172,20 @@ def test_detection_never_imports_torch() -> None:
     assert done.returncode == 0, done.stderr
     if sys.platform != "darwin":  # macOS probes MPS through torch
         assert done.stdout.strip() == "False"
+
+
+def test_cuda_backend_finds_gpus_through_nvidia_smi_on_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Given no NVML library here but an nvidia-smi on PATH (a stand-in printing a driver's answer)
+    from accelerate_core.backends import CudaBackend
+    from accelerate_core.backends.cuda import probe_nvml
+
+    if probe_nvml() is not None:
+        pytest.skip("this machine has a real NVML")
+    _fake_tool(tmp_path, "nvidia-smi", f"print({SMI_CSV!r})\n")
+    monkeypatch.setenv("PATH", f"{tmp_path}{os.pathsep}{os.environ['PATH']}")
+    # When a fresh CUDA backend probes; Then it lists both GPUs, as cuda (never rocm)
+    devices = CudaBackend().devices()
+    assert [(d.label, d.name, d.compute_capability) for d in devices] == [
+        ("cuda:0", "NVIDIA H100 80GB HBM3", "9.0"),
+        ("cuda:1", "Tesla T4", "7.5"),
+    ]
