@@ -119,13 +119,16 @@ class RocmBackend(Backend):
     preference = 3
 
     def _probe(self) -> Sequence[DeviceInfo]:
-        found = probe_kfd()
+        try:
+            found = probe_kfd()
+        except (OSError, ValueError) as e:  # an unreadable topology: ask torch, if loaded
+            self._note(f"rocm: KFD topology unreadable ({e})")
+            found = None
         if found is None:
             found = probe_loaded_torch("rocm")
             if found is None:
                 self._note("rocm: no /sys/class/kfd (no amdgpu kernel driver)")
-                return ()
-            return found
+            return found or ()
         names = rocm_smi_names() if found else []
         if len(names) == len(found):
             found = [DeviceInfo(**{**d.to_dict(), "name": n}) if n else d for d, n in zip(found, names, strict=True)]
