@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 from accelerate_core.constants import STATUS_DONE, STATUS_SKIPPED, TERMINAL_STATUSES
 from accelerate_core.errors import ConfigError
-from accelerate_core.report.collect import Pair, RunData, Stat, collect_import_timings, collect_run, collect_workers
+from accelerate_core.report.collect import Pair, RunData, collect_import_timings, collect_run, collect_workers
 from accelerate_core.report.compare import DEFAULT_ALPHA, DEFAULT_THRESHOLD, compare_runs
 from accelerate_core.report.modality import resolve_modalities
 from accelerate_core.report.model import (
@@ -18,7 +18,6 @@ from accelerate_core.report.model import (
     GroupSummary,
     ModelRow,
     Report,
-    ShapeStats,
     SpeedUp,
 )
 from accelerate_core.report.stats import median_or_none, pass_rate
@@ -27,7 +26,6 @@ if TYPE_CHECKING:
     from accelerate_core.store import ResultsStore
 
 CPU = "cpu"
-_THROUGHPUT = ("throughput", "tokens_per_s")
 FAILURE_JOBS_LISTED = 20
 """How many jobs each failure message names (the count covers all of them)."""
 
@@ -58,14 +56,15 @@ def build_report(
     )
     rows = [_row(pair, data, modality) for pair in sorted(data.jobs)]
     timings, timings_note = collect_import_timings(store, run_id)
+    totals, by_modality, by_hardware = _summaries(rows)
     report = Report(
         run=data.run,
         generated_at=time.time() if now is None else now,
         synthetic=bool(data.run["params"].get("synthetic")),
-        totals=_summary("all", rows),
+        totals=totals,
         rows=rows,
-        by_modality=_grouped(rows, lambda r: r.modality),
-        by_hardware=_by_hardware(rows),
+        by_modality=by_modality,
+        by_hardware=by_hardware,
         failures=_failures(data),
         efficiency=_efficiency(data),
         workers=collect_workers(store, run_id, data),
@@ -92,7 +91,6 @@ def _attach_baseline(
 
 def _row(pair: Pair, data: RunData, modality: Mapping[str, str]) -> ModelRow:
     job = data.jobs[pair]
-    stats = data.stats.get(pair, [])
     row = ModelRow(
         model_type=pair[0],
         modality=modality[pair[0]],
@@ -102,32 +100,23 @@ def _row(pair: Pair, data: RunData, modality: Mapping[str, str]) -> ModelRow:
         attempts=job.attempts,
         duration_s=job.duration_s,
         template_sha=job.template_sha,
+        peak_memory_mib=data.peak_memory.get(pair),
+        load_time_s=data.load_time.get(pair),
+        shapes=data.shapes.get(pair, []),
     )
-    _fill_figures(row, stats)
-    return row
-
-
-def _fill_figures(row: ModelRow, stats: list[Stat]) -> None:
-    throughput = {(s.batch_size, s.seq_len): s for s in stats if s.metric in _THROUGHPUT}
-    for s in stats:
-        if s.metric == "latency":
-            t = throughput.get((s.batch_size, s.seq_len))
-            row.shapes.append(
-                ShapeStats(s.batch_size, s.seq_len, s.p50, s.p90, s.n, t.p50 if t else None, t.unit if t else None)
-            )
-        elif s.metric == "peak_memory" and s.p50 is not None:
-            row.peak_memory_mib = max(row.peak_memory_mib or 0.0, s.p50)
-        elif s.metric == "load_time":
-            row.load_time_s = s.p50
-    row.shapes.sort(key=lambda x: (x.batch_size, x.seq_len))
     if row.shapes:
         first = row.shapes[0]
         row.batch_size, row.seq_len = first.batch_size, first.seq_len
         row.p50_s, row.p90_s = first.p50_s, first.p90_s
         row.throughput, row.throughput_unit = first.throughput, first.throughput_unit
+    return row
 
 
-def _summary(name: str, rows: list[ModelRow]) -> GroupSummary:
+Ratios = dict[tuple[str, str], float]
+"""(model type, accelerator) -> that model's speed-up over CPU."""
+
+
+def _summary(name: str, rows: list[ModelRow], ratios: Ratios) -> GroupSummary:
     g = GroupSummary(name=name, total=len(rows))
     for r in rows:
         if r.status == STATUS_DONE:
@@ -139,44 +128,54 @@ def _summary(name: str, rows: list[ModelRow]) -> GroupSummary:
         else:
             g.pending += 1
     g.pass_rate = pass_rate(g.done, g.total, g.skipped, g.pending)
-    g.speedups = _speedups(rows)
+    g.speedups = _speedups({r.model_type for r in rows}, ratios)
     return g
 
 
-def _grouped(rows: list[ModelRow], key: Callable[[ModelRow], str]) -> list[GroupSummary]:
-    groups: dict[str, list[ModelRow]] = {}
+def _summaries(rows: list[ModelRow]) -> tuple[GroupSummary, list[GroupSummary], list[GroupSummary]]:
+    """The totals, the per-modality and the per-hardware summaries."""
+    ratios = _speedup_ratios(rows)
+    by_modality: dict[str, list[ModelRow]] = {}
+    by_hardware: dict[str, list[ModelRow]] = {}
     for r in rows:
-        groups.setdefault(key(r), []).append(r)
-    return [_summary(name, groups[name]) for name in sorted(groups)]
+        by_modality.setdefault(r.modality, []).append(r)
+        by_hardware.setdefault(r.hardware, []).append(r)
+    hardware = []
+    for name in sorted(by_hardware):
+        g = _summary(name, by_hardware[name], {})
+        g.speedups = _speedups({m for m, _ in ratios}, {k: v for k, v in ratios.items() if k[1] == name})
+        hardware.append(g)
+    modality = [_summary(name, by_modality[name], ratios) for name in sorted(by_modality)]
+    return _summary("all", rows, ratios), modality, hardware
 
 
-def _by_hardware(rows: list[ModelRow]) -> list[GroupSummary]:
-    """Per-hardware summaries; an accelerator's speed-up over CPU needs the CPU rows, so it is computed on all."""
-    overall = {s.accelerator: s for s in _speedups(rows)}
-    groups = _grouped(rows, lambda r: r.hardware)
-    for g in groups:
-        g.speedups = [overall[g.name]] if g.name in overall else []
-    return groups
-
-
-def _speedups(rows: list[ModelRow]) -> list[SpeedUp]:
-    """Median over models of (median over shared shapes of CPU p50 / accelerator p50)."""
+def _speedup_ratios(rows: list[ModelRow]) -> Ratios:
+    """Per model and accelerator: the median over shared shapes of CPU p50 / accelerator p50."""
     cpu = {r.model_type: r for r in rows if r.hardware == CPU and r.status == STATUS_DONE}
-    per_acc: dict[str, list[float]] = {}
+    out: Ratios = {}
     for r in rows:
         base = cpu.get(r.model_type)
         if r.hardware == CPU or base is None or r.status != STATUS_DONE:
             continue
         ref = {(s.batch_size, s.seq_len): s.p50_s for s in base.shapes}
-        ratios = [
-            ref[(s.batch_size, s.seq_len)] / s.p50_s  # type: ignore[operator]
-            for s in r.shapes
-            if s.p50_s and ref.get((s.batch_size, s.seq_len))
-        ]
+        ratios = []
+        for s in r.shapes:
+            b = ref.get((s.batch_size, s.seq_len))
+            if s.p50_s and b:
+                ratios.append(b / s.p50_s)
         m = median_or_none(ratios)
         if m is not None:
-            per_acc.setdefault(r.hardware, []).append(m)
-    return [SpeedUp(hw, float(median_or_none(v) or 0.0), len(v)) for hw, v in sorted(per_acc.items())]
+            out[(r.model_type, r.hardware)] = m
+    return out
+
+
+def _speedups(models: set[str], ratios: Ratios) -> list[SpeedUp]:
+    """Median over ``models`` of each accelerator's speed-up."""
+    per_acc: dict[str, list[float]] = {}
+    for (model, acc), ratio in ratios.items():
+        if model in models:
+            per_acc.setdefault(acc, []).append(ratio)
+    return [SpeedUp(acc, float(median_or_none(v) or 0.0), len(v)) for acc, v in sorted(per_acc.items())]
 
 
 def _failures(data: RunData) -> list[FailureGroup]:

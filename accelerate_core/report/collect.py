@@ -11,7 +11,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from accelerate_core.report.model import ImportTiming, WorkerRow
+from accelerate_core.report.model import ImportTiming, ShapeStats, WorkerRow
 
 if TYPE_CHECKING:
     from accelerate_core.store import ResultsStore
@@ -41,25 +41,14 @@ class JobFact:
 
 
 @dataclass(slots=True)
-class Stat:
-    """Summary statistics of one measured metric at one shape (no raw samples)."""
-
-    metric: str
-    unit: str
-    batch_size: int
-    seq_len: int
-    p50: float | None
-    p90: float | None
-    n: int
-
-
-@dataclass(slots=True)
 class RunData:
-    """One run as the report needs it."""
+    """One run as the report needs it: jobs, latency/throughput per shape, peak memory and load time."""
 
     run: dict[str, Any]
     jobs: dict[Pair, JobFact] = field(default_factory=dict)
-    stats: dict[Pair, list[Stat]] = field(default_factory=dict)
+    shapes: dict[Pair, list[ShapeStats]] = field(default_factory=dict)
+    peak_memory: dict[Pair, float] = field(default_factory=dict)
+    load_time: dict[Pair, float] = field(default_factory=dict)
 
 
 _JOB_COLUMNS = (
@@ -73,15 +62,33 @@ def collect_run(store: ResultsStore, run_id: str) -> RunData:
     data = RunData(run=store.get_run(run_id))
     for row in store.query(f"SELECT {_JOB_COLUMNS} FROM jobs WHERE run_id = ? ORDER BY kind DESC", [run_id]):
         data.jobs[(row[0], row[1])] = JobFact(*row[2:])
-    rows = store.query(
-        """SELECT j.model_type, j.hardware, m.metric, m.unit, m.batch_size, m.seq_len, m.p50, m.p90, m.n
-           FROM measurements m JOIN jobs j USING (job_key)
-           WHERE m.run_id = ? ORDER BY m.batch_size, m.seq_len""",
-        [run_id],
-    )
-    for model, hw, *rest in rows:
-        data.stats.setdefault((model, hw), []).append(Stat(*rest))
+    for model, hw, batch, seq, p50, p90, n, thr, unit, mem, load in store.query(_SHAPES_SQL, [run_id]):
+        pair = (model, hw)
+        if p50 is not None or p90 is not None:
+            data.shapes.setdefault(pair, []).append(ShapeStats(batch, seq, p50, p90, n or 0, thr, unit))
+        if mem is not None:
+            data.peak_memory[pair] = max(mem, data.peak_memory.get(pair, mem))
+        if load is not None:
+            data.load_time[pair] = load
     return data
+
+
+# One row per job and shape, the metrics pivoted into columns by DuckDB (a full run has ~10^5
+# measurement rows; building Python objects for each would cost more than the whole query).
+_SHAPES_SQL = """
+SELECT j.model_type, j.hardware, m.batch_size, m.seq_len,
+    max(m.p50) FILTER (m.metric = 'latency'),
+    max(m.p90) FILTER (m.metric = 'latency'),
+    max(m.n) FILTER (m.metric = 'latency'),
+    coalesce(max(m.p50) FILTER (m.metric = 'throughput'), max(m.p50) FILTER (m.metric = 'tokens_per_s')),
+    coalesce(max(m.unit) FILTER (m.metric = 'throughput'), max(m.unit) FILTER (m.metric = 'tokens_per_s')),
+    max(m.p50) FILTER (m.metric = 'peak_memory'),
+    max(m.p50) FILTER (m.metric = 'load_time')
+FROM measurements m JOIN jobs j USING (job_key)
+WHERE m.run_id = ?
+GROUP BY ALL
+ORDER BY m.batch_size, m.seq_len
+"""
 
 
 def latency_samples(store: ResultsStore, keys: Iterable[str]) -> dict[tuple[str, int, int], list[float]]:

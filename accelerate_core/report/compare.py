@@ -79,17 +79,15 @@ def _presence(current: RunData, baseline: RunData, out: Comparison) -> None:
 def _shape_changes(
     pair: Pair, current: RunData, baseline: RunData, out: Comparison, threshold: float
 ) -> list[Candidate]:
-    base = {(s.batch_size, s.seq_len): s.p50 for s in baseline.stats.get(pair, ()) if s.metric == "latency"}
+    base = {(s.batch_size, s.seq_len): s.p50_s for s in baseline.shapes.get(pair, ())}
     found: list[Candidate] = []
-    for s in current.stats.get(pair, ()):
-        if s.metric != "latency" or s.p50 is None:
-            continue
+    for s in current.shapes.get(pair, ()):
         b50 = base.get((s.batch_size, s.seq_len))
-        if b50 is None:
+        if s.p50_s is None or b50 is None:
             continue
         out.compared += 1
-        if abs(relative_change(b50, s.p50)) > threshold:
-            found.append((pair, s.batch_size, s.seq_len, b50, s.p50))
+        if abs(relative_change(b50, s.p50_s)) > threshold:
+            found.append((pair, s.batch_size, s.seq_len, b50, s.p50_s))
     return found
 
 

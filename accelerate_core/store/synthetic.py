@@ -121,4 +121,17 @@ class SyntheticRun:
 
 
 def _metric(metric: str, unit: str, batch: int, seq: int, samples: Sequence[float]) -> dict[str, object]:
-    return {"metric": metric, "unit": unit, "batch_size": batch, "seq_len": seq, "samples": list(samples)}
+    """A measurement with its statistics, as ``accelerate_core.bench.summarize`` would give them."""
+    ordered = sorted(samples)
+    n = len(ordered)
+
+    def pct(q: float) -> float:
+        pos = q * (n - 1)
+        lo = int(pos)
+        hi = min(lo + 1, n - 1)
+        return ordered[lo] + (ordered[hi] - ordered[lo]) * (pos - lo)
+
+    mean = sum(ordered) / n
+    stdev = (sum((x - mean) ** 2 for x in ordered) / (n - 1)) ** 0.5 if n > 1 else 0.0
+    stats = {"n": n, "p50": pct(0.5), "p90": pct(0.9), "p99": pct(0.99), "mean": mean, "stdev": stdev}
+    return {"metric": metric, "unit": unit, "batch_size": batch, "seq_len": seq, "samples": list(samples), **stats}

@@ -160,48 +160,35 @@ def record_results(conn: DuckDBPyConnection, results: Sequence[JobResult]) -> in
     if not latest:
         return 0
     jobs = list(latest.values())
-    cols = _result_columns(jobs, repeats)
-    meas = _measurement_columns(jobs)
+    try:
+        cols = _result_columns(jobs, repeats)
+        meas = _measurement_columns(jobs)
+    except (TypeError, ValueError, AttributeError) as e:
+        raise ConfigError(f"a job result in the batch is malformed ({e}): nothing was written") from e
     with transaction(conn, f"record {len(jobs)} job results"):
         with registered(conn, cols, _RESULT_TYPES) as src:
             conn.execute(_UPSERT_RESULTS.replace("{src}", src), {"now": time.time()})
         conn.execute("DELETE FROM measurements WHERE job_key IN (SELECT unnest($keys))", {"keys": list(latest)})
         if meas["job_key"]:
             with registered(conn, meas, _MEASUREMENT_TYPES) as src:
-                conn.execute(f"INSERT INTO measurements SELECT {src}")
+                conn.execute(_INSERT_MEASUREMENTS.replace("{src}", src))
     return len(jobs)
 
 
+_ATTRS = {"job_key": "key", "attempt": "attempt"}
+"""Batch columns named differently from their JobResult attribute."""
+
+
 def _result_columns(jobs: Sequence[JobResult], repeats: Mapping[str, int]) -> dict[str, list[Any]]:
-    cols: dict[str, list[Any]] = {name: [] for name in _RESULT_TYPES}
-    for r in jobs:
-        row = {
-            "job_key": r.key,
-            "run_id": r.run_id,
-            "model_type": r.model_type,
-            "hardware": r.hardware,
-            "kind": r.kind,
-            "status": r.status,
-            "attempt": r.attempt,
-            "repeats": repeats[r.key],
-            "worker_id": r.worker_id,
-            "host": r.host,
-            "device_name": r.device_name,
-            "started_at": r.started_at,
-            "finished_at": r.finished_at,
-            "duration_s": r.duration_s,
-            "error_class": r.error_class,
-            "error_type": r.error_type,
-            "error_message": r.error_message,
-            "template_name": r.template_name,
-            "template_sha": r.template_sha,
-            "generated_source": r.generated_source,
-            "tests_passed": r.tests_passed,
-            "tests_failed": r.tests_failed,
-            "environment": _json(r.environment),
-        }
-        for name, value in row.items():
-            cols[name].append(value)
+    cols: dict[str, list[Any]] = {}
+    for name in _RESULT_TYPES:
+        if name == "repeats":
+            cols[name] = [repeats[r.key] for r in jobs]
+        elif name == "environment":
+            cols[name] = [_json(r.environment) for r in jobs]
+        else:
+            attr = _ATTRS.get(name, name)
+            cols[name] = [getattr(r, attr) for r in jobs]
     return cols
 
 
@@ -222,32 +209,49 @@ _MEASUREMENT_TYPES = {
 }
 _STATS = ("p50", "p90", "p99", "mean", "stdev")
 
+# Statistics a measurement arrives without are computed from its raw samples here, in DuckDB, in bulk
+# (linear-interpolated percentiles like numpy's default; sample standard deviation, 0 for one sample).
+_INSERT_MEASUREMENTS = """
+INSERT INTO measurements
+SELECT job_key, run_id, metric, unit, batch_size, seq_len, samples, n,
+    coalesce(p50, q[1]), coalesce(p90, q[2]), coalesce(p99, q[3]), coalesce(mean, list_avg(samples)),
+    coalesce(stdev, CASE WHEN len(samples) > 0 THEN coalesce(list_stddev_samp(samples), 0) END)
+FROM (
+    SELECT *, CASE WHEN (p50 IS NULL OR p90 IS NULL OR p99 IS NULL) AND len(samples) > 0
+                   THEN list_aggregate(samples, 'quantile_cont', [0.5, 0.9, 0.99]) END AS q
+    FROM (SELECT {src})
+)
+"""
+
 
 def _measurement_columns(jobs: Sequence[JobResult]) -> dict[str, list[Any]]:
-    cols: dict[str, list[Any]] = {name: [] for name in _MEASUREMENT_TYPES}
-    for r in jobs:
-        for m in r.measurements:
-            samples = [float(x) for x in m.get("samples") or ()]
-            stats = {k: m.get(k) for k in _STATS}
-            if samples and any(v is None for v in stats.values()):
-                stats = sample_stats(samples)
-            cols["job_key"].append(r.key)
-            cols["run_id"].append(r.run_id)
-            cols["metric"].append(_required(m, "metric", r.key))
-            cols["unit"].append(_required(m, "unit", r.key))
-            cols["batch_size"].append(int(m.get("batch_size", 1)))
-            cols["seq_len"].append(int(m.get("seq_len", 0)))
-            cols["samples"].append(samples)
-            cols["n"].append(int(m.get("n") or len(samples)))
-            for k in _STATS:
-                cols[k].append(_finite(stats[k]))
+    # One pass building row tuples, then a transpose in C: about twice as fast as a pass per column.
+    rows = [
+        (
+            r.key,
+            r.run_id,
+            m.get("metric"),
+            m.get("unit"),
+            int(m.get("batch_size", 1)),
+            int(m.get("seq_len", 0)),
+            m.get("samples") or [],
+            m.get("n"),
+            m.get("p50"),
+            m.get("p90"),
+            m.get("p99"),
+            m.get("mean"),
+            m.get("stdev"),
+        )
+        for r in jobs
+        for m in r.measurements
+    ]
+    for row in rows:
+        if not row[2] or not row[3]:
+            raise ConfigError(f"a measurement of job {row[0]} has no metric or unit: every measurement needs both")
+    columns = [list(c) for c in zip(*rows, strict=True)] if rows else [[] for _ in _MEASUREMENT_TYPES]
+    cols = dict(zip(_MEASUREMENT_TYPES, columns, strict=True))
+    cols["n"] = [n or len(samples) for n, samples in zip(cols["n"], cols["samples"], strict=True)]
     return cols
-
-
-def _required(m: Mapping[str, Any], name: str, key: str) -> Any:
-    if not m.get(name):
-        raise ConfigError(f"a measurement of job {key} has no {name!r}: every measurement needs metric and unit")
-    return m[name]
 
 
 def _finite(value: Any) -> float | None:

@@ -89,13 +89,29 @@ def test_running_then_result_counts_one_attempt(store: ResultsStore) -> None:
     assert store.mark_running([RUN.key("bert", "cpu")], "w-2", time.time()) == 0
 
 
-def test_a_failed_batch_is_rolled_back_whole(store: ResultsStore) -> None:
+def test_a_malformed_batch_writes_nothing(store: ResultsStore) -> None:
     good = RUN.result("bert", "cpu")
     bad = RUN.result("gpt2", "cpu")
     bad.measurements.append({"metric": "latency"})  # no unit
     with pytest.raises(ConfigError, match="unit"):
         store.record_results([good, bad])
+    bad.measurements[-1].update(unit="s", batch_size="one")
+    with pytest.raises(ConfigError, match="malformed"):
+        store.record_results([good, bad])
     assert _count(store, "jobs") == 0
+
+
+def test_a_batch_failing_inside_duckdb_is_rolled_back_whole(store: ResultsStore) -> None:
+    # Given a batch whose jobs upsert succeeds but whose measurements cannot be cast
+    good = RUN.result("bert", "cpu")
+    bad = RUN.result("gpt2", "cpu")
+    bad.measurements.append({"metric": "latency", "unit": "s", "samples": ["not a number"]})
+    # When it is recorded, Then the store error says so and neither job nor measurement was kept
+    with pytest.raises(StoreError, match="rolled back"):
+        store.record_results([good, bad])
+    assert (_count(store, "jobs"), _count(store, "measurements")) == (0, 0)
+    store.record_results([good])  # and the store is usable afterwards
+    assert _count(store, "jobs") == 1
 
 
 def test_progress_unfinished_and_phase_done(store: ResultsStore) -> None:
