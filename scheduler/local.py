@@ -195,17 +195,22 @@ class _Executor:
                 # The makespan counts from a ready server: its start-up (imports) is reported apart.
                 summary.startup_s = time.monotonic() - started
                 started = time.monotonic()
-                while (queue or running) and not self.stop.is_set():
-                    self._fill(server, queue, running)
-                    outcomes = server.poll(_POLL_S)
-                    self._collect(outcomes, running, summary)
-                    self._maybe_flush()
-                    self._snapshot()
+                self._loop(server, queue, running, summary)
+                summary.wall_s = time.monotonic() - started  # to the last outcome, not the server's shutdown
                 if running:  # stopped: end the children; their jobs keep no terminal row
                     server.close()
-        summary.wall_s = time.monotonic() - started
         self._flush()
         self._snapshot(force=True)
+
+    def _loop(
+        self, server: ForkServer, queue: deque[JobSpec], running: dict[str, JobSpec], summary: RunSummary
+    ) -> None:
+        while (queue or running) and not self.stop.is_set():
+            self._fill(server, queue, running)
+            outcomes = server.poll(_POLL_S)
+            self._collect(outcomes, running, summary)
+            self._maybe_flush()
+            self._snapshot()
 
     def _fill(self, server: ForkServer, queue: deque[JobSpec], running: dict[str, JobSpec]) -> None:
         submitted: list[str] = []
