@@ -109,7 +109,8 @@ def rocm_smi_names(exe: str = "rocm-smi") -> list[str]:
         logger.debug("rocm-smi failed: %s", e)
         return []
     cards = sorted((k for k in data if k.startswith("card")), key=lambda k: int(k[4:] or 0))
-    return [str(data[c].get("Card series") or data[c].get("Card SKU") or "") for c in cards]
+    fields = [{str(k).lower(): v for k, v in dict(data[c]).items()} for c in cards]  # "Card series"/"Card Series"
+    return [str(f.get("card series") or f.get("card sku") or "") for f in fields]
 
 
 class RocmBackend(Backend):

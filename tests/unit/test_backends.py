@@ -22,7 +22,7 @@ from accelerate_core.backends import (
 )
 from accelerate_core.backends.cpu import cpu_model_name
 from accelerate_core.backends.cuda import parse_nvidia_smi_csv, probe_nvidia_smi
-from accelerate_core.backends.rocm import gfx_arch, parse_properties, probe_kfd
+from accelerate_core.backends.rocm import gfx_arch, parse_properties, probe_kfd, rocm_smi_names
 from accelerate_core.errors import ConfigError
 
 SMI_CSV = """0, NVIDIA H100 80GB HBM3, 81559, 550.54.15, 9.0, GPU-aaaa
@@ -189,3 +189,16 @@ def test_cuda_backend_finds_gpus_through_nvidia_smi_on_path(tmp_path: Path, monk
         ("cuda:0", "NVIDIA H100 80GB HBM3", "9.0"),
         ("cuda:1", "Tesla T4", "7.5"),
     ]
+
+
+def test_rocm_smi_product_names_in_card_order(tmp_path: Path) -> None:
+    # Given rocm-smi's JSON (old and new key spellings, cards out of order; a stand-in script)
+    answer = {
+        "card1": {"Card Series": "AMD Instinct MI300X", "GFX Version": "gfx942"},
+        "card0": {"Card series": "Instinct MI210", "Card SKU": "D67301"},
+        "system": {"Driver version": "6.7.0"},
+    }
+    exe = _fake_tool(tmp_path, "rocm-smi", f"import json\nprint(json.dumps({answer!r}))\n")
+    # Then the names come back in card order
+    assert rocm_smi_names(exe) == ["Instinct MI210", "AMD Instinct MI300X"]
+    assert rocm_smi_names(str(tmp_path / "absent")) == []
