@@ -199,6 +199,14 @@ def _failures(data: RunData) -> list[FailureGroup]:
 
 
 def _efficiency(data: RunData) -> Efficiency:
+    """Sum of job durations / (slots x wall time).
+
+    The executor's own records (``params["makespan"]``: one entry per invocation, so a resumed run does
+    not count the time it lay interrupted) win; else the job timeline (first start to last finish).
+    """
+    recorded = _recorded_makespan(data.run["params"].get("makespan"))
+    if recorded is not None:
+        return recorded
     jobs = [j for j in data.jobs.values() if j.duration_s is not None]
     busy = sum(j.duration_s or 0.0 for j in jobs)
     starts = [j.started_at for j in jobs if j.started_at is not None]
@@ -211,3 +219,19 @@ def _efficiency(data: RunData) -> Efficiency:
     if wall <= 0:
         return Efficiency(slots, busy, wall, None, "no job has both a start and a finish time yet")
     return Efficiency(slots, busy, wall, busy / (slots * wall))
+
+
+def _recorded_makespan(entries: object) -> Efficiency | None:
+    if not isinstance(entries, list) or not entries:
+        return None
+    try:
+        busy = sum(float(e["busy_s"]) for e in entries)
+        capacity = sum(float(e["slots"]) * float(e["wall_s"]) for e in entries)
+        wall = sum(float(e["wall_s"]) for e in entries)
+        slots = max(int(e["slots"]) for e in entries)
+    except (KeyError, TypeError, ValueError):
+        return None
+    if capacity <= 0:
+        return None
+    note = f"as recorded by the executor over {len(entries)} invocations" if len(entries) > 1 else ""
+    return Efficiency(slots, busy, wall, busy / capacity, note)
