@@ -1,0 +1,180 @@
+"""Fleet overhead: 5,000 ``dry`` jobs end to end (enqueue -> row in DuckDB) vs bare Celery no-ops.
+
+Both legs run on one redis-server started here on a free loopback port, in the same run:
+
+- **bare**: a default Celery app (JSON, a Redis result backend, prefork ``-c 2``, no events) runs
+  N no-op tasks; the client sends them all and waits for every result. That is Celery's own round
+  trip with nothing of ours in it.
+- **fleet**: the real writer plus two pinned CPU worker nodes (``python -m workers``, the settings
+  of production: acks late, prefetch 1, task events on, our delivery counter); the scheduler's
+  ``dispatch`` records a run of N ``dry`` jobs through the writer and sends them by name; the clock
+  stops when the writer's status snapshot says every row is terminal in DuckDB.
+
+Prints JSON: both rates (jobs/s), their ratio (aim: >= 0.5) and the timings.
+
+Usage: ``.venv/bin/python benchmarks/bench_fleet.py [--jobs 5000]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import redis as redis_lib
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from accelerate_core.config import Settings  # noqa: E402
+from accelerate_core.contracts import JobSpec, RunPlan, job_key  # noqa: E402
+from scheduler.remote import dispatch, live_nodes, read_status  # noqa: E402
+from tests.support.redis_server import RedisServer  # noqa: E402
+from workers.writer import LOCK_KEY  # noqa: E402
+
+NOOP_APP = """
+from celery import Celery
+app = Celery("bare", broker="{url}", backend="{url}")
+app.conf.update(task_serializer="json", result_serializer="json", accept_content=["json"],
+                broker_connection_retry_on_startup=True)
+
+@app.task(name="noop")
+def noop():
+    return None
+"""
+
+
+def _start(cmd: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(cmd, env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def _stop(procs: list[subprocess.Popen[bytes]]) -> None:
+    for p in procs:
+        if p.poll() is None:
+            os.killpg(p.pid, signal.SIGTERM)
+    for p in procs:
+        try:
+            p.wait(20)
+        except subprocess.TimeoutExpired:
+            os.killpg(p.pid, signal.SIGKILL)
+            p.wait(5)
+
+
+def bare_rate(url: str, n: int, work: Path) -> dict[str, float]:
+    """Celery's own no-op round trip: N tasks sent, N results awaited, on a default app."""
+    (work / "bare_app.py").write_text(NOOP_APP.format(url=url))
+    env = dict(os.environ, PYTHONPATH=str(work))
+    cmd = [sys.executable, "-m", "celery", "-A", "bare_app", "worker", "-c", "2", "-P", "prefork"]
+    worker = _start([*cmd, "--loglevel", "WARNING", "--without-gossip", "--without-mingle"], env, work / "bare.log")
+    sys.path.insert(0, str(work))
+    try:
+        import bare_app  # type: ignore[import-not-found]
+
+        bare_app.app.control.ping(timeout=10)  # wait for the worker
+        _wait_for(lambda: bool(bare_app.app.control.ping(timeout=0.5)), 60, "the bare worker")
+        t0 = time.perf_counter()
+        results = [bare_app.noop.delay() for _ in range(n)]
+        sent = time.perf_counter() - t0
+        for r in results:
+            r.get(timeout=120)
+        total = time.perf_counter() - t0
+    finally:
+        _stop([worker])
+    return {"rate": n / total, "seconds": total, "send_seconds": sent}
+
+
+def _wait_for(check: object, timeout_s: float, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if check():  # type: ignore[operator]
+            return
+        time.sleep(0.2)
+    raise SystemExit(f"bench_fleet: {what} did not start within {timeout_s:.0f} s")
+
+
+def dry_plan(n: int) -> RunPlan:
+    run_id = f"bench-fleet-{int(time.time())}"
+    jobs = [
+        JobSpec(
+            key=job_key(run_id, f"dry{i:05d}", "cpu", "dry"),
+            run_id=run_id,
+            model_type=f"dry{i:05d}",
+            hardware="cpu",
+            kind="dry",
+        ).to_dict()
+        for i in range(n)
+    ]
+    return RunPlan(run_id=run_id, phase="bench-fleet", created_at=time.time(), params={"kind": "dry"}, jobs=jobs)
+
+
+def fleet_rate(url: str, n: int, work: Path) -> dict[str, float]:
+    """The fleet's dry jobs: writer + 2 CPU nodes, enqueue to terminal row in DuckDB."""
+    env = dict(
+        os.environ,
+        ACCEL_BROKER_URL=url,
+        ACCEL_RESULTS_DB=str(work / "results.duckdb"),
+        ACCEL_REPORTS_DIR=str(work / "reports"),
+    )
+    env.pop("ACCEL_CONFIG", None)
+    settings = Settings.load(environ=env)
+    py = [sys.executable, "-m", "workers"]
+    procs = [_start([*py, "writer", "--loglevel", "WARNING"], env, work / "writer.log")]
+    for i in range(2):
+        cmd = [*py, "worker", "--hardware", "cpu", "--device", str(i), "--loglevel", "WARNING"]
+        procs.append(_start(cmd, env, work / f"cpu{i}.log"))
+    try:
+        writer_up = redis_lib.Redis.from_url(url)
+        _wait_for(lambda: len(live_nodes(settings, 0.5)) >= 2 and writer_up.exists(LOCK_KEY), 90, "writer and workers")
+        plan = dry_plan(n)
+        t0 = time.perf_counter()
+        dispatch(settings, plan)
+        sent = time.perf_counter() - t0
+        _wait_for(lambda: bool((read_status(settings, plan.run_id) or {}).get("phase_done")), 600, "the run")
+        total = time.perf_counter() - t0
+        status = read_status(settings, plan.run_id) or {}
+    finally:
+        _stop(procs)
+    if status.get("by_status", {}).get("done") != n:
+        raise SystemExit(f"bench_fleet: expected {n} done rows, the store says {status.get('by_status')}")
+    return {"rate": n / total, "seconds": total, "send_seconds": sent}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--jobs", type=int, default=5000)
+    args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="bench-fleet-"))
+    redis = RedisServer(work / "redis")
+    redis.start()
+    try:
+        bare = bare_rate(redis.url, args.jobs, work)
+        redis.flushall()
+        fleet = fleet_rate(redis.url, args.jobs, work)
+    finally:
+        redis.stop()
+        shutil.rmtree(work, ignore_errors=True)
+    out = {
+        "benchmark": "fleet_dry_jobs_end_to_end",
+        "jobs": args.jobs,
+        "fleet_jobs_per_s": round(fleet["rate"], 1),
+        "bare_celery_noop_per_s": round(bare["rate"], 1),
+        "ratio": round(fleet["rate"] / bare["rate"], 3),
+        "aim_ratio": 0.5,
+        "fleet_seconds": round(fleet["seconds"], 2),
+        "fleet_send_seconds": round(fleet["send_seconds"], 2),
+        "bare_seconds": round(bare["seconds"], 2),
+        "bare_send_seconds": round(bare["send_seconds"], 2),
+        "cpu_count": os.cpu_count(),
+    }
+    print(json.dumps(out, indent=2))
+
+
+if __name__ == "__main__":
+    main()

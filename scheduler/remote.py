@@ -1,0 +1,259 @@
+"""Dispatch a planned run to the fleet: by task name over the Redis broker, never importing ``workers``.
+
+The scheduler builds a minimal Celery *client* app from the settings (JSON only, sent events on for
+Flower, no result backend) and sends:
+
+1. ``accel.record_run`` (queue ``results``): the writer records the run and its jobs as ``queued``;
+2. ``accel.record_result`` with the ``skipped`` results of jobs the plan does not run;
+3. one ``accel.run_job`` per runnable job to ``hw.<kind>``, with the job key as the task id (a job
+   sent twice is still one row) and the job kind's Celery time limits.
+
+The writer consumes ``results`` in order, so the run is recorded before any of its results. Progress
+comes back through the writer's status snapshot in Redis (``acc:status:<run>``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+from accelerate_core.config import Settings, TimeLimit
+from accelerate_core.constants import HARDWARE_KINDS, TASK_RECORD_RESULT, TASK_RECORD_RUN, TASK_RUN_JOB
+from accelerate_core.contracts import JobSpec, RunPlan
+from accelerate_core.errors import BrokerError, ConfigError
+from scheduler.plan import runnable_jobs, skipped_results
+
+if TYPE_CHECKING:
+    from celery import Celery
+
+logger = logging.getLogger(__name__)
+
+STATUS_PREFIX = "acc:status:"
+"""Redis key prefix of the writer's status snapshots (``acc:status:<run id>``)."""
+
+INSPECT_TIMEOUT_S = 1.0
+"""How long a broadcast to the live workers waits for their replies, in seconds."""
+
+POLL_EVERY_S = 0.5
+"""How often ``--wait`` reads the run's status snapshot, in seconds."""
+
+
+def broker_url(settings: Settings) -> str:
+    """The broker URL, or a one-line ConfigError saying how to set it."""
+    if not settings.broker_url:
+        raise ConfigError("no broker configured: pass --broker redis://HOST:6379/0 or set ACCEL_BROKER_URL")
+    return settings.broker_url
+
+
+def broker_error(url: str, exc: BaseException) -> BrokerError:
+    """One line naming the unreachable broker (never its password) and what to do."""
+    parts = urlsplit(url)
+    where = f"{parts.scheme}://{parts.hostname or 'localhost'}:{parts.port or 6379}"
+    text = str(exc).split("\n")[0]
+    reason = "connection refused" if "refused" in text.lower() else (text or type(exc).__name__)
+    return BrokerError(f"cannot reach redis at {where} ({reason}): start redis-server or fix ACCEL_BROKER_URL")
+
+
+def redis_client(settings: Settings, timeout_s: float = 3.0) -> Any:
+    """A redis-py client of the broker, checked with one PING (BrokerError when it does not answer)."""
+    import redis
+
+    url = broker_url(settings)
+    client = redis.Redis.from_url(url, socket_connect_timeout=timeout_s, socket_timeout=timeout_s)
+    try:
+        client.ping()
+    except (redis.RedisError, OSError) as e:
+        client.close()
+        raise broker_error(url, e) from e
+    return client
+
+
+def check_broker(settings: Settings) -> None:
+    """Raise BrokerError (one line) unless the broker answers a PING."""
+    redis_client(settings).close()
+
+
+def client_app(settings: Settings) -> Celery:
+    """A minimal Celery app that only sends tasks by name and broadcasts to workers."""
+    from celery import Celery
+
+    app = Celery("accel-client", set_as_current=False)
+    app.conf.update(
+        broker_url=broker_url(settings),
+        broker_connection_retry_on_startup=False,
+        broker_connection_timeout=3.0,
+        task_serializer="json",
+        accept_content=["json"],
+        result_backend=None,
+        task_ignore_result=True,
+        task_send_sent_event=True,
+        task_publish_retry_policy={"max_retries": 2, "interval_start": 0.2, "interval_step": 0.5},
+    )
+    return app
+
+
+def celery_limits(limit: TimeLimit) -> tuple[float, float]:
+    """Celery's (soft, hard) limits for a job kind: above the runner's own hard limit (the same rule
+    as the workers' ``backstop_limits``), soft < hard."""
+    grace = min(30.0, max(1.0, 0.1 * limit.hard_s))
+    return limit.hard_s + grace, limit.hard_s + 2 * grace
+
+
+def live_queues(settings: Settings, timeout_s: float = INSPECT_TIMEOUT_S) -> dict[str, list[str]]:
+    """The queues each live worker consumes now: ``{node name: [queue, ...]}`` (empty: none alive)."""
+    check_broker(settings)
+    app = client_app(settings)
+    try:
+        replies = app.control.inspect(timeout=timeout_s).active_queues() or {}
+    except Exception as e:  # kombu raises its own connection errors
+        raise broker_error(broker_url(settings), e) from e
+    return {node: [q.get("name", "") for q in queues] for node, queues in replies.items()}
+
+
+def live_hardware(settings: Settings, timeout_s: float = INSPECT_TIMEOUT_S) -> list[str]:
+    """``--hardware auto`` on a fleet: the kinds whose queues live workers consume right now."""
+    consumed = {q for queues in live_queues(settings, timeout_s).values() for q in queues}
+    return [kind for kind in HARDWARE_KINDS if settings.queue_for(kind) in consumed]
+
+
+def live_nodes(settings: Settings, timeout_s: float = INSPECT_TIMEOUT_S) -> list[str]:
+    """The node names of every live worker (writer included)."""
+    return sorted(live_queues(settings, timeout_s))
+
+
+def job_labels(spec: JobSpec) -> dict[str, Any]:
+    """What Flower shows of a job (the full spec, template body included, is too long to read)."""
+    return {"model_type": spec.model_type, "hardware": spec.hardware, "kind": spec.kind, "run_id": spec.run_id}
+
+
+def dispatch(settings: Settings, plan: RunPlan, app: Celery | None = None) -> int:
+    """Record ``plan`` through the writer and send each runnable job to its hardware queue.
+
+    Returns:
+        The number of jobs sent.
+
+    Raises:
+        BrokerError: the broker is unreachable.
+    """
+    check_broker(settings)
+    app = app or client_app(settings)
+    jobs = runnable_jobs(plan)
+    try:
+        with app.producer_or_acquire() as producer:
+            _send_run(app, settings, plan, producer)
+            for spec in jobs:
+                soft, hard = celery_limits(settings.time_limit(spec.kind))
+                app.send_task(
+                    TASK_RUN_JOB,
+                    kwargs={"spec": spec.to_dict()},
+                    task_id=spec.key,
+                    queue=settings.queue_for(spec.hardware),
+                    soft_time_limit=soft,
+                    time_limit=hard,
+                    kwargsrepr=repr(job_labels(spec)),
+                    producer=producer,
+                )
+    except BrokerError:
+        raise
+    except Exception as e:
+        raise broker_error(broker_url(settings), e) from e
+    logger.info("run %s: %d jobs sent (%d skipped)", plan.run_id, len(jobs), len(plan.jobs) - len(jobs))
+    return len(jobs)
+
+
+def _send_run(app: Celery, settings: Settings, plan: RunPlan, producer: Any) -> None:
+    n_jobs = len(plan.jobs)
+    app.send_task(
+        TASK_RECORD_RUN,
+        kwargs={"plan": plan.to_dict()},
+        queue=settings.results_queue,
+        kwargsrepr=repr({"run_id": plan.run_id, "phase": plan.phase, "jobs": n_jobs}),
+        producer=producer,
+    )
+    skipped = skipped_results(plan)
+    if skipped:
+        app.send_task(
+            TASK_RECORD_RESULT,
+            kwargs={"results": [r.to_dict() for r in skipped]},
+            queue=settings.results_queue,
+            kwargsrepr=repr({"run_id": plan.run_id, "skipped": len(skipped)}),
+            producer=producer,
+        )
+
+
+def read_status(settings: Settings, run_id: str) -> dict[str, Any] | None:
+    """The writer's latest status snapshot of ``run_id`` from Redis (None before its first one)."""
+    client = redis_client(settings)
+    try:
+        raw = client.get(STATUS_PREFIX + run_id)
+    finally:
+        client.close()
+    if raw is None:
+        return None
+    data = json.loads(raw)
+    return data if isinstance(data, dict) else None
+
+
+def follow(
+    settings: Settings,
+    run_id: str,
+    total: int,
+    *,
+    on_progress: Callable[[dict[str, Any]], None] | None = None,
+    poll_s: float = POLL_EVERY_S,
+    timeout_s: float | None = None,
+) -> dict[str, Any]:
+    """Wait until the writer reports ``run_id`` done; call ``on_progress`` with each new snapshot.
+
+    Raises:
+        BrokerError: the broker became unreachable, or ``timeout_s`` passed first.
+    """
+    deadline = None if timeout_s is None else time.monotonic() + timeout_s
+    last: dict[str, Any] = {"run_id": run_id, "total": total, "terminal": 0}
+    while True:
+        snap = read_status(settings, run_id)
+        if snap is not None:
+            last = snap
+            if on_progress is not None:
+                on_progress(snap)
+            if snap.get("phase_done") and snap.get("report_dir"):
+                return snap
+        if deadline is not None and time.monotonic() > deadline:
+            raise BrokerError(
+                f"run {run_id} not done after {timeout_s:.0f} s: check `accel status {run_id}` and Flower"
+            )
+        time.sleep(poll_s)
+    return last  # pragma: no cover
+
+
+def run_remote(settings: Settings, plan: RunPlan, wait: bool) -> str:
+    """Send ``plan`` to the fleet; return its run id at once, or when it is done under ``wait``.
+
+    Under ``wait`` a progress bar follows the writer's status snapshots (on a terminal).
+
+    Raises:
+        ConfigError: no broker configured.
+        BrokerError: the broker is unreachable.
+    """
+    dispatch(settings, plan)
+    if wait:
+        _follow_with_bar(settings, plan)
+    return plan.run_id
+
+
+def _follow_with_bar(settings: Settings, plan: RunPlan) -> None:
+    from scheduler.cli.common import progress
+
+    total = len(plan.jobs)
+    with progress(total, f"run {plan.run_id}") as bar:
+        task = bar.task_ids[0]
+
+        def update(snap: dict[str, Any]) -> None:
+            failed = int(snap.get("failures_total") or 0)
+            bar.update(task, completed=int(snap.get("terminal") or 0), detail=f"{failed} failed" if failed else "")
+
+        follow(settings, plan.run_id, total, on_progress=update)

@@ -1,0 +1,121 @@
+"""``python -m workers worker|writer``: start one pinned Celery worker node, or the results writer.
+
+``accel worker`` and ``accel writer`` (in ``scheduler``, which never imports this package) start these
+as subprocesses; the settings reach them through ``ACCEL_CONFIG`` / ``ACCEL_*`` variables. The device
+environment is set here first thing, before Celery starts and long before anything imports torch
+(the main process never does: jobs run in the fork server's children).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+import threading
+from typing import Any
+
+from accelerate_core.config import Settings
+from accelerate_core.constants import HARDWARE_KINDS
+from accelerate_core.errors import AccelerateError
+from workers import pinning
+
+logger = logging.getLogger(__name__)
+
+_COMMON_FLAGS = ("--without-gossip", "--without-mingle")
+# Gossip makes every worker read every other worker's events (costly with task events on); mingle
+# delays start-up by a broadcast round. Neither is needed: the writer and Redis hold the state.
+
+
+def _parse(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m workers")
+    sub = parser.add_subparsers(dest="command", required=True)
+    w = sub.add_parser("worker", help="one pinned worker node consuming hw.<kind>")
+    w.add_argument("--hardware", choices=HARDWARE_KINDS, required=True)
+    w.add_argument("--device", type=int, default=0)
+    w.add_argument("--node", default=None, help="node name (default <hardware><device>@<host>)")
+    w.add_argument("--concurrency", type=int, default=1)
+    w.add_argument("--threads", type=int, default=0)
+    w.add_argument("--loglevel", default="INFO")
+    r = sub.add_parser("writer", help="the results writer consuming the results queue")
+    r.add_argument("--node", default=None)
+    r.add_argument("--loglevel", default="INFO")
+    return parser.parse_args(argv)
+
+
+def run_worker(args: argparse.Namespace) -> int:
+    """Pin this process, then run a prefork Celery worker on the hardware's queue."""
+    pin = pinning.Pinning(args.hardware, args.device, args.threads)
+    node = args.node or pin.node_name()
+    pinning.apply(pin)
+    os.environ[pinning.NODE_ENV] = node
+    settings = Settings.load()
+    from celery import signals
+
+    from workers import tasks
+    from workers.app import check_broker, make_app, require_broker_url
+
+    check_broker(require_broker_url(settings))
+    app = make_app(settings)
+    # The jobs' sent events come from the scheduler; the results this node sends to the writer are
+    # bookkeeping that Flower need not list (the writer does not report them either, see below).
+    app.conf.task_send_sent_event = False
+
+    def on_ready(**_: Any) -> None:
+        try:
+            tasks.announce(app, settings, node)
+        except Exception:
+            logger.exception("could not register this worker's inventory with the writer")
+
+    signals.worker_ready.connect(on_ready, weak=False)
+    signals.worker_process_shutdown.connect(tasks.close_runner, weak=False)
+    argv = ["worker", "-n", node, "-Q", settings.queue_for(args.hardware), "-P", "prefork"]
+    argv += ["-c", str(max(1, args.concurrency)), "--loglevel", args.loglevel, *_COMMON_FLAGS]
+    app.worker_main(argv)
+    return 0
+
+
+def run_writer(args: argparse.Namespace) -> int:
+    """Take the writer lock, open the results DB read-write and serve the results queue until signalled."""
+    logging.basicConfig(level=args.loglevel.upper(), format="[%(asctime)s: %(levelname)s/writer] %(message)s")
+    settings = Settings.load()
+    import redis
+
+    from accelerate_core.store import ResultsStore
+    from workers import writer
+    from workers.app import check_broker, require_broker_url
+
+    url = require_broker_url(settings)
+    check_broker(url)
+    client = redis.Redis.from_url(url, socket_connect_timeout=5, socket_timeout=writer.WAIT_S + 30)
+    lock = writer.WriterLock(client)
+    lock.acquire()
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    try:
+        settings.results_db.parent.mkdir(parents=True, exist_ok=True)
+        with ResultsStore.open(settings.results_db) as store:
+            w = writer.ResultWriter(store, settings, publish=writer.redis_publisher(client))
+            logger.info("writer ready: queue %s -> %s", settings.results_queue, settings.results_db)
+            n = writer.serve(w, writer.Intake(client, settings.results_queue), stop, lock=lock)
+            logger.info("writer stopped after %d messages", n)
+    finally:
+        lock.release()
+        client.close()
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point; an AccelerateError ends it with one line and its exit code."""
+    args = _parse(sys.argv[1:] if argv is None else argv)
+    try:
+        return run_worker(args) if args.command == "worker" else run_writer(args)
+    except AccelerateError as e:
+        print(f"accel: error: {e}", file=sys.stderr)
+        return e.exit_code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,303 @@
+"""The fleet's Celery tasks: thin wrappers that decode a payload, call the core and send plain data on.
+
+- ``accel.run_job`` (queues ``hw.<kind>``): counts the delivery (our redelivery cap), runs the job
+  (a ``dry`` job inline; a ``test`` job in a child of this process's fork server), turns the outcome
+  into a :class:`~accelerate_core.contracts.JobResult` and sends it, by task name, to the writer.
+- ``accel.record_result``, ``accel.record_run``, ``accel.register_worker`` (queue ``results``): sent
+  by name here and by the scheduler; the writer (:mod:`workers.writer`), the one process that opens the
+  results DB, takes them off their queue in batches itself, so they are not Celery tasks of any worker.
+
+Every payload is JSON (``to_dict()`` of a contract). The labels a task also takes (``model_type``,
+``hardware``, ...) are there for Flower only.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from accelerate_core.config import Settings
+from accelerate_core.constants import (
+    ERR_REDELIVERY_CAP,
+    ERR_TIMEOUT,
+    JOB_KIND_DRY,
+    STATUS_DONE,
+    STATUS_FAILED,
+    STATUS_TIMEOUT,
+    TASK_RECORD_RESULT,
+    TASK_REGISTER_WORKER,
+    TASK_RUN_JOB,
+)
+from accelerate_core.contracts import JobResult, JobSpec, WorkerInfo
+from workers import pinning
+from workers.app import backstop_limits
+
+if TYPE_CHECKING:
+    import redis
+    from celery import Celery, Task
+
+    from accelerate_core.runner import ForkServer
+
+logger = logging.getLogger(__name__)
+
+DELIVERIES_PREFIX = "acc:deliveries:"
+"""Redis key prefix: ``acc:deliveries:<job key>`` counts the redeliveries of one job (our redelivery cap).
+
+Redis marks every message it restores (worker lost, visibility timeout) as ``redelivered``; only those
+deliveries are counted, so the common first delivery costs no round trip."""
+
+DELIVERIES_TTL_S = 7 * 24 * 3600
+"""How long a delivery counter lives, in seconds. Keys hold the run id, so a counter never outlives its
+use; a delivery after the result was sent (the worker died before acknowledging) counts, as it should."""
+
+JOB_ENTRY = "workers.job:execute"
+"""The fork server's entry point: runs one ``test`` job in a forked child."""
+
+
+class DeliveryCounter:
+    """Counts the deliveries of each job in Redis, so a job that kills its worker is not run forever."""
+
+    def __init__(self, client: redis.Redis, ttl_s: int = DELIVERIES_TTL_S) -> None:
+        self.client = client
+        self.ttl_s = ttl_s
+
+    def count(self, key: str) -> int:
+        """Count one more redelivery of job ``key`` and return the total so far (1 on the first)."""
+        pipe = self.client.pipeline(transaction=True)
+        pipe.incr(DELIVERIES_PREFIX + key)
+        pipe.expire(DELIVERIES_PREFIX + key, self.ttl_s)
+        n, _ = pipe.execute()
+        return int(n)
+
+    def clear(self, key: str) -> None:
+        """Forget job ``key``'s deliveries (its result has been sent)."""
+        self.client.delete(DELIVERIES_PREFIX + key)
+
+
+@dataclass
+class _ProcessState:
+    """What one pool process keeps between jobs: built lazily, after the pool forked it."""
+
+    runner: ForkServer | None = None
+    redis: redis.Redis | None = None
+
+
+_state = _ProcessState()
+
+
+def _redis(settings: Settings) -> redis.Redis:
+    if _state.redis is None:
+        import redis as redis_lib
+
+        _state.redis = redis_lib.Redis.from_url(settings.broker_url or "", socket_timeout=10)
+    return _state.redis
+
+
+def _runner() -> ForkServer:
+    # A prefork pool process is daemonic and cannot have multiprocessing children: the fork server
+    # is a plain subprocess, started on this process's first test job.
+    if _state.runner is None:
+        from accelerate_core.runner import ForkServer
+
+        _state.runner = ForkServer(JOB_ENTRY)
+    return _state.runner
+
+
+def close_runner(**_: Any) -> None:
+    """Stop this process's fork server (and its children), if it started one."""
+    if _state.runner is not None:
+        _state.runner.close()
+        _state.runner = None
+
+
+@dataclass(frozen=True)
+class Executor:
+    """Who runs a job and how: identity, delivery counting and the fork server (injected for tests)."""
+
+    settings: Settings
+    worker_id: str
+    host: str
+    deliveries: DeliveryCounter
+    runner: Callable[[], ForkServer] = _runner
+
+
+def execute(spec: JobSpec, ex: Executor, *, redelivered: bool = True) -> JobResult:
+    """Run one delivered job and return the result to record (never raises for a job failure).
+
+    Args:
+        spec: the job.
+        ex: who runs it.
+        redelivered: the broker marked this delivery as a redelivery. A first delivery is attempt 1
+            and costs no Redis round trip; a redelivery counts in Redis, and is attempt ``count + 1``.
+    """
+    attempt = ex.deliveries.count(spec.key) + 1 if redelivered else 1
+    if attempt > ex.settings.redelivery_cap:
+        logger.warning("job %s delivered %d times: recording redelivery-cap", spec.key, attempt)
+        return capped_result(spec, ex, attempt)
+    if spec.kind == JOB_KIND_DRY:
+        return dry_result(spec, ex, attempt)
+    return _run_in_child(spec, ex, attempt)
+
+
+def _run_in_child(spec: JobSpec, ex: Executor, attempt: int) -> JobResult:
+    from celery.exceptions import SoftTimeLimitExceeded
+
+    from accelerate_core.results import outcome_to_result
+
+    env = pinning.current().device_env()
+    env["TOKENIZERS_PARALLELISM"] = "false"
+    started = time.time()
+    try:
+        outcome = ex.runner().run(
+            spec.key, spec.to_dict(), env=env, time_limit_s=spec.hard_limit_s, mem_cap_mb=spec.mem_cap_mb
+        )
+    except SoftTimeLimitExceeded:
+        # Celery's backstop fired: the runner should have killed the child long before.
+        ex.runner().cancel(spec.key)
+        return _failure(spec, ex, attempt, started, ERR_TIMEOUT, "Celery soft time limit reached (runner hung?)")
+    return outcome_to_result(spec, outcome, ex.worker_id, ex.host, attempt=attempt)
+
+
+def dry_result(spec: JobSpec, ex: Executor, attempt: int) -> JobResult:
+    """A ``dry`` job: no model; measures the fleet itself. ``bench["sleep_s"]`` stands in for work."""
+    started = time.time()
+    sleep_s = float(spec.bench.get("sleep_s", 0.0) or 0.0)
+    if sleep_s > 0:
+        time.sleep(sleep_s)
+    finished = time.time()
+    return JobResult(
+        key=spec.key,
+        run_id=spec.run_id,
+        model_type=spec.model_type,
+        hardware=spec.hardware,
+        kind=spec.kind,
+        status=STATUS_DONE,
+        started_at=started,
+        finished_at=finished,
+        duration_s=finished - started,
+        worker_id=ex.worker_id,
+        host=ex.host,
+        attempt=attempt,
+    )
+
+
+def capped_result(spec: JobSpec, ex: Executor, attempt: int) -> JobResult:
+    """The result of a job delivered more than ``redelivery_cap`` times: failed, not run again."""
+    message = (
+        f"delivered {attempt} times (cap {ex.settings.redelivery_cap}): each earlier delivery lost its worker; "
+        "run this model alone with `accel bench` to see why"
+    )
+    return _failure(spec, ex, attempt, time.time(), ERR_REDELIVERY_CAP, message)
+
+
+def _failure(spec: JobSpec, ex: Executor, attempt: int, started: float, error_class: str, msg: str) -> JobResult:
+    finished = time.time()
+    return JobResult(
+        key=spec.key,
+        run_id=spec.run_id,
+        model_type=spec.model_type,
+        hardware=spec.hardware,
+        kind=spec.kind,
+        status=STATUS_TIMEOUT if error_class == ERR_TIMEOUT else STATUS_FAILED,
+        error_class=error_class,
+        error_message=msg,
+        started_at=started,
+        finished_at=finished,
+        duration_s=finished - started,
+        worker_id=ex.worker_id,
+        host=ex.host,
+        template_name=(spec.template or {}).get("name"),
+        template_sha=(spec.template or {}).get("sha"),
+        attempt=attempt,
+    )
+
+
+def result_labels(result: JobResult) -> dict[str, Any]:
+    """What Flower shows of a ``record_result`` task (the full result is too long to read)."""
+    return {"key": result.key, "status": result.status, "error_class": result.error_class}
+
+
+def send_result(app: Celery, settings: Settings, result: JobResult) -> None:
+    """Send ``result`` to the writer by task name (queue ``results``)."""
+    app.send_task(
+        TASK_RECORD_RESULT,
+        kwargs={"result": result.to_dict()},
+        queue=settings.results_queue,
+        kwargsrepr=repr(result_labels(result)),
+    )
+
+
+def worker_info(node: str, pin: pinning.Pinning) -> WorkerInfo:
+    """This node's inventory, read without touching a device (NVML / sysfs probes, never CUDA)."""
+    from accelerate_core.backends import require
+
+    device = require(pin.hardware, [pin.device_index] if pin.hardware in ("cuda", "rocm") else None)[0]
+    return WorkerInfo(
+        worker_id=node,
+        host=socket.gethostname(),
+        hardware=pin.hardware,
+        device_index=pin.device_index if pin.hardware in ("cuda", "rocm") else None,
+        device_name=device.name,
+        memory_mb=device.total_memory_mb,
+        driver=device.driver_version,
+        versions=_versions(),
+        started_at=time.time(),
+    )
+
+
+def _versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out: dict[str, str] = {}
+    for dist in ("torch", "transformers", "celery", "accelerate-fleet"):
+        try:
+            out[dist] = version(dist)
+        except PackageNotFoundError:
+            continue
+    return out
+
+
+def register(app: Celery, settings: Settings) -> None:
+    """Register the fleet's tasks on ``app``."""
+    _register_run_job(app, settings)
+
+
+def _register_run_job(app: Celery, settings: Settings) -> None:
+    soft, hard = max(backstop_limits(t) for t in settings.time_limits.values())
+
+    @app.task(  # type: ignore[untyped-decorator]
+        name=TASK_RUN_JOB,
+        bind=True,
+        acks_late=True,
+        reject_on_worker_lost=True,
+        soft_time_limit=soft,
+        time_limit=hard,
+        typing=False,
+    )
+    def run_job(self: Task, spec: dict[str, Any], **_labels: Any) -> dict[str, Any]:
+        job = JobSpec.from_dict(spec)
+        node = str(self.request.hostname or pinning.current().node_name())
+        ex = Executor(settings, node, socket.gethostname(), DeliveryCounter(_redis(settings)))
+        info = self.request.delivery_info or {}
+        redelivered = bool(info.get("redelivered") or getattr(self.request, "redelivered", False))
+        result = execute(job, ex, redelivered=redelivered)
+        send_result(app, settings, result)
+        return result_labels(result) | {"duration_s": result.duration_s, "attempt": result.attempt}
+
+
+def announce(app: Celery, settings: Settings, node: str) -> None:
+    """Send this node's inventory to the writer (called once the worker is ready)."""
+    info = worker_info(node, pinning.current())
+    app.send_task(
+        TASK_REGISTER_WORKER,
+        kwargs={"info": info.to_dict()},
+        queue=settings.results_queue,
+        kwargsrepr=repr({"worker_id": info.worker_id, "hardware": info.hardware, "device": info.device_name}),
+    )
+
+
+__all__ = ["DeliveryCounter", "Executor", "announce", "execute", "register"]

@@ -1,0 +1,338 @@
+"""The results writer: the one process that opens the results DuckDB file read-write.
+
+It consumes the ``results`` queue alone (concurrency 1) and records runs, job results and worker
+inventories through :class:`~accelerate_core.store.ResultsStore`, in batches. The messages are the
+ordinary Celery task messages that workers and the scheduler send *by name* (``accel.record_result``,
+``accel.record_run``, ``accel.register_worker``), but the writer takes them off the queue many at a
+time instead of one per Celery delivery: a DuckDB write costs a fixed 10-50 ms whatever its size,
+and Celery's Redis consumer costs two Redis transactions per message, so one-at-a-time intake could
+never keep up with the workers.
+
+Intake is the reliable-queue pattern on the same Redis list that kombu fills: one Lua call moves up
+to ``BATCH_MAX`` messages from ``results`` to a processing list, the batch is written in one upsert,
+and only then is the processing list deleted (the batch's acknowledgement). A writer that dies
+mid-batch loses nothing: the next one writes the processing list first, and the upsert by job key
+never makes a second row. Messages are handled in queue order, so a run is recorded before its
+results. A lock (``SET NX EX``) keeps a second writer off the same broker.
+
+After each batch the writer checks the runs it touched: a run whose every job has a terminal row is
+*done* (counted in the store, no Celery chords): it is marked ``complete`` and its report written.
+A status snapshot of each touched run is published (throttled) to Redis key ``acc:status:<run>`` and
+as a file next to the results DB, for ``accel status`` while this process holds the file.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import os
+import socket
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from accelerate_core.config import Settings
+from accelerate_core.constants import TASK_RECORD_RESULT, TASK_RECORD_RUN, TASK_REGISTER_WORKER
+from accelerate_core.contracts import JobResult, RunPlan, WorkerInfo
+from accelerate_core.errors import BrokerError, ConfigError, StoreError, UnknownRunError
+
+if TYPE_CHECKING:
+    import redis
+
+    from accelerate_core.store import ResultsStore
+
+logger = logging.getLogger(__name__)
+
+BATCH_MAX = 1000
+"""Most messages taken off the ``results`` queue (and written) in one batch."""
+
+WAIT_S = 1.0
+"""How long an idle writer blocks waiting for the next message, in seconds (bounds its stop time)."""
+
+SNAPSHOT_EVERY_S = 1.0
+"""Least time between two status snapshots of one run, in seconds."""
+
+STATUS_PREFIX = "acc:status:"
+"""Redis key prefix: ``acc:status:<run id>`` holds the run's latest status snapshot (JSON)."""
+
+STATUS_TTL_S = 30 * 24 * 3600
+"""How long a status snapshot lives in Redis, in seconds."""
+
+PROCESSING_KEY = "acc:writer:processing"
+"""Redis list holding the batch the writer is writing (deleted once the batch is committed)."""
+
+LOCK_KEY = "acc:writer:lock"
+"""Redis key held (``SET NX EX``) by the one live writer: its host, pid and start time."""
+
+LOCK_TTL_S = 15
+"""The writer lock's lifetime, in seconds; the writer renews it every loop."""
+
+RUN_RUNNING = "running"
+RUN_COMPLETE = "complete"
+
+Publish = Callable[[str, str], None]
+"""Stores one status snapshot: ``publish(run_id, json_text)``."""
+
+# Move up to ARGV[1] messages from the queue's tail (its oldest) to the processing list, atomically.
+_CLAIM_LUA = """
+local out = {}
+for i = 1, tonumber(ARGV[1]) do
+  local v = redis.call('RPOPLPUSH', KEYS[1], KEYS[2])
+  if not v then break end
+  out[i] = v
+end
+return out
+"""
+
+
+class ResultWriter:
+    """Records what arrives on the ``results`` queue; writes results in batches; finishes runs.
+
+    Args:
+        store: the results store, opened read-write by this process.
+        settings: where reports and snapshots go.
+        publish: where a run's status snapshot is published besides the file (Redis in the fleet).
+        clock: a monotonic clock (tests pass their own).
+    """
+
+    def __init__(
+        self,
+        store: ResultsStore,
+        settings: Settings,
+        *,
+        publish: Publish | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.store = store
+        self.settings = settings
+        self.publish = publish
+        self.clock = clock
+        self._held: list[JobResult] = []
+        self._snapshot_at: dict[str, float] = {}
+        self.reported: dict[str, Path] = {}
+
+    def handle(self, task: str, kwargs: dict[str, Any]) -> None:
+        """Apply one message (a task name and its keyword arguments); results are held for :meth:`flush`.
+
+        Raises:
+            ConfigError: the message is not one the writer knows, or its payload is malformed.
+        """
+        if task == TASK_RECORD_RESULT:
+            rows = ([kwargs["result"]] if kwargs.get("result") else []) + list(kwargs.get("results") or [])
+            self._held.extend(JobResult.from_dict(r) for r in rows)
+        elif task == TASK_RECORD_RUN:
+            self.record_run(RunPlan.from_dict(kwargs["plan"]))
+        elif task == TASK_REGISTER_WORKER:
+            self.store.register_worker(WorkerInfo.from_dict(kwargs["info"]))
+        else:
+            raise ConfigError(f"the writer got a {task!r} message: only record_* and register_worker go to results")
+
+    def record_run(self, plan: RunPlan) -> None:
+        """Record a run and its planned jobs (``queued``); idempotent."""
+        self.flush()  # results held so far belong to earlier messages: keep queue order
+        self.store.record_run(plan)
+        self.store.set_run_status(plan.run_id, RUN_RUNNING)
+        self._after_commit({plan.run_id}, force_snapshot=True)
+
+    def flush(self) -> int:
+        """Write every held result in one upsert, then finish the runs it completes; return the rows.
+
+        Raises:
+            StoreError: the store refused the batch and every row of it alone (the store is failing).
+        """
+        if not self._held:
+            return 0
+        rows, self._held = self._held, []
+        try:
+            self.store.record_results(rows)
+        except Exception as e:
+            logger.exception("writing a batch of %d results failed: writing them one at a time", len(rows))
+            self._record_one_by_one(rows, e)
+        self._after_commit({r.run_id for r in rows})
+        return len(rows)
+
+    def _record_one_by_one(self, rows: Sequence[JobResult], first: Exception) -> None:
+        written = 0
+        for row in rows:
+            try:
+                self.store.record_results([row])
+                written += 1
+            except Exception:
+                # A row the store refuses on its own is poison: log it and drop it, never loop on it.
+                logger.exception("dropping the result of job %s: the store refused it", row.key)
+        if written == 0 and len(rows) > 1:
+            raise StoreError(f"the results store refused every write ({first}): check the disk and the writer log")
+
+    def _after_commit(self, run_ids: set[str], *, force_snapshot: bool = False) -> None:
+        for run_id in sorted(run_ids):
+            try:
+                done = run_id not in self.reported and self.store.is_phase_done(run_id)
+                if done:
+                    self._finish_run(run_id)
+                self._snapshot(run_id, force=force_snapshot or done)
+            except Exception:
+                logger.exception("finishing run %s failed; it is retried on its next result", run_id)
+
+    def _finish_run(self, run_id: str) -> None:
+        from accelerate_core.report import build_report, write_report
+
+        self.store.set_run_status(run_id, RUN_COMPLETE)
+        run = self.store.get_run(run_id)
+        phase = run.get("phase") if isinstance(run, dict) else getattr(run, "phase", None)
+        previous = self.store.previous_run(phase, run_id) if phase else None
+        baseline = previous.get("run_id") if isinstance(previous, dict) else getattr(previous, "run_id", previous)
+        out_dir = self.settings.reports_dir / run_id
+        write_report(build_report(self.store, run_id, baseline_run_id=baseline), out_dir)
+        self.reported[run_id] = out_dir
+        logger.info("run %s complete: report in %s", run_id, out_dir)
+
+    def _snapshot(self, run_id: str, *, force: bool) -> None:
+        now = self.clock()
+        if not force and now - self._snapshot_at.get(run_id, -1e9) < SNAPSHOT_EVERY_S:
+            return
+        self._snapshot_at[run_id] = now
+        self.store.write_status_snapshot(run_id, snapshot_dir(self.settings))
+        if self.publish is not None:
+            progress = self.store.run_progress(run_id)
+            if run_id in self.reported:
+                progress["report_dir"] = str(self.reported[run_id])
+            self.publish(run_id, json.dumps(progress, sort_keys=True, default=str))
+
+
+def snapshot_dir(settings: Settings) -> Path:
+    """Where status snapshots are written (next to the results DB, as a local run does)."""
+    return settings.results_db.parent
+
+
+def redis_publisher(client: redis.Redis) -> Publish:
+    """A :data:`Publish` that stores each run's snapshot at ``acc:status:<run>`` in Redis."""
+    import redis as redis_lib
+
+    def publish(run_id: str, text: str) -> None:
+        try:
+            client.set(STATUS_PREFIX + run_id, text, ex=STATUS_TTL_S)
+        except redis_lib.RedisError as e:
+            logger.warning("cannot publish the status of run %s to redis: %s", run_id, e)
+
+    return publish
+
+
+def decode_message(raw: bytes) -> tuple[str, dict[str, Any]]:
+    """The task name and keyword arguments of one kombu/Celery (protocol 2, JSON) message.
+
+    Raises:
+        ConfigError: not a JSON Celery task message (pickle and other encodings are refused).
+    """
+    try:
+        envelope = json.loads(raw)
+        if envelope.get("content-type") != "application/json":
+            raise ValueError(f"content type {envelope.get('content-type')!r} is not JSON")
+        body = envelope["body"]
+        if envelope.get("properties", {}).get("body_encoding") == "base64":
+            body = base64.b64decode(body)
+        _args, kwargs, _embed = json.loads(body)
+        return str(envelope["headers"]["task"]), dict(kwargs)
+    except (ValueError, KeyError, TypeError) as e:
+        raise ConfigError(f"a message on the results queue is not a JSON Celery task ({e}): dropped") from e
+
+
+@dataclass
+class Intake:
+    """Takes messages off the ``results`` queue in batches, reliably (see the module docstring)."""
+
+    client: redis.Redis
+    queue: str
+    processing_key: str = PROCESSING_KEY
+
+    def claim(self, limit: int = BATCH_MAX, wait_s: float = 0.0) -> list[bytes]:
+        """The next batch in queue order: a batch left by a dead writer first, else up to ``limit`` new ones.
+
+        Blocks up to ``wait_s`` for the first message when the queue is empty.
+        """
+        left: list[bytes] = list(self.client.lrange(self.processing_key, 0, -1))  # type: ignore[arg-type]
+        if left:
+            return left[::-1]
+        batch = self.client.eval(_CLAIM_LUA, 2, self.queue, self.processing_key, limit)
+        if not batch and wait_s > 0:
+            first = self.client.brpoplpush(self.queue, self.processing_key, timeout=wait_s)
+            if first is None:
+                return []
+            batch = [first, *self.client.eval(_CLAIM_LUA, 2, self.queue, self.processing_key, limit - 1)]
+        return list(batch or [])
+
+    def settle(self) -> None:
+        """Acknowledge the claimed batch: it is committed."""
+        self.client.delete(self.processing_key)
+
+
+class WriterLock:
+    """The one-writer-per-broker lock (``SET NX EX``), renewed while the writer runs."""
+
+    def __init__(self, client: redis.Redis, key: str = LOCK_KEY, ttl_s: int = LOCK_TTL_S) -> None:
+        self.client = client
+        self.key = key
+        self.ttl_s = ttl_s
+        self.token = json.dumps({"host": socket.gethostname(), "pid": os.getpid(), "since": time.time()})
+
+    def acquire(self) -> None:
+        """Take the lock, or raise BrokerError naming the writer that holds it."""
+        if not self.client.set(self.key, self.token, nx=True, ex=self.ttl_s):
+            holder = self.client.get(self.key)
+            text = holder.decode() if isinstance(holder, bytes) else str(holder)
+            raise BrokerError(f"another writer holds this broker ({text}): run one `accel writer` per fleet")
+
+    def renew(self) -> None:
+        """Extend the lock; called every loop (well within its TTL)."""
+        self.client.set(self.key, self.token, ex=self.ttl_s)
+
+    def release(self) -> None:
+        """Drop the lock if it is still ours."""
+        if self.client.get(self.key) == self.token.encode():
+            self.client.delete(self.key)
+
+
+def process_batch(w: ResultWriter, raws: Sequence[bytes]) -> int:
+    """Apply a claimed batch in order and write its results; return the messages applied.
+
+    A message that is malformed or names a run the store does not know is logged and dropped (it
+    would fail the same way forever); any other store failure propagates, and the batch is kept.
+    """
+    applied = 0
+    for raw in raws:
+        try:
+            task, kwargs = decode_message(raw)
+            w.handle(task, kwargs)
+            applied += 1
+        except (ConfigError, UnknownRunError, KeyError) as e:
+            logger.error("dropping a message on the results queue: %s", e)
+    w.flush()
+    return applied
+
+
+def serve(w: ResultWriter, intake: Intake, stop: threading.Event, *, lock: WriterLock | None = None) -> int:
+    """The writer's loop: claim a batch, apply it, commit, acknowledge; until ``stop`` is set.
+
+    Redis and store failures are logged and retried every second; the claimed batch is kept meanwhile.
+
+    Returns:
+        The number of messages applied.
+    """
+    import redis as redis_lib
+
+    total = 0
+    while not stop.is_set():
+        try:
+            if lock is not None:
+                lock.renew()
+            raws = intake.claim(BATCH_MAX, wait_s=WAIT_S)
+            if raws:
+                total += process_batch(w, raws)
+                intake.settle()
+        except (StoreError, redis_lib.RedisError) as e:
+            logger.error("writer: %s; keeping the batch and retrying in 1 s", e)
+            stop.wait(1.0)
+    return total
