@@ -127,20 +127,33 @@ def collect_workers(store: ResultsStore, run_id: str, data: RunData) -> list[Wor
     envs = _environments(store, {seen[w].job_key: w for w in counts if w not in known})
     for worker_id in sorted(set(counts) - known):
         job = seen[worker_id]
+        env = envs.get(worker_id, {})
+        device = job.device_name or env.get("device_name")
+        versions = {k: v for k, v in env.items() if k in _VERSION_KEYS or k.endswith("_version")} or env
         workers.append(
             WorkerRow(
                 worker_id,
                 job.host,
                 hardware[worker_id],
-                device_name=job.device_name,
-                versions=envs.get(worker_id, {}),
+                device_name=None if device is None else str(device),
+                versions=versions,
                 jobs=counts[worker_id],
             )
         )
     return workers
 
 
-_VERSION_KEYS = ("python", "torch", "transformers", "cuda", "driver", "cpu", "threads", "device", "device_name")
+_VERSION_KEYS = (
+    "python",
+    "torch",
+    "transformers",
+    "accelerate_fleet",
+    "cuda_runtime",
+    "hip_runtime",
+    "driver",
+    "cpu_model",
+    "torch_threads",
+)
 
 
 def _environments(store: ResultsStore, key_to_worker: dict[str, str]) -> dict[str, dict[str, Any]]:
@@ -152,8 +165,7 @@ def _environments(store: ResultsStore, key_to_worker: dict[str, str]) -> dict[st
     out: dict[str, dict[str, Any]] = {}
     for key, env in rows:
         parsed = json.loads(env) if env else {}
-        picked = {k: v for k, v in parsed.items() if k in _VERSION_KEYS or k.endswith("_version")}
-        out[key_to_worker[key]] = picked or {k: v for k, v in parsed.items() if isinstance(v, str | int | float)}
+        out[key_to_worker[key]] = {k: v for k, v in parsed.items() if isinstance(v, str | int | float) and v != ""}
     return out
 
 

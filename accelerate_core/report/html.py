@@ -109,10 +109,11 @@ def _comparison_plot(c: Comparison) -> str:
         for ch in c.regressions + c.improvements + c.within_noise
     ]
     return svg.scatter(
-        f"Changes beyond {100 * c.threshold:.0f}% vs {c.baseline_run_id} (red: regression, green: improvement)",
+        f"p50 latency changes beyond {100 * c.threshold:.0f}%",
         points,
         "baseline p50 (s)",
         "p50 (s)",
+        subtitle=f"vs {c.baseline_run_id}; red: regression, green: improvement, grey: noise",
     )
 
 

@@ -132,9 +132,11 @@ def _axes(plot_w: float, plot_h: float, x_lo: float, x_hi: float, x_label: str, 
     return out
 
 
-def scatter(title: str, points: Sequence[tuple[float, float, str, str]], x_label: str, y_label: str) -> str:
+def scatter(
+    title: str, points: Sequence[tuple[float, float, str, str]], x_label: str, y_label: str, *, subtitle: str = ""
+) -> str:
     """A log-log scatter of (x, y, colour, tooltip) with the y = x diagonal (baseline vs current)."""
-    height = 420
+    height = 470
     pts = [p for p in points if p[0] > 0 and p[1] > 0]
     body: list[str] = []
     if not pts:
@@ -142,14 +144,16 @@ def scatter(title: str, points: Sequence[tuple[float, float, str, str]], x_label
         return _frame(title, height, body)
     lo = math.log10(min(min(p[0], p[1]) for p in pts)) - 0.05
     hi = math.log10(max(max(p[0], p[1]) for p in pts)) + 0.05
-    side = min(_W - _PAD_L - _PAD_R, height - _PAD_T - _PAD_B)
+    side = min(_W - _PAD_L - _PAD_R, height - _PAD_T - _PAD_B - 16)
 
     def pos(v: float) -> float:
         return (math.log10(v) - lo) / (hi - lo) * side
 
-    x0, y0 = _PAD_L, _PAD_T + side
-    body.append(f'<rect x="{x0}" y="{_PAD_T}" width="{side}" height="{side}" fill="none" stroke="#333"/>')
-    body.append(f'<line x1="{x0}" y1="{y0}" x2="{x0 + side}" y2="{_PAD_T}" stroke="#999" stroke-dasharray="4 3"/>')
+    x0, y0 = _PAD_L, _PAD_T + 16 + side
+    body.append(f'<text x="{_W / 2}" y="{_PAD_T + 4}" text-anchor="middle" font-size="11">{escape(subtitle)}</text>')
+    top = y0 - side
+    body.append(f'<rect x="{x0}" y="{top}" width="{side}" height="{side}" fill="none" stroke="#333"/>')
+    body.append(f'<line x1="{x0}" y1="{y0}" x2="{x0 + side}" y2="{top}" stroke="#999" stroke-dasharray="4 3"/>')
     for x, y, colour, tip in pts:
         body.append(
             f'<circle cx="{x0 + pos(x):.1f}" cy="{y0 - pos(y):.1f}" r="3.5" fill="{colour}">'
@@ -159,7 +163,7 @@ def scatter(title: str, points: Sequence[tuple[float, float, str, str]], x_label
         f'<text x="{x0 + side / 2}" y="{y0 + 16}" text-anchor="middle" font-size="11">{escape(x_label)} (log)</text>'
     )
     body.append(
-        f'<text x="{x0 - 8}" y="{_PAD_T + side / 2}" text-anchor="end" font-size="11">{escape(y_label)} (log)</text>'
+        f'<text x="{x0 - 8}" y="{top + side / 2}" text-anchor="end" font-size="11">{escape(y_label)} (log)</text>'
     )
     body.append(f'<text x="{x0}" y="{y0 + 30}" font-size="11">{10**lo:.3g} .. {10**hi:.3g}</text>')
     return _frame(title, height, body)
