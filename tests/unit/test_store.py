@@ -12,7 +12,7 @@ import pytest
 
 from accelerate_core.contracts import WorkerInfo
 from accelerate_core.errors import ConfigError, StoreError, StoreLockedError, UnknownRunError
-from accelerate_core.store import SCHEMA_VERSION, ResultsStore, read_status_snapshot
+from accelerate_core.store import SCHEMA_VERSION, ResultsStore, read_status_snapshot, schema
 from accelerate_core.store.synthetic import SyntheticRun
 
 RUN = SyntheticRun("run-a", models=("bert", "gpt2", "t5"), hardware=("cpu", "cuda"), shapes=((1, 16), (4, 16)))
@@ -34,6 +34,22 @@ def test_new_file_gets_the_schema_and_its_version(tmp_path: Path) -> None:
         assert s.schema_version() == SCHEMA_VERSION
     with ResultsStore.open(path) as s:  # reopening migrates nothing twice
         assert s.query("SELECT count(*) FROM schema_version")[0][0] == SCHEMA_VERSION
+
+
+def test_an_older_file_is_migrated_in_place(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Given a file written at the current schema, with a run in it
+    path = tmp_path / "results.duckdb"
+    with ResultsStore.open(path) as s:
+        s.record_run(RUN.plan())
+    # When a newer code version with one more migration opens it
+    step = schema.Migration(SCHEMA_VERSION + 1, "jobs.note", ("ALTER TABLE jobs ADD COLUMN note VARCHAR",))
+    monkeypatch.setattr(schema, "MIGRATIONS", (*schema.MIGRATIONS, step))
+    monkeypatch.setattr(schema, "SCHEMA_VERSION", step.version)
+    with ResultsStore.open(path) as s:
+        # Then the step ran once, is recorded, and the data is still there
+        assert s.schema_version() == step.version
+        assert s.query("SELECT count(note), count(*) FROM jobs") == [(0, 6)]
+        assert s.query("SELECT description FROM schema_version ORDER BY version DESC LIMIT 1") == [("jobs.note",)]
 
 
 def test_a_newer_schema_is_refused(tmp_path: Path) -> None:
