@@ -135,7 +135,7 @@ def run_local(
             bar.advance_to(store.run_progress(run_id))
             executor.progress = bar
             executor.run(pending, summary)
-        _finish(store, settings, summary, interrupted=stop_event.is_set(), write_report=write_report)
+        _finish(store, settings, summary, write_report=write_report)
     return summary
 
 
@@ -265,13 +265,11 @@ def child_env(settings: Settings, slots: int) -> dict[str, str]:
     return {"OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads, "TOKENIZERS_PARALLELISM": "false"}
 
 
-def _finish(
-    store: ResultsStore, settings: Settings, summary: RunSummary, *, interrupted: bool, write_report: bool
-) -> None:
+def _finish(store: ResultsStore, settings: Settings, summary: RunSummary, *, write_report: bool) -> None:
     """Mark the run, record its makespan figures in its params and write its report when it completed."""
     progress = store.run_progress(summary.run_id)
     summary.counts = {str(k): int(v) for k, v in progress["by_status"].items()}
-    complete = not interrupted and bool(progress["phase_done"])
+    complete = bool(progress["phase_done"])  # a stop that came after the last job leaves a complete run
     summary.status = RUN_COMPLETE if complete else RUN_INTERRUPTED
     run = store.get_run(summary.run_id)
     params = dict(run["params"])
