@@ -78,11 +78,14 @@ class TemplateStore:
     Args:
         path: the DuckDB file (created, with its folder, on the first write).
         now: clock for ``created_at`` (tests pass their own).
+        lock_wait_s: how long to keep retrying while another process holds the file (each call holds
+            it for milliseconds only, so two CLI commands at once simply take turns).
     """
 
-    def __init__(self, path: str | Path, *, now: Callable[[], float] = time.time) -> None:
+    def __init__(self, path: str | Path, *, now: Callable[[], float] = time.time, lock_wait_s: float = 2.0) -> None:
         self.path = Path(path)
         self._now = now
+        self._lock_wait_s = lock_wait_s
 
     def __repr__(self) -> str:
         return f"TemplateStore({str(self.path)!r})"
@@ -281,10 +284,7 @@ class TemplateStore:
 
         if write:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            con = duckdb.connect(str(self.path), read_only=not write)
-        except duckdb.Error as e:
-            raise self._translate(e) from e
+        con = self._open(write)
         try:
             if write:
                 self._ensure_schema(con)
@@ -295,6 +295,21 @@ class TemplateStore:
             raise self._translate(e) from e
         finally:
             con.close()
+
+    def _open(self, write: bool) -> duckdb.DuckDBPyConnection:
+        import duckdb
+
+        deadline = time.monotonic() + self._lock_wait_s
+        pause = 0.02
+        while True:
+            try:
+                return duckdb.connect(str(self.path), read_only=not write)
+            except duckdb.Error as e:
+                error = self._translate(e)
+                if not isinstance(error, StoreLockedError) or time.monotonic() + pause > deadline:
+                    raise error from e
+            time.sleep(pause)
+            pause = min(pause * 2, 0.25)
 
     def _ensure_schema(self, con: duckdb.DuckDBPyConnection) -> None:
         for statement in _SCHEMA:

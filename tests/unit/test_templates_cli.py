@@ -156,3 +156,19 @@ def test_generate_lists_non_runnable_architectures_with_their_reason(
     code, out, _ = _run(capsys, "generate", "--models", f"bert,{component.model_type}", "--out", str(tmp_path / "g"))
     assert code == 0
     assert "wrote 1 test files" in out and f"skipped {component.model_type}: {component.reason_class}" in out
+
+
+def test_a_locked_store_is_one_line_naming_the_file(db: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import subprocess
+    import sys
+
+    assert _run(capsys, "templates", "sync")[0] == 0
+    code = f"import duckdb, sys; con = duckdb.connect({str(db)!r}); print('held', flush=True); sys.stdin.read()"
+    holder = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        code_, out, err = _run(capsys, "templates", "list")
+    finally:
+        holder.communicate("", timeout=30)
+    assert code_ == 1 and out == ""
+    assert err.count("\n") == 1 and f"templates DB {db} is locked by another process (PID {holder.pid})" in err

@@ -35,7 +35,7 @@ class _Clock:
 
 @pytest.fixture
 def store(tmp_path: Path) -> TemplateStore:
-    return TemplateStore(tmp_path / "t" / "templates.duckdb", now=_Clock())
+    return TemplateStore(tmp_path / "t" / "templates.duckdb", now=_Clock(), lock_wait_s=0.3)
 
 
 def _add(
@@ -218,6 +218,27 @@ def test_a_locked_file_gives_one_line_naming_it(held_store: TemplateStore) -> No
         message = str(info.value)
         assert str(held_store.path) in message and "locked by another process (PID" in message
         assert "\n" not in message
+
+
+def test_a_lock_held_briefly_is_waited_out(store: TemplateStore) -> None:
+    # Given another process that holds the file for half a second
+    _add(store, "default")
+    code = textwrap.dedent(f"""
+        import duckdb, sys, time
+        con = duckdb.connect({str(store.path)!r})
+        print("held", flush=True)
+        time.sleep(0.5)
+        con.close()
+        sys.stdin.read()
+    """)
+    holder = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        # When we read with a longer wait, then we get the data instead of an error
+        patient = TemplateStore(store.path, lock_wait_s=10.0)
+        assert [v.name for v in patient.list()] == ["default"]
+    finally:
+        holder.communicate("", timeout=30)
 
 
 def test_the_lock_is_released_after_each_call(store: TemplateStore) -> None:
