@@ -33,7 +33,7 @@ def _column(values: Sequence[Any], sql_type: str) -> Any:
         floats = np.array(values, dtype=np.float64)
         floats[~np.isfinite(floats)] = np.nan
         return floats
-    if sql_type in ("INTEGER", "BIGINT") and all(v is not None for v in values):
+    if sql_type in ("INTEGER", "BIGINT") and None not in values:
         return np.asarray(values, dtype=np.int64)
     out = np.empty(len(values), dtype=object)
     out[:] = list(values)
