@@ -45,7 +45,7 @@ POLL_EVERY_S = 0.5
 def broker_url(settings: Settings) -> str:
     """The broker URL, or a one-line ConfigError saying how to set it."""
     if not settings.broker_url:
-        raise ConfigError("no broker configured: pass --broker redis://HOST:6379/0 or set ACCEL_BROKER_URL")
+        raise ConfigError("no broker configured: set ACCEL_BROKER_URL=redis://HOST:6379/0 (or accel run --broker URL)")
     return settings.broker_url
 
 

@@ -1,9 +1,190 @@
-"""`accel` commands owned by this module (registered on the root app by ``register``)."""
+"""`accel worker`, `accel writer`, `accel flower`: the fleet's long-running processes.
+
+The scheduler never imports ``workers``: these commands check what they can here (hardware present,
+broker reachable, a Flower password set) and then start ``python -m workers ...`` or Flower as
+processes of their own, with the settings passed on through ``ACCEL_CONFIG``. One node runs in place of
+this process (``exec``), so signals and the exit status are its own; several are supervised here.
+"""
 
 from __future__ import annotations
 
+import os
+import signal
+import socket
+import subprocess
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Annotated
+
 import typer
+
+from accelerate_core.config import Settings
+from accelerate_core.constants import HARDWARE_KINDS
+from accelerate_core.errors import ConfigError, HardwareUnavailableError
+from scheduler.cli.common import err, state
+
+FLOWER_DEFAULT_ADDRESS = "127.0.0.1"
+"""Flower binds here unless told otherwise: its ``/metrics`` and ``/healthcheck`` ignore basic auth."""
+
+
+def parse_devices(raw: str | None) -> list[int] | None:
+    """``"0,1"`` -> ``[0, 1]``; None stays None (every device of the kind)."""
+    if raw is None or raw.strip() in ("", "all"):
+        return None
+    try:
+        devices = [int(x) for x in raw.split(",") if x.strip()]
+    except ValueError as e:
+        raise ConfigError(f"--devices {raw!r} is invalid: give indices like 0,1") from e
+    if not devices or any(d < 0 for d in devices) or len(set(devices)) != len(devices):
+        raise ConfigError(f"--devices {raw!r} is invalid: give distinct indices >= 0, like 0,1")
+    return devices
+
+
+def node_plan(
+    hardware: str, devices: list[int] | None, live: Sequence[str], host: str | None = None
+) -> list[tuple[int, str]]:
+    """The ``(device index, node name)`` of each node to start.
+
+    CPU "devices" are slots on one machine: without ``--devices`` the first slot whose name is not live
+    is taken, so a second ``accel worker --hardware cpu`` on a host starts ``cpu1@host``. An accelerator
+    device belongs to one node: starting it twice is refused.
+
+    Raises:
+        HardwareUnavailableError: an accelerator device already has a live node.
+    """
+    host = host or socket.gethostname()
+    taken = set(live)
+    if hardware == "cpu" and devices is None:
+        slot = next(i for i in range(len(taken) + 1) if f"cpu{i}@{host}" not in taken)
+        return [(slot, f"cpu{slot}@{host}")]
+    plan = [(d, f"{hardware}{d}@{host}") for d in (devices if devices is not None else [0])]
+    busy = [name for _, name in plan if name in taken]
+    if busy:
+        raise HardwareUnavailableError(
+            f"{', '.join(busy)} is already running: stop it first (one node per device), or pick other --devices"
+        )
+    return plan
+
+
+def _child_env(config_file: Path | None) -> dict[str, str]:
+    env = dict(os.environ)
+    if config_file is not None:
+        env["ACCEL_CONFIG"] = str(config_file.resolve())
+    return env
+
+
+def _run_nodes(commands: list[list[str]], env: dict[str, str]) -> int:
+    """Run one node in place of this process, or several as children until they all end."""
+    if len(commands) == 1:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os.execvpe(commands[0][0], commands[0], env)
+    procs = [subprocess.Popen(cmd, env=env) for cmd in commands]
+
+    def forward(signum: int, _frame: object) -> None:
+        for p in procs:
+            if p.poll() is None:
+                p.send_signal(signum)
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, forward)
+    codes = [p.wait() for p in procs]
+    return max(codes, default=0)
+
+
+def _devices_checked(hardware: str, devices: list[int] | None) -> list[int] | None:
+    from accelerate_core.backends import require
+
+    if hardware not in HARDWARE_KINDS:
+        raise ConfigError(f"--hardware {hardware!r} is unknown: use one of {', '.join(HARDWARE_KINDS)}")
+    found = require(hardware, None if hardware == "cpu" else devices)
+    if hardware in ("cuda", "rocm") and devices is None:
+        return [d.index for d in found]
+    return devices
 
 
 def register(app: typer.Typer) -> None:
-    """Add this module's commands to the root app."""
+    """Add ``worker``, ``writer`` and ``flower`` to the root app."""
+    app.command("worker")(worker)
+    app.command("writer")(writer)
+    app.command("flower")(flower)
+
+
+def worker(
+    ctx: typer.Context,
+    hardware: Annotated[str, typer.Option("--hardware", help="cpu, cuda, rocm or mps")] = "cpu",
+    devices: Annotated[str | None, typer.Option("--devices", help="device indices, e.g. 0,1 (default: all)")] = None,
+    concurrency: Annotated[int, typer.Option("--concurrency", min=1, help="jobs at once per device node")] = 1,
+    loglevel: Annotated[str, typer.Option("--loglevel")] = "INFO",
+) -> None:
+    """Start one pinned Celery worker node per device, consuming hw.<kind> (checks the hardware first)."""
+    settings = state(ctx).settings
+    wanted = _devices_checked(hardware, parse_devices(devices))
+    from scheduler.remote import broker_url, check_broker, live_nodes
+
+    broker_url(settings)
+    check_broker(settings)
+    nodes = node_plan(hardware, wanted, live_nodes(settings))
+    threads = max(1, (os.cpu_count() or 1) // (len(nodes) * concurrency))
+    commands = []
+    for index, name in nodes:
+        cmd = [sys.executable, "-m", "workers", "worker", "--hardware", hardware, "--device", str(index)]
+        cmd += ["--node", name, "--concurrency", str(concurrency), "--threads", str(threads), "--loglevel", loglevel]
+        commands.append(cmd)
+    err.print(f"accel worker: starting {', '.join(n for _, n in nodes)} on {settings.queue_for(hardware)}")
+    raise typer.Exit(_run_nodes(commands, _child_env(state(ctx).config_file)))
+
+
+def writer(
+    ctx: typer.Context,
+    loglevel: Annotated[str, typer.Option("--loglevel")] = "INFO",
+) -> None:
+    """Start the results writer: the one process that writes the results DB (queue results)."""
+    settings = state(ctx).settings
+    from scheduler.remote import broker_url, check_broker
+
+    broker_url(settings)
+    check_broker(settings)
+    cmd = [sys.executable, "-m", "workers", "writer", "--loglevel", loglevel]
+    raise typer.Exit(_run_nodes([cmd], _child_env(state(ctx).config_file)))
+
+
+def flower_env(settings: Settings, address: str, port: int) -> dict[str, str]:
+    """Flower's environment: broker and basic auth through variables, never on the command line (ps)."""
+    from scheduler.remote import broker_url
+
+    if not settings.flower_password:
+        raise ConfigError(
+            "Flower needs a password: set ACCEL_FLOWER_PASSWORD (or flower_password in accel.toml); "
+            "its API would otherwise let anyone revoke tasks and shut workers down"
+        )
+    if ":" in settings.flower_user:
+        raise ConfigError(f"flower_user {settings.flower_user!r} must not contain ':'")
+    env = dict(os.environ)
+    env.update(
+        CELERY_BROKER_URL=broker_url(settings),
+        FLOWER_BASIC_AUTH=f"{settings.flower_user}:{settings.flower_password}",
+        FLOWER_ADDRESS=address,
+        FLOWER_PORT=str(port),
+    )
+    return env
+
+
+def flower(
+    ctx: typer.Context,
+    address: Annotated[
+        str, typer.Option("--address", help="bind address; /metrics and /healthcheck are not password-protected")
+    ] = FLOWER_DEFAULT_ADDRESS,
+    port: Annotated[int | None, typer.Option("--port", help="default: flower_port from the settings")] = None,
+) -> None:
+    """Start Flower on the fleet's broker, with basic auth from the settings (refuses without a password)."""
+    settings = state(ctx).settings
+    env = flower_env(settings, address, port or settings.flower_port)
+    from scheduler.remote import check_broker
+
+    check_broker(settings)
+    if address not in ("127.0.0.1", "localhost", "::1"):
+        err.print(f"accel flower: binding {address}: /metrics and /healthcheck answer without a password")
+    cmd = [sys.executable, "-m", "celery", "flower"]
+    raise typer.Exit(_run_nodes([cmd], env))
