@@ -66,6 +66,7 @@ def build_report(
         by_modality=by_modality,
         by_hardware=by_hardware,
         failures=_failures(data),
+        skipped=_failures(data, frozenset({STATUS_SKIPPED})),
         efficiency=_efficiency(data),
         workers=collect_workers(store, run_id, data),
         import_timings=timings,
@@ -178,10 +179,14 @@ def _speedups(models: set[str], ratios: Ratios) -> list[SpeedUp]:
     return [SpeedUp(acc, float(median_or_none(v) or 0.0), len(v)) for acc, v in sorted(per_acc.items())]
 
 
-def _failures(data: RunData) -> list[FailureGroup]:
+_FAILED = TERMINAL_STATUSES - {STATUS_DONE, STATUS_SKIPPED}
+
+
+def _failures(data: RunData, statuses: frozenset[str] = _FAILED) -> list[FailureGroup]:
+    """Jobs with one of ``statuses``, grouped by error class, then by the first line of their message."""
     by_class: dict[str, dict[str, FailureMessage]] = {}
     for (model, hw), job in sorted(data.jobs.items()):
-        if job.status in (STATUS_DONE, STATUS_SKIPPED) or job.status not in TERMINAL_STATUSES:
+        if job.status not in statuses:
             continue
         klass = job.error_class or job.status
         lines = (job.error_message or "").strip().splitlines()

@@ -9,7 +9,7 @@ from __future__ import annotations
 from html import escape
 
 from accelerate_core.report import svg, tables
-from accelerate_core.report.model import Comparison, Report
+from accelerate_core.report.model import Comparison, FailureGroup, Report
 from accelerate_core.report.tables import Table
 
 _CSS = """
@@ -156,10 +156,17 @@ def _pair_list(pairs: list[dict[str, str]]) -> str:
 
 
 def _failures(report: Report) -> list[str]:
-    out = ["<h2>Failures by error class</h2>"]
-    if not report.failures:
+    out = _groups("Failures by error class", report.failures)
+    if report.skipped:
+        out += _groups("Skipped (not run) by reason", report.skipped)
+    return out
+
+
+def _groups(title: str, groups: list[FailureGroup]) -> list[str]:
+    out = [f"<h2>{escape(title)}</h2>"]
+    if not groups:
         return [*out, '<p class="note">none</p>']
-    for group in report.failures:
+    for group in groups:
         out += [
             f"<h3>{escape(group.error_class)} ({group.count})</h3>",
             html_table(tables.failure_messages(group)),

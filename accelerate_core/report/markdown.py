@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from accelerate_core.report import tables
-from accelerate_core.report.model import Comparison, Report
+from accelerate_core.report.model import Comparison, FailureGroup, Report
 from accelerate_core.report.tables import Table
 
 
@@ -74,10 +74,17 @@ def _pairs(title: str, pairs: list[dict[str, str]]) -> list[str]:
 
 
 def _failures(report: Report) -> list[str]:
-    out = ["## Failures by error class\n"]
-    if not report.failures:
+    out = _groups("Failures by error class", report.failures)
+    if report.skipped:
+        out += _groups("Skipped (not run) by reason", report.skipped)
+    return out
+
+
+def _groups(title: str, groups: list[FailureGroup]) -> list[str]:
+    out = [f"## {title}\n"]
+    if not groups:
         return [*out, "_none_\n"]
-    for group in report.failures:
+    for group in groups:
         out += [
             f"### {md_cell(group.error_class)} ({group.count})\n",
             md_table(tables.failure_messages(group)),

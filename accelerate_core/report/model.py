@@ -178,6 +178,7 @@ class Report:
     by_hardware: list[GroupSummary]
     failures: list[FailureGroup]
     efficiency: Efficiency
+    skipped: list[FailureGroup] = field(default_factory=list)
     workers: list[WorkerRow] = field(default_factory=list)
     import_timings: list[ImportTiming] = field(default_factory=list)
     import_timings_note: str = ""

@@ -166,6 +166,19 @@ def test_efficiency_prefers_the_executors_records_across_resumes(store: ResultsS
     assert eff.efficiency == pytest.approx(24.0 / 30.0) and eff.wall_s == 15.0 and "2 invocations" in eff.note
 
 
+def test_skipped_jobs_are_listed_by_reason_not_as_failures(store: ResultsStore) -> None:
+    run = _run("cur", 1.0, models=("bert", "gpt2"))
+    store.record_run(run.plan())
+    reason = ("missing-dependency", None, "needs the timm library")
+    store.record_results([run.result("bert", "cpu"), run.result("gpt2", "cpu", status="skipped", error=reason)])
+    report = build_report(store, "cur", use_catalog=False)
+    assert report.failures == [] and report.totals.pass_rate == 1.0
+    assert [(g.error_class, g.messages[0].message, g.messages[0].jobs) for g in report.skipped] == [
+        ("missing-dependency", "needs the timm library", ["gpt2@cpu"])
+    ]
+    assert "## Skipped (not run) by reason" in render_markdown(report)
+
+
 def test_modality_degrades_to_unknown(store: ResultsStore) -> None:
     run = SyntheticRun("cur", models=("bert", "mystery"), modalities={"bert": "text"})
     _record(store, run, {"bert": TIGHT, "mystery": TIGHT})
