@@ -92,9 +92,23 @@ def _plots(report: Report) -> str:
         (name, svg.SERIES_COLOURS[i % len(svg.SERIES_COLOURS)], v) for i, (name, v) in enumerate(sorted(by_hw.items()))
     ]
     charts.append(svg.histogram("p50 latency at the smallest shape", series, "seconds"))
+    speed = _speedup_series(report)
+    if speed:
+        charts.append(svg.histogram("Speed-up over CPU per model (smallest shape)", speed, "CPU p50 / accelerator p50"))
     if report.comparison is not None:
         charts.append(_comparison_plot(report.comparison))
     return '<div class="plots">' + "".join(charts) + "</div>"
+
+
+def _speedup_series(report: Report) -> list[svg.Series]:
+    cpu = {r.model_type: r.p50_s for r in report.rows if r.hardware == "cpu" and r.status == "done" and r.p50_s}
+    per_acc: dict[str, list[float]] = {}
+    for r in report.rows:
+        base = cpu.get(r.model_type)
+        if r.hardware != "cpu" and r.status == "done" and r.p50_s and base:
+            per_acc.setdefault(r.hardware, []).append(base / r.p50_s)
+    colours = svg.SERIES_COLOURS
+    return [(hw, colours[(i + 1) % len(colours)], v) for i, (hw, v) in enumerate(sorted(per_acc.items()))]
 
 
 def _comparison_plot(c: Comparison) -> str:
