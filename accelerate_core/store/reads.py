@@ -124,15 +124,7 @@ def run_progress(conn: DuckDBPyConnection, run_id: str, *, now: float | None = N
     """
     run = get_run(conn, run_id)
     clock = time.time() if now is None else now
-    by_status: dict[str, int] = {}
-    by_hardware: dict[str, dict[str, int]] = {}
-    for hw, status, count in conn.execute(
-        "SELECT hardware, status, count(*) FROM jobs WHERE run_id = ? GROUP BY ALL ORDER BY ALL", [run_id]
-    ).fetchall():
-        by_status[status] = by_status.get(status, 0) + count
-        slot = by_hardware.setdefault(hw, {"total": 0})
-        slot[status] = count
-        slot["total"] += count
+    by_status, by_hardware = _counts(conn, run_id)
     total = sum(by_status.values())
     terminal = sum(n for s, n in by_status.items() if s in TERMINAL_STATUSES)
     failures, failures_total = _failures(conn, run_id)
@@ -155,6 +147,19 @@ def run_progress(conn: DuckDBPyConnection, run_id: str, *, now: float | None = N
         "elapsed_s": clock - started[0] if started and started[0] is not None else 0.0,
         "updated_at": clock,
     }
+
+
+def _counts(conn: DuckDBPyConnection, run_id: str) -> tuple[dict[str, int], dict[str, dict[str, int]]]:
+    by_status: dict[str, int] = {}
+    by_hardware: dict[str, dict[str, int]] = {}
+    for hw, status, count in conn.execute(
+        "SELECT hardware, status, count(*) FROM jobs WHERE run_id = ? GROUP BY ALL ORDER BY ALL", [run_id]
+    ).fetchall():
+        by_status[status] = by_status.get(status, 0) + count
+        slot = by_hardware.setdefault(hw, {"total": 0})
+        slot[status] = count
+        slot["total"] += count
+    return by_status, by_hardware
 
 
 def _failures(conn: DuckDBPyConnection, run_id: str) -> tuple[list[dict[str, Any]], int]:
