@@ -53,6 +53,18 @@ _MODALITY_BY_MAPPING = (
 )
 
 
+_TEXT_MAPPINGS = frozenset(
+    {
+        "MODEL_FOR_CAUSAL_LM_MAPPING_NAMES",
+        "MODEL_FOR_MASKED_LM_MAPPING_NAMES",
+        "MODEL_FOR_SEQ_TO_SEQ_CAUSAL_LM_MAPPING_NAMES",
+        "MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES",
+        "MODEL_FOR_TOKEN_CLASSIFICATION_MAPPING_NAMES",
+        "MODEL_FOR_QUESTION_ANSWERING_MAPPING_NAMES",
+    }
+)
+
+
 @lru_cache(maxsize=1)
 def mappings() -> dict[str, dict[str, str]]:
     """Every ``MODEL_*_MAPPING_NAMES`` of transformers: mapping name -> {model_type: class name}."""
@@ -81,12 +93,26 @@ def modality_of(model_type: str, config: dict[str, Any]) -> str:
     for token, modality in _MODALITY_BY_MAPPING:
         if any(token in n for n in names):
             return modality
+    if any(n in names for n in _TEXT_MAPPINGS):
+        return "text"
+    return _modality_by_name(model_type) or _modality_by_config(config, subs)
+
+
+def _modality_by_name(model_type: str) -> str | None:
+    """A sub-model's modality from its name (``*_vision_*``, ``*_audio_*``, ``*_video_*``)."""
+    for token, modality in (("video", "video"), ("vision", "vision"), ("audio", "audio"), ("speech", "audio")):
+        if token in model_type:
+            return modality
+    return None
+
+
+def _modality_by_config(config: dict[str, Any], subs: set[str]) -> str:
+    if "prediction_length" in config or "num_time_features" in config:
+        return "time-series"
     if "vision_config" in subs or "num_channels" in config or "image_size" in config:
         return "vision"
-    if "num_mel_bins" in config or "feature_size" in config:
+    if "num_mel_bins" in config or "feature_size" in config or "sampling_rate" in config:
         return "audio"
-    if "prediction_length" in config or "context_length" in config:
-        return "time-series"
     return "text"
 
 

@@ -69,6 +69,21 @@ def make_config(model_type: str, config_dict: dict[str, Any]) -> Any:
         raise ModelBuildError(f"{model_type}: the tiny {cls.__name__} is invalid: {type(e).__name__}: {e}") from e
 
 
+def reads_mrope(model_type: str) -> bool:
+    """True when the type's modeling code reads ``mrope_section`` (it then needs one that fits the tiny size)."""
+    import importlib.util
+
+    module = config_class(model_type).__module__.replace(".configuration_", ".modeling_")
+    try:
+        spec = importlib.util.find_spec(module)
+    except (ImportError, ValueError):
+        return False
+    if spec is None or spec.origin is None:
+        return False
+    with open(spec.origin, encoding="utf-8") as f:
+        return "mrope_section" in f.read()
+
+
 @lru_cache(maxsize=1024)
 def _tiny(model_type: str) -> dict[str, Any]:
     ov = override_for(model_type)
@@ -76,7 +91,7 @@ def _tiny(model_type: str) -> dict[str, Any]:
     merged = deep_merge(shrunk, ov.config)
     # Round trip through the config class: validates, and fills derived fields consistently.
     tiny = _jsonable(make_config(model_type, merged).to_dict())
-    if fix_derived(tiny):
+    if fix_derived(tiny, mrope=reads_mrope(model_type)):
         tiny = _jsonable(make_config(model_type, tiny).to_dict())
     return tiny
 

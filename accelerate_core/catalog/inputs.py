@@ -35,7 +35,8 @@ def builder_names() -> list[str]:
     return sorted(_BUILDERS)
 
 
-def _gen() -> Any:
+def seeded() -> Any:
+    """A torch generator seeded with :data:`SEED` (every tensor here is reproducible)."""
     import torch
 
     return torch.Generator().manual_seed(SEED)
@@ -83,7 +84,7 @@ def token_ids(config: Any, batch: int, length: int) -> Any:
     vocab = int(attr(config, ("vocab_size",), 1024) or 1024)
     banned = _special_ids(config)
     pool = [i for i in range(3, min(vocab, 1000)) if i not in banned] or [0]
-    idx = torch.randint(0, len(pool), (batch, length), generator=_gen())
+    idx = torch.randint(0, len(pool), (batch, length), generator=seeded())
     return torch.tensor(pool)[idx]
 
 
@@ -104,7 +105,17 @@ def pixel_values(config: Any, batch: int, *, frames: int | None = None) -> Any:
     channels = int(attr(config, ("num_channels", "in_channels", "num_input_channels"), 3))
     h, w = image_hw(config)
     shape = (batch, frames, channels, h, w) if frames else (batch, channels, h, w)
-    return torch.randn(*shape, generator=_gen())
+    return torch.randn(*shape, generator=seeded())
+
+
+def required_params(model: Any) -> list[str]:
+    """The forward's parameters without a default value."""
+    sig = inspect.signature(model.forward)
+    return [
+        p.name
+        for p in sig.parameters.values()
+        if p.default is p.empty and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)
+    ]
 
 
 def forward_params(model: Any) -> tuple[set[str], bool]:
@@ -115,16 +126,17 @@ def forward_params(model: Any) -> tuple[set[str], bool]:
     return names, var_kw
 
 
-def _audio_features(config: Any, batch: int) -> Any:
+def audio_features(config: Any, batch: int) -> Any:
+    """Seeded audio features in the layout the config implies (mel bins x frames, or frames x features)."""
     import torch
 
     mel = attr(config, ("num_mel_bins", "feature_size", "input_feat_per_channel", "n_mels"), 80)
     src = attr(config, ("max_source_positions",), None)
     frames = int(src) * 2 if isinstance(src, int) and src <= 3000 else 64
     if "num_mel_bins" in config.to_dict() or hasattr(sub(config, "encoder", "audio_config"), "num_mel_bins"):
-        return torch.randn(batch, int(mel), frames, generator=_gen())
+        return torch.randn(batch, int(mel), frames, generator=seeded())
     channels = int(attr(config, ("input_channels",), 1))
-    return torch.randn(batch, frames, int(mel) * channels, generator=_gen())
+    return torch.randn(batch, frames, int(mel) * channels, generator=seeded())
 
 
 def _time_series(config: Any, batch: int) -> dict[str, Any]:
@@ -135,13 +147,13 @@ def _time_series(config: Any, batch: int) -> dict[str, Any]:
     past = context + max(lags or [0])
     channels = int(attr(config, ("input_size", "num_input_channels", "num_channels"), 1))
     shape = (batch, past) if channels == 1 and hasattr(config, "lags_sequence") else (batch, past, channels)
-    values = torch.randn(*shape, generator=_gen())
+    values = torch.randn(*shape, generator=seeded())
     n_time = int(attr(config, ("num_time_features",), 0))
     out: dict[str, Any] = {"past_values": values, "past_observed_mask": torch.ones_like(values)}
     if hasattr(config, "lags_sequence"):
-        out["past_time_features"] = torch.randn(batch, past, n_time, generator=_gen())
+        out["past_time_features"] = torch.randn(batch, past, n_time, generator=seeded())
         pred = int(attr(config, ("prediction_length",), 8))
-        out["future_time_features"] = torch.randn(batch, pred, n_time, generator=_gen())
+        out["future_time_features"] = torch.randn(batch, pred, n_time, generator=seeded())
     return out
 
 
@@ -155,21 +167,26 @@ def generic(model: Any, batch: int, seq: int, args: dict[str, Any]) -> dict[str,
     params, _ = forward_params(model)
     out: dict[str, Any] = {}
     if main == "pixel_values":
-        frames = (
-            attr(config, ("num_frames", "frames_per_clip"), None) if "video" in type(model).__name__.lower() else None
-        )
+        frames = attr(config, ("num_frames", "frames_per_clip"), None)
         out["pixel_values"] = pixel_values(config, batch, frames=frames)
     elif main == "pixel_values_videos":
         out["pixel_values_videos"] = pixel_values(config, batch, frames=int(attr(config, ("num_frames",), 8)))
     elif main == "input_values":
-        out["input_values"] = torch.randn(batch, AUDIO_SAMPLES, generator=_gen())
+        out["input_values"] = torch.randn(batch, AUDIO_SAMPLES, generator=seeded())
     elif main == "input_features":
-        out["input_features"] = _audio_features(config, batch)
+        out["input_features"] = audio_features(config, batch)
     elif main == "past_values":
         out.update(_time_series(config, batch))
     else:
         out["input_ids"] = token_ids(config, batch, seq)
         out["attention_mask"] = torch.ones(batch, seq, dtype=torch.long)
+    from accelerate_core.catalog.fillers import fill
+    from accelerate_core.catalog.multimodal import add_images, add_text
+
+    add_text(model, out, batch, seq, params)
+    if args.get("images", True):
+        add_images(model, out, batch, params)
+    fill(model, out, batch, seq, required_params(model))
     if getattr(config, "is_encoder_decoder", False) and "decoder_input_ids" in params and main != "past_values":
         out["decoder_input_ids"] = token_ids(config, batch, DECODER_LEN)
     return out
@@ -186,10 +203,10 @@ def _materialize(spec: Any, batch: int, seq: int) -> Any:
     if "fill" in spec:
         return torch.full(shape, spec["fill"], dtype=dtype)
     if dtype is torch.long:
-        return torch.randint(0, int(spec.get("high", 2)), shape, generator=_gen())
+        return torch.randint(0, int(spec.get("high", 2)), shape, generator=seeded())
     if dtype is torch.bool:
         return torch.ones(shape, dtype=torch.bool)
-    return torch.rand(*shape, generator=_gen())
+    return torch.rand(*shape, generator=seeded())
 
 
 def build_inputs(
@@ -207,5 +224,6 @@ def build_inputs(
     out = fn(model, batch_size, seq_len, args)
     for key, spec in extra.items():
         out[key] = _materialize(spec, batch_size, seq_len)
-    params, var_kw = forward_params(model)
-    return {k: v for k, v in out.items() if k not in drop and (var_kw or k in params)}
+    params, _ = forward_params(model)
+    # Only named forward arguments: ``**kwargs`` of v5 models are attention/output flags, not inputs.
+    return {k: v for k, v in out.items() if k not in drop and (k in params or k in extra)}

@@ -9,6 +9,7 @@ the rotary dimension).
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 WIDTH = 32
@@ -42,6 +43,10 @@ _WIDTH_KEYS = frozenset(
         "decoder_hidden_size",
         "n_embed",
         "emb_dim",
+        "reassemble_hidden_size",
+        "attention_hidden_size",
+        "out_hidden_size",
+        "projection_size",
     }
 )
 _LAYER_KEYS = frozenset(
@@ -99,7 +104,9 @@ _FFN_KEYS = frozenset(
     }
 )
 _EXPERT_KEYS = frozenset({"num_experts", "num_local_experts", "n_routed_experts", "moe_num_experts"})
-_TOPK_KEYS = frozenset({"num_experts_per_tok", "moe_topk", "top_k", "num_selected_experts", "moe_k"})
+_TOPK_KEYS = frozenset(
+    {"num_experts_per_tok", "num_experts_per_token", "moe_topk", "top_k", "num_selected_experts", "moe_k"}
+)
 _FIXED = {
     "head_dim": HEAD_DIM,
     "attention_head_dim": HEAD_DIM,
@@ -128,6 +135,9 @@ _FIXED = {
     "linear_key_head_dim": HEAD_DIM,
     "linear_value_head_dim": HEAD_DIM,
     "n_groups": 1,
+    "mamba_d_ssm": 64,
+    "linear_head_dim": HEAD_DIM,
+    "linear_num_heads": HEADS,
 }
 _POSITION_KEYS = frozenset({"max_position_embeddings", "n_positions", "max_seq_len", "n_ctx", "seq_length"})
 _IMAGE_KEYS = frozenset({"image_size", "img_size"})
@@ -154,6 +164,26 @@ def _token_ids(tree: Any, found: set[int]) -> set[int]:
             elif isinstance(value, dict):
                 _token_ids(value, found)
     return found
+
+
+_LINKED = re.compile(r"(hidden|_dim$|_dims?_|^dim_|_size$|channels|d_model)")
+_NOT_LINKED = re.compile(r"(vocab|position|image|patch|num_|window|length|sampling|bins|frames|chunk|stride|kernel)")
+
+
+def _widths(tree: Any, found: set[int]) -> set[int]:
+    """Every original model width in a config tree (values of the width keys, above the tiny width)."""
+    if isinstance(tree, dict):
+        for key, value in tree.items():
+            if key in _WIDTH_KEYS and isinstance(value, int) and value > WIDTH:
+                found.add(value)
+            elif isinstance(value, dict):
+                _widths(value, found)
+    return found
+
+
+def _linked_width(key: str, value: int, widths: set[int]) -> bool:
+    """True for a size that merely repeats a model width under another name (``text_hidden_size``, ...)."""
+    return value in widths and bool(_LINKED.search(key)) and not _NOT_LINKED.search(key)
 
 
 def _vocab(original: int, ids: set[int]) -> int:
@@ -220,12 +250,37 @@ def _layer_plan(cfg: dict[str, Any], old_layers: int) -> list[int] | None:
 
 
 def _truncate_layer_lists(cfg: dict[str, Any], old_layers: int, keep: list[int]) -> None:
-    """Cut every per-layer list (length == old layer count) down to the kept layers."""
+    """Cut every per-layer list (length == old layer count) and per-layer dict down to the kept layers."""
     for key, value in list(cfg.items()):
         if isinstance(value, list) and len(value) == old_layers and old_layers > 1:
             cfg[key] = [value[i] for i in keep]
         elif key in _LAYER_LIST_KEYS and isinstance(value, str) and len(value) == old_layers:
             cfg[key] = "".join(value[i] for i in keep)
+        elif (
+            isinstance(value, dict) and value and all(str(k).isdigit() for k in value) and not is_subconfig(key, value)
+        ):
+            where = {int(k): k for k in value}
+            cfg[key] = {f"{new:0{len(where[old])}d}": value[where[old]] for new, old in enumerate(keep) if old in where}
+
+
+def _out_count(original: dict[str, Any]) -> int:
+    """How many stages a backbone config exports (``out_indices``/``out_features``), 0 for none."""
+    for key in ("out_indices", "out_features"):
+        value = original.get(key)
+        if isinstance(value, list) and value:
+            return len(value)
+    return 0
+
+
+def _fix_outputs(cfg: dict[str, Any], layers: int, count: int) -> None:
+    """Point a ViT-style backbone's exported stages at the last ``count`` of its ``layers`` layers."""
+    indices = list(range(layers - count + 1, layers + 1))
+    if "out_indices" in cfg:
+        cfg["out_indices"] = indices
+    if "out_features" in cfg:
+        cfg["out_features"] = [f"stage{i}" for i in indices]
+    if "stage_names" in cfg:
+        cfg["stage_names"] = ["stem"] + [f"stage{i}" for i in range(1, layers + 1)]
 
 
 def _fix_layers(cfg: dict[str, Any], original: dict[str, Any]) -> None:
@@ -236,40 +291,75 @@ def _fix_layers(cfg: dict[str, Any], original: dict[str, Any]) -> None:
         cfg[layer_key] = original[layer_key]  # a stage count derived from ``depths``, not a layer count
         return
     old = original[layer_key]
-    keep = _layer_plan(original, old) or list(range(min(old, LAYERS)))
+    outs = _out_count(original) if not isinstance(original.get("depths"), list) else 0
+    keep = _layer_plan(original, old) or list(range(min(old, max(LAYERS, outs))))
     cfg[layer_key] = len(keep)
     _truncate_layer_lists(cfg, old, keep)
+    if outs:
+        _fix_outputs(cfg, len(keep), min(outs, len(keep)))
 
 
-def _fix_mrope(tree: Any, head_dim: int) -> None:
-    """Make every ``mrope_section`` sum to half the rotary dimension."""
+def _rotary_half(tree: dict[str, Any], head_dim: int) -> int:
+    value = tree.get("rope_parameters")
+    rope: dict[str, Any] = value if isinstance(value, dict) else {}
+    factor = rope.get("partial_rotary_factor", tree.get("partial_rotary_factor", 1.0)) or 1.0
+    return max(1, int(head_dim * float(factor)) // 2)
+
+
+def _sections(half: int, n: int) -> list[int]:
+    parts = [half // n] * n
+    parts[0] += half - sum(parts)
+    return parts
+
+
+def _fix_mrope(tree: Any, head_dim: int, *, force: bool = False) -> None:
+    """Make every ``mrope_section`` sum to half the rotary dimension (``force``: add one where rope is)."""
     if not isinstance(tree, dict):
         return
+    rope = tree.get("rope_parameters")
+    if force and isinstance(rope, dict) and "mrope_section" not in rope and "rope_theta" in rope:
+        rope["mrope_section"] = _sections(_rotary_half(tree, head_dim), 3)
     section = tree.get("mrope_section")
     if isinstance(section, list) and section:
-        half = head_dim // 2
-        n = len(section)
-        parts = [half // n] * n
-        parts[0] += half - sum(parts)
-        tree["mrope_section"] = parts
+        tree["mrope_section"] = _sections(_rotary_half(tree, head_dim), len(section))
     for key, value in tree.items():
         if isinstance(value, dict) and not is_subconfig(key, value):
             _fix_mrope(value, head_dim)
+            if key == "rope_parameters" and isinstance(value.get("mrope_section"), list):
+                value["mrope_section"] = _sections(_rotary_half(tree, head_dim), len(value["mrope_section"]))
 
 
-def _shrink_level(cfg: dict[str, Any], ids: set[int], keep: frozenset[str]) -> dict[str, Any]:
+def _fill_none(key: str, cfg: dict[str, Any]) -> int | None:
+    """A tiny value for a size the default config leaves None but the modeling code needs."""
+    if key in ("head_dim", "vocab_size"):
+        return HEAD_DIM if key == "head_dim" else VOCAB
+    if key in _KV_KEYS:
+        return next((min(cfg[k], HEADS) for k in _HEAD_KEYS if isinstance(cfg.get(k), int)), None)
+    has_experts = any(isinstance(cfg.get(k), int) and cfg[k] > 1 for k in _EXPERT_KEYS)
+    has_topk = any(isinstance(cfg.get(k), int) for k in _TOPK_KEYS)
+    if key in _TOPK_KEYS and has_experts:
+        return TOP_K
+    if key in _EXPERT_KEYS and has_topk:
+        return EXPERTS
+    return None
+
+
+def _shrink_level(cfg: dict[str, Any], ids: set[int], keep: frozenset[str], widths: set[int]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, value in cfg.items():
         if key in keep:
             out[key] = value
         elif is_subconfig(key, value):
-            out[key] = _shrink_level(value, ids, keep)
+            out[key] = _shrink_level(value, ids, keep, widths)
         elif key == "vocab_size" and isinstance(value, int) and value > VOCAB:
             out[key] = _vocab(value, ids)
         elif isinstance(value, int) and not isinstance(value, bool):
-            out[key] = _shrink_int(key, value, cfg)
+            small = _shrink_int(key, value, cfg)
+            out[key] = WIDTH if small == value and _linked_width(key, value, widths) else small
         elif isinstance(value, list):
             out[key] = _shrink_list(key, value)
+        elif value is None:
+            out[key] = _fill_none(key, cfg)
         else:
             out[key] = value
     if "num_hidden_layers" not in keep:
@@ -279,18 +369,23 @@ def _shrink_level(cfg: dict[str, Any], ids: set[int], keep: frozenset[str]) -> d
     return out
 
 
-def fix_derived(tree: dict[str, Any]) -> bool:
-    """Fix sizes a config derives at construction (``mrope_section``); True when something changed."""
+def fix_derived(tree: dict[str, Any], *, mrope: bool = False) -> bool:
+    """Fix sizes a config derives at construction (``mrope_section``); True when something changed.
+
+    Args:
+        tree: A tiny config dict (changed in place).
+        mrope: The modeling code reads ``mrope_section`` (with a full-size default): add one.
+    """
     before = repr(tree)
     heads = tree.get("num_attention_heads")
     width = tree.get("hidden_size")
     head_dim = tree.get("head_dim")
     if not isinstance(head_dim, int):
         head_dim = width // heads if isinstance(width, int) and isinstance(heads, int) and heads else HEAD_DIM
-    _fix_mrope(tree, head_dim)
+    _fix_mrope(tree, head_dim, force=mrope)
     for key, value in tree.items():
         if is_subconfig(key, value):
-            fix_derived(value)
+            fix_derived(value, mrope=mrope)
     return repr(tree) != before
 
 
@@ -305,4 +400,4 @@ def shrink_config(config: dict[str, Any], *, keep: tuple[str, ...] = ()) -> dict
         The shrunk config dict.
     """
     ids = _token_ids(config, set())
-    return _shrink_level(config, ids, frozenset(keep))
+    return _shrink_level(config, ids, frozenset(keep), _widths(config, set()))
