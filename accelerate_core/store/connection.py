@@ -84,7 +84,10 @@ def _connect_file(key: str, *, read_only: bool) -> DuckDBPyConnection:
     if read_only and not Path(key).is_file():
         raise StoreError(f"results store {key} does not exist: run `accel run` first or check results_db")
     if not read_only:
-        Path(key).parent.mkdir(parents=True, exist_ok=True)
+        try:
+            Path(key).parent.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise StoreError(f"cannot create the folder of results store {key} ({e.strerror}): check results_db") from e
     try:
         return ddb.connect(key, read_only=read_only)
     except ddb.IOException as e:

@@ -240,6 +240,14 @@ def test_read_only_on_a_missing_file(tmp_path: Path) -> None:
         ResultsStore.open(tmp_path / "none.duckdb", read_only=True)
 
 
+def test_unusable_paths_give_store_errors(tmp_path: Path) -> None:
+    (tmp_path / "junk.duckdb").write_text("not a database")
+    (tmp_path / "file").write_text("")
+    for path in (tmp_path / "junk.duckdb", tmp_path / "file" / "under-a-file.duckdb"):
+        with pytest.raises(StoreError, match="results store"):
+            ResultsStore.open(path)
+
+
 def test_memory_store_has_the_same_api() -> None:
     with ResultsStore.memory() as s:
         s.record_run(RUN.plan())
