@@ -185,8 +185,10 @@ class TemplateStore:
         """
         return self.add_version(name, body, scope, scope_value, hardware, note, contexts=contexts, collect=collect)[0]
 
-    def sync_shipped(self, *, collect: bool = True) -> builtins.list[SyncOutcome]:
-        """Load the ``.j2`` files shipped in ``templates_db/shipped`` (idempotent)."""
+    def sync_shipped(
+        self, *, contexts: Sequence[Mapping[str, Any]] | None = None, collect: bool = True
+    ) -> builtins.list[SyncOutcome]:
+        """Load the ``.j2`` files shipped in ``templates_db/shipped`` (idempotent; validated like ``add``)."""
         outcomes = []
         for spec, body in shipped_templates():
             version, added = self.add_version(
@@ -196,7 +198,7 @@ class TemplateStore:
                 spec.get("scope_value"),
                 spec.get("hardware", HARDWARE_ANY),
                 spec.get("note", ""),
-                contexts=None,
+                contexts=contexts,
                 collect=collect,
             )
             outcomes.append(SyncOutcome(spec["name"], spec["file"], version.version, version.sha256, added))

@@ -171,10 +171,10 @@ def test_scope_rules_are_enforced(store: TemplateStore) -> None:
 
 
 def test_sync_loads_the_shipped_templates_once(store: TemplateStore) -> None:
-    first = store.sync_shipped(collect=False)
+    first = store.sync_shipped(contexts=template_samples.contexts(), collect=False)
     assert [o.added for o in first] == [True] * len(first)
     assert {o.name for o in first} >= {"default"}
-    second = store.sync_shipped(collect=False)
+    second = store.sync_shipped(contexts=template_samples.contexts(), collect=False)
     assert [o.added for o in second] == [False] * len(second)
     assert [o.sha256 for o in second] == [o.sha256 for o in first]
     assert store.count_versions() == len(first)
