@@ -1,12 +1,12 @@
 """The job runner: each job in a child process of its own, forked from a preloaded parent.
 
 Both executors (the local one and the Celery workers) run jobs through :class:`ForkServer`. Its server
-(``python -m accelerate_core.runner.server``, a plain subprocess) imports torch, transformers and the
-entry module once, never touches a device, and forks one child per job (about 0.1 s, against about
-5.6 s for a fresh interpreter). A child gets the job's environment (device pinning, thread counts), a
-memory cap and a hard time limit; it returns one JSON value, or a classified failure
-(:mod:`accelerate_core.runner.outcome`). A hung, bloated or crashing child is killed with its whole
-process group; the server survives it.
+(``python -m accelerate_core.runner.server``, a plain subprocess) imports torch, transformers (with its
+lazily loaded model machinery, :data:`DEFAULT_PRELOAD`) and the entry module once, never touches a
+device, and forks one child per job (about 0.1 s, against about 5.6 s for a fresh interpreter). A
+child gets the job's environment (device pinning, thread counts), a memory cap and a hard time limit;
+it returns one JSON value, or a classified failure (:mod:`accelerate_core.runner.outcome`). A hung,
+bloated or crashing child is killed with its whole process group; the server survives it.
 
 Importing this package does not import torch.
 
@@ -18,7 +18,7 @@ Example::
 
 from __future__ import annotations
 
-from accelerate_core.runner.client import ForkServer
+from accelerate_core.runner.client import DEFAULT_PRELOAD, ForkServer
 from accelerate_core.runner.outcome import ChildOutcome, JobFailure, classify_exception
 
-__all__ = ["ChildOutcome", "ForkServer", "JobFailure", "classify_exception"]
+__all__ = ["DEFAULT_PRELOAD", "ChildOutcome", "ForkServer", "JobFailure", "classify_exception"]

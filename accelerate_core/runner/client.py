@@ -26,7 +26,7 @@ from accelerate_core.runner.outcome import ChildOutcome
 from accelerate_core.runner.protocol import JobRequest, LineReader, encode
 from accelerate_core.runner.supervisor import KILL_GRACE_S
 
-__all__ = ["ForkServer"]
+__all__ = ["DEFAULT_PRELOAD", "ForkServer"]
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +37,11 @@ WATCHDOG_SLACK_S = 30.0
 """A job whose outcome is this late past its time limit (and kill grace) means the server is stuck."""
 
 _MODES = ("auto", "fork", "spawn")
+
+DEFAULT_PRELOAD = ("torch", "transformers", "transformers.modeling_utils")
+"""What the server imports before forking. ``import transformers`` alone is lazy: the model machinery
+(``transformers.modeling_utils``, about 4-5 s here) would otherwise be imported again in every child,
+which is most of what a fork is meant to save. Importing it touches no device."""
 
 
 class _Job:
@@ -55,7 +60,8 @@ class ForkServer:
 
     Args:
         entry: the job function, ``"package.module:function"``, called as ``entry(payload) -> dict``.
-        preload: modules the server imports once, before forking (never touching a device).
+        preload: modules the server imports once, before forking (never touching a device); the
+            default is :data:`DEFAULT_PRELOAD`.
         max_children: how many jobs run at once; more are queued in the server, first in first out.
         mode: ``"fork"``, ``"spawn"`` (a fresh interpreter per job, ~5.6 s each) or ``"auto"``
             (spawn on macOS, else fork).
@@ -68,7 +74,7 @@ class ForkServer:
         self,
         entry: str,
         *,
-        preload: Sequence[str] = ("torch", "transformers"),
+        preload: Sequence[str] = DEFAULT_PRELOAD,
         max_children: int = 1,
         mode: str = "auto",
         python: str | None = None,

@@ -224,7 +224,8 @@ def _become_subreaper() -> None:
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m accelerate_core.runner.server", description=__doc__)
     parser.add_argument("--entry", required=True, help="the job function, 'package.module:function'")
-    parser.add_argument("--preload", default="torch,transformers", help="comma-separated modules to import once")
+    parser.add_argument("--preload", default="torch,transformers,transformers.modeling_utils",
+                        help="comma-separated modules to import once")  # fmt: skip
     parser.add_argument("--max-children", type=int, default=1)
     parser.add_argument("--spawn", action="store_true", help="a fresh interpreter per job instead of fork")
     return parser.parse_args(argv)

@@ -78,7 +78,7 @@ def _run(
     payload = {"model_type": model_type, "hardware": hardware, "bench": _config_dict(config)}
     with (
         err.status(f"benchmarking {model_type} on {hardware}...", spinner="dots"),
-        ForkServer(ENTRY, preload=("torch", "transformers")) as runner,
+        ForkServer(ENTRY) as runner,
     ):
         return runner.run(f"bench-{model_type}-{hardware}", payload, env=env, time_limit_s=limit_s, mem_cap_mb=cap_mb)
 
