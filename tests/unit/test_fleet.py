@@ -115,6 +115,14 @@ def test_unreachable_broker_is_one_line_naming_host_and_fix() -> None:
     )
 
 
+def test_dispatch_to_an_unreachable_broker_is_one_line() -> None:
+    from scheduler.remote import run_remote
+
+    settings = Settings(broker_url="redis://127.0.0.1:1/0")
+    with pytest.raises(BrokerError, match=r"^cannot reach redis at redis://127\.0\.0\.1:1 \(connection refused\)"):
+        run_remote(settings, _dry_plan("r0", 1), wait=False)
+
+
 def test_job_labels_are_short_and_readable() -> None:
     spec = JobSpec.from_dict(_dry_plan("r1", 1).jobs[0])
     assert job_labels(spec) == {"model_type": "m0", "hardware": "cpu", "kind": "dry", "run_id": "r1"}

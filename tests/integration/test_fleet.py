@@ -1,0 +1,315 @@
+"""The fleet end to end: real redis-server, real prefork workers and writer (started with ``accel``), real Flower.
+
+One fleet for the module (starting workers is the slow part): the writer, one CPU worker and Flower. The
+tests run in file order and share it: a worker killed mid-job, the redelivery cap, then a phase run of
+20+ architectures during which a second worker joins; the last test stops the writer and reads the store.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from accelerate_core.config import Settings
+from accelerate_core.constants import ERR_REDELIVERY_CAP, TERMINAL_STATUSES
+from accelerate_core.contracts import JobSpec, RunPlan, job_key
+from accelerate_core.store import ResultsStore
+from scheduler.plan import PlanOptions, plan_with_stores, template_lookup
+from scheduler.remote import client_app, dispatch, live_nodes, read_status, run_remote
+from tests.support.redis_server import RedisServer, free_port
+from workers.writer import LOCK_KEY
+
+pytestmark = [pytest.mark.redis, pytest.mark.slow]
+
+REPO = Path(__file__).resolve().parents[2]
+ACCEL = [sys.executable, "-m", "scheduler"]
+HOST = socket.gethostname()
+PASSWORD = "fleet-test-pw"
+# 20 architectures across modalities (deploy/demo-models.txt is used when it is there).
+MODELS = [
+    "bert", "gpt2", "vit", "distilbert", "roberta", "albert", "electra", "deit", "opt", "bloom",
+    "whisper", "clip", "patchtst", "bart", "t5", "gpt_neo", "llama", "mistral", "mobilebert", "squeezebert",
+]  # fmt: skip
+
+
+def _models() -> list[str]:
+    demo = REPO / "deploy" / "demo-models.txt"
+    if demo.is_file():
+        names = [ln.split("#")[0].strip() for ln in demo.read_text().splitlines()]
+        names = [n for n in names if n]
+        if len(names) >= 20:
+            return names
+    return MODELS
+
+
+@dataclass
+class Fleet:
+    settings: Settings
+    env: dict[str, str]
+    logs: Path
+    procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+
+    def start(self, name: str, *args: str) -> subprocess.Popen[bytes]:
+        log = (self.logs / f"{name}.log").open("wb")
+        proc = subprocess.Popen(
+            [*ACCEL, *args], env=self.env, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+        self.procs[name] = proc
+        return proc
+
+    def stop(self, name: str) -> None:
+        proc = self.procs.pop(name)
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(10)
+
+    def log(self, name: str) -> str:
+        return (self.logs / f"{name}.log").read_text(errors="replace")[-3000:]
+
+
+def wait_for(check: Callable[[], Any], timeout_s: float, what: str, every_s: float = 0.3) -> Any:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(every_s)
+    raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what}")
+
+
+def flower_get(fleet: Fleet, path: str, auth: bool = True) -> tuple[int, Any]:
+    request = urllib.request.Request(f"http://127.0.0.1:{fleet.settings.flower_port}{path}")
+    if auth:
+        token = base64.b64encode(f"admin:{PASSWORD}".encode()).decode()
+        request.add_header("Authorization", f"Basic {token}")
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, json.loads(response.read() or b"null")
+    except urllib.error.HTTPError as e:
+        return e.code, None
+
+
+@pytest.fixture(scope="module")
+def fleet(redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
+    if redis_server.proc is None or redis_server.proc.poll() is not None:
+        redis_server.start()
+    redis_server.flushall()
+    base = tmp_path_factory.mktemp("fleet")
+    templates = base / "templates.duckdb"
+    template_lookup(Settings(templates_db=templates))  # sync the shipped templates once
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ACCEL_")}
+    env.update(
+        ACCEL_BROKER_URL=redis_server.url,
+        ACCEL_RESULTS_DB=str(base / "data" / "results.duckdb"),
+        ACCEL_TEMPLATES_DB=str(templates),
+        ACCEL_REPORTS_DIR=str(base / "reports"),
+        ACCEL_FLOWER_PASSWORD=PASSWORD,
+        ACCEL_FLOWER_PORT=str(free_port()),
+        ACCEL_REDELIVERY_CAP="2",
+    )
+    fl = Fleet(Settings.load(environ=env), env, base)
+    fl.start("flower", "flower")
+    fl.start("writer", "writer")
+    fl.start("cpu0", "worker", "--hardware", "cpu")
+    try:
+        wait_for(lambda: f"cpu0@{HOST}" in live_nodes(fl.settings, 0.5), 90, "worker cpu0")
+        wait_for(lambda: _redis(fl).exists(LOCK_KEY), 30, "the writer")
+        wait_for(lambda: flower_get(fl, "/api/workers")[0] == 200, 60, "flower")
+        yield fl
+    finally:
+        for name in list(fl.procs):
+            fl.stop(name)
+
+
+def _redis(fleet: Fleet) -> Any:
+    import redis
+
+    return redis.Redis.from_url(fleet.settings.broker_url or "")
+
+
+def _dry_plan(run_id: str, n: int, sleep_s: float) -> RunPlan:
+    jobs = [
+        JobSpec(
+            key=job_key(run_id, f"sleepy{i}", "cpu", "dry"),
+            run_id=run_id,
+            model_type=f"sleepy{i}",
+            hardware="cpu",
+            kind="dry",
+            bench={"sleep_s": sleep_s},
+        ).to_dict()
+        for i in range(n)
+    ]
+    return RunPlan(run_id=run_id, phase="fleet-faults", created_at=time.time(), params={"kind": "dry"}, jobs=jobs)
+
+
+def _kill_pool_process_running(fleet: Fleet, key: str) -> int:
+    """SIGKILL the prefork pool process that is running job ``key`` now; return its pid."""
+    inspect = client_app(fleet.settings).control.inspect(timeout=1.0)
+
+    def running() -> int | None:
+        for tasks in (inspect.active() or {}).values():
+            for task in tasks:
+                if task.get("id") == key and task.get("worker_pid"):
+                    return int(task["worker_pid"])
+        return None
+
+    pid = wait_for(running, 60, f"job {key} to start")
+    os.kill(pid, signal.SIGKILL)
+    return int(pid)
+
+
+def _done(fleet: Fleet, run_id: str, timeout_s: float) -> dict[str, Any]:
+    snap = wait_for(lambda: (read_status(fleet.settings, run_id) or {}).get("phase_done") and read_status(
+        fleet.settings, run_id), timeout_s, f"run {run_id}")  # fmt: skip
+    return dict(snap)
+
+
+# -- refusals (no fleet needed) ------------------------------------------------------------------------
+
+
+def _accel(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*ACCEL, *args], env=env, cwd=REPO, capture_output=True, text=True, timeout=120)
+
+
+def test_cuda_worker_refuses_on_a_machine_without_one() -> None:
+    result = _accel("worker", "--hardware", "cuda")
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("accel: error: no cuda device on ")
+
+
+def test_unreachable_broker_is_one_line() -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ACCEL_")}
+    env.update(ACCEL_BROKER_URL=f"redis://127.0.0.1:{free_port()}/0", ACCEL_FLOWER_PASSWORD="pw")
+    for args in (("worker", "--hardware", "cpu"), ("writer",), ("flower",)):
+        result = _accel(*args, env=env)
+        lines = [ln for ln in result.stderr.strip().splitlines() if ln.startswith("accel: error:")]
+        assert result.returncode == 1, (args, result.stderr)
+        assert len(lines) == 1 and "cannot reach redis at redis://127.0.0.1:" in lines[0], result.stderr
+        assert "Traceback" not in result.stderr
+
+
+# -- faults ---------------------------------------------------------------------------------------------
+
+
+def test_a_worker_killed_mid_job_gets_it_redelivered_and_recorded_once(fleet: Fleet) -> None:
+    # Given a job that takes a few seconds
+    plan = _dry_plan("fleet-kill", 1, sleep_s=3.0)
+    dispatch(fleet.settings, plan)
+    key = plan.jobs[0]["key"]
+    # When the pool process running it is SIGKILLed mid-job
+    _kill_pool_process_running(fleet, key)
+    # Then the job is delivered again and its result lands once
+    snap = _done(fleet, plan.run_id, 90)
+    assert snap["by_status"] == {"done": 1}
+
+
+def test_a_job_that_keeps_killing_its_worker_stops_at_the_redelivery_cap(fleet: Fleet) -> None:
+    # Given the cap is 2 deliveries, and a job whose every run loses its worker
+    plan = _dry_plan("fleet-cap", 1, sleep_s=30.0)
+    dispatch(fleet.settings, plan)
+    key = plan.jobs[0]["key"]
+    for _ in range(2):
+        _kill_pool_process_running(fleet, key)
+        time.sleep(0.5)
+    # Then the third delivery is recorded failed with redelivery-cap, without running it
+    snap = _done(fleet, plan.run_id, 60)
+    assert snap["by_status"] == {"failed": 1}
+    assert snap["failures"][0]["error_class"] == ERR_REDELIVERY_CAP
+
+
+# -- the phase run ----------------------------------------------------------------------------------------
+
+
+def test_phase_run_over_two_workers_records_every_job_once_and_reports(fleet: Fleet, tmp_path: Path) -> None:
+    # Given a phase run of 20+ architectures planned for the fleet
+    models = _models()
+    plan = plan_with_stores(fleet.settings, PlanOptions(phase="fleet-it", models=",".join(models), hardware=("cpu",)),
+                            local=False, base_dir=REPO)  # fmt: skip
+    assert len(plan.jobs) >= 20
+    # When it is sent, and a second worker joins once the first results landed
+    assert run_remote(fleet.settings, plan, wait=False) == plan.run_id
+    wait_for(lambda: (read_status(fleet.settings, plan.run_id) or {}).get("by_status", {}).get("done"), 180,
+             "the first result")  # fmt: skip
+    fleet.start("cpu1", "worker", "--hardware", "cpu")
+    snap = _done(fleet, plan.run_id, 420)
+    # Then every job is terminal, and the report is written
+    assert snap["terminal"] == snap["total"] == len(plan.jobs)
+    report_dir = Path(snap["report_dir"])
+    assert (report_dir / "report.json").is_file() and (report_dir / "report.md").is_file()
+    _check_flower(fleet, plan)
+    # and the store (read once the writer stopped) holds each job once, from both workers
+    fleet.stop("writer")
+    with ResultsStore.open(fleet.settings.results_db, read_only=True) as store:
+        rows = store.query("SELECT job_key, status, worker_id, attempts FROM jobs WHERE run_id = ?", [plan.run_id])
+        assert sorted(r[0] for r in rows) == sorted(j["key"] for j in plan.jobs)
+        assert all(r[1] in TERMINAL_STATUSES for r in rows)
+        ran = {r[2] for r in rows if r[2]}
+        assert {f"cpu0@{HOST}", f"cpu1@{HOST}"} <= ran, f"workers seen: {ran}\n{fleet.log('cpu1')}"
+        workers = {r[0] for r in store.query("SELECT worker_id FROM workers")}
+        assert {f"cpu0@{HOST}", f"cpu1@{HOST}"} <= workers
+        faults = dict(store.query("SELECT run_id, attempts FROM jobs WHERE run_id LIKE 'fleet-%' AND kind = 'dry'"))
+        assert faults == {"fleet-kill": 2, "fleet-cap": 3}
+        _check_same_shape_as_local(fleet, store, plan.run_id, tmp_path)
+
+
+def _check_flower(fleet: Fleet, plan: RunPlan) -> None:
+    # Flower (with auth) shows both workers and the succeeded jobs by their keys; without auth it refuses
+    status, workers = flower_get(fleet, "/api/workers?refresh=1")
+    assert status == 200 and {f"cpu0@{HOST}", f"cpu1@{HOST}"} <= set(workers)
+    status, tasks = flower_get(fleet, "/api/tasks?limit=1000")
+    assert status == 200
+    succeeded = {tid for tid, t in tasks.items() if t.get("state") == "SUCCESS" and t.get("name") == "accel.run_job"}
+    keys = {j["key"] for j in plan.jobs}
+    assert len(succeeded & keys) >= len(keys) - 2  # events of a job's last moments may trail
+    some = tasks[next(iter(succeeded & keys))]
+    assert "model_type" in str(some.get("kwargs")) and "'hardware': 'cpu'" in str(some.get("kwargs"))
+    assert flower_get(fleet, "/api/workers", auth=False)[0] == 401
+    assert flower_get(fleet, "/api/tasks", auth=False)[0] == 401
+
+
+def _check_same_shape_as_local(fleet: Fleet, store: ResultsStore, run_id: str, tmp_path: Path) -> None:
+    """A local run of one model fills the same columns and metrics as the fleet's row of that model."""
+    from scheduler.local import run_local
+
+    local = Settings(
+        results_db=tmp_path / "local.duckdb",
+        templates_db=fleet.settings.templates_db,
+        reports_dir=tmp_path / "reports",
+        concurrency=1,
+    )
+    plan = plan_with_stores(local, PlanOptions(phase="local-shape", models="bert", hardware=("cpu",)), base_dir=REPO)
+    run_local(local, plan, show_progress=False)
+    with ResultsStore.open(local.results_db, read_only=True) as mine:
+        assert _shape(mine, plan.run_id) == _shape(store, run_id)
+
+
+def _shape(store: ResultsStore, run_id: str) -> tuple[list[str], list[tuple[str, str]]]:
+    columns = [c for (c,) in store.query("SELECT column_name FROM duckdb_columns() WHERE table_name = 'jobs'")]
+    row = store.query(f"SELECT {', '.join(columns)} FROM jobs WHERE run_id = ? AND model_type = 'bert'", [run_id])[0]
+    ignore = {"attempts"}
+    filled = [c for c, v in zip(columns, row, strict=True) if v is not None and c not in ignore]
+    metrics = store.query(
+        """SELECT DISTINCT m.metric, m.unit FROM measurements m JOIN jobs j USING (job_key)
+           WHERE j.run_id = ? AND j.model_type = 'bert' ORDER BY 1, 2""",
+        [run_id],
+    )
+    return filled, [(str(a), str(b)) for a, b in metrics]
