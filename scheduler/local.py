@@ -66,6 +66,7 @@ class RunSummary:
     startup_s: float = 0.0
     busy_s: float = 0.0
     report_dir: Path | None = None
+    report_files: dict[str, str] = field(default_factory=dict)
 
     @property
     def efficiency(self) -> float:
@@ -86,6 +87,7 @@ class RunSummary:
             "busy_s": round(self.busy_s, 2),
             "efficiency": self.efficiency,
             "report_dir": str(self.report_dir) if self.report_dir else None,
+            "report_files": dict(self.report_files),
         }
 
 
@@ -280,16 +282,16 @@ def _finish(store: ResultsStore, settings: Settings, summary: RunSummary, *, wri
     store.record_run(again)
     store.set_run_status(summary.run_id, summary.status)
     if complete and write_report:
-        summary.report_dir = _write_report(store, settings, summary.run_id, run["phase"])
+        summary.report_dir = settings.reports_dir / summary.run_id
+        files = _write_report(store, summary.report_dir, summary.run_id, run["phase"])
+        summary.report_files = {fmt: str(path) for fmt, path in files.items()}
 
 
-def _write_report(store: ResultsStore, settings: Settings, run_id: str, phase: str) -> Path:
+def _write_report(store: ResultsStore, out_dir: Path, run_id: str, phase: str) -> dict[str, Path]:
     from accelerate_core.report import build_report, write_report
 
     report = build_report(store, run_id, baseline_run_id=store.previous_run(phase, run_id))
-    out_dir = settings.reports_dir / run_id
-    write_report(report, out_dir)
-    return out_dir
+    return write_report(report, out_dir)
 
 
 @contextmanager

@@ -118,7 +118,8 @@ def _print_summary(summary: RunSummary, as_json: bool) -> None:
         markup=False,
     )
     if summary.report_dir is not None:
-        out.print(f"report: {summary.report_dir}", markup=False)
+        main = summary.report_files.get("md") or summary.report_files.get("html") or str(summary.report_dir)
+        out.print(f"report: {main}", markup=False)
     elif summary.status != "complete":
         out.print(f"resume with: accel run --resume {summary.run_id}", markup=False)
 
