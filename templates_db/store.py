@@ -118,6 +118,11 @@ class TemplateStore:
             matches = [v for v in matches if v.version == version]
         if sha is not None:
             matches = [v for v in matches if v.sha256.startswith(sha.lower())]
+            if len({v.sha256 for v in matches}) > 1:
+                raise TemplateNotFoundError(
+                    f"sha prefix {sha!r} of template {name!r} is ambiguous "
+                    f"({len({v.sha256 for v in matches})} bodies): give more characters"
+                )
         if not matches:
             wanted = " ".join(p for p in (f"v{version}" if version else "", f"sha {sha}" if sha else "") if p)
             raise TemplateNotFoundError(

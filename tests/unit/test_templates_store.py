@@ -86,6 +86,17 @@ def test_unknown_names_versions_and_shas_are_not_found(store: TemplateStore) -> 
         store.get("default", sha="ffff")
 
 
+def test_an_ambiguous_sha_prefix_is_refused(store: TemplateStore) -> None:
+    versions = [_add(store, "default", SMALL + f"# {i}\n") for i in range(17)]  # 17 > 16 hex digits
+    first = {v.sha256[0] for v in versions}
+    prefix = next(c for c in first if sum(v.sha256[0] == c for v in versions) > 1)
+    with pytest.raises(TemplateNotFoundError, match="ambiguous"):
+        store.get("default", sha=prefix)
+    # a revert to an old body is a new version with the same sha: the prefix is not ambiguous, the latest wins
+    again = _add(store, "default", SMALL + "# 0\n")
+    assert store.get("default", sha=versions[0].sha256).version == again.version == 18
+
+
 def test_lookup_picks_the_most_specific_template(store: TemplateStore) -> None:
     # Given one template per scope level
     for name, scope, value, hw in [
