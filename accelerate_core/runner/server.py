@@ -71,6 +71,7 @@ class Server:
     def serve(self, ready: dict[str, Any]) -> None:
         """Announce readiness, then run until shutdown; kills every child before returning."""
         signal.signal(signal.SIGCHLD, lambda *_: None)
+        signal.signal(signal.SIGTERM, self._on_sigterm)
         signal.set_wakeup_fd(self._wake_w, warn_on_full_buffer=False)
         self.send({"event": "ready", "pid": os.getpid(), "mode": self.mode, **ready})
         try:
@@ -81,6 +82,11 @@ class Server:
             self._reap_all_blocking()
             self._flush_blocking()
             shutil.rmtree(self._workdir, ignore_errors=True)
+
+    def _on_sigterm(self, _signum: int, _frame: object) -> None:
+        # Stop like on ``shutdown``: kill the children's groups first, or their own children would outlive us.
+        self.stopping = True
+        self.sup.kill_all()
 
     def _step(self) -> None:
         wake = self.sup.next_wakeup()
@@ -158,7 +164,7 @@ class Server:
                 return
         for child in self.sup.children.values():
             if child.request.job_id == job_id:
-                self.sup.kill(child, ERR_CRASHED, "cancelled by the client", graceful=False)
+                self.sup.kill(child, ERR_CRASHED, "Cancelled", "cancelled by the client", graceful=False)
 
     def _send_outcome(self, outcome: ChildOutcome) -> None:
         self.send({"event": "outcome", "outcome": outcome.to_dict()})

@@ -55,6 +55,7 @@ class Child:
     proc: subprocess.Popen[bytes] | None = None
     data: bytearray = field(default_factory=bytearray)
     kill_reason: str | None = None
+    kill_type: str = ""
     kill_detail: str = ""
     term_sent_at: float | None = None
     peak_rss: int = 0
@@ -168,7 +169,7 @@ class Supervisor:
                 continue
             if child.kill_reason is None and now >= child.deadline:
                 detail = f"killed at the hard time limit of {child.request.time_limit_s:g} s"
-                self.kill(child, ERR_TIMEOUT, detail, graceful=True, now=now)
+                self.kill(child, ERR_TIMEOUT, "Timeout", detail, graceful=True, now=now)
             elif child.kill_reason is None:
                 self._check_memory(child, now)
 
@@ -181,12 +182,15 @@ class Supervisor:
         cap = child.request.mem_cap_mb * _MIB
         if rss > cap:
             detail = f"RSS {rss / _MIB:.0f} MiB exceeded the memory cap of {child.request.mem_cap_mb} MiB"
-            self.kill(child, ERR_OOM, detail, graceful=False, now=now)
+            self.kill(child, ERR_OOM, "MemoryCapExceeded", detail, graceful=False, now=now)
 
-    def kill(self, child: Child, reason: str, detail: str, *, graceful: bool, now: float | None = None) -> None:
-        """Kill a child's process group for ``reason`` (an error class); SIGTERM first when ``graceful``."""
+    def kill(
+        self, child: Child, reason: str, error_type: str, detail: str, *, graceful: bool, now: float | None = None
+    ) -> None:
+        """Kill a child's process group; its outcome will carry ``reason`` (an error class), ``error_type``
+        and ``detail`` (the first kill's, if several). SIGTERM first when ``graceful``, else SIGKILL."""
         if child.kill_reason is None:
-            child.kill_reason, child.kill_detail = reason, detail
+            child.kill_reason, child.kill_type, child.kill_detail = reason, error_type, detail
         if graceful:
             child.term_sent_at = time.monotonic() if now is None else now
             _kill_group(child.pid, signal.SIGTERM)
@@ -197,7 +201,7 @@ class Supervisor:
     def kill_all(self) -> None:
         """SIGKILL every child's process group (server shutdown)."""
         for child in self.children.values():
-            self.kill(child, ERR_CRASHED, "killed: the fork server shut down", graceful=False)
+            self.kill(child, ERR_CRASHED, "Killed", "killed: the fork server shut down", graceful=False)
 
     def reap(self) -> Iterator[tuple[Child, ChildOutcome]]:
         """Collect every exited child (and orphaned grandchild); yield finished children with outcomes."""
@@ -232,11 +236,8 @@ class Supervisor:
         }
         job_id = child.request.job_id
         if child.kill_reason is not None:
-            error_type = {ERR_TIMEOUT: "Timeout", ERR_OOM: "MemoryCapExceeded"}.get(child.kill_reason, "Killed")
-            tail = _tail(child.log_path)
-            return ChildOutcome.failure(
-                job_id, child.kill_reason, error_type, child.kill_detail, log_tail=tail, **common
-            )
+            common["log_tail"] = _tail(child.log_path)
+            return ChildOutcome.failure(job_id, child.kill_reason, child.kill_type, child.kill_detail, **common)
         record = _parse(child.data)
         if record is not None:
             return _from_record(job_id, record, child.log_path, common)

@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import os
 import resource
+import signal
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -171,7 +174,7 @@ def test_cancel_kills_a_running_job_and_still_reports_it(server, tmp_path: Path)
     server.cancel("to-cancel")
     (outcome,) = server.poll(timeout=10)
 
-    assert (outcome.job_id, outcome.error_class, outcome.error_type) == ("to-cancel", ERR_CRASHED, "Killed")
+    assert (outcome.job_id, outcome.error_class, outcome.error_type) == ("to-cancel", ERR_CRASHED, "Cancelled")
     assert all(gone(int(p)) for p in (tmp_path / "p").read_text().split())
 
 
@@ -236,3 +239,56 @@ def test_an_entry_that_does_not_exist_fails_start_up_with_one_line():
             fs.ensure_ready(timeout=60)
     finally:
         fs.close()
+
+
+CLIENT_SCRIPT = """
+import sys, time
+from accelerate_core.runner import ForkServer
+fs = ForkServer("tests.support.entries:dispatch", preload=())
+fs.ensure_ready()
+fs.submit("orphan", {"do": "sleep", "pid_file": sys.argv[1]}, time_limit_s=120, mem_cap_mb=2000)
+print(fs.pid, flush=True)
+time.sleep(120)
+"""
+
+
+def _wait_for_pids(path: Path) -> list[int]:
+    deadline = time.monotonic() + 30
+    while not path.exists() or len(path.read_text().split()) < 2:
+        assert time.monotonic() < deadline, "the job never started"
+        time.sleep(0.05)
+    return [int(p) for p in path.read_text().split()]
+
+
+def test_a_killed_client_takes_its_server_and_every_job_process_with_it(tmp_path: Path):
+    pid_file = tmp_path / "pids"
+    repo = Path(__file__).resolve().parents[2]
+    client = subprocess.Popen([sys.executable, "-c", CLIENT_SCRIPT, str(pid_file)], stdout=subprocess.PIPE,
+                              text=True, cwd=repo)  # fmt: skip
+    try:
+        assert client.stdout is not None
+        server_pid = int(client.stdout.readline())
+        child, grandchild = _wait_for_pids(pid_file)
+
+        client.kill()  # no close(), no finalizer: the server sees its stdin close
+        client.wait(timeout=10)
+
+        assert gone(server_pid) and gone(child) and gone(grandchild)
+    finally:
+        client.kill()
+        client.wait(timeout=10)
+        if client.stdout is not None:
+            client.stdout.close()
+
+
+def test_sigterm_to_the_server_kills_the_jobs_process_groups_before_it_exits(tmp_path: Path):
+    with ForkServer(ENTRY, preload=()) as fs:
+        fs.submit("term", {"do": "sleep", "pid_file": str(tmp_path / "p")}, time_limit_s=60, mem_cap_mb=CAP_MB)
+        child, grandchild = _wait_for_pids(tmp_path / "p")
+
+        os.kill(fs.pid or 0, signal.SIGTERM)
+        (outcome,) = fs.poll(timeout=15)
+
+        assert (outcome.error_class, outcome.error_type) == (ERR_CRASHED, "Killed")
+        assert "shut down" in (outcome.error_message or "")
+        assert gone(child) and gone(grandchild)
