@@ -42,6 +42,9 @@ def run_status(settings: Settings, run_id: str | None = None) -> dict[str, Any]:
     from accelerate_core.store import ResultsStore
 
     if not settings.results_db.exists():
+        remote = _fleet_status(settings, run_id)
+        if remote is not None:
+            return remote
         raise UnknownRunError(f"no results store at {settings.results_db}: start a run with `accel run`")
     try:
         with ResultsStore.open(settings.results_db, read_only=True) as store:
@@ -52,10 +55,21 @@ def run_status(settings: Settings, run_id: str | None = None) -> dict[str, Any]:
                 run_id = str(runs[0]["run_id"])
             return {**store.run_progress(run_id), "source": "db"}
     except StoreLockedError as locked:
-        snapshot = read_snapshot(snapshot_dir(settings), run_id)
+        snapshot = read_snapshot(snapshot_dir(settings), run_id) or _fleet_status(settings, run_id)
         if snapshot is None:
             raise StoreLockedError(f"{locked} (and it left no status snapshot in {snapshot_dir(settings)})") from locked
-        return {**snapshot, "source": "snapshot"}
+        return {"source": "snapshot", **snapshot}
+
+
+def _fleet_status(settings: Settings, run_id: str | None) -> dict[str, Any] | None:
+    """The fleet writer's snapshot of ``run_id`` from the broker, when one is configured (else None)."""
+    if not settings.broker_url or run_id is None:
+        return None
+    import importlib
+
+    remote = importlib.import_module("scheduler.remote")  # imports celery: only with a broker
+    snapshot = remote.read_status(settings, run_id)
+    return {**snapshot, "source": "broker"} if isinstance(snapshot, dict) else None
 
 
 def snapshot_dir(settings: Settings) -> Path:
