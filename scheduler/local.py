@@ -28,6 +28,7 @@ from types import FrameType
 from typing import TYPE_CHECKING, Any, Final
 
 from accelerate_core.contracts import JobResult, JobSpec, RunPlan
+from accelerate_core.errors import ConfigError
 from accelerate_core.results import outcome_to_result
 from scheduler.plan import SKIPPED_PARAM, order_jobs, skipped_results
 from scheduler.status import RunProgress, snapshot_dir
@@ -123,7 +124,7 @@ def run_local(
     from accelerate_core.store import ResultsStore
 
     if (plan is None) == (resume_run_id is None):
-        raise ValueError("give exactly one of plan and resume_run_id")
+        raise ConfigError("run_local needs exactly one of plan and resume_run_id")
     n_slots = slots or settings.effective_concurrency()
     stop_event = stop or threading.Event()
     if plan is not None:  # run_progress divides the work left by the slots

@@ -172,8 +172,8 @@ def test_sigint_stops_cleanly_and_resume_completes(
     status = _wait_for_progress(run_settings, proc, finished=2)
     assert status["source"] == "snapshot" and status["status"] == "running"
     run_id = str(status["run_id"])
-    # When it gets SIGINT (Ctrl-C)
-    proc.send_signal(signal.SIGINT)
+    # When it gets SIGINT as Ctrl-C sends it: to its whole process group (fork server included)
+    os.killpg(proc.pid, signal.SIGINT)
     _, stderr = proc.communicate(timeout=60)
     # Then it exits 130, the run is marked interrupted, finished results are kept and some jobs are left
     assert proc.returncode == 130, stderr
