@@ -15,6 +15,7 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from typing import Any, Final
 
+from accelerate_core.catalog.index import FAMILIES, MODALITIES
 from accelerate_core.constants import HARDWARE_KINDS
 from accelerate_core.contracts import TemplateRef
 from accelerate_core.errors import ConfigError, TemplateNotFoundError
@@ -56,6 +57,9 @@ def check_scope(scope: str, scope_value: str | None, hardware: str) -> str | Non
         raise ConfigError(f"scope 'default' takes no scope value (got {value!r}): drop --scope-value")
     if scope != SCOPE_DEFAULT and value is None:
         raise ConfigError(f"scope {scope!r} needs a value, e.g. --scope-value bert: add --scope-value")
+    known = {SCOPE_MODALITY: MODALITIES, SCOPE_FAMILY: FAMILIES}.get(scope)
+    if known is not None and value not in known:
+        raise ConfigError(f"{scope} {value!r} is unknown: use one of {', '.join(known)}")
     return value
 
 

@@ -105,6 +105,10 @@ def add(
         body = file.read_text(encoding="utf-8")
     except OSError as e:
         raise ConfigError(f"cannot read template file {file} ({e.strerror}): check the path") from e
+    if scope == "model_type" and scope_value:
+        from accelerate_core.catalog.index import find, load_index
+
+        find(load_index(), scope_value)  # a typo would make a template that never matches: refuse it
     version, added = _store(ctx).add_version(name, body, scope, scope_value, hardware, note)
     if as_json:
         emit_json({**version.to_dict(body=False), "added": added})

@@ -105,6 +105,10 @@ def test_add_of_a_missing_file_or_bad_scope_is_a_usage_error(db: Path, capsys: p
     assert code == 2 and "cannot read template file" in err
     code, _, err = _run(capsys, "templates", "add", __file__, "--name", "x", "--scope", "galaxy")
     assert code == 2 and "unknown template scope" in err
+    code, _, err = _run(
+        capsys, "templates", "add", __file__, "--name", "x", "--scope", "model_type", "--scope-value", "berrt"
+    )
+    assert code == 2 and "unknown model type 'berrt'" in err
     assert not db.exists()
 
 

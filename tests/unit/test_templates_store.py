@@ -174,6 +174,10 @@ def test_scope_rules_are_enforced(store: TemplateStore) -> None:
         _add(store, "f", scope="family")
     with pytest.raises(ConfigError, match="takes no scope value"):
         _add(store, "f", scope="default", value="x")
+    with pytest.raises(ConfigError, match="modality 'vison' is unknown: use one of text, vision"):
+        _add(store, "f", scope="modality", value="vison")
+    with pytest.raises(ConfigError, match="family 'decoders' is unknown"):
+        _add(store, "f", scope="family", value="decoders")
     with pytest.raises(ConfigError, match="unknown template hardware"):
         _add(store, "f", hardware="tpu")
     with pytest.raises(ConfigError, match="name"):
