@@ -9,6 +9,8 @@ server itself dies (or stops answering past every deadline), the jobs in flight 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import itertools
 import logging
 import os
 import selectors
@@ -45,14 +47,21 @@ which is most of what a fork is meant to save. Importing it touches no device.""
 
 
 class _Job:
-    """Client-side bookkeeping of one submitted job."""
+    """Client-side bookkeeping of one submitted job.
 
-    __slots__ = ("deadline", "pid", "request")
+    On the wire a job goes by ``wire_id`` (its id plus a per-client sequence number), so an outcome
+    can never be mistaken for that of a later job with the same id (a redelivered job keeps its key).
+    An *abandoned* job (its ``run`` was interrupted) is killed and its outcome dropped on arrival.
+    """
 
-    def __init__(self, request: JobRequest) -> None:
+    __slots__ = ("abandoned", "deadline", "job_id", "pid", "request")
+
+    def __init__(self, job_id: str, request: JobRequest) -> None:
+        self.job_id = job_id
         self.request = request
         self.pid: int | None = None
         self.deadline: float | None = None  # set when the server reports it started
+        self.abandoned = False
 
 
 class ForkServer:
@@ -97,7 +106,9 @@ class ForkServer:
         self._sel: selectors.BaseSelector | None = None
         self._ready = False
         self._pong = False
-        self._jobs: dict[str, _Job] = {}
+        self._jobs: dict[str, _Job] = {}  # by wire id, abandoned ones included until their outcome
+        self._live: dict[str, str] = {}  # job id -> wire id, for the jobs the caller still waits for
+        self._seq = itertools.count(1)
         self._done: list[ChildOutcome] = []
         self._finalizer: weakref.finalize[Any, Any] | None = None
         self._start()
@@ -189,11 +200,13 @@ class ForkServer:
         Raises:
             RunnerError: ``job_id`` is already in flight, the request is invalid, or the server cannot start.
         """
-        if job_id in self._jobs:
+        if job_id in self._live:
             raise RunnerError(f"job {job_id!r} is already in flight: give each job a unique id")
-        request = JobRequest(job_id, dict(payload), float(time_limit_s), int(mem_cap_mb), dict(env or {}))
+        wire_id = f"{job_id}#{next(self._seq)}"
+        request = JobRequest(wire_id, dict(payload), float(time_limit_s), int(mem_cap_mb), dict(env or {}))
         self.ensure_ready()
-        self._jobs[job_id] = _Job(request)
+        self._jobs[wire_id] = _Job(job_id, request)
+        self._live[job_id] = wire_id
         self._send({"op": "submit", "job": request.to_dict()})
 
     def poll(self, timeout: float | None = None) -> list[ChildOutcome]:
@@ -203,7 +216,7 @@ class ForkServer:
         pipe. If the server died, the jobs in flight come back as ``crashed``.
         """
         deadline = None if timeout is None else time.monotonic() + timeout
-        while not self._done and self._jobs:
+        while not self._done and self._live:
             self._pump(self._wait_for(deadline))
             self._check_health()
             if deadline is not None and time.monotonic() >= deadline:
@@ -220,27 +233,45 @@ class ForkServer:
         time_limit_s: float,
         mem_cap_mb: int,
     ) -> ChildOutcome:
-        """Submit one job and wait for its outcome (other jobs' outcomes stay queued for :meth:`poll`)."""
+        """Submit one job and wait for its outcome (other jobs' outcomes stay queued for :meth:`poll`).
+
+        If the wait is interrupted (a Celery soft time limit, Ctrl-C), the job is killed and abandoned:
+        its outcome is dropped, and the same ``job_id`` may be submitted again at once.
+        """
         self.submit(job_id, payload, env=env, time_limit_s=time_limit_s, mem_cap_mb=mem_cap_mb)
-        while True:
-            for i, outcome in enumerate(self._done):
-                if outcome.job_id == job_id:
-                    return self._done.pop(i)
-            self._pump(self._wait_for(None))
-            self._check_health()
+        try:
+            while True:
+                for i, outcome in enumerate(self._done):
+                    if outcome.job_id == job_id:
+                        return self._done.pop(i)
+                self._pump(self._wait_for(None))
+                self._check_health()
+        except BaseException:
+            self._abandon(job_id)
+            raise
 
     def cancel(self, job_id: str) -> None:
         """Kill a job (queued or running); its outcome still arrives, as ``crashed`` / ``Cancelled``."""
-        if job_id in self._jobs:
-            self._send({"op": "cancel", "job_id": job_id})
+        wire_id = self._live.get(job_id)
+        if wire_id is not None:
+            self._send({"op": "cancel", "job_id": wire_id})
+
+    def _abandon(self, job_id: str) -> None:
+        wire_id = self._live.pop(job_id, None)
+        job = self._jobs.get(wire_id or "")
+        if job is None:
+            return
+        job.abandoned = True
+        with contextlib.suppress(Exception):  # we are unwinding already: never mask the original error
+            self._send({"op": "cancel", "job_id": job.request.job_id})
 
     def in_flight(self) -> list[str]:
         """The ids of jobs submitted and not yet returned by :meth:`poll`/:meth:`run`."""
-        return list(self._jobs)
+        return list(self._live)
 
     def child_pid(self, job_id: str) -> int | None:
         """The process id of a running job's child, once the server reported it started."""
-        job = self._jobs.get(job_id)
+        job = self._jobs.get(self._live.get(job_id, ""))
         return job.pid if job else None
 
     def ping(self, timeout: float = 10.0) -> bool:
@@ -285,8 +316,7 @@ class ForkServer:
         event = message.get("event")
         if event == "outcome":
             outcome = ChildOutcome.from_dict(message["outcome"])
-            if self._jobs.pop(outcome.job_id, None) is not None:
-                self._done.append(outcome)
+            self._finish(outcome.job_id, outcome)
         elif event == "started":
             job = self._jobs.get(str(message.get("job_id")))
             if job is not None:
@@ -318,11 +348,20 @@ class ForkServer:
             reason = "closed its pipe" if code is None else f"died (exit status {code})"
         self._kill_server()
         text = f"the fork server {reason} while the job was in flight; it restarts on the next call"
-        for job_id, job in self._jobs.items():
+        for wire_id, job in list(self._jobs.items()):
             if job.pid is not None:
                 _kill_orphaned_group(job.pid)
-            self._done.append(ChildOutcome.crashed(job_id, text, pid=job.pid))
-        self._jobs.clear()
+            self._finish(wire_id, ChildOutcome.crashed(wire_id, text, pid=job.pid))
+
+    def _finish(self, wire_id: str, outcome: ChildOutcome) -> None:
+        """Hand an outcome to the caller under the job's own id (dropped for an abandoned job)."""
+        job = self._jobs.pop(wire_id, None)
+        if job is None:
+            return
+        if self._live.get(job.job_id) == wire_id:
+            del self._live[job.job_id]
+        if not job.abandoned:
+            self._done.append(dataclasses.replace(outcome, job_id=job.job_id))
 
     def _restart_dead(self) -> None:
         self._kill_server()

@@ -23,11 +23,14 @@ JSON only, never pickle: a payload is data, not code.
 from __future__ import annotations
 
 import json
+import logging
 import os
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from accelerate_core.errors import RunnerError
+
+log = logging.getLogger(__name__)
 
 __all__ = ["JobRequest", "LineReader", "encode"]
 
@@ -105,9 +108,14 @@ class LineReader:
         *lines, self._buffer = self._buffer.split(b"\n")
         messages = []
         for line in lines:
-            if line.strip():
-                try:
-                    messages.append(json.loads(line))
-                except json.JSONDecodeError as e:
-                    raise RunnerError(f"the runner protocol stream is corrupt ({e}): restart the fork server") from e
+            if not line.strip():
+                continue
+            try:
+                message = json.loads(line)
+            except (json.JSONDecodeError, UnicodeDecodeError) as e:
+                # A writer interrupted mid-line (a signal in the client) leaves one bad line: skip it, keep the stream.
+                log.error("skipped a corrupt fork-server protocol line (%s): %.200r", e, line)
+                continue
+            if isinstance(message, dict):
+                messages.append(message)
         return messages

@@ -124,12 +124,7 @@ class Server:
                 pass
 
     def _on_request(self, _mask: int) -> None:
-        try:
-            messages = self._reader.read()
-        except AccelerateError as e:
-            log.error("%s", e)
-            messages = []
-        for message in messages:
+        for message in self._reader.read():
             self._handle(message)
         if self._reader.eof:  # the client is gone: stop, killing the children
             self.sel.unregister(self._proto_in)

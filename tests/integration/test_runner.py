@@ -193,6 +193,32 @@ def test_a_duplicate_job_id_in_flight_is_refused(server):
     assert [o.ok for o in server.poll(timeout=10)] == [True]
 
 
+def test_an_interrupted_run_kills_and_abandons_its_job_so_the_same_id_can_run_again(server, tmp_path: Path):
+    class Interrupted(Exception):
+        """Stands in for Celery's SoftTimeLimitExceeded, raised by a signal handler mid-wait."""
+
+    def interrupt(*_):
+        raise Interrupted
+
+    previous = signal.signal(signal.SIGALRM, interrupt)
+    signal.setitimer(signal.ITIMER_REAL, 1.5)
+    try:
+        with pytest.raises(Interrupted):
+            server.run("same-key", {"do": "sleep", "pid_file": str(tmp_path / "p")}, time_limit_s=60, mem_cap_mb=CAP_MB)
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+    child, grandchild = _wait_for_pids(tmp_path / "p")
+
+    again = server.run("same-key", {"do": "echo"}, time_limit_s=20, mem_cap_mb=CAP_MB)
+    server.submit("after-abandon", {"do": "echo"}, time_limit_s=20, mem_cap_mb=CAP_MB)
+    later = server.poll(timeout=10)
+
+    assert again.ok and again.value is not None and again.value["echo"] == {"do": "echo"}
+    assert [o.job_id for o in later] == ["after-abandon"]  # the abandoned outcome never surfaces
+    assert gone(child) and gone(grandchild)
+
+
 def test_the_shared_server_survived_every_job_above(server, server_pid):
     outcome = server.run("still-alive", {"do": "echo"}, time_limit_s=20, mem_cap_mb=CAP_MB)
 

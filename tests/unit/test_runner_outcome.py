@@ -85,3 +85,16 @@ def test_line_reader_splits_partial_lines_and_sees_end_of_stream():
     os.close(w)
     assert reader.read() == [] and reader.eof
     os.close(r)
+
+
+def test_line_reader_skips_a_corrupt_line_and_keeps_the_stream(caplog):
+    r, w = os.pipe()
+    os.set_blocking(r, False)
+    reader = LineReader(r)
+
+    os.write(w, b'{"op": "sub\n' + encode({"op": "ping"}))
+
+    assert reader.read() == [{"op": "ping"}]
+    assert "corrupt" in caplog.text
+    os.close(w)
+    os.close(r)
