@@ -38,6 +38,10 @@ START_TIMEOUT_S = 300.0
 WATCHDOG_SLACK_S = 30.0
 """A job whose outcome is this late past its time limit (and kill grace) means the server is stuck."""
 
+START_WATCHDOG_FACTOR = 2.0
+"""A job not started ``START_WATCHDOG_FACTOR * watchdog_s`` after submission while a child slot is free
+means the server is stuck (it starts a queued job in the same loop turn that frees a slot)."""
+
 _MODES = ("auto", "fork", "spawn")
 
 DEFAULT_PRELOAD = ("torch", "transformers", "transformers.modeling_utils")
@@ -54,14 +58,21 @@ class _Job:
     An *abandoned* job (its ``run`` was interrupted) is killed and its outcome dropped on arrival.
     """
 
-    __slots__ = ("abandoned", "deadline", "job_id", "pid", "request")
+    __slots__ = ("abandoned", "deadline", "job_id", "pid", "request", "submitted")
 
     def __init__(self, job_id: str, request: JobRequest) -> None:
         self.job_id = job_id
         self.request = request
         self.pid: int | None = None
         self.deadline: float | None = None  # set when the server reports it started
+        self.submitted = time.monotonic()
         self.abandoned = False
+
+    def due(self, slack_s: float) -> float:
+        """When the server should have started (not started yet) or finished this job at the latest."""
+        if self.deadline is not None:
+            return self.deadline + KILL_GRACE_S + slack_s
+        return self.submitted + START_WATCHDOG_FACTOR * slack_s
 
 
 class ForkServer:
@@ -75,6 +86,8 @@ class ForkServer:
         mode: ``"fork"``, ``"spawn"`` (a fresh interpreter per job, ~5.6 s each) or ``"auto"``
             (spawn on macOS, else fork).
         python: the interpreter to run the server with (default: this one).
+        watchdog_s: how late past a job's time limit (and kill grace) its outcome may be before the
+            server counts as stuck: it is then killed and its jobs come back as ``crashed``.
 
     Use as a context manager, or call :meth:`close`. Not thread-safe: one owner thread.
     """
@@ -87,6 +100,7 @@ class ForkServer:
         max_children: int = 1,
         mode: str = "auto",
         python: str | None = None,
+        watchdog_s: float = WATCHDOG_SLACK_S,
     ) -> None:
         if ":" not in entry:
             raise RunnerError(f"entry {entry!r} is malformed: use 'package.module:function'")
@@ -99,6 +113,7 @@ class ForkServer:
         self.max_children = max_children
         self.mode = mode
         self.python = python or sys.executable
+        self.watchdog_s = watchdog_s
         self.server_info: dict[str, Any] = {}
         self.restarts = 0
         self._proc: subprocess.Popen[bytes] | None = None
@@ -301,7 +316,7 @@ class ForkServer:
         limits = [time.monotonic() + 1.0]  # look at the server's exit status at least once a second
         if deadline is not None:
             limits.append(deadline)
-        limits.extend(j.deadline + KILL_GRACE_S + WATCHDOG_SLACK_S for j in self._jobs.values() if j.deadline)
+        limits.extend(j.due(self.watchdog_s) for j in self._jobs.values())
         return max(0.0, min(limits) - time.monotonic())
 
     def _pump(self, timeout: float | None) -> None:
@@ -336,7 +351,8 @@ class ForkServer:
     def _check_health(self) -> None:
         """Turn a dead or stuck server into ``crashed`` outcomes for the jobs in flight."""
         now = time.monotonic()
-        stuck = [j for j in self._jobs.values() if j.deadline and now > j.deadline + KILL_GRACE_S + WATCHDOG_SLACK_S]
+        slot_free = sum(1 for j in self._jobs.values() if j.deadline is not None) < self.max_children
+        stuck = any(now > j.due(self.watchdog_s) for j in self._jobs.values() if j.deadline is not None or slot_free)
         if not self._server_gone() and not stuck:
             return
         if self._reader is not None:  # first take what it did say (outcomes of jobs that finished)

@@ -318,3 +318,19 @@ def test_sigterm_to_the_server_kills_the_jobs_process_groups_before_it_exits(tmp
         assert (outcome.error_class, outcome.error_type) == (ERR_CRASHED, "Killed")
         assert "shut down" in (outcome.error_message or "")
         assert gone(child) and gone(grandchild)
+
+
+def test_a_frozen_server_is_detected_killed_and_replaced(tmp_path: Path):
+    with ForkServer(ENTRY, preload=(), watchdog_s=0.5) as fs:
+        frozen = fs.pid or 0
+        os.kill(frozen, signal.SIGSTOP)  # alive, but answers nothing any more
+
+        started = time.monotonic()
+        outcome = fs.run("never-starts", {"do": "echo"}, time_limit_s=5, mem_cap_mb=CAP_MB)
+        waited = time.monotonic() - started
+        after = fs.run("after-freeze", {"do": "echo"}, time_limit_s=5, mem_cap_mb=CAP_MB)
+
+        assert (outcome.error_class, outcome.error_type) == (ERR_CRASHED, "Crashed")
+        assert "stopped answering" in (outcome.error_message or "")
+        assert waited < 5
+        assert gone(frozen) and after.ok and fs.restarts == 1
