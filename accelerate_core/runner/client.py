@@ -212,6 +212,17 @@ class ForkServer:
     ) -> None:
         """Queue one job (non-blocking once the server is up). Its outcome comes from :meth:`poll`.
 
+        Args:
+            job_id: unique among the jobs in flight; the outcome carries it.
+            payload: JSON data handed to ``entry(payload)``.
+            env: variables set in the child before the entry runs (``CUDA_VISIBLE_DEVICES``,
+                ``OMP_NUM_THREADS`` -> also ``torch.set_num_threads``, ...).
+            time_limit_s: hard wall-clock limit from the fork; then SIGTERM, SIGKILL after a grace.
+            mem_cap_mb: the child's RSS cap, watched by the server; it includes the pages the child
+                shares with the preloaded parent (about 250-350 MB of torch and transformers). On CPU
+                jobs an ``RLIMIT_DATA`` of the inherited data plus ``mem_cap_mb`` also makes a single
+                huge allocation fail at once (``MemoryError``); not set when the env exposes a GPU.
+
         Raises:
             RunnerError: ``job_id`` is already in flight, the request is invalid, or the server cannot start.
         """
