@@ -76,8 +76,10 @@ def _bench(model_type: str, hardware: str, bench: BenchConfig) -> dict[str, Any]
         built.model(**built.inputs)
     sync()
     first_call_s = time.perf_counter() - started
+    notes: list[str] = []
     measurements = benchmark_model(built.model, built.make_inputs, hardware=hardware, bench=bench,
-                                   generative=built.generative, load_s=load_s, first_call_s=first_call_s)  # fmt: skip
+                                   generative=built.generative, load_s=load_s, first_call_s=first_call_s,
+                                   notes=notes)  # fmt: skip
     return {
         "model_type": model_type,
         "hardware": hardware,
@@ -86,6 +88,7 @@ def _bench(model_type: str, hardware: str, bench: BenchConfig) -> dict[str, Any]
         "generative": built.generative,
         "measurements": [m.to_dict() for m in measurements],
         "environment": environment(hardware),
+        "notes": notes,
     }
 
 

@@ -54,6 +54,7 @@ def benchmark_model(
     generative: bool,
     load_s: float | None = None,
     first_call_s: float | None = None,
+    notes: list[str] | None = None,
 ) -> list[Measurement]:
     """Measure ``model`` at every shape of ``bench``; return the measurements.
 
@@ -65,6 +66,7 @@ def benchmark_model(
         generative: also measure tokens/s with ``model.generate``.
         load_s: the model's build/load time, measured by the caller.
         first_call_s: the first forward pass, measured by the caller.
+        notes: when given, why a metric is missing is appended here (e.g. ``generate`` failed).
     """
     out: list[Measurement] = []
     if load_s is not None:
@@ -74,12 +76,19 @@ def benchmark_model(
     for batch_size in bench.batch_sizes:
         for seq_len in bench.seq_lens:
             out.extend(_one_shape(model, make_inputs(batch_size, seq_len), hardware, bench, generative,
-                                  batch_size, seq_len))  # fmt: skip
+                                  batch_size, seq_len, notes))  # fmt: skip
     return out
 
 
 def _one_shape(
-    model: Any, inputs: dict[str, Any], hardware: str, bench: BenchConfig, generative: bool, batch: int, seq: int
+    model: Any,
+    inputs: dict[str, Any],
+    hardware: str,
+    bench: BenchConfig,
+    generative: bool,
+    batch: int,
+    seq: int,
+    notes: list[str] | None,
 ) -> list[Measurement]:
     import torch
 
@@ -94,7 +103,7 @@ def _one_shape(
             from_samples("throughput", "samples/s", [batch / v for v in latency.values if v > 0], batch, seq),
         ]
         if generative:
-            found.extend(_tokens_per_s(model, inputs, hardware, bench, batch, seq))
+            found.extend(_tokens_per_s(model, inputs, hardware, bench, batch, seq, notes))
     found.append(single("peak_memory", "MiB", backend.peak_memory_mb(), batch_size=batch, seq_len=seq))
     return found
 
@@ -105,18 +114,48 @@ def _loop(fn: Callable[[], object], hardware: str, bench: BenchConfig) -> Sample
                    min_duration_s=bench.min_duration_s, max_duration_s=bench.max_duration_s)  # fmt: skip
 
 
+def generation_kwargs(model: Any, inputs: dict[str, Any], new_tokens: int) -> dict[str, Any]:
+    """``generate`` arguments for exactly ``new_tokens`` greedy tokens from the forward inputs.
+
+    Decoder inputs and labels are dropped (generation makes its own); a tiny random config often has
+    no ``decoder_start_token_id``/``pad_token_id``, so 0 stands in where one is missing.
+    """
+    kwargs = {k: v for k, v in inputs.items() if not k.startswith("decoder_") and k not in ("labels", "use_cache")}
+    kwargs.update(min_new_tokens=new_tokens, max_new_tokens=new_tokens, do_sample=False)
+    config = getattr(model, "generation_config", None)
+    if config is not None:
+        if getattr(config, "pad_token_id", None) is None:
+            kwargs["pad_token_id"] = _first_int(config, "eos_token_id") or 0
+        if (
+            getattr(model.config, "is_encoder_decoder", False)
+            and getattr(config, "decoder_start_token_id", None) is None
+        ):
+            kwargs["decoder_start_token_id"] = _first_int(config, "bos_token_id") or kwargs.get("pad_token_id", 0)
+    return kwargs
+
+
+def _first_int(config: Any, name: str) -> int | None:
+    value = getattr(config, name, None)
+    if isinstance(value, list):
+        value = value[0] if value else None
+    return value if isinstance(value, int) else None
+
+
 def _tokens_per_s(
-    model: Any, inputs: dict[str, Any], hardware: str, bench: BenchConfig, batch: int, seq: int
+    model: Any, inputs: dict[str, Any], hardware: str, bench: BenchConfig, batch: int, seq: int, notes: list[str] | None
 ) -> list[Measurement]:
     n = bench.new_tokens
-    kwargs = {"min_new_tokens": n, "max_new_tokens": n, "do_sample": False}
+    kwargs = generation_kwargs(model, inputs, n)
 
     def generate() -> object:
-        return model.generate(**inputs, **kwargs)
+        return model.generate(**kwargs)
 
     try:
         samples = _loop(generate, hardware, bench)
     except Exception as e:  # latency stands on its own; a model whose generate breaks has no tokens/s
-        log.warning("generate failed for %s, no tokens/s: %s: %s", type(model).__name__, type(e).__name__, e)
+        message = f"generate failed at batch {batch}, seq {seq}, so no tokens/s: {type(e).__name__}: {e}"
+        log.warning("%s: %s", type(model).__name__, message)
+        if notes is not None:
+            notes.append(message.splitlines()[0][:300])
         return []
     return [from_samples("tokens_per_s", "tokens/s", [batch * n / v for v in samples.values if v > 0], batch, seq)]

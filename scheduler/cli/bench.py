@@ -158,6 +158,8 @@ def print_table(value: dict[str, Any]) -> None:
         f"{env.get('torch_threads')} threads; percentiles: linear interpolation",
         markup=False,
     )
+    for note in value.get("notes") or []:
+        err.print(f"note: {note}", markup=False)
 
 
 def register(app: typer.Typer) -> None:

@@ -227,6 +227,40 @@ def test_a_generative_model_gets_tokens_per_second_for_a_fixed_number_of_new_tok
     assert set(calls) == {3}  # every generate call produced exactly new_tokens tokens (eos cannot stop it early)
 
 
+def test_an_encoder_decoder_without_start_token_still_generates_exactly_new_tokens():
+    import torch
+    from transformers import T5Config, T5ForConditionalGeneration
+
+    config = T5Config(d_model=16, d_ff=32, d_kv=8, num_layers=1, num_heads=2, vocab_size=64)
+    model = T5ForConditionalGeneration(config).eval()
+    model.generation_config.decoder_start_token_id = None  # as in many tiny random configs
+    inputs = {"input_ids": torch.full((1, 4), 5), "decoder_input_ids": torch.zeros((1, 2), dtype=torch.long)}
+    bench = BenchConfig(warmup=0, min_iters=1, min_duration_s=0.0, new_tokens=2)
+    notes: list[str] = []
+
+    found = benchmark_model(model, lambda b, s: inputs, hardware="cpu", bench=bench, generative=True, notes=notes)
+
+    assert notes == []
+    assert any(m.metric == "tokens_per_s" for m in found)
+
+
+def test_a_broken_generate_leaves_latency_and_a_note():
+    import torch
+
+    class NoGenerate(torch.nn.Linear):
+        def generate(self, **kwargs):
+            raise ValueError("cannot generate")
+
+    bench = BenchConfig(warmup=0, min_iters=1, min_duration_s=0.0)
+    notes: list[str] = []
+
+    found = benchmark_model(NoGenerate(4, 4), lambda b, s: {"input": torch.randn(b, 4)}, hardware="cpu",
+                            bench=bench, generative=True, notes=notes)  # fmt: skip
+
+    assert {m.metric for m in found} == {"latency", "throughput", "peak_memory"}
+    assert len(notes) == 1 and "ValueError: cannot generate" in notes[0]
+
+
 def test_environment_names_versions_device_and_threads():
     env = environment("cpu")
 
