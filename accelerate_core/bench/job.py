@@ -25,7 +25,7 @@ from accelerate_core.constants import ERR_BUILD
 from accelerate_core.errors import AccelerateError, ConfigError
 from accelerate_core.runner.outcome import JobFailure
 
-__all__ = ["bench_config_from_dict", "bench_entry"]
+__all__ = ["bench_config_from_dict", "bench_entry", "set_image_size"]
 
 _TORCH_DEVICE = {"cpu": "cpu", "cuda": "cuda", "rocm": "cuda", "mps": "mps"}
 
@@ -86,6 +86,7 @@ def _bench(model_type: str, hardware: str, bench: BenchConfig) -> dict[str, Any]
         "model_class": type(built.model).__name__,
         "param_count": sum(p.numel() for p in built.model.parameters()),
         "generative": built.generative,
+        "image_size": bench.image_size,
         "measurements": [m.to_dict() for m in measurements],
         "environment": environment(hardware),
         "notes": notes,
@@ -102,8 +103,13 @@ def _build(model_type: str, device: str, bench: BenchConfig) -> _Built:
         return _fallback_bert(model_type, device)
     batch, seq = bench.batch_sizes[0], bench.seq_lens[0]
     try:
-        made = build(model_type, device=device, batch_size=batch, seq_len=seq)
-        generative = bool(catalog.generate_supported(made.model))
+        if bench.image_size is None:
+            made = build(model_type, device=device, batch_size=batch, seq_len=seq)
+            model, inputs = made.model, made.inputs
+        else:
+            model = _with_image_size(model_type, device, bench.image_size)
+            inputs = catalog.make_inputs(model_type, model, batch_size=batch, seq_len=seq, device=device)
+        generative = bool(catalog.generate_supported(model))
     except AccelerateError as e:
         if e.exit_code == 2:
             raise
@@ -112,9 +118,31 @@ def _build(model_type: str, device: str, bench: BenchConfig) -> _Built:
         raise JobFailure(ERR_BUILD, f"{model_type} could not be built: {e}", error_type=type(e).__name__) from e
 
     def make_inputs(batch_size: int, seq_len: int) -> dict[str, Any]:
-        return dict(catalog.make_inputs(model_type, made.model, batch_size=batch_size, seq_len=seq_len, device=device))
+        return dict(catalog.make_inputs(model_type, model, batch_size=batch_size, seq_len=seq_len, device=device))
 
-    return _Built(made.model, dict(made.inputs), make_inputs, generative)
+    return _Built(model, dict(inputs), make_inputs, generative)
+
+
+def _with_image_size(model_type: str, device: str, image_size: int) -> Any:
+    """The tiny model with every ``image_size`` of its config (nested ones too) set to ``image_size``."""
+    from accelerate_core import catalog
+
+    config = catalog.tiny_config_dict(model_type)
+    if not set_image_size(config, image_size):
+        raise ConfigError(f"model type {model_type!r} has no image_size in its config: drop --image-size")
+    return catalog.instantiate(model_type, config, catalog.entry(model_type).model_class, device=device)
+
+
+def set_image_size(config: dict[str, Any], size: int) -> bool:
+    """Set ``image_size`` wherever the config (or a nested sub-config) has one; True if any was set."""
+    found = False
+    for key, value in config.items():
+        if key == "image_size" and isinstance(value, int | list | tuple):
+            config[key] = size if isinstance(value, int) else [size] * len(value)
+            found = True
+        elif isinstance(value, dict):
+            found = set_image_size(value, size) or found
+    return found
 
 
 def _fallback_bert(model_type: str, device: str) -> _Built:

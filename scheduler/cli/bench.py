@@ -44,11 +44,16 @@ def bench(
     seq: Annotated[str | None, typer.Option("--seq", help="sequence lengths, e.g. 32,128")] = None,
     device: Annotated[int, typer.Option("--device", help="device index of the hardware kind")] = 0,
     threads: Annotated[int | None, typer.Option("--threads", help="intra-op threads of the child")] = None,
+    image_size: Annotated[
+        int | None, typer.Option("--image-size", min=1, help="image size of vision models (sets config image_size)")
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print the result as JSON")] = False,
 ) -> None:
     """Benchmark one model type: load time, first call, latency p50/p90/p99, throughput, memory."""
     settings = state(ctx).settings
     config = _bench_config(settings.bench, parse_sizes(batch, "--batch"), parse_sizes(seq, "--seq"))
+    if image_size is not None:
+        config = replace(config, image_size=image_size)
     env = _pin(hardware, device, threads)
     outcome = _run(model_type, hardware, config, env, settings.time_limit(JOB_KIND_TEST).hard_s, settings.mem_cap_mb)
     value = _checked(outcome, model_type, hardware)
@@ -137,6 +142,8 @@ def print_table(value: dict[str, Any]) -> None:
             by_metric.setdefault((m["batch_size"], m["seq_len"]), {})[m["metric"]] = m
     env = value.get("environment", {})
     title = f"{value['model_type']} ({value['model_class']}) on {value['hardware']}: {env.get('device_name')}"
+    if value.get("image_size"):
+        title += f", images {value['image_size']}x{value['image_size']}"
     table = Table(title=title)
     for column in _COLUMNS:
         table.add_column(column, justify="right", no_wrap=True)

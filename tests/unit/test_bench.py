@@ -267,3 +267,13 @@ def test_environment_names_versions_device_and_threads():
     assert env["torch"] and env["transformers"] and env["python"]
     assert env["device_name"] == env["cpu_model"] and env["torch_threads"] >= 1
     json.dumps(env)
+
+
+def test_image_size_is_set_in_nested_sub_configs_too():
+    from accelerate_core.bench.job import set_image_size
+
+    config = {"image_size": 224, "vision_config": {"image_size": [224, 224], "patch_size": 16}, "text_config": {}}
+
+    assert set_image_size(config, 64)
+    assert config == {"image_size": 64, "vision_config": {"image_size": [64, 64], "patch_size": 16}, "text_config": {}}
+    assert not set_image_size({"hidden_size": 32, "text_config": {}}, 64)
