@@ -41,6 +41,9 @@ INSPECT_TIMEOUT_S = 1.0
 POLL_EVERY_S = 0.5
 """How often ``--wait`` reads the run's status snapshot, in seconds."""
 
+FOLLOW_MISSES = 10
+"""``--wait`` gives up after this many polls in a row found the broker unreachable."""
+
 
 def broker_url(settings: Settings) -> str:
     """The broker URL, or a one-line ConfigError saying how to set it."""
@@ -59,11 +62,14 @@ def broker_error(url: str, exc: BaseException) -> BrokerError:
 
 
 def redis_client(settings: Settings, timeout_s: float = 3.0) -> Any:
-    """A redis-py client of the broker, checked with one PING (BrokerError when it does not answer)."""
+    """A redis-py client of the broker, checked with one PING (BrokerError when it does not answer).
+
+    ``timeout_s`` bounds the connection; a reply may take longer on a loaded broker machine.
+    """
     import redis
 
     url = broker_url(settings)
-    client = redis.Redis.from_url(url, socket_connect_timeout=timeout_s, socket_timeout=timeout_s)
+    client = redis.Redis.from_url(url, socket_connect_timeout=timeout_s, socket_timeout=max(10.0, timeout_s))
     try:
         client.ping()
     except (redis.RedisError, OSError) as e:
@@ -214,8 +220,16 @@ def follow(
     """
     deadline = None if timeout_s is None else time.monotonic() + timeout_s
     last: dict[str, Any] = {"run_id": run_id, "total": total, "terminal": 0}
+    misses = 0
     while True:
-        snap = read_status(settings, run_id)
+        try:
+            snap = read_status(settings, run_id)
+            misses = 0
+        except BrokerError:
+            misses += 1  # a busy broker machine may miss one poll; a gone broker misses them all
+            if misses >= FOLLOW_MISSES:
+                raise
+            snap = None
         if snap is not None:
             last = snap
             if on_progress is not None:
@@ -240,9 +254,22 @@ def run_remote(settings: Settings, plan: RunPlan, wait: bool) -> str:
         BrokerError: the broker is unreachable.
     """
     dispatch(settings, plan)
+    _warn_unserved(settings, plan)
     if wait:
         _follow_with_bar(settings, plan)
     return plan.run_id
+
+
+def _warn_unserved(settings: Settings, plan: RunPlan) -> None:
+    """Say so when a kind the plan needs has no live worker: its jobs wait in Redis until one joins."""
+    needed = {j["hardware"] for j in plan.jobs}
+    served = set(live_hardware(settings))
+    for kind in sorted(needed - served):
+        logger.warning(
+            "no live worker consumes %s: its jobs wait there until one joins (accel worker --hardware %s)",
+            settings.queue_for(kind),
+            kind,
+        )
 
 
 def _follow_with_bar(settings: Settings, plan: RunPlan) -> None:
