@@ -213,7 +213,7 @@ def run_check(
     import torch  # noqa: F401  (preloaded once in the parent: each forked child starts warm)
     import transformers
 
-    from accelerate_core.catalog import api  # noqa: F401
+    from accelerate_core.catalog import api, fillers, multimodal  # noqa: F401  (preloaded for every child)
     from accelerate_core.catalog.isolate import run_isolated
 
     transformers.logging.set_verbosity_error()  # type: ignore[no-untyped-call]

@@ -87,7 +87,7 @@ def reads_mrope(model_type: str) -> bool:
 @lru_cache(maxsize=1024)
 def _tiny(model_type: str) -> dict[str, Any]:
     ov = override_for(model_type)
-    shrunk = shrink_config(default_config_dict(model_type), keep=ov.keep)
+    shrunk = shrink_config(default_config_dict(model_type), keep=ov.keep, profile=ov.shrink or "tiny")
     merged = deep_merge(shrunk, ov.config)
     # Round trip through the config class: validates, and fills derived fields consistently.
     tiny = _jsonable(make_config(model_type, merged).to_dict())

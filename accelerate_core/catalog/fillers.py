@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from accelerate_core.catalog.inputs import AUDIO_SAMPLES, attr, audio_features, pixel_values, seeded, sub, token_ids
+from accelerate_core.catalog.inputs import attr, audio_features, audio_values, pixel_values, seeded, sub, token_ids
 
 Filler = Callable[[Any, int, int, dict[str, Any]], Any]
 _FILLERS: dict[str, Filler] = {}
@@ -87,9 +87,7 @@ def _prompt_masks(config: Any, batch: int, seq: int, out: dict[str, Any]) -> Any
 
 @filler("input_values")
 def _audio(config: Any, batch: int, seq: int, out: dict[str, Any]) -> Any:
-    import torch
-
-    return torch.randn(batch, AUDIO_SAMPLES, generator=seeded())
+    return audio_values(config, batch)
 
 
 @filler("input_features")
@@ -153,6 +151,22 @@ def patch_pixels(config: Any, batch: int, n: int) -> Any:
     patch = int(attr(vision, ("patch_size",), 16))
     channels = int(attr(vision, ("num_channels", "in_channels"), 3))
     return torch.randn(batch, n, channels * patch * patch, generator=seeded())
+
+
+@filler("flattened_patches")
+def _flattened(config: Any, batch: int, seq: int, out: dict[str, Any]) -> Any:
+    import torch
+
+    vision = vision_of(config)
+    patch = int(attr(vision, ("patch_embed_hidden_size",), 0)) or 3 * 16 * 16
+    patches = torch.randn(batch, 16, patch, generator=seeded())
+    rows = torch.arange(1, 17).view(1, 16, 1).expand(batch, 16, 1).float()
+    return torch.cat([rows, rows, patches], dim=-1)
+
+
+def has_filler(name: str) -> bool:
+    """True when a filler makes the forward argument ``name``."""
+    return name in _FILLERS
 
 
 def fill(model: Any, out: dict[str, Any], batch: int, seq: int, names: list[str]) -> None:

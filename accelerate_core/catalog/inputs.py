@@ -53,7 +53,12 @@ def sub(config: Any, *names: str) -> Any:
 
 def attr(config: Any, names: tuple[str, ...], default: Any) -> Any:
     """The first attribute among ``names`` found on the config or its usual sub-configs."""
-    for cfg in (config, sub(config, "text_config", "decoder"), sub(config, "vision_config", "encoder")):
+    for cfg in (
+        config,
+        sub(config, "text_config", "decoder"),
+        sub(config, "vision_config", "encoder"),
+        sub(config, "backbone_config"),
+    ):
         for name in names:
             value = getattr(cfg, name, None)
             if value is not None:
@@ -127,16 +132,41 @@ def forward_params(model: Any) -> tuple[set[str], bool]:
 
 
 def audio_features(config: Any, batch: int) -> Any:
-    """Seeded audio features in the layout the config implies (mel bins x frames, or frames x features)."""
+    """Seeded audio features in the layout the config implies.
+
+    Whisper-style encoders (``max_source_positions``) take (B, mel bins, 2 x positions); the others
+    take (B, frames, feature dim).
+    """
     import torch
 
-    mel = attr(config, ("num_mel_bins", "feature_size", "input_feat_per_channel", "n_mels"), 80)
-    src = attr(config, ("max_source_positions",), None)
-    frames = int(src) * 2 if isinstance(src, int) and src <= 3000 else 64
-    if "num_mel_bins" in config.to_dict() or hasattr(sub(config, "encoder", "audio_config"), "num_mel_bins"):
-        return torch.randn(batch, int(mel), frames, generator=seeded())
-    channels = int(attr(config, ("input_channels",), 1))
-    return torch.randn(batch, frames, int(mel) * channels, generator=seeded())
+    cfg = sub(config, "audio_config", "encoder_config", "encoder")
+    src = getattr(cfg, "max_source_positions", None)
+    mel = attr(cfg, ("num_mel_bins", "feature_size", "n_mels"), 80)
+    if isinstance(src, int) and src <= 3000 and hasattr(cfg, "num_mel_bins"):
+        return torch.randn(batch, int(mel), src * 2, generator=seeded())
+    per_channel = getattr(cfg, "input_feat_per_channel", None)
+    if isinstance(per_channel, int):
+        dim = per_channel * int(getattr(cfg, "input_channels", 1) or 1)
+    else:
+        dim = int(attr(cfg, ("feature_projection_input_dim", "input_dim", "num_mel_bins", "feature_size"), 80))
+    length = getattr(cfg, "max_length", None)
+    frames = int(length) if isinstance(length, int) and 16 <= length <= 1024 else 64
+    return torch.randn(batch, frames, dim, generator=seeded())
+
+
+def audio_values(config: Any, batch: int) -> Any:
+    """Seeded waveforms: (B, samples), or (B, channels, samples) for neural codecs (hop-length multiples)."""
+    import math
+
+    import torch
+
+    cfg = sub(config, "audio_config", "encoder_config", "acoustic_config")
+    ratios = getattr(cfg, "downsampling_ratios", None) or getattr(cfg, "upsampling_ratios", None)
+    channels = getattr(cfg, "audio_channels", None)
+    if ratios is None and channels is None:
+        return torch.randn(batch, AUDIO_SAMPLES, generator=seeded())
+    hop = math.prod(int(r) for r in ratios) if ratios else 320
+    return torch.randn(batch, int(channels or 1), hop * 32, generator=seeded())
 
 
 def _time_series(config: Any, batch: int) -> dict[str, Any]:
@@ -162,26 +192,30 @@ def generic(model: Any, batch: int, seq: int, args: dict[str, Any]) -> dict[str,
     """Inputs from ``main_input_name``: tokens, pixels, audio or time series (+ decoder ids)."""
     import torch
 
+    from accelerate_core.catalog.fillers import fill, has_filler
+    from accelerate_core.catalog.multimodal import add_images, add_text
+
     config = model.config
     main = getattr(model, "main_input_name", "input_ids")
     params, _ = forward_params(model)
     out: dict[str, Any] = {}
     if main == "pixel_values":
-        frames = attr(config, ("num_frames", "frames_per_clip"), None)
+        frames = attr(config, ("num_frames", "frames_per_clip"), None) if args.get("frames", True) else None
         out["pixel_values"] = pixel_values(config, batch, frames=frames)
     elif main == "pixel_values_videos":
         out["pixel_values_videos"] = pixel_values(config, batch, frames=int(attr(config, ("num_frames",), 8)))
     elif main == "input_values":
-        out["input_values"] = torch.randn(batch, AUDIO_SAMPLES, generator=seeded())
+        out["input_values"] = audio_values(config, batch)
     elif main == "input_features":
         out["input_features"] = audio_features(config, batch)
     elif main == "past_values":
         out.update(_time_series(config, batch))
+    elif main != "input_ids" and has_filler(main):
+        fill(model, out, batch, seq, [main])
     else:
         out["input_ids"] = token_ids(config, batch, seq)
         out["attention_mask"] = torch.ones(batch, seq, dtype=torch.long)
-    from accelerate_core.catalog.fillers import fill
-    from accelerate_core.catalog.multimodal import add_images, add_text
+    fill(model, out, batch, seq, list(args.get("fill", [])))
 
     add_text(model, out, batch, seq, params)
     if args.get("images", True):

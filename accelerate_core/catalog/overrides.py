@@ -5,6 +5,7 @@ mechanisms; the table says which type uses which, and why:
 
 - ``config``: values merged into the tiny config (nested tables reach sub-configs);
 - ``keep``: config keys the shrinker must leave at their default;
+- ``shrink = "depth"``: shrink only depth/experts/vocab/images, keep default widths (linked widths);
 - ``model_class``: the class to build instead of the resolved one;
 - ``inputs`` / ``input_args``: a named input builder and its arguments; ``extra_inputs``: fixed extra tensors;
 - ``drop_inputs``: generic inputs to leave out;
@@ -49,6 +50,7 @@ _FIELDS = frozenset(
         "allow_nonfinite",
         "modality",
         "family",
+        "shrink",
         "types",
     }
 )
@@ -75,6 +77,7 @@ class Override:
     allow_nonfinite: bool = False
     modality: str | None = None
     family: str | None = None
+    shrink: str | None = None
 
     @property
     def reason(self) -> str | None:

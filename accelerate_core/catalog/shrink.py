@@ -149,7 +149,9 @@ _LAYER_LIST_KEYS = ("layer_types", "layers_block_type", "block_types", "hybrid_o
 
 def is_subconfig(key: str, value: Any) -> bool:
     """True when ``value`` is a nested config dict (``*_config`` or carrying a ``model_type``)."""
-    return isinstance(value, dict) and (key.endswith("_config") or "model_type" in value)
+    if not isinstance(value, dict) or (value and all(str(k).isdigit() for k in value)):
+        return False  # a per-layer table keyed by layer index, not a sub-config
+    return key.endswith("_config") or "model_type" in value
 
 
 def _token_ids(tree: Any, found: set[int]) -> set[int]:
@@ -179,6 +181,26 @@ def _widths(tree: Any, found: set[int]) -> set[int]:
             elif isinstance(value, dict):
                 _widths(value, found)
     return found
+
+
+def _stage_map(tree: Any, found: dict[int, int]) -> dict[int, int]:
+    """Original -> tiny value of every per-stage width (``hidden_sizes`` and friends) in a config tree."""
+    if isinstance(tree, dict):
+        for key, value in tree.items():
+            if key in _STAGE_WIDTH_KEYS and isinstance(value, list):
+                for old, new in zip(value, _shrink_list(key, value), strict=True):
+                    if isinstance(old, int):
+                        found.setdefault(old, new)
+            elif isinstance(value, dict):
+                _stage_map(value, found)
+    return found
+
+
+def _linked_list(key: str, value: list[Any], stages: dict[int, int]) -> list[Any]:
+    """A list of sizes that repeats per-stage widths under another name (``encoder_in_channels``), mapped."""
+    if value and _LINKED.search(key) and not _NOT_LINKED.search(key) and all(v in stages for v in value):
+        return [stages[v] for v in value]
+    return value
 
 
 def _linked_width(key: str, value: int, widths: set[int]) -> bool:
@@ -344,29 +366,40 @@ def _fill_none(key: str, cfg: dict[str, Any]) -> int | None:
     return None
 
 
-def _shrink_level(cfg: dict[str, Any], ids: set[int], keep: frozenset[str], widths: set[int]) -> dict[str, Any]:
+def _shrink_level(
+    cfg: dict[str, Any], ids: set[int], keep: frozenset[str], widths: set[int], stages: dict[int, int]
+) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, value in cfg.items():
         if key in keep:
             out[key] = value
         elif is_subconfig(key, value):
-            out[key] = _shrink_level(value, ids, keep, widths)
+            out[key] = _shrink_level(value, ids, keep, widths, stages)
         elif key == "vocab_size" and isinstance(value, int) and value > VOCAB:
             out[key] = _vocab(value, ids)
         elif isinstance(value, int) and not isinstance(value, bool):
             small = _shrink_int(key, value, cfg)
             out[key] = WIDTH if small == value and _linked_width(key, value, widths) else small
         elif isinstance(value, list):
-            out[key] = _shrink_list(key, value)
+            small_list = _shrink_list(key, value)
+            out[key] = _linked_list(key, value, stages) if small_list == value else small_list
         elif value is None:
             out[key] = _fill_none(key, cfg)
         else:
             out[key] = value
     if "num_hidden_layers" not in keep:
         _fix_layers(out, cfg)
-    head_dim = out.get("head_dim") if isinstance(out.get("head_dim"), int) else HEAD_DIM
-    _fix_mrope(out, int(head_dim or HEAD_DIM))
+    _fix_mrope(out, _head_dim(out))
     return out
+
+
+def _head_dim(tree: dict[str, Any]) -> int:
+    head_dim = tree.get("head_dim")
+    if isinstance(head_dim, int):
+        return head_dim
+    heads = tree.get("num_attention_heads")
+    width = tree.get("hidden_size")
+    return width // heads if isinstance(width, int) and isinstance(heads, int) and heads else HEAD_DIM
 
 
 def fix_derived(tree: dict[str, Any], *, mrope: bool = False) -> bool:
@@ -377,27 +410,35 @@ def fix_derived(tree: dict[str, Any], *, mrope: bool = False) -> bool:
         mrope: The modeling code reads ``mrope_section`` (with a full-size default): add one.
     """
     before = repr(tree)
-    heads = tree.get("num_attention_heads")
-    width = tree.get("hidden_size")
-    head_dim = tree.get("head_dim")
-    if not isinstance(head_dim, int):
-        head_dim = width // heads if isinstance(width, int) and isinstance(heads, int) and heads else HEAD_DIM
-    _fix_mrope(tree, head_dim, force=mrope)
+    _fix_mrope(tree, _head_dim(tree), force=mrope)
     for key, value in tree.items():
         if is_subconfig(key, value):
             fix_derived(value, mrope=mrope)
     return repr(tree) != before
 
 
-def shrink_config(config: dict[str, Any], *, keep: tuple[str, ...] = ()) -> dict[str, Any]:
+PROFILES = ("tiny", "depth")
+"""``tiny``: every size small (the default). ``depth``: only depth, experts, vocabulary, positions and
+images shrink; widths stay at their defaults (for architectures whose widths are linked in ways the
+tiny profile cannot keep consistent)."""
+
+_WIDTH_LIKE = (
+    _WIDTH_KEYS | _HEAD_KEYS | _KV_KEYS | _FFN_KEYS | _STAGE_WIDTH_KEYS | _STAGE_HEAD_KEYS | frozenset(_FIXED)
+) - {"n_group", "topk_group", "n_shared_experts", "num_shared_experts"}
+
+
+def shrink_config(config: dict[str, Any], *, keep: tuple[str, ...] = (), profile: str = "tiny") -> dict[str, Any]:
     """A tiny copy of a default config dict (the input is not changed).
 
     Args:
         config: ``PreTrainedConfig.to_dict()`` of the default config.
         keep: Keys to leave at their default value, at every nesting level.
+        profile: One of :data:`PROFILES`.
 
     Returns:
         The shrunk config dict.
     """
     ids = _token_ids(config, set())
-    return _shrink_level(config, ids, frozenset(keep), _widths(config, set()))
+    if profile == "depth":
+        return _shrink_level(config, ids, frozenset(keep) | _WIDTH_LIKE, set(), {})
+    return _shrink_level(config, ids, frozenset(keep), _widths(config, set()), _stage_map(config, {}))
