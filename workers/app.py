@@ -11,7 +11,9 @@ What the configuration guarantees, and why:
   our own cap (:mod:`workers.tasks`, ``acc:deliveries:<key>``) stops a job that kills every worker
   it lands on after ``settings.redelivery_cap`` deliveries and records it as ``redelivery-cap``.
 - Celery time limits per job kind sit *above* the runner's own hard limit (which kills the job's
-  child and records ``timeout``): they are the backstop should the runner itself hang.
+  child and records ``timeout``): they are the backstop should the runner itself hang. A pool process
+  killed at Celery's hard limit is not acknowledged: the job is redelivered and, past the cap,
+  recorded as ``redelivery-cap``, so every planned job still ends with a row.
 - Task events (and sent events) on, so Flower shows the fleet live; no result backend: results
   travel to the writer as tasks of their own and land in DuckDB.
 - Routes: a queue per hardware kind (``hw.cpu``, ``hw.cuda``, ...) and ``results`` for the writer.
@@ -109,7 +111,9 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "result_backend": None,
         "task_ignore_result": True,
         "task_acks_late": True,
-        "task_acks_on_failure_or_timeout": True,
+        # A task killed by Celery's hard limit goes back to its queue (then counts toward the cap)
+        # instead of being acknowledged without a result; run_job records every other failure itself.
+        "task_acks_on_failure_or_timeout": False,
         "task_reject_on_worker_lost": True,
         "worker_prefetch_multiplier": 1,
         "worker_send_task_events": True,

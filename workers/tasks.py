@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from accelerate_core.config import Settings
 from accelerate_core.constants import (
+    ERR_CRASHED,
     ERR_REDELIVERY_CAP,
     ERR_TIMEOUT,
     JOB_KIND_DRY,
@@ -284,7 +285,13 @@ def _register_run_job(app: Celery, settings: Settings) -> None:
         ex = Executor(settings, node, socket.gethostname(), DeliveryCounter(_redis(settings)))
         info = self.request.delivery_info or {}
         redelivered = bool(info.get("redelivered") or getattr(self.request, "redelivered", False))
-        result = execute(job, ex, redelivered=redelivered)
+        try:
+            result = execute(job, ex, redelivered=redelivered)
+        except Exception as e:
+            # Not a job failure (those are results) but ours, e.g. the fork server would not start:
+            # record it, so the phase still ends, and keep the traceback in the worker's log.
+            logger.exception("job %s could not be run", job.key)
+            result = _failure(job, ex, 1, time.time(), ERR_CRASHED, f"the worker could not run the job: {e}")
         send_result(app, settings, result)
         return result_labels(result) | {"duration_s": result.duration_s, "attempt": result.attempt}
 
