@@ -22,7 +22,7 @@ import signal
 import sys
 import time
 import traceback
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, NoReturn
 
 from accelerate_core.constants import ERR_OOM
@@ -170,14 +170,28 @@ def _redirect_output(log_fd: int) -> None:
     os.close(log_fd)
 
 
-def run_forked(entry: Entry, request: JobRequest, result_fd: int, log_fd: int, close_fds: list[int]) -> NoReturn:
-    """The body of a forked child: never returns, always ends with ``os._exit``."""
+def run_forked(
+    entry: Entry,
+    request: JobRequest,
+    result_fd: int,
+    log_fd: int,
+    close_fds: list[int],
+    *,
+    sigmask: Iterable[int] | None = None,
+) -> NoReturn:
+    """The body of a forked child: never returns, always ends with ``os._exit``.
+
+    ``sigmask`` is the mask to restore once the server's signal handlers are reset (the server blocks
+    its signals across the fork).
+    """
     code = 0
     try:
         os.setsid()  # its own process group: the parent kills the whole group at the limit
         signal.set_wakeup_fd(-1)
         for sig in (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT, signal.SIGPIPE):
             signal.signal(sig, signal.SIG_DFL)
+        if sigmask is not None:
+            signal.pthread_sigmask(signal.SIG_SETMASK, sigmask)
         for fd in close_fds:
             _close_quietly(fd)
         die_with_parent()

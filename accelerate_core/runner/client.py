@@ -121,6 +121,7 @@ class ForkServer:
         self._sel: selectors.BaseSelector | None = None
         self._ready = False
         self._pong = False
+        self._probe_at: float | None = None  # when the watchdog sent its liveness ping
         self._jobs: dict[str, _Job] = {}  # by wire id, abandoned ones included until their outcome
         self._live: dict[str, str] = {}  # job id -> wire id, for the jobs the caller still waits for
         self._seq = itertools.count(1)
@@ -313,14 +314,17 @@ class ForkServer:
     # ----------------------------------------------------------------- internals
 
     def _send(self, message: dict[str, Any]) -> None:
+        self._write(message)
+        self._check_health()
+
+    def _write(self, message: dict[str, Any]) -> None:
         proc = self._proc
         try:
             assert proc is not None and proc.stdin is not None
             proc.stdin.write(encode(message))
             proc.stdin.flush()
-        except (OSError, ValueError):  # broken pipe: the server died; the health check reports it
+        except (OSError, ValueError, AssertionError):  # broken pipe: the server died; the health check says so
             log.warning("the fork server is gone; its jobs will be reported as crashed")
-        self._check_health()
 
     def _wait_for(self, deadline: float | None) -> float | None:
         """Seconds to block now: up to the caller's deadline, the watchdog and a server-exit check."""
@@ -361,10 +365,7 @@ class ForkServer:
 
     def _check_health(self) -> None:
         """Turn a dead or stuck server into ``crashed`` outcomes for the jobs in flight."""
-        now = time.monotonic()
-        slot_free = sum(1 for j in self._jobs.values() if j.deadline is not None) < self.max_children
-        stuck = any(now > j.due(self.watchdog_s) for j in self._jobs.values() if j.deadline is not None or slot_free)
-        if not self._server_gone() and not stuck:
+        if not self._server_gone() and not self._stuck(time.monotonic()):
             return
         if self._reader is not None:  # first take what it did say (outcomes of jobs that finished)
             for message in self._reader.read():
@@ -389,6 +390,32 @@ class ForkServer:
             del self._live[job.job_id]
         if not job.abandoned:
             self._done.append(dataclasses.replace(outcome, job_id=job.job_id))
+
+    def _stuck(self, now: float) -> bool:
+        """True when the server is alive but has stopped doing its job.
+
+        A started job still running past its limit, kill grace and ``watchdog_s`` means the server no
+        longer enforces limits. A job not started long after a child slot freed up may only mean a very
+        busy machine: the server is pinged first, and counts as stuck only if the ping goes unanswered
+        for ``watchdog_s`` too.
+        """
+        if any(j.deadline is not None and now > j.due(self.watchdog_s) for j in self._jobs.values()):
+            return True
+        slot_free = sum(1 for j in self._jobs.values() if j.deadline is not None) < self.max_children
+        waiting = [j for j in self._jobs.values() if j.deadline is None and slot_free and now > j.due(self.watchdog_s)]
+        if not waiting:
+            self._probe_at = None
+            return False
+        if self._probe_at is None:
+            self._pong, self._probe_at = False, now
+            self._write({"op": "ping"})
+            return False
+        if self._pong:  # alive, merely slow: give the waiting jobs another full period
+            self._probe_at = None
+            for job in waiting:
+                job.submitted = now
+            return False
+        return now > self._probe_at + self.watchdog_s
 
     def _restart_dead(self) -> None:
         self._kill_server()

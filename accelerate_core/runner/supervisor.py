@@ -40,6 +40,7 @@ KILL_GRACE_S = 2.0
 """Seconds between SIGTERM and SIGKILL when a child passes its hard time limit."""
 
 _LOG_TAIL_CHARS = 2000
+_FORK_BLOCKED = {signal.SIGTERM, signal.SIGINT, signal.SIGCHLD}
 _MIB = 1024 * 1024
 
 
@@ -136,9 +137,16 @@ class Supervisor:
         if not callable(self.entry):
             raise TypeError("fork mode needs the resolved entry function")
         others = [c.result_fd for c in self.children.values()]
-        pid = os.fork()
-        if pid == 0:  # the child: never returns
-            run_forked(self.entry, request, write_fd, log_fd, [read_fd, *others, *self.close_in_child()])
+        # Block the server's signals across the fork: a SIGTERM landing in the child before it resets its
+        # handlers would run the server's handler there (and kill its siblings' groups).
+        blocked = signal.pthread_sigmask(signal.SIG_BLOCK, _FORK_BLOCKED)
+        try:
+            pid = os.fork()
+            if pid == 0:  # the child: never returns; it restores the mask after resetting the handlers
+                run_forked(self.entry, request, write_fd, log_fd, [read_fd, *others, *self.close_in_child()],
+                           sigmask=blocked)  # fmt: skip
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
         return pid
 
     def _spawn(self, request: JobRequest, write_fd: int, log_fd: int) -> subprocess.Popen[bytes]:
