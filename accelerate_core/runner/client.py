@@ -161,7 +161,9 @@ class ForkServer:
         Raises:
             RunnerError: the server could not start (its entry or preload does not import) or timed out.
         """
-        if self._proc is None or self._proc.poll() is not None:
+        if self._proc is not None and self._proc.poll() is not None:
+            self._check_health()  # the jobs of a server that died come back as crashed first
+        if self._proc is None:
             self._restart_dead()
         deadline = time.monotonic() + timeout
         while not self._ready:
@@ -178,7 +180,12 @@ class ForkServer:
         return self.server_info
 
     def close(self) -> None:
-        """Stop the server, killing every child; in-flight jobs are dropped. Safe to call twice."""
+        """Stop the server, killing every child; in-flight jobs are dropped. Safe to call twice.
+
+        A later call (``submit``, ``run``, ``ensure_ready``) starts a fresh server.
+        """
+        self._jobs.clear()
+        self._live.clear()
         proc = self._proc
         if proc is None:
             return

@@ -246,6 +246,28 @@ def test_a_dead_server_reports_in_flight_jobs_as_crashed_and_restarts_on_the_nex
         assert after.ok and fs.pid not in (None, first_pid) and fs.restarts == 1
 
 
+def test_a_submit_after_the_server_died_first_reports_the_lost_jobs_as_crashed(tmp_path: Path):
+    with ForkServer(ENTRY, preload=(), max_children=1) as fs:
+        fs.submit("lost", {"do": "sleep", "pid_file": str(tmp_path / "p")}, time_limit_s=60, mem_cap_mb=CAP_MB)
+        child, grandchild = _wait_for_pids(tmp_path / "p")
+        psutil.Process(fs.pid or 0).kill()
+        time.sleep(0.2)
+
+        fs.submit("fresh", {"do": "echo"}, time_limit_s=20, mem_cap_mb=CAP_MB)  # no poll in between
+        outcomes = {o.job_id: o for o in _poll_all(fs, 2)}
+
+        assert outcomes["lost"].error_class == ERR_CRASHED and outcomes["fresh"].ok
+        assert gone(child) and gone(grandchild) and fs.restarts == 1
+
+
+def _poll_all(fs: ForkServer, n: int) -> list:
+    got: list = []
+    deadline = time.monotonic() + 60
+    while len(got) < n and time.monotonic() < deadline:
+        got += fs.poll(timeout=5)
+    return got
+
+
 def test_spawn_mode_runs_each_job_in_a_fresh_interpreter(tmp_path: Path):
     with ForkServer(ENTRY, preload=(), mode="spawn") as fs:
         ok = fs.run("spawned", {"do": "echo"}, env={"OMP_NUM_THREADS": "1"}, time_limit_s=30, mem_cap_mb=CAP_MB)
