@@ -25,8 +25,7 @@ from typing import IO, Any
 
 from accelerate_core.errors import RunnerError
 from accelerate_core.runner.outcome import ChildOutcome
-from accelerate_core.runner.protocol import JobRequest, LineReader, encode
-from accelerate_core.runner.supervisor import KILL_GRACE_S
+from accelerate_core.runner.protocol import KILL_GRACE_S, JobRequest, LineReader, encode
 
 __all__ = ["DEFAULT_PRELOAD", "ForkServer"]
 

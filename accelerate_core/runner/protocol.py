@@ -32,9 +32,13 @@ from accelerate_core.errors import RunnerError
 
 log = logging.getLogger(__name__)
 
-__all__ = ["JobRequest", "LineReader", "encode"]
+__all__ = ["KILL_GRACE_S", "JobRequest", "LineReader", "encode"]
 
 _READ_CHUNK = 1 << 16
+
+KILL_GRACE_S = 2.0
+"""Seconds between SIGTERM and SIGKILL when a child passes its hard time limit (the client's watchdog
+allows for it too)."""
 
 
 @dataclass(frozen=True, slots=True)

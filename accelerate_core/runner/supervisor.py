@@ -27,17 +27,15 @@ import psutil
 from accelerate_core.constants import ERR_CRASHED, ERR_OOM, ERR_TIMEOUT
 from accelerate_core.runner.child import Entry, run_forked
 from accelerate_core.runner.outcome import ChildOutcome
-from accelerate_core.runner.protocol import JobRequest
+from accelerate_core.runner.protocol import KILL_GRACE_S, JobRequest
 
-__all__ = ["RSS_INTERVAL_S", "Child", "Supervisor"]
+__all__ = ["KILL_GRACE_S", "RSS_INTERVAL_S", "Child", "Supervisor"]
 
 log = logging.getLogger(__name__)
 
 RSS_INTERVAL_S = 0.1
 """How often (seconds) the parent samples a running child's RSS against its cap."""
 
-KILL_GRACE_S = 2.0
-"""Seconds between SIGTERM and SIGKILL when a child passes its hard time limit."""
 
 _LOG_TAIL_CHARS = 2000
 _FORK_BLOCKED = {signal.SIGTERM, signal.SIGINT, signal.SIGCHLD}
