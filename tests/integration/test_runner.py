@@ -110,7 +110,7 @@ def test_one_allocation_past_the_cap_fails_in_the_child_as_out_of_memory(server)
 
 
 def test_growing_past_the_cap_is_killed_by_the_rss_watch_as_out_of_memory(server):
-    payload = {"do": "allocate", "mb": 3000, "chunk_mb": 20, "pause_s": 0.05}
+    payload = {"do": "allocate", "mb": 3000, "chunk_mb": 10, "pause_s": 0.05}  # 200 MB/s: the watch, not the rlimit
 
     outcome = server.run("alloc-slow", payload, time_limit_s=30, mem_cap_mb=500)
 
