@@ -147,7 +147,7 @@ def test_children_run_concurrently_up_to_max_children(server):
     while len(outcomes) < 3:
         outcomes += server.poll(timeout=10)
 
-    assert time.monotonic() - started < 2.5  # three 1 s naps, run side by side
+    assert time.monotonic() - started < 2.9  # three 1 s naps side by side (one after another: 3 s or more)
     spans = sorted((o.value["start"], o.value["end"]) for o in outcomes if o.value)
     assert len(spans) == 3 and spans[2][0] < spans[0][1]  # the last one started before the first ended
     assert len({o.pid for o in outcomes}) == 3
