@@ -47,7 +47,7 @@ logger = logging.getLogger(__name__)
 SKIPPED_PARAM: Final = "skipped"
 """``RunPlan.params`` key: job key -> ``{"reason_class", "reason"}`` for jobs recorded skipped, never run."""
 
-PHASE_BENCH: Final[dict[str, Any]] = {"warmup": 2, "min_iters": 10, "min_duration_s": 0.3, "max_duration_s": 2.0}
+PHASE_BENCH: Final[dict[str, Any]] = {"warmup": 5, "min_iters": 10, "min_duration_s": 0.3, "max_duration_s": 2.0}
 """Benchmark loop of a phase run: short enough for ~2 s per architecture, long enough for a stable p50
 (``benchmarks/bench_phase_p50.py`` compares it with a long measurement)."""
 
