@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from accelerate_core.constants import ERR_CRASHED
-from accelerate_core.errors import AccelerateError
+from accelerate_core.errors import AccelerateError, RunnerError
 from accelerate_core.runner.child import Entry, resolve_entry
 from accelerate_core.runner.outcome import ChildOutcome
 from accelerate_core.runner.protocol import JobRequest, LineReader, encode
@@ -213,6 +213,16 @@ def _take_protocol_fds() -> tuple[int, int]:
     return proto_in, proto_out
 
 
+def _check_no_device_touched() -> None:
+    """Refuse to serve when the preload initialised CUDA: children forked after that cannot use it."""
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_initialized():
+        raise RunnerError(
+            "the preload or the entry module initialised CUDA in the fork server: move device work into "
+            "the entry function (forked children cannot use CUDA initialised in their parent)"
+        )
+
+
 def _become_subreaper() -> None:
     if not sys.platform.startswith("linux"):
         return
@@ -241,11 +251,15 @@ def main(argv: list[str] | None = None) -> int:
     preload = tuple(filter(None, args.preload.split(",")))
     started = time.perf_counter()
     entry: Entry | str = args.entry
+    # torch.cuda.is_available() through NVML, not cuInit: a preloaded library that asks must not
+    # initialise the driver here, or no forked child could use the GPU (torch documents this variable).
+    os.environ.setdefault("PYTORCH_NVML_BASED_CUDA_CHECK", "1")
     try:
         if not spawn:
             for name in preload:
                 importlib.import_module(name)
             entry = resolve_entry(args.entry)
+            _check_no_device_touched()
     except (AccelerateError, ImportError) as e:
         sys.stdout.buffer.write(encode({"event": "fatal", "message": str(e)}))
         return 1
