@@ -234,7 +234,7 @@ def follow(
             last = snap
             if on_progress is not None:
                 on_progress(snap)
-            if snap.get("phase_done") and snap.get("report_dir"):
+            if snap.get("phase_done") and (snap.get("report_dir") or snap.get("report_error")):
                 return snap
         if deadline is not None and time.monotonic() > deadline:
             raise BrokerError(

@@ -114,6 +114,7 @@ class ResultWriter:
         self._held: list[JobResult] = []
         self._snapshot_at: dict[str, float] = {}
         self.reported: dict[str, Path] = {}
+        self.report_errors: dict[str, str] = {}
 
     def handle(self, task: str, kwargs: dict[str, Any]) -> None:
         """Apply one message (a task name and its keyword arguments); results are held for :meth:`flush`.
@@ -169,13 +170,18 @@ class ResultWriter:
 
     def _after_commit(self, run_ids: set[str], *, force_snapshot: bool = False) -> None:
         for run_id in sorted(run_ids):
+            done = False
             try:
                 done = run_id not in self.reported and self.store.is_phase_done(run_id)
                 if done:
                     self._finish_run(run_id)
+            except Exception as e:
+                logger.exception("finishing run %s failed", run_id)
+                self.report_errors[run_id] = f"{type(e).__name__}: {e}"
+            try:
                 self._snapshot(run_id, force=force_snapshot or done)
             except Exception:
-                logger.exception("finishing run %s failed; it is retried on its next result", run_id)
+                logger.exception("the status snapshot of run %s failed", run_id)
 
     def _finish_run(self, run_id: str) -> None:
         from accelerate_core.report import build_report, write_report
@@ -200,6 +206,8 @@ class ResultWriter:
             progress = self.store.run_progress(run_id)
             if run_id in self.reported:
                 progress["report_dir"] = str(self.reported[run_id])
+            elif run_id in self.report_errors:
+                progress["report_error"] = self.report_errors[run_id]
             self.publish(run_id, json.dumps(progress, sort_keys=True, default=str))
 
 

@@ -34,7 +34,7 @@ from scheduler.remote import client_app, dispatch, live_nodes, read_status, run_
 from tests.support.redis_server import RedisServer, free_port
 from workers.writer import LOCK_KEY
 
-pytestmark = [pytest.mark.redis, pytest.mark.slow]
+pytestmark = pytest.mark.redis
 
 REPO = Path(__file__).resolve().parents[2]
 ACCEL = [sys.executable, "-m", "scheduler"]
