@@ -96,6 +96,8 @@ class Server:
         for child, outcome in self.sup.reap():
             self._unwatch(child.result_fd)
             self.send({"event": "outcome", "outcome": outcome.to_dict()})
+        if self.stopping:  # again each turn: a SIGTERM may have landed while a child was being forked
+            self.sup.kill_all()
         self.sup.enforce()
         self._start_queued()
 
