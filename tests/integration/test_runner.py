@@ -11,6 +11,7 @@ import resource
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -356,3 +357,18 @@ def test_a_frozen_server_is_detected_killed_and_replaced(tmp_path: Path):
         assert "stopped answering" in (outcome.error_message or "")
         assert waited < 5
         assert gone(frozen) and after.ok and fs.restarts == 1
+
+
+def test_a_slow_but_alive_server_answers_the_watchdog_ping_and_keeps_its_jobs():
+    with ForkServer(ENTRY, preload=(), watchdog_s=2.0) as fs:
+        paused = fs.pid or 0
+        os.kill(paused, signal.SIGSTOP)  # a machine so busy the server does not run for a while...
+        resume = threading.Timer(4.5, os.kill, (paused, signal.SIGCONT))  # ...then it does, before the ping expires
+        resume.start()
+        try:
+            outcome = fs.run("slow-start", {"do": "echo"}, time_limit_s=20, mem_cap_mb=CAP_MB)
+        finally:
+            resume.join()
+
+        assert outcome.ok, outcome
+        assert fs.pid == paused and fs.restarts == 0
