@@ -154,6 +154,26 @@ def test_children_run_concurrently_up_to_max_children(server):
     assert len({o.pid for o in outcomes}) == 3
 
 
+def test_concurrent_failures_are_each_classified_and_a_queued_job_still_runs(server):
+    jobs = {
+        "mix-timeout": ({"do": "sleep"}, 1.0, CAP_MB),
+        "mix-oom": ({"do": "allocate", "mb": 3000, "chunk_mb": 10, "pause_s": 0.05}, 30, 400),
+        "mix-segv": ({"do": "segfault"}, 20, CAP_MB),
+        "mix-ok": ({"do": "echo"}, 20, CAP_MB),  # queued behind the first three (max_children=3)
+    }
+    for job_id, (payload, limit, cap) in jobs.items():
+        server.submit(job_id, payload, time_limit_s=limit, mem_cap_mb=cap)
+
+    outcomes = {}
+    while len(outcomes) < len(jobs):
+        outcomes.update((o.job_id, o) for o in server.poll(timeout=30))
+
+    assert outcomes["mix-timeout"].error_class == ERR_TIMEOUT
+    assert outcomes["mix-oom"].error_class == ERR_OOM
+    assert outcomes["mix-segv"].error_class == ERR_CRASHED and outcomes["mix-segv"].exit_signal == 11
+    assert outcomes["mix-ok"].ok
+
+
 def test_poll_blocks_without_spinning_and_returns_nothing_when_idle(server):
     assert server.poll(timeout=5) == []  # nothing in flight: returns at once
     server.submit("long-nap", {"do": "nap", "s": 1.5}, time_limit_s=20, mem_cap_mb=CAP_MB)
