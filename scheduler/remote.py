@@ -83,8 +83,14 @@ def check_broker(settings: Settings) -> None:
     redis_client(settings).close()
 
 
-def client_app(settings: Settings) -> Celery:
-    """A minimal Celery app that only sends tasks by name and broadcasts to workers."""
+def client_app(settings: Settings, *, sent_events: bool = True) -> Celery:
+    """A minimal Celery app that only sends tasks by name and broadcasts to workers.
+
+    Args:
+        settings: the broker.
+        sent_events: announce each sent task to Flower (off for the writer's messages: the writer
+            takes them off the queue itself, so Flower would list them as sent forever).
+    """
     from celery import Celery
 
     app = Celery("accel-client", set_as_current=False)
@@ -96,7 +102,7 @@ def client_app(settings: Settings) -> Celery:
         accept_content=["json"],
         result_backend=None,
         task_ignore_result=True,
-        task_send_sent_event=True,
+        task_send_sent_event=sent_events,
         task_publish_retry_policy={"max_retries": 2, "interval_start": 0.2, "interval_step": 0.5},
     )
     return app
@@ -117,6 +123,8 @@ def live_queues(settings: Settings, timeout_s: float = INSPECT_TIMEOUT_S) -> dic
         replies = app.control.inspect(timeout=timeout_s).active_queues() or {}
     except Exception as e:  # kombu raises its own connection errors
         raise broker_error(broker_url(settings), e) from e
+    finally:
+        app.close()
     return {node: [q.get("name", "") for q in queues] for node, queues in replies.items()}
 
 
@@ -146,11 +154,14 @@ def dispatch(settings: Settings, plan: RunPlan, app: Celery | None = None) -> in
         BrokerError: the broker is unreachable.
     """
     check_broker(settings)
+    own = app is None
     app = app or client_app(settings)
+    quiet = client_app(settings, sent_events=False)
     jobs = runnable_jobs(plan)
     try:
+        with quiet.producer_or_acquire() as producer:
+            _send_run(quiet, settings, plan, producer)
         with app.producer_or_acquire() as producer:
-            _send_run(app, settings, plan, producer)
             for spec in jobs:
                 soft, hard = celery_limits(settings.time_limit(spec.kind))
                 app.send_task(
@@ -167,6 +178,10 @@ def dispatch(settings: Settings, plan: RunPlan, app: Celery | None = None) -> in
         raise
     except Exception as e:
         raise broker_error(broker_url(settings), e) from e
+    finally:
+        quiet.close()
+        if own:
+            app.close()
     logger.info("run %s: %d jobs sent (%d skipped)", plan.run_id, len(jobs), len(plan.jobs) - len(jobs))
     return len(jobs)
 
