@@ -9,6 +9,7 @@ types, isolated; :func:`summarize` counts outcomes per modality and per failure 
 from __future__ import annotations
 
 import re
+import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
@@ -17,11 +18,16 @@ from typing import Any
 from accelerate_core.constants import ERR_BUILD, ERR_FORWARD, ERR_MISSING_DEPENDENCY, ERR_TEST_FAILED
 
 GENERATE_TOKENS = 4
+OPTIONAL_DEPS = ("scipy", "PIL")
+"""Small optional libraries transformers imports for some architectures (recorded per type when used)."""
 STATUS_PASS = "pass"
 STATUS_FAIL = "fail"
 STATUS_SKIPPED = "skipped"
 _REQUIRES = re.compile(r"requires the (\w[\w.-]*) librar", re.IGNORECASE)
 _NO_MODULE = re.compile(r"No module named '([\w.]+)'")
+_MISSING_ARG = re.compile(r"forward\(\) missing \d+ required positional argument")
+REASON_NO_FORWARD = "no-forward"
+REASON_SPECIAL_INPUTS = "needs-special-inputs"
 
 
 def missing_library(message: str) -> str | None:
@@ -38,6 +44,10 @@ def _error(phase: str, e: BaseException) -> dict[str, Any]:
         cls = ERR_MISSING_DEPENDENCY
     elif isinstance(e, AssertionError) and phase == "check":
         cls = ERR_TEST_FAILED
+    elif isinstance(e, NotImplementedError) and 'missing the required "forward"' in text:
+        cls = REASON_NO_FORWARD
+    elif isinstance(e, TypeError) and _MISSING_ARG.search(text):
+        cls = REASON_SPECIAL_INPUTS
     else:
         cls = ERR_BUILD if phase == "build" else ERR_FORWARD
     out = {"ok": False, "phase": phase, "error_class": cls, "error_type": type(e).__name__, "error_message": text}
@@ -75,6 +85,7 @@ def check_one(model_type: str) -> dict[str, Any]:
     from accelerate_core.catalog.outputs import check_outputs
     from accelerate_core.catalog.overrides import override_for
 
+    loaded_before = {m for m in OPTIONAL_DEPS if m in sys.modules}
     t0 = time.perf_counter()
     try:
         built = api.build(model_type)
@@ -95,6 +106,7 @@ def check_one(model_type: str) -> dict[str, Any]:
     gen = _generate(built.model, built.inputs)
     return {
         "ok": True,
+        "optional_deps_used": sorted(m for m in OPTIONAL_DEPS if m in sys.modules and m not in loaded_before),
         "param_count": params,
         "build_s": round(t1 - t0, 4),
         "forward_s": round(t2 - t1, 4),
@@ -102,6 +114,11 @@ def check_one(model_type: str) -> dict[str, Any]:
         "input_names": sorted(built.inputs),
         "generate": gen,
     }
+
+
+def check_job(payload: dict[str, Any]) -> dict[str, Any]:
+    """Fork-server entry: ``check_one(payload["model_type"])``."""
+    return check_one(str(payload["model_type"]))
 
 
 def _static(model_type: str) -> dict[str, Any]:
@@ -135,17 +152,16 @@ def outcome(static: dict[str, Any], result: dict[str, Any] | None) -> dict[str, 
     return row
 
 
-Runner = Callable[[Callable[[str], dict[str, Any]], Sequence[str]], Iterator[tuple[str, dict[str, Any]]]]
-
-
-def sweep(types: Sequence[str], run: Runner) -> Iterator[dict[str, Any]]:
+def sweep(
+    types: Sequence[str], run: Callable[[Sequence[str]], Iterator[tuple[str, dict[str, Any]]]]
+) -> Iterator[dict[str, Any]]:
     """Yield one outcome per type: skipped ones from the catalog, the rest through ``run`` (isolated)."""
     statics = {t: _static(t) for t in types}
     for t in types:
         if not statics[t]["runnable"]:
             yield outcome(statics[t], None)
     runnable = [t for t in types if statics[t]["runnable"]]
-    for model_type, result in run(check_one, runnable):
+    for model_type, result in run(runnable):
         yield outcome(statics[model_type], result)
 
 
@@ -158,6 +174,7 @@ def summarize(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
         m["pass"] += r["status"] == STATUS_PASS
     failures = Counter(r["reason_class"] for r in rows if r["status"] != STATUS_PASS)
     needs = Counter(lib for r in rows for lib in r.get("needs", []))
+    used = Counter(lib for r in rows for lib in r.get("optional_deps_used", []))
     gen = Counter(
         "ok" if r.get("generate", {}).get("ok") else "failed" for r in rows if r.get("generate", {}).get("supported")
     )
@@ -168,6 +185,7 @@ def summarize(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
         "by_modality": dict(sorted(by_modality.items())),
         "by_reason_class": dict(failures.most_common()),
         "needs": dict(needs.most_common()),
+        "optional_deps_used": dict(used.most_common()),
         "generate": dict(gen),
     }
 
@@ -201,26 +219,46 @@ def run_check(
     jobs: int = 2,
     timeout_s: float = 60.0,
     mem_cap_mb: float = 6144.0,
+    isolation: str = "server",
     on_row: Callable[[dict[str, Any]], None] | None = None,
 ) -> list[dict[str, Any]]:
-    """Check ``types`` (each in its own forked child, ``jobs`` at a time); one outcome row per type, sorted."""
+    """Check ``types``, each isolated in its own child, ``jobs`` at a time; one outcome row per type, sorted.
+
+    Args:
+        types: Model types to check.
+        jobs: Children at once.
+        timeout_s: Hard wall-clock limit per type.
+        mem_cap_mb: Resident memory cap per type.
+        isolation: ``server`` (the project's fork server) or ``fork`` (a fork pool of this process).
+        on_row: Called with each row as it completes (progress).
+    """
     import os
     import warnings
-    from functools import partial
+
+    from accelerate_core.catalog import runners
+    from accelerate_core.errors import ConfigError
 
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     warnings.filterwarnings("ignore")
-    import torch  # noqa: F401  (preloaded once in the parent: each forked child starts warm)
-    import transformers
-
-    from accelerate_core.catalog import api, fillers, multimodal  # noqa: F401  (preloaded for every child)
-    from accelerate_core.catalog.isolate import run_isolated
-
-    transformers.logging.set_verbosity_error()  # type: ignore[no-untyped-call]
-    runner = partial(run_isolated, jobs=max(1, jobs), timeout_s=timeout_s, mem_cap_mb=mem_cap_mb)
+    if isolation not in ("server", "fork"):
+        raise ConfigError(f"isolation {isolation!r} is invalid: use server or fork")
+    make = runners.fork_server if isolation == "server" else runners.fork_pool
+    if isolation == "fork":
+        _preload()
+    run = make(jobs=max(1, jobs), timeout_s=timeout_s, mem_cap_mb=mem_cap_mb)
     rows = []
-    for row in sweep(types, runner):
+    for row in sweep(types, run):
         rows.append(row)
         if on_row is not None:
             on_row(row)
     return sorted(rows, key=lambda r: r["model_type"])
+
+
+def _preload() -> None:
+    """Import the heavy libraries once in this process, so each forked child starts warm."""
+    import torch  # noqa: F401
+    import transformers
+
+    from accelerate_core.catalog import api, fillers, multimodal  # noqa: F401
+
+    transformers.logging.set_verbosity_error()  # type: ignore[no-untyped-call]

@@ -37,14 +37,19 @@ FAMILIES = ("encoder", "decoder", "encoder-decoder")
 REASON_CLASSES = (
     "missing-dependency",
     "component",
+    "no-forward",
+    "needs-special-inputs",
     "needs-real-weights",
     "needs-tokenizer-file",
-    "needs-special-inputs",
+    "tiny-config-unsupported",
     "upstream-bug",
     "too-large",
-    "not-a-model",
 )
-"""Why an architecture is not runnable from a tiny config (never "unknown")."""
+"""Why an architecture is not runnable from a tiny config (never "unknown"): an optional library is
+missing; it is a component tested through its parent; its class has no forward (a codebook or a
+generation-only wrapper); its forward needs inputs no builder makes (a tracking session, a retriever);
+it needs real weights or a tokenizer file; the tiny config cannot be made consistent; the default
+config itself is invalid upstream; it is too large for a tiny check."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -134,16 +134,18 @@ def forward_params(model: Any) -> tuple[set[str], bool]:
 def audio_features(config: Any, batch: int) -> Any:
     """Seeded audio features in the layout the config implies.
 
-    Whisper-style encoders (``max_source_positions``) take (B, mel bins, 2 x positions); the others
-    take (B, frames, feature dim).
+    Whisper-style encoders (mel bins, no conformer subsampling) take (B, mel bins, frames: 2 x
+    ``max_source_positions`` when set); conformers and the others take (B, frames, feature dim).
     """
     import torch
 
     cfg = sub(config, "audio_config", "encoder_config", "encoder")
     src = getattr(cfg, "max_source_positions", None)
     mel = attr(cfg, ("num_mel_bins", "feature_size", "n_mels"), 80)
-    if isinstance(src, int) and src <= 3000 and hasattr(cfg, "num_mel_bins"):
-        return torch.randn(batch, int(mel), src * 2, generator=seeded())
+    conformer = hasattr(cfg, "subsampling_conv_channels") or hasattr(cfg, "subsampling_factor")
+    if hasattr(cfg, "num_mel_bins") and not conformer:
+        frames = src * 2 if isinstance(src, int) and src <= 3000 else 64
+        return torch.randn(batch, int(mel), frames, generator=seeded())
     per_channel = getattr(cfg, "input_feat_per_channel", None)
     if isinstance(per_channel, int):
         dim = per_channel * int(getattr(cfg, "input_channels", 1) or 1)

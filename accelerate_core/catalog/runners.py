@@ -1,0 +1,71 @@
+"""How ``models check`` isolates each type: through the project's fork server, or a plain fork pool.
+
+Both yield ``(model_type, result dict)`` pairs in completion order, where a result is what
+:func:`~accelerate_core.catalog.check.check_one` returned, or a classified runner failure
+(``timeout``, ``out-of-memory``, ``crashed``) with ``wall_s`` and ``peak_rss_mb``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+ENTRY = "accelerate_core.catalog.check:check_job"
+PRELOAD = (
+    "torch",
+    "transformers",
+    "transformers.modeling_utils",
+    "accelerate_core.catalog.api",
+    "accelerate_core.catalog.fillers",
+    "accelerate_core.catalog.multimodal",
+)
+
+Runner = Callable[[Sequence[str]], Iterator[tuple[str, dict[str, Any]]]]
+
+
+def _from_outcome(outcome: Any) -> dict[str, Any]:
+    base = {"wall_s": round(float(outcome.duration_s), 4), "peak_rss_mb": outcome.peak_rss_mb}
+    if outcome.ok and isinstance(outcome.value, dict):
+        return {**outcome.value, **base}
+    return {
+        **base,
+        "ok": False,
+        "phase": "runner",
+        "error_class": outcome.error_class,
+        "error_type": outcome.error_type,
+        "error_message": (outcome.error_message or "")[:1000],
+    }
+
+
+def fork_server(*, jobs: int, timeout_s: float, mem_cap_mb: float) -> Runner:
+    """A runner that sends each type to :class:`accelerate_core.runner.ForkServer`, ``jobs`` at a time."""
+
+    def run(types: Sequence[str]) -> Iterator[tuple[str, dict[str, Any]]]:
+        from accelerate_core.runner import ForkServer
+
+        env = {"OMP_NUM_THREADS": "1"} if jobs > 1 else {}
+        pending = list(types)[::-1]
+        in_flight = 0
+        with ForkServer(ENTRY, preload=PRELOAD, max_children=jobs) as server:
+            while pending or in_flight:
+                while pending and in_flight < jobs:
+                    t = pending.pop()
+                    server.submit(t, {"model_type": t}, env=env, time_limit_s=timeout_s, mem_cap_mb=int(mem_cap_mb))
+                    in_flight += 1
+                for outcome in server.poll(timeout=5.0):
+                    in_flight -= 1
+                    yield outcome.job_id, _from_outcome(outcome)
+
+    return run
+
+
+def fork_pool(*, jobs: int, timeout_s: float, mem_cap_mb: float) -> Runner:
+    """A runner forking each type from this (preloaded) process (:mod:`accelerate_core.catalog.isolate`)."""
+
+    def run(types: Sequence[str]) -> Iterator[tuple[str, dict[str, Any]]]:
+        from accelerate_core.catalog.check import check_one
+        from accelerate_core.catalog.isolate import run_isolated
+
+        yield from run_isolated(check_one, types, jobs=jobs, timeout_s=timeout_s, mem_cap_mb=mem_cap_mb)
+
+    return run
