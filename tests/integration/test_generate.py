@@ -144,7 +144,6 @@ def test_generated_tests_pass_on_cpu_and_write_measurements(config: Path, tmp_pa
     assert all(m.n >= 1 for m in written.measurements) and written.environment
 
 
-@pytest.mark.slow
 def test_generated_tests_of_30_architectures_pass_on_cpu(config: Path, tmp_path: Path) -> None:
     # Given files for 30 architectures across modalities
     out = tmp_path / "thirty"
