@@ -211,24 +211,27 @@ class _Collector:
         if self.run.error_class is not None or call.excinfo is None:
             return
         exc = call.excinfo.value
-        self.run.error_class = classify_failure(exc, getattr(report, "when", "call"), node.name)
+        entries = call.excinfo.traceback
+        in_test = bool(entries) and Path(str(entries[-1].path)) == Path(str(node.path))
+        self.run.error_class = classify_failure(exc, getattr(report, "when", "call"), node.name, in_test=in_test)
         self.run.error_type = type(exc).__name__
         self.run.error_message = _one_line(f"{node.name}: {exc}")
 
 
-def classify_failure(exc: BaseException, when: str, test_name: str) -> str:
+def classify_failure(exc: BaseException, when: str, test_name: str, *, in_test: bool = True) -> str:
     """The error class of a generated test's failure.
 
     Tagged exceptions, missing dependencies and memory errors keep the runner's class; otherwise a
     failure while collecting the module, in a fixture, or in a build test is a ``build-error``; an
-    ``AssertionError`` is ``test-failed``; anything else raised by the model is a ``forward-error``.
+    ``AssertionError`` raised by the test itself (``in_test``) is ``test-failed``; anything else raised
+    by the model (an ``assert`` inside transformers included) is a ``forward-error``.
     """
     error_class = classify_exception(exc)
     if error_class != ERR_FORWARD:
         return error_class if error_class in ERROR_CLASSES else ERR_FORWARD
     if when in ("collect", "setup") or "build" in test_name or "instantiate" in test_name:
         return ERR_BUILD
-    if isinstance(exc, AssertionError):
+    if isinstance(exc, AssertionError) and in_test:
         return ERR_TEST_FAILED
     return ERR_FORWARD
 

@@ -44,6 +44,8 @@ def test_benchmark():
 """
 ASSERTION = "def test_forward():\n    assert 1 == 2, 'outputs differ'\n"
 FORWARD = "def test_forward():\n    raise RuntimeError('mat1 and mat2 shapes cannot be multiplied')\n"
+# An assert inside library code (transformers validates inputs so) is the model failing, not the test.
+LIBRARY_ASSERT = "def test_forward():\n    import torch\n    torch._assert(False, 'Padding_idx must be in range')\n"
 BUILD = (
     "import pytest\n\n@pytest.fixture\ndef model():\n    raise ValueError('bad config')\n\n"
     "def test_forward(model):\n    pass\n"
@@ -93,11 +95,12 @@ def test_a_passing_test_is_done_with_its_measurements_and_source(server: ForkSer
     [
         (ASSERTION, ERR_TEST_FAILED, "AssertionError", "outputs differ"),
         (FORWARD, ERR_FORWARD, "RuntimeError", "shapes cannot be multiplied"),
+        (LIBRARY_ASSERT, ERR_FORWARD, "AssertionError", "Padding_idx"),
         (BUILD, ERR_BUILD, "ValueError", "bad config"),
         (MISSING, ERR_MISSING_DEPENDENCY, "ModuleNotFoundError", "natten_not_installed_here"),
         (BROKEN, ERR_RENDER, "TemplateInvalidError", "no_such_variable"),
     ],
-    ids=["assertion", "forward", "build", "missing-dependency", "render"],
+    ids=["assertion", "forward", "library-assert", "build", "missing-dependency", "render"],
 )
 def test_a_failing_model_is_a_classified_result(
     server: ForkServer, body: str, error_class: str, error_type: str, text: str
