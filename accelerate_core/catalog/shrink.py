@@ -198,7 +198,8 @@ def _stage_map(tree: Any, found: dict[int, int]) -> dict[int, int]:
 
 def _linked_list(key: str, value: list[Any], stages: dict[int, int]) -> list[Any]:
     """A list of sizes that repeats per-stage widths under another name (``encoder_in_channels``), mapped."""
-    if value and _LINKED.search(key) and not _NOT_LINKED.search(key) and all(v in stages for v in value):
+    ints = all(isinstance(v, int) and not isinstance(v, bool) for v in value)
+    if value and ints and _LINKED.search(key) and not _NOT_LINKED.search(key) and all(v in stages for v in value):
         return [stages[v] for v in value]
     return value
 

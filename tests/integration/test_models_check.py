@@ -1,0 +1,58 @@
+"""``accel models check`` end to end, in a real subprocess, each type isolated in its own fork."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+SAMPLE = ["bert", "gpt2", "vit", "wav2vec2", "clip", "timm_wrapper", "sam_prompt_encoder"]
+
+
+def _accel(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    cmd = [sys.executable, "-c", "import sys; from scheduler.cli import main; sys.exit(main())", *args]
+    return subprocess.run(cmd, capture_output=True, text=True, cwd=cwd, timeout=600, check=False)
+
+
+def test_models_check_sample_writes_classified_outcomes(tmp_path: Path) -> None:
+    # Given a sample with runnable types, one needing timm and one component
+    out = tmp_path / "check.json"
+    # When the sample is checked
+    proc = _accel(
+        "models", "check", "--models", ",".join(SAMPLE), "--jobs", "2", "--out", str(out), "--json", cwd=Path.cwd()
+    )
+    # Then it exits 0, prints counts and writes one classified row per type
+    assert proc.returncode == 0, proc.stderr
+    summary = json.loads(proc.stdout)
+    assert summary["total"] == len(SAMPLE) and summary["passed"] == 5
+    assert summary["by_reason_class"] == {"missing-dependency": 1, "component": 1}
+    rows = {r["model_type"]: r for r in json.loads(out.read_text())["outcomes"]}
+    assert set(rows) == set(SAMPLE)
+    assert rows["timm_wrapper"]["needs"] == ["timm"]
+    assert rows["gpt2"]["generate"]["ok"] and rows["bert"]["output"]["shape"][0] == 1
+
+
+def test_models_check_unknown_type_is_usage_error() -> None:
+    proc = _accel("models", "check", "--models", "bert,nope_model", cwd=Path.cwd())
+    assert proc.returncode == 2 and "nope_model" in proc.stderr and proc.stderr.count("\n") == 1
+
+
+def test_models_list_and_show_json() -> None:
+    listed = json.loads(_accel("models", "list", "--modality", "video", "--json", cwd=Path.cwd()).stdout)
+    assert listed and all(e["modality"] == "video" for e in listed)
+    shown = json.loads(_accel("models", "show", "bert", "--json", cwd=Path.cwd()).stdout)
+    assert shown["model_class"] == "BertModel" and shown["config"]["hidden_size"] == 32
+
+
+@pytest.mark.slow
+def test_full_sweep_passes_at_least_700(tmp_path: Path) -> None:
+    out = tmp_path / "all.json"
+    proc = _accel("models", "check", "--jobs", "2", "--out", str(out), "--json", cwd=Path.cwd())
+    assert proc.returncode == 0, proc.stderr
+    summary = json.loads(proc.stdout)
+    assert summary["total"] >= 822 and summary["passed"] >= 700
+    rows = json.loads(out.read_text())["outcomes"]
+    assert all(r["status"] == "pass" or r["reason_class"] for r in rows)
