@@ -164,6 +164,19 @@ def _flattened(config: Any, batch: int, seq: int, out: dict[str, Any]) -> Any:
     return torch.cat([rows, rows, patches], dim=-1)
 
 
+@filler("input_features_mask", "feature_attention_mask")
+def _features_mask(config: Any, batch: int, seq: int, out: dict[str, Any]) -> Any:
+    import torch
+
+    features = out.get("input_features")
+    if features is None:
+        return None
+    cfg = sub(config, "audio_config", "encoder_config", "encoder")
+    mel = getattr(cfg, "num_mel_bins", None)
+    frames = features.shape[-1] if features.dim() == 3 and features.shape[1] == mel else features.shape[1]
+    return torch.ones(batch, int(frames), dtype=torch.long)
+
+
 def has_filler(name: str) -> bool:
     """True when a filler makes the forward argument ``name``."""
     return name in _FILLERS
@@ -171,12 +184,16 @@ def has_filler(name: str) -> bool:
 
 def fill(model: Any, out: dict[str, Any], batch: int, seq: int, names: list[str]) -> None:
     """Fill each of ``names`` missing from ``out`` that has a filler (grid first: hidden states depend on it)."""
-    for name in sorted(names, key=lambda n: n not in ("grid_thw", "image_grid_thw", "spatial_shapes")):
+    first = ("grid_thw", "image_grid_thw", "spatial_shapes", "input_features")
+    for name in sorted(names, key=lambda n: n not in first):
         fn = _FILLERS.get(name)
         if name not in out and fn is not None:
             value = fn(model.config, batch, seq, out)
             if value is not None:
                 out[name] = value
+    grid = "grid_thw" in out or "image_grid_thw" in out
+    if grid and "pixel_values" in out and out["pixel_values"].dim() == 4:
+        out["pixel_values"] = grid_pixels(vision_of(model.config), batch)
     if "spatial_shapes" in out and "pixel_values" in out and out["pixel_values"].dim() == 4:
         n = int(out["spatial_shapes"][0].prod())
         out["pixel_values"] = patch_pixels(model.config, batch, n)

@@ -105,7 +105,15 @@ _FFN_KEYS = frozenset(
 )
 _EXPERT_KEYS = frozenset({"num_experts", "num_local_experts", "n_routed_experts", "moe_num_experts"})
 _TOPK_KEYS = frozenset(
-    {"num_experts_per_tok", "num_experts_per_token", "moe_topk", "top_k", "num_selected_experts", "moe_k"}
+    {
+        "num_experts_per_tok",
+        "num_experts_per_token",
+        "moe_topk",
+        "top_k",
+        "num_selected_experts",
+        "moe_k",
+        "top_k_experts",
+    }
 )
 _FIXED = {
     "head_dim": HEAD_DIM,
@@ -331,7 +339,7 @@ def _rotary_half(tree: dict[str, Any], head_dim: int) -> int:
 
 def _sections(half: int, n: int) -> list[int]:
     parts = [half // n] * n
-    parts[0] += half - sum(parts)
+    parts[-1] += half - sum(parts)
     return parts
 
 
@@ -364,6 +372,8 @@ def _fill_none(key: str, cfg: dict[str, Any]) -> int | None:
         return TOP_K
     if key in _EXPERT_KEYS and has_topk:
         return EXPERTS
+    if key in _FFN_KEYS and has_experts:
+        return FFN
     return None
 
 
