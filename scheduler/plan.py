@@ -54,12 +54,12 @@ PHASE_BENCH: Final[dict[str, Any]] = {"warmup": 5, "min_iters": 10, "min_duratio
 _BASE_S: Final[dict[str, float]] = {
     "text": 1.2,
     "vision": 1.5,
-    "audio": 2.0,
+    "audio": 1.7,
     "video": 2.5,
-    "multimodal": 2.5,
-    "time-series": 1.2,
+    "multimodal": 2.2,
+    "time-series": 0.5,
 }
-"""Fixed cost of one job by modality (render, build, test, benchmark loop), in seconds, from measured runs."""
+"""Mean seconds of one job by modality (render, build, test, benchmark loop) in a full CPU run on 2 cores."""
 
 _S_PER_MPARAM: Final = 0.05
 """Extra seconds per million parameters of the tiny model (bigger tiny models run slower forwards)."""
