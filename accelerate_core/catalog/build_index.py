@@ -66,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     start = time.perf_counter()
     doc = build()
-    tmp = args.out.with_suffix(".tmp")
+    tmp = args.out.with_suffix(f".{os.getpid()}.tmp")  # concurrent builders never share a temporary file
     tmp.write_text(json.dumps(doc, sort_keys=True))
     tmp.replace(args.out)
     print(f"{len(doc['entries'])} model types in {time.perf_counter() - start:.1f}s -> {args.out}", file=sys.stderr)

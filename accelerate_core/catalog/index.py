@@ -107,12 +107,14 @@ def index_path(cache_dir: Path | None = None) -> Path:
     return base / f"catalog-{transformers_version()}.json"
 
 
-def _read(path: Path) -> list[IndexEntry] | None:
+def _read(path: Path, *, fresh_only: bool = True) -> list[IndexEntry] | None:
     try:
         data = json.loads(path.read_text())
     except (OSError, ValueError):
         return None
-    if not isinstance(data, dict) or data.get("format") != INDEX_FORMAT or data.get("fingerprint") != fingerprint():
+    if not isinstance(data, dict) or data.get("format") != INDEX_FORMAT:
+        return None
+    if fresh_only and data.get("fingerprint") != fingerprint():
         return None
     return [IndexEntry.from_dict(d) for d in data["entries"]]
 
@@ -146,7 +148,8 @@ def load_index(cache_dir: Path | None = None, *, rebuild: bool = False) -> list[
     entries = None if rebuild else _read(path)
     if entries is None:
         build_index_file(path)
-        entries = _read(path)
+        # Not fingerprint-checked: the catalog's files may change while the builder runs.
+        entries = _read(path, fresh_only=False)
         if entries is None:
             raise ModelBuildError(f"the catalog index {path} is unreadable after a rebuild: delete it and retry")
     return entries
@@ -155,7 +158,7 @@ def load_index(cache_dir: Path | None = None, *, rebuild: bool = False) -> list[
 def load_extras(cache_dir: Path | None = None) -> dict[str, dict[str, Any]]:
     """Per-type facts cached next to the index: ``{type: {"config": tiny config dict, "main_input_name": ...}}``."""
     path = index_path(cache_dir)
-    if _read(path) is None:
+    if _read(path, fresh_only=False) is None:
         load_index(cache_dir)
     data = json.loads(path.read_text())
     extras: dict[str, dict[str, Any]] = data.get("extras", {})
