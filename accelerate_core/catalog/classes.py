@@ -131,23 +131,47 @@ def _module_of(config_class: type) -> str:
     return config_class.__module__.replace(".configuration_", ".modeling_")
 
 
-def _search_module(config_class: type) -> str | None:
-    """A model class in the type's modeling module whose ``config_class`` is ``config_class``."""
+def _modeling_modules(config_class: type) -> list[Any]:
+    """The type's own modeling module first, then every other ``modeling_*`` module of its package."""
+    import pkgutil
+
+    own = _module_of(config_class)
+    package = own.rsplit(".", 1)[0]
+    names = [own]
     try:
-        module = importlib.import_module(_module_of(config_class))
+        pkg = importlib.import_module(package)
+        names += sorted(
+            f"{package}.{m.name}"
+            for m in pkgutil.iter_modules(pkg.__path__)
+            if m.name.startswith("modeling_") and f"{package}.{m.name}" != own
+        )
     except ImportError:
-        return None
-    found = [
-        obj.__name__
-        for obj in vars(module).values()
-        if inspect.isclass(obj)
-        and getattr(obj, "config_class", None) is config_class
-        and obj.__module__ == module.__name__
-        and not obj.__name__.endswith("PreTrainedModel")
-        and hasattr(obj, "forward")
-    ]
-    found.sort(key=lambda n: (not n.endswith("Model"), "For" in n, len(n)))
-    return found[0] if found else None
+        pass
+    modules = []
+    for name in names:
+        try:
+            modules.append(importlib.import_module(name))
+        except ImportError:
+            continue
+    return modules
+
+
+def _search_module(config_class: type) -> str | None:
+    """A model class in the type's modeling modules whose ``config_class`` is ``config_class``."""
+    for module in _modeling_modules(config_class):
+        found = [
+            obj.__name__
+            for obj in vars(module).values()
+            if inspect.isclass(obj)
+            and getattr(obj, "config_class", None) is config_class
+            and obj.__module__ == module.__name__
+            and not obj.__name__.endswith("PreTrainedModel")
+            and hasattr(obj, "forward")
+        ]
+        if found:
+            found.sort(key=lambda n: (not n.endswith("Model"), "For" in n, len(n)))
+            return found[0]
+    return None
 
 
 def resolve_class_name(model_type: str, family: str, config_class: type) -> str | None:
@@ -177,8 +201,10 @@ def load_class(class_name: str, config_class: type) -> type:
 
     cls = getattr(transformers, class_name, None)
     if cls is None:
-        module = importlib.import_module(_module_of(config_class))
-        cls = getattr(module, class_name)
+        for module in _modeling_modules(config_class):
+            cls = getattr(module, class_name, None)
+            if cls is not None:
+                break
     if not isinstance(cls, type):
         raise TypeError(f"{class_name} is not a class")
     return cls

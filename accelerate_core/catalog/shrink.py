@@ -126,6 +126,8 @@ _FIXED = {
     "kv_lora_rank": 16,
     "q_lora_rank": 16,
     "n_group": 1,
+    "num_group": 1,
+    "num_expert_group": 1,
     "topk_group": 1,
     "n_shared_experts": 1,
     "num_shared_experts": 1,
@@ -435,7 +437,7 @@ tiny profile cannot keep consistent)."""
 
 _WIDTH_LIKE = (
     _WIDTH_KEYS | _HEAD_KEYS | _KV_KEYS | _FFN_KEYS | _STAGE_WIDTH_KEYS | _STAGE_HEAD_KEYS | frozenset(_FIXED)
-) - {"n_group", "topk_group", "n_shared_experts", "num_shared_experts"}
+) - {"n_group", "num_group", "num_expert_group", "topk_group", "n_shared_experts", "num_shared_experts"}
 
 
 def shrink_config(config: dict[str, Any], *, keep: tuple[str, ...] = (), profile: str = "tiny") -> dict[str, Any]:
