@@ -69,6 +69,14 @@ def make_config(model_type: str, config_dict: dict[str, Any]) -> Any:
         raise ModelBuildError(f"{model_type}: the tiny {cls.__name__} is invalid: {type(e).__name__}: {e}") from e
 
 
+def _with_start_token(config: dict[str, Any]) -> dict[str, Any]:
+    """An encoder-decoder generates from ``decoder_start_token_id``: use the pad id (or 0) when unset."""
+    if config.get("is_encoder_decoder") and config.get("decoder_start_token_id") is None:
+        pad = config.get("pad_token_id")
+        return {**config, "decoder_start_token_id": pad if isinstance(pad, int) else 0}
+    return config
+
+
 def reads_mrope(model_type: str) -> bool:
     """True when the type's modeling code reads ``mrope_section`` (it then needs one that fits the tiny size)."""
     import importlib.util
@@ -88,7 +96,7 @@ def reads_mrope(model_type: str) -> bool:
 def _tiny(model_type: str) -> dict[str, Any]:
     ov = override_for(model_type)
     shrunk = shrink_config(default_config_dict(model_type), keep=ov.keep, profile=ov.shrink or "tiny")
-    merged = deep_merge(shrunk, ov.config)
+    merged = _with_start_token(deep_merge(shrunk, ov.config))
     # Round trip through the config class: validates, and fills derived fields consistently.
     tiny = _jsonable(make_config(model_type, merged).to_dict())
     if fix_derived(tiny, mrope=reads_mrope(model_type)):
