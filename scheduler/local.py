@@ -131,7 +131,7 @@ def run_local(
         plan = replace(plan, params={**plan.params, "slots": n_slots})
     settings.results_db.parent.mkdir(parents=True, exist_ok=True)
     with ResultsStore.open(settings.results_db) as store:
-        run_id, pending, planned = _prepare(store, plan, resume_run_id)
+        run_id, pending, planned = _prepare(store, plan, resume_run_id, n_slots)
         summary = RunSummary(run_id=run_id, slots=n_slots, planned=planned)
         executor = _Executor(store, settings, run_id, n_slots, stop_event)
         with _stop_on_signals(stop_event), RunProgress(planned, show=show_progress) as bar:
@@ -142,7 +142,9 @@ def run_local(
     return summary
 
 
-def _prepare(store: ResultsStore, plan: RunPlan | None, resume_run_id: str | None) -> tuple[str, list[JobSpec], int]:
+def _prepare(
+    store: ResultsStore, plan: RunPlan | None, resume_run_id: str | None, slots: int
+) -> tuple[str, list[JobSpec], int]:
     """Record the plan (or read the resumed run) and return the jobs still to run, longest first.
 
     Planned jobs that are not to be run get their ``skipped`` row here (again on a resume, if a kill
@@ -156,6 +158,8 @@ def _prepare(store: ResultsStore, plan: RunPlan | None, resume_run_id: str | Non
         assert resume_run_id is not None
         run_id, params = resume_run_id, store.get_run(resume_run_id)["params"]
         unfinished = store.unfinished_jobs(run_id)
+        if params.get("slots") != slots:
+            update_params(store, run_id, slots=slots)
     store.set_run_status(run_id, RUN_RUNNING)
     reasons: dict[str, Any] = params.get(SKIPPED_PARAM, {})
     to_skip = [j for j in unfinished if j.key in reasons]
@@ -275,17 +279,22 @@ def _finish(store: ResultsStore, settings: Settings, summary: RunSummary, *, wri
     complete = bool(progress["phase_done"])  # a stop that came after the last job leaves a complete run
     summary.status = RUN_COMPLETE if complete else RUN_INTERRUPTED
     run = store.get_run(summary.run_id)
-    params = dict(run["params"])
-    params["makespan_efficiency"] = summary.efficiency
-    params.setdefault("makespan", []).append(summary.to_dict())  # one entry per invocation (resumes too)
-    # Recording a run again with no jobs updates only its params.
-    again = RunPlan(summary.run_id, run["phase"], run["created_at"], params, jobs=[], code_version=run["code_version"])
-    store.record_run(again)
+    history = [*run["params"].get("makespan", []), summary.to_dict()]  # one entry per invocation (resumes too)
+    update_params(store, summary.run_id, makespan_efficiency=summary.efficiency, makespan=history)
     store.set_run_status(summary.run_id, summary.status)
     if complete and write_report:
         summary.report_dir = settings.reports_dir / summary.run_id
         files = _write_report(store, summary.report_dir, summary.run_id, run["phase"])
         summary.report_files = {fmt: str(path) for fmt, path in files.items()}
+
+
+def update_params(store: ResultsStore, run_id: str, **changes: Any) -> None:
+    """Merge ``changes`` into a recorded run's params (recording a run again with no jobs updates only them)."""
+    run = store.get_run(run_id)
+    params = {**run["params"], **changes}
+    store.record_run(
+        RunPlan(run_id, run["phase"], run["created_at"], params, jobs=[], code_version=run["code_version"])
+    )
 
 
 def _write_report(store: ResultsStore, out_dir: Path, run_id: str, phase: str) -> dict[str, Path]:

@@ -151,6 +151,10 @@ def _resume_and_check(settings: Settings, run_id: str) -> None:
     assert all(n == 1 for _, _, n in rows)  # none doubled
     assert all(status in TERMINAL_STATUSES for _, status, _ in rows)
     assert (settings.reports_dir / run_id).is_dir()
+    with ResultsStore.open(settings.results_db, read_only=True) as store:
+        params = store.get_run(run_id)["params"]
+    assert params["makespan"][-1]["status"] == "complete" and params["slots"] == 2
+    assert params["makespan_efficiency"] == params["makespan"][-1]["efficiency"]
 
 
 @pytest.fixture
@@ -182,8 +186,11 @@ def test_sigint_stops_cleanly_and_resume_completes(
     statuses = [s for _, s, _ in _rows(run_settings, run_id)]
     assert sum(s in TERMINAL_STATUSES for s in statuses) >= 2
     assert any(s not in TERMINAL_STATUSES for s in statuses)
-    # And --resume completes it with exactly one row per job
+    # And --resume completes it with exactly one row per job; both invocations' makespans are kept
     _resume_and_check(run_settings, run_id)
+    with ResultsStore.open(run_settings.results_db, read_only=True) as store:
+        makespans = store.get_run(run_id)["params"]["makespan"]
+    assert [m["status"] for m in makespans] == ["interrupted", "complete"]
 
 
 def test_sigkill_of_the_parent_then_resume_completes(
