@@ -82,11 +82,22 @@ def _special_ids(config: Any) -> set[int]:
     return found
 
 
+def _vocab_sizes(tree: dict[str, Any]) -> list[int]:
+    """Every vocabulary size in a config tree (sub-vocabularies under 32 entries are not token vocabularies)."""
+    found = []
+    for key, value in tree.items():
+        if key == "vocab_size" and isinstance(value, int) and value >= 32:
+            found.append(value)
+        elif isinstance(value, dict):
+            found += _vocab_sizes(value)
+    return found
+
+
 def token_ids(config: Any, batch: int, length: int) -> Any:
-    """Random ids in the vocabulary that avoid every special token id."""
+    """Random ids below every vocabulary size in the config (so any embedding takes them), avoiding special ids."""
     import torch
 
-    vocab = int(attr(config, ("vocab_size",), 1024) or 1024)
+    vocab = min(_vocab_sizes(config.to_dict()), default=1024)
     banned = _special_ids(config)
     pool = [i for i in range(3, min(vocab, 1000)) if i not in banned] or [0]
     idx = torch.randint(0, len(pool), (batch, length), generator=seeded())
