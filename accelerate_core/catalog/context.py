@@ -39,6 +39,8 @@ def template_context(model_type: str, hardware: str = "cpu") -> dict[str, Any]:
     info = find(list(entries.values()), model_type) if model_type not in entries else entries[model_type]
     extra = extras.get(model_type, {})
     main = extra.get("main_input_name") or "input_ids"
+    if isinstance(main, list):  # a few models name several main inputs; the first leads
+        main = main[0] if main else "input_ids"
     ctx = info.to_dict()
     ctx.update(
         hardware=hardware,

@@ -210,6 +210,8 @@ def generic(model: Any, batch: int, seq: int, args: dict[str, Any]) -> dict[str,
 
     config = model.config
     main = getattr(model, "main_input_name", "input_ids")
+    if isinstance(main, list | tuple):  # a few models name several main inputs; the first leads
+        main = main[0] if main else "input_ids"
     params, _ = forward_params(model)
     out: dict[str, Any] = {}
     if main == "pixel_values":
@@ -240,7 +242,11 @@ def generic(model: Any, batch: int, seq: int, args: dict[str, Any]) -> dict[str,
 
 
 def _materialize(spec: Any, batch: int, seq: int) -> Any:
-    """A fixed extra input from the table: ``{shape = [...], dtype = "long"|"float"|"bool", fill = x}``."""
+    """A fixed extra input from the table: ``{shape = [...], dtype = "long"|"float"|"bool", fill = x}``.
+
+    ``B`` and ``S`` in a shape stand for the batch size and sequence length; ``ones_first = n`` makes a
+    mask with the first n positions set; ``high`` bounds random integers.
+    """
     import torch
 
     if not isinstance(spec, dict) or "shape" not in spec:
@@ -249,6 +255,10 @@ def _materialize(spec: Any, batch: int, seq: int) -> Any:
     dtype = {"long": torch.long, "float": torch.float32, "bool": torch.bool}[spec.get("dtype", "float")]
     if "fill" in spec:
         return torch.full(shape, spec["fill"], dtype=dtype)
+    if "ones_first" in spec:  # a mask marking the first n positions of the last dimension
+        mask = torch.zeros(shape, dtype=dtype)
+        mask[..., : int(spec["ones_first"])] = 1
+        return mask
     if dtype is torch.long:
         return torch.randint(0, int(spec.get("high", 2)), shape, generator=seeded())
     if dtype is torch.bool:
