@@ -177,6 +177,22 @@ def _features_mask(config: Any, batch: int, seq: int, out: dict[str, Any]) -> An
     return torch.ones(batch, int(frames), dtype=torch.long)
 
 
+@filler("inputs_embeds", "encoder_hidden_states")
+def _embeds(config: Any, batch: int, seq: int, out: dict[str, Any]) -> Any:
+    import torch
+
+    width = int(attr(config, ("hidden_size", "d_model", "embed_dim"), 32))
+    return torch.randn(batch, seq, width, generator=seeded())
+
+
+@filler("merge_sizes")
+def _merge_sizes(config: Any, batch: int, seq: int, out: dict[str, Any]) -> Any:
+    import torch
+
+    merge = int(getattr(vision_of(config), "spatial_merge_size", 1) or 1)
+    return torch.tensor([merge] * batch)
+
+
 def has_filler(name: str) -> bool:
     """True when a filler makes the forward argument ``name``."""
     return name in _FILLERS
