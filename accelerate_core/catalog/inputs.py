@@ -249,6 +249,10 @@ def _materialize(spec: Any, batch: int, seq: int) -> Any:
     """
     import torch
 
+    if isinstance(spec, dict) and "value" in spec:  # a literal tensor, e.g. a (t, h, w) grid
+        return torch.tensor(
+            spec["value"], dtype={"long": torch.long, "float": torch.float32}[spec.get("dtype", "long")]
+        )
     if not isinstance(spec, dict) or "shape" not in spec:
         return spec
     shape = [batch if d == "B" else seq if d == "S" else int(d) for d in spec["shape"]]
