@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
 
 from accelerate_core.config import Settings
@@ -169,19 +170,28 @@ def _dry_plan(run_id: str, n: int, sleep_s: float) -> RunPlan:
     return RunPlan(run_id=run_id, phase="fleet-faults", created_at=time.time(), params={"kind": "dry"}, jobs=jobs)
 
 
+_killed: set[int] = set()
+
+
 def _kill_pool_process_running(fleet: Fleet, key: str) -> int:
-    """SIGKILL the prefork pool process that is running job ``key`` now; return its pid."""
+    """SIGKILL the prefork pool process that is running job ``key`` now; return its pid.
+
+    ``inspect().active()`` can still name a pool process killed a moment ago (the node has not yet
+    noticed), so a pid already killed, or gone, is not a match: wait for the redelivered run.
+    """
     inspect = client_app(fleet.settings).control.inspect(timeout=1.0)
 
     def running() -> int | None:
         for tasks in (inspect.active() or {}).values():
             for task in tasks:
-                if task.get("id") == key and task.get("worker_pid"):
-                    return int(task["worker_pid"])
+                pid = task.get("worker_pid")
+                if task.get("id") == key and pid and int(pid) not in _killed and psutil.pid_exists(int(pid)):
+                    return int(pid)
         return None
 
     pid = wait_for(running, 60, f"job {key} to start")
     os.kill(pid, signal.SIGKILL)
+    _killed.add(pid)
     return int(pid)
 
 
