@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -64,10 +65,30 @@ def _plan(settings: Settings, phase: str, models: str, modality: str | None, har
     from accelerate_core.backends import detect
     from scheduler.plan import PlanOptions, plan_with_stores, resolve_hardware
 
-    available = detect().kinds() if local or hardware.strip() in ("", "auto") else ()
+    auto = hardware.strip() in ("", "auto")
+    if local:
+        available: Sequence[str] = detect().kinds()
+    elif auto:
+        available = _live_hardware(settings)
+    else:
+        available = ()
     kinds = resolve_hardware(hardware, available, local=local)
     options = PlanOptions(phase=phase, models=models, modality=modality, hardware=kinds)
     return plan_with_stores(settings, options, local=local, base_dir=Path.cwd(), code_version=_code_version())
+
+
+def _live_hardware(settings: Settings) -> list[str]:
+    """``--hardware auto`` on a fleet: the kinds live workers consume now (one line when there are none)."""
+    import importlib
+
+    remote = importlib.import_module("scheduler.remote")
+    kinds = list(remote.live_hardware(settings))
+    if not kinds:
+        raise fail(
+            "--hardware auto found no live worker on the broker: start one (accel worker --hardware cpu) "
+            "or name the kinds to plan for, e.g. --hardware cpu,cuda"
+        )
+    return kinds
 
 
 def _run_remote(

@@ -266,6 +266,37 @@ def test_a_job_that_keeps_killing_its_worker_stops_at_the_redelivery_cap(fleet: 
 # -- the phase run ----------------------------------------------------------------------------------------
 
 
+def test_run_with_hardware_auto_plans_for_the_queues_live_workers_consume(fleet: Fleet) -> None:
+    # Given a fleet whose only live workers are cpu nodes
+    # When `accel run --broker ... --hardware auto --wait` is run from the command line
+    result = _accel("run", "--phase", "fleet-auto", "--models", "bert,gpt2", "--hardware", "auto", "--wait",
+                    "--json", env=fleet.env)  # fmt: skip
+    # Then it plans for cpu only, and returns once the writer has every job of the run
+    assert result.returncode == 0, result.stderr
+    run_id = json.loads(result.stdout)["run_id"]
+    snap = _status(fleet, run_id)
+    assert snap.get("phase_done") and snap["terminal"] == snap["total"] == 2, snap
+    assert set(snap.get("by_hardware", {})) == {"cpu"}, snap
+
+
+def test_run_with_hardware_auto_and_no_live_worker_is_one_line(tmp_path: Path) -> None:
+    # Given a broker that no worker consumes
+    server = RedisServer(tmp_path / "redis")
+    server.start()
+    try:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("ACCEL_")}
+        env.update(ACCEL_BROKER_URL=server.url, ACCEL_RESULTS_DB=str(tmp_path / "r.duckdb"),
+                   ACCEL_TEMPLATES_DB=str(tmp_path / "t.duckdb"))  # fmt: skip
+        # When a run asks for the hardware live workers have
+        result = _accel("run", "--phase", "p", "--models", "bert", "--hardware", "auto", env=env)
+    finally:
+        server.stop()
+    # Then it refuses in one line that says what to do, and sends nothing
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2, result.stderr
+    assert len(lines) == 1 and "no live worker" in lines[0] and "accel worker" in lines[0]
+
+
 def test_phase_run_over_two_workers_records_every_job_once_and_reports(fleet: Fleet, tmp_path: Path) -> None:
     # Given a phase run of 20+ architectures planned for the fleet
     models = _models()
