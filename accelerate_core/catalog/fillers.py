@@ -193,6 +193,17 @@ def _merge_sizes(config: Any, batch: int, seq: int, out: dict[str, Any]) -> Any:
     return torch.tensor([merge] * batch)
 
 
+@filler("target_sizes", "tgt_sizes")
+def _target_sizes(config: Any, batch: int, seq: int, out: dict[str, Any]) -> Any:
+    import torch
+
+    pixels = out.get("pixel_values")
+    if pixels is None or pixels.dim() != 4:
+        return None
+    patch = int(attr(vision_of(config), ("patch_size",), 14))
+    return torch.tensor([[pixels.shape[-2] // patch, pixels.shape[-1] // patch]] * batch, dtype=torch.int32)
+
+
 def has_filler(name: str) -> bool:
     """True when a filler makes the forward argument ``name``."""
     return name in _FILLERS
