@@ -132,6 +132,25 @@ class JobResult(_Payload):
     environment: dict[str, Any] = field(default_factory=dict)
     attempt: int = 1
 
+    @classmethod
+    def for_spec(cls, spec: JobSpec, *, status: str, started_at: float, finished_at: float, **fields_: Any) -> Self:
+        """A result of ``spec``: its identity and template copied, the duration taken from the two times."""
+        template = spec.template or {}
+        fields_.setdefault("template_name", template.get("name"))
+        fields_.setdefault("template_sha", template.get("sha"))
+        return cls(
+            key=spec.key,
+            run_id=spec.run_id,
+            model_type=spec.model_type,
+            hardware=spec.hardware,
+            kind=spec.kind,
+            status=status,
+            started_at=started_at,
+            finished_at=finished_at,
+            duration_s=round(finished_at - started_at, 4),
+            **fields_,
+        )
+
     def __post_init__(self) -> None:
         if self.status not in TERMINAL_STATUSES:
             raise ConfigError(f"JobResult status {self.status!r} is not terminal: {sorted(TERMINAL_STATUSES)}")

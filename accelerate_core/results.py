@@ -99,23 +99,16 @@ def _infrastructure_result(
     environment: dict[str, Any] = {}
     if outcome.peak_rss_mb is not None:
         environment["peak_rss_mb"] = outcome.peak_rss_mb
-    return JobResult(
-        key=spec.key,
-        run_id=spec.run_id,
-        model_type=spec.model_type,
-        hardware=spec.hardware,
-        kind=spec.kind,
+    return JobResult.for_spec(
+        spec,
         status=status,
+        started_at=finished - duration,
+        finished_at=finished,
         error_class=error_class,
         error_type=outcome.error_type,
         error_message=message,
-        started_at=finished - duration,
-        finished_at=finished,
-        duration_s=duration,
         worker_id=worker_id,
         host=host,
-        template_name=(spec.template or {}).get("name"),
-        template_sha=(spec.template or {}).get("sha"),
         environment=environment,
         attempt=attempt,
     )

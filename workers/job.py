@@ -312,17 +312,11 @@ def _result(
     source: str | None = None,
     **fields_: Any,
 ) -> JobResult:
-    finished = time.time()
-    return JobResult(
-        key=spec.key,
-        run_id=spec.run_id,
-        model_type=spec.model_type,
-        hardware=spec.hardware,
-        kind=spec.kind,
+    return JobResult.for_spec(
+        spec,
         status=status,
         started_at=started,
-        finished_at=finished,
-        duration_s=round(finished - started, 4),
+        finished_at=time.time(),
         template_name=template.name if template else None,
         template_sha=template.sha if template else None,
         generated_source=source,

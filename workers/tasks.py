@@ -170,16 +170,11 @@ def dry_result(spec: JobSpec, ex: Executor, attempt: int) -> JobResult:
     if sleep_s > 0:
         time.sleep(sleep_s)
     finished = time.time()
-    return JobResult(
-        key=spec.key,
-        run_id=spec.run_id,
-        model_type=spec.model_type,
-        hardware=spec.hardware,
-        kind=spec.kind,
+    return JobResult.for_spec(
+        spec,
         status=STATUS_DONE,
         started_at=started,
         finished_at=finished,
-        duration_s=finished - started,
         worker_id=ex.worker_id,
         host=ex.host,
         attempt=attempt,
@@ -197,22 +192,15 @@ def capped_result(spec: JobSpec, ex: Executor, attempt: int) -> JobResult:
 
 def _failure(spec: JobSpec, ex: Executor, attempt: int, started: float, error_class: str, msg: str) -> JobResult:
     finished = time.time()
-    return JobResult(
-        key=spec.key,
-        run_id=spec.run_id,
-        model_type=spec.model_type,
-        hardware=spec.hardware,
-        kind=spec.kind,
+    return JobResult.for_spec(
+        spec,
         status=STATUS_TIMEOUT if error_class == ERR_TIMEOUT else STATUS_FAILED,
-        error_class=error_class,
-        error_message=msg,
         started_at=started,
         finished_at=finished,
-        duration_s=finished - started,
+        error_class=error_class,
+        error_message=msg,
         worker_id=ex.worker_id,
         host=ex.host,
-        template_name=(spec.template or {}).get("name"),
-        template_sha=(spec.template or {}).get("sha"),
         attempt=attempt,
     )
 
