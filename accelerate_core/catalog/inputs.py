@@ -249,6 +249,8 @@ def _materialize(spec: Any, batch: int, seq: int) -> Any:
     """
     import torch
 
+    if isinstance(spec, list) and spec and all(isinstance(item, dict) for item in spec):
+        return [_materialize(item, batch, seq) for item in spec]  # a list of tensors (feature pyramid)
     if isinstance(spec, dict) and "value" in spec:  # a literal tensor, e.g. a (t, h, w) grid
         return torch.tensor(
             spec["value"], dtype={"long": torch.long, "float": torch.float32}[spec.get("dtype", "long")]
