@@ -245,16 +245,17 @@ def _materialize(spec: Any, batch: int, seq: int) -> Any:
     """A fixed extra input from the table: ``{shape = [...], dtype = "long"|"float"|"bool", fill = x}``.
 
     ``B`` and ``S`` in a shape stand for the batch size and sequence length; ``ones_first = n`` makes a
-    mask with the first n positions set; ``high`` bounds random integers.
+    mask with the first n positions set; ``high`` bounds random integers; ``{value = [...]}`` is a
+    literal tensor, stacked once per sample with ``per_sample = true``; a list of specs is a list of tensors.
     """
     import torch
 
     if isinstance(spec, list) and spec and all(isinstance(item, dict) for item in spec):
         return [_materialize(item, batch, seq) for item in spec]  # a list of tensors (feature pyramid)
-    if isinstance(spec, dict) and "value" in spec:  # a literal tensor, e.g. a (t, h, w) grid
-        return torch.tensor(
-            spec["value"], dtype={"long": torch.long, "float": torch.float32}[spec.get("dtype", "long")]
-        )
+    if isinstance(spec, dict) and "value" in spec:  # a literal tensor, e.g. a (t, h, w) grid row per sample
+        dtype = {"long": torch.long, "float": torch.float32}[spec.get("dtype", "long")]
+        value = torch.tensor(spec["value"], dtype=dtype)
+        return torch.stack([value] * batch) if spec.get("per_sample") else value
     if not isinstance(spec, dict) or "shape" not in spec:
         return spec
     shape = [batch if d == "B" else seq if d == "S" else int(d) for d in spec["shape"]]
