@@ -402,6 +402,9 @@ def _shrink_level(
             out[key] = value
     if "num_hidden_layers" not in keep:
         _fix_layers(out, cfg)
+    nope, rope = out.get("qk_nope_head_dim"), out.get("qk_rope_head_dim")
+    if "qk_head_dim" in out and isinstance(nope, int) and isinstance(rope, int):
+        out["qk_head_dim"] = nope + rope  # latent attention: the query head is its two parts
     _fix_mrope(out, _head_dim(out))
     return out
 
