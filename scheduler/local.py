@@ -282,6 +282,8 @@ def _finish(store: ResultsStore, settings: Settings, summary: RunSummary, *, wri
     history = [*run["params"].get("makespan", []), summary.to_dict()]  # one entry per invocation (resumes too)
     update_params(store, summary.run_id, makespan_efficiency=summary.efficiency, makespan=history)
     store.set_run_status(summary.run_id, summary.status)
+    # The last snapshot was taken while the run was "running"; readers that cannot open the DB see the end.
+    store.write_status_snapshot(summary.run_id, snapshot_dir(settings))
     if complete and write_report:
         summary.report_dir = settings.reports_dir / summary.run_id
         files = _write_report(store, summary.report_dir, summary.run_id, run["phase"])

@@ -20,10 +20,10 @@ import pytest
 
 from accelerate_core.config import Settings
 from accelerate_core.constants import STATUS_DONE, TERMINAL_STATUSES
-from accelerate_core.store import ResultsStore
+from accelerate_core.store import ResultsStore, read_status_snapshot
 from scheduler.local import run_local
 from scheduler.plan import PlanOptions, plan_with_stores, template_lookup
-from scheduler.status import format_status, run_status
+from scheduler.status import format_status, run_status, snapshot_dir
 
 REPO = Path(__file__).resolve().parents[2]
 ACCEL = [sys.executable, "-m", "scheduler"]
@@ -110,6 +110,9 @@ def test_local_run_records_every_job_and_writes_the_report(run_settings: Setting
     status = json.loads(out.stdout)
     assert status["source"] == "db" and status["phase_done"] and status["total"] == len(SIX)
     assert any("cpu:" in line for line in format_status(status))
+    # And the snapshot (what `accel status` reads while another process holds the DB) shows the end too
+    snapshot = read_status_snapshot(plan.run_id, snapshot_dir(run_settings))
+    assert snapshot["status"] == "complete" and snapshot["phase_done"], snapshot
 
 
 @pytest.fixture
