@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, ClassVar
@@ -91,7 +92,7 @@ class DeviceInfo:
         return cls(**{k: v for k, v in data.items() if k in names})
 
 
-class Backend:
+class Backend(ABC):
     """One hardware kind: availability, devices, pinning environment, sync and peak memory.
 
     Subclasses set :attr:`kind` and implement the private hooks; the public methods are final.
@@ -176,8 +177,9 @@ class Backend:
 
     # -- hooks ------------------------------------------------------------------------------------
 
+    @abstractmethod
     def _probe(self) -> Sequence[DeviceInfo]:
-        raise NotImplementedError
+        """Enumerate this kind's devices (each backend's own probe)."""
 
     def _visible_env(self, index: int) -> dict[str, str]:
         return {}
