@@ -23,10 +23,7 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
 @pytest.fixture
 def redis_url(redis_server: RedisServer) -> str:
     """The session redis-server's URL, flushed before the test."""
-    if redis_server.proc is None or redis_server.proc.poll() is not None:
-        redis_server.start()
-    redis_server.flushall()
-    return redis_server.url
+    return redis_server.fresh()
 
 
 @pytest.fixture

@@ -17,7 +17,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,6 +32,8 @@ from accelerate_core.errors import BrokerError
 from accelerate_core.store import ResultsStore
 from scheduler.plan import PlanOptions, plan_with_stores, template_lookup
 from scheduler.remote import client_app, dispatch, live_nodes, read_status, run_remote
+from tests.support import processes
+from tests.support.processes import wait_for
 from tests.support.redis_server import RedisServer, free_port
 from workers.writer import LOCK_KEY
 
@@ -67,35 +69,15 @@ class Fleet:
     attempts: dict[str, int] = field(default_factory=dict)  # fault runs of this module -> their job's attempts
 
     def start(self, name: str, *args: str) -> subprocess.Popen[bytes]:
-        log = (self.logs / f"{name}.log").open("wb")
-        proc = subprocess.Popen(
-            [*ACCEL, *args], env=self.env, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-        )
+        proc = processes.start([*ACCEL, *args], env=self.env, cwd=REPO, log=self.logs / f"{name}.log")
         self.procs[name] = proc
         return proc
 
     def stop(self, name: str) -> None:
-        proc = self.procs.pop(name)
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(10)
+        processes.stop(self.procs.pop(name))
 
     def log(self, name: str) -> str:
         return (self.logs / f"{name}.log").read_text(errors="replace")[-3000:]
-
-
-def wait_for(check: Callable[[], Any], timeout_s: float, what: str, every_s: float = 0.3) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(every_s)
-    raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what}")
 
 
 def flower_get(fleet: Fleet, path: str, auth: bool = True) -> tuple[int, Any]:
@@ -112,9 +94,7 @@ def flower_get(fleet: Fleet, path: str, auth: bool = True) -> tuple[int, Any]:
 
 @pytest.fixture(scope="module")
 def fleet(redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
-    if redis_server.proc is None or redis_server.proc.poll() is not None:
-        redis_server.start()
-    redis_server.flushall()
+    redis_server.fresh()
     base = tmp_path_factory.mktemp("fleet")
     templates = base / "templates.duckdb"
     template_lookup(Settings(templates_db=templates))  # sync the shipped templates once

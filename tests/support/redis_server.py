@@ -79,6 +79,13 @@ class RedisServer:
                 self.proc.wait(5)
         self.proc = None
 
+    def fresh(self) -> str:
+        """Restart the server if it died (a fault test may have stopped it), empty it, and return its URL."""
+        if self.proc is None or self.proc.poll() is not None:
+            self.start()
+        self.flushall()
+        return self.url
+
     def flushall(self) -> None:
         with socket.create_connection(("127.0.0.1", self.port), timeout=2) as s:
             s.sendall(b"FLUSHALL\r\n")
