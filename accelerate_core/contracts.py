@@ -14,6 +14,7 @@ from typing import Any, Self
 
 from accelerate_core.constants import HARDWARE_KINDS, JOB_KINDS, TERMINAL_STATUSES
 from accelerate_core.errors import ConfigError
+from accelerate_core.names import check_name
 
 
 def job_key(run_id: str, model_type: str, hardware: str, kind: str) -> str:
@@ -57,6 +58,9 @@ class TemplateRef(_Payload):
     body: str
     version: int = 1
 
+    def __post_init__(self) -> None:
+        check_name(self.name, "TemplateRef.name")
+
 
 @dataclass(frozen=True, slots=True)
 class JobSpec(_Payload):
@@ -77,6 +81,8 @@ class JobSpec(_Payload):
     bench: dict[str, Any] = field(default_factory=dict)  # BenchConfig overrides (warmup, min_iters, ...)
 
     def __post_init__(self) -> None:
+        check_name(self.run_id, "JobSpec.run_id")
+        check_name(self.model_type, "JobSpec.model_type")
         if self.hardware not in HARDWARE_KINDS:
             raise ConfigError(f"unknown hardware {self.hardware!r}: use one of {', '.join(HARDWARE_KINDS)}")
         if self.kind not in JOB_KINDS:
@@ -152,6 +158,8 @@ class JobResult(_Payload):
         )
 
     def __post_init__(self) -> None:
+        check_name(self.run_id, "JobResult.run_id")
+        check_name(self.model_type, "JobResult.model_type")
         if self.status not in TERMINAL_STATUSES:
             raise ConfigError(f"JobResult status {self.status!r} is not terminal: {sorted(TERMINAL_STATUSES)}")
 
@@ -166,6 +174,10 @@ class RunPlan(_Payload):
     params: dict[str, Any]
     jobs: list[dict[str, Any]]  # JobSpec.to_dict() each
     code_version: str = ""
+
+    def __post_init__(self) -> None:
+        check_name(self.run_id, "RunPlan.run_id")
+        check_name(self.phase, "RunPlan.phase")
 
     def job_specs(self) -> list[JobSpec]:
         """The planned jobs as :class:`JobSpec`."""

@@ -19,6 +19,7 @@ from typing import Any
 from accelerate_core.config import Settings
 from accelerate_core.constants import HARDWARE_KINDS
 from accelerate_core.errors import AccelerateError
+from accelerate_core.names import check_node_name
 from workers import pinning
 
 logger = logging.getLogger(__name__)
@@ -47,7 +48,7 @@ def _parse(argv: list[str]) -> argparse.Namespace:
 def run_worker(args: argparse.Namespace) -> int:
     """Pin this process, then run a prefork Celery worker on the hardware's queue."""
     pin = pinning.Pinning(args.hardware, args.device, args.threads)
-    node = args.node or pin.node_name()
+    node = check_node_name(args.node or pin.node_name(), "--node")
     pinning.apply(pin)
     os.environ[pinning.NODE_ENV] = node
     settings = Settings.load()

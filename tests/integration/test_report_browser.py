@@ -6,6 +6,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import duckdb
 import pytest
 from PIL import Image
 
@@ -56,10 +57,11 @@ def _pixels_near(img: Image.Image, hex_colour: str, tol: int = 12) -> int:
 
 def test_html_report_renders_its_plots_in_chromium(tmp_path: Path) -> None:
     # Given a report with two runs (so every plot has data), a failure and an escaped model name
-    models = ("bert", "gpt2", "vit", "whisper", "<b>bold</b>")
+    models = ("bert", "gpt2", "vit", "whisper", "bold")
     runs = [SyntheticRun(r, phase="q4", models=models, hardware=("cpu", "cuda"), created_at=t) for r, t in
             (("base", 1.0), ("cur", 2.0))]  # fmt: skip
-    with ResultsStore.open(tmp_path / "results.duckdb") as store:
+    db = tmp_path / "results.duckdb"
+    with ResultsStore.open(db) as store:
         for i, run in enumerate(runs):
             store.record_run(run.plan())
             store.record_results(
@@ -67,7 +69,11 @@ def test_html_report_renders_its_plots_in_chromium(tmp_path: Path) -> None:
                 + [run.result(m, "cuda", latency=0.002) for m in models[:-1]]
                 + [run.result(models[-1], "cuda", status="failed")]
             )
+    with duckdb.connect(str(db)) as conn:  # names are checked on the way in; an older store may hold this one
+        conn.execute("UPDATE jobs SET model_type = '<b>bold</b>' WHERE model_type = 'bold'")
+    with ResultsStore.open(db, read_only=True) as store:
         paths = write_report(build_report(store, "cur", use_catalog=False), tmp_path / "report", ("html",))
+    assert "&lt;b&gt;bold&lt;/b&gt;" in paths["html"].read_text()
     # When Chromium renders the page
     img = _screenshot(paths["html"], tmp_path / "shot.png", tmp_path / "profile")
     # Then the page is not blank, and the plots' own colours are painted
