@@ -1,10 +1,12 @@
 """Typed, frozen, validated settings; the only module that reads ``os.environ`` for configuration.
 
 Sources, later ones winning: built-in defaults < a TOML file (``--config``, ``ACCEL_CONFIG`` or
-``./accel.toml``) < ``ACCEL_*`` environment variables. Every value is validated when
-:class:`Settings` is constructed; a bad one raises :class:`~accelerate_core.errors.ConfigError` whose
-message is one line naming the setting and what to fix. Passwords inside URLs are never printed:
-use :func:`redact_url` or :meth:`Settings.describe`.
+``./accel.toml``) < ``ACCEL_*`` environment variables < command-line flags (``--broker``, ``--jobs``).
+Every value is checked for its type and range when :class:`Settings` is built; a bad one raises
+:class:`~accelerate_core.errors.ConfigError` whose message is one line naming where the value came from
+(``accel.toml: concurrency = 'x'``, ``ACCEL_CONCURRENCY='x'`` or ``--jobs 0``) and what to fix. Secrets
+inside URLs (the password, a ``?password=`` parameter) are never printed: use :func:`redact_url` or
+:meth:`Settings.describe`.
 
 TOML layout (every key optional)::
 
@@ -34,46 +36,150 @@ TOML layout (every key optional)::
 
 from __future__ import annotations
 
+import ipaddress
+import math
 import os
+import re
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from typing import Any, Final
+from urllib.parse import parse_qsl, unquote, urlsplit
 
-from accelerate_core.constants import ENV_PREFIX, JOB_KIND_DRY, JOB_KIND_TEST, QUEUE_PREFIX, RESULTS_QUEUE
+from accelerate_core.constants import ENV_PREFIX, JOB_KIND_DRY, JOB_KIND_TEST, JOB_KINDS, QUEUE_PREFIX, RESULTS_QUEUE
 from accelerate_core.errors import ConfigError
+from accelerate_core.names import NAME_RULE, is_name
 
 _BROKER_SCHEMES = ("redis", "rediss")
 DEFAULT_CONFIG_FILE = "accel.toml"
 """Read from the working directory when neither ``--config`` nor ``ACCEL_CONFIG`` names a file."""
 
+MAX_TIME_LIMIT_S: Final = 7 * 24 * 3600.0
+"""The longest hard time limit a job kind may have, in seconds (the broker's visibility timeout exceeds it)."""
+
+BROKER_URL_PARAMS: Final = ("ssl_cert_reqs", "ssl_ca_certs", "ssl_certfile", "ssl_keyfile")
+"""The only query parameters a broker URL may carry (TLS, ``rediss://``): Celery's kombu and redis-py both
+read these the same way; anything else one of them would misread or refuse."""
+
+_HOST = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,252}")
+
 
 def redact_url(url: str | None) -> str:
-    """Return ``url`` with any password replaced by ``***`` (safe to print or log)."""
+    """Return ``url`` with its password and every query value but the TLS options replaced by ``***``.
+
+    Never raises, whatever ``url`` holds (a malformed URL is redacted generously rather than parsed): the
+    userinfo runs to the *last* ``@``, so a password holding ``/``, ``?`` or ``#`` is hidden whole.
+    """
     if not url:
         return "(none)"
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    user = parts.username or ""
-    host = parts.hostname or ""
-    port = f":{parts.port}" if parts.port else ""
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}{port}"))
+    scheme, sep, rest = url.partition("://")
+    if sep and "@" in rest:
+        userinfo, _, after = rest.rpartition("@")
+        user, colon, _ = userinfo.partition(":")
+        rest = f"{user}:***@{after}" if colon else f"{userinfo}@{after}"
+    head, question, query = rest.partition("?")
+    if question:
+        query = "&".join(_redact_param(p) for p in query.split("&"))
+    return f"{scheme}{sep}{head}{question}{query}"
+
+
+def _redact_param(param: str) -> str:
+    key, equals, _ = param.partition("=")
+    return param if not equals or unquote(key) in BROKER_URL_PARAMS else f"{key}=***"
+
+
+def broker_url_problem(url: str) -> str | None:
+    """What is wrong with a broker URL and what to do, or None when redis-py and kombu read it alike and safely."""
+    scheme, sep, _ = url.partition("://")
+    if scheme not in _BROKER_SCHEMES or not sep:
+        return "is not a Redis URL: use redis://HOST:PORT/DB (or unset it for the embedded default)"
+    if "#" in url:
+        return "contains '#': percent-encode it (%23) where it is part of the password"
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "is not a valid URL: use redis://HOST:PORT/DB, an IPv6 host in brackets ([::1])"
+    if "@" in parts.path + parts.query:
+        return "has an '@' after the host: percent-encode '/', '?' and '@' in the password (%2F, %3F, %40)"
+    try:  # Python's own message would quote the port, which may be a password misread as one
+        port = parts.port
+    except ValueError:
+        return "has an invalid port: give a number 1-65535 after the host, redis://HOST:PORT/DB"
+    if not _valid_host(parts.hostname or ""):
+        return "has no valid host: use redis://HOST:PORT/DB, an IPv6 host in brackets ([::1])"
+    if port == 0:
+        return "has port 0: give the broker's TCP port, 1-65535"
+    if parts.path not in ("", "/") and not (parts.path[1:].isascii() and parts.path[1:].isdigit()):
+        return "names no database number: end it with /DB, e.g. /0"
+    return _query_problem(scheme, parts.query)
+
+
+def _valid_host(host: str) -> bool:
+    if ":" in host:
+        try:
+            ipaddress.IPv6Address(host)
+        except ValueError:
+            return False
+        return True
+    return _HOST.fullmatch(host) is not None
+
+
+def _query_problem(scheme: str, query: str) -> str | None:
+    try:
+        pairs = parse_qsl(query, keep_blank_values=True, strict_parsing=True) if query else []
+    except ValueError:
+        return "has a malformed query: write ?key=value&key=value"
+    keys = [k for k, _ in pairs]
+    if any("pass" in k.lower() for k in keys):
+        return "carries a password as a query parameter: put it in the URL instead, redis://:PASSWORD@HOST:PORT/DB"
+    unknown = sorted({k for k in keys if k not in BROKER_URL_PARAMS})
+    if unknown or len(set(keys)) != len(keys):
+        return f"has unknown or repeated parameters {unknown or keys}: only {', '.join(BROKER_URL_PARAMS)}, once each"
+    if scheme == "redis" and keys:
+        return "sets TLS options on a plain redis:// URL: use rediss:// for TLS"
+    if scheme == "rediss" and dict(pairs).get("ssl_cert_reqs") != "required":
+        return (
+            "asks for TLS without certificate verification (Celery would fall back to CERT_NONE): "
+            "add ?ssl_cert_reqs=required (and &ssl_ca_certs=/path/ca.pem for a private CA)"
+        )
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class Source:
+    """Where one setting's value came from, so a message about it names the place to fix it."""
+
+    kind: str
+    """``file`` (a TOML file), ``env`` (an environment variable) or ``flag`` (a command-line flag)."""
+    name: str
+    """The file's path, the variable's name or the flag."""
+
+    def subject(self, key: str, value: object) -> str:
+        """How a message names the value: ``a.toml: concurrency = 'x'``, ``ACCEL_CONCURRENCY='x'``, ``--jobs 0``."""
+        if self.kind == "file":
+            return f"{self.name}: {key} = {value!r}"
+        if self.kind == "env":
+            return f"{self.name}={value!r}"
+        return f"{self.name} {value!r}"
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.name}"
 
 
 @dataclass(frozen=True, slots=True)
 class TimeLimit:
-    """Soft and hard wall-clock limits of one job kind, in seconds (soft < hard)."""
+    """Soft and hard wall-clock limits of one job kind, in seconds (soft < hard <= a week)."""
 
     soft_s: float
     hard_s: float
 
     def __post_init__(self) -> None:
-        if not 0 < self.soft_s < self.hard_s:
+        if not 0 < self.soft_s < self.hard_s <= MAX_TIME_LIMIT_S:
             raise ConfigError(
-                f"time limit soft_s={self.soft_s} hard_s={self.hard_s} is invalid: need 0 < soft_s < hard_s"
+                f"time limit soft_s={self.soft_s} hard_s={self.hard_s} is invalid: "
+                f"need 0 < soft_s < hard_s <= {MAX_TIME_LIMIT_S:.0f}"
             )
 
 
@@ -101,17 +207,31 @@ class BenchConfig:
     def __post_init__(self) -> None:
         for name in ("batch_sizes", "seq_lens"):
             values = getattr(self, name)
-            if not values or any(not isinstance(v, int) or v < 1 for v in values):
+            if not values or any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in values):
                 raise ConfigError(f"bench.{name}={values!r} is invalid: give positive integers, e.g. [1, 4]")
+        if self.image_size is not None and self.image_size < 1:
+            raise ConfigError(f"bench.image_size={self.image_size} is invalid: give a positive number of pixels")
         if self.warmup < 0 or self.min_iters < 1 or self.new_tokens < 1:
             raise ConfigError("bench.warmup must be >= 0, bench.min_iters and bench.new_tokens >= 1")
-        if not 0 <= self.min_duration_s <= self.max_duration_s:
-            raise ConfigError("bench durations invalid: need 0 <= min_duration_s <= max_duration_s")
+        if not 0 <= self.min_duration_s <= self.max_duration_s < math.inf:
+            raise ConfigError("bench durations invalid: need 0 <= min_duration_s <= max_duration_s, both finite")
+
+
+_INT_RANGES: Final[dict[str, tuple[int, int, str]]] = {
+    "redelivery_cap": (1, 1000, "deliveries of one job before it is recorded as failed"),
+    "mem_cap_mb": (64, 2**24, "MiB per job"),
+    "concurrency": (0, 4096, "jobs at once; 0 means one per core"),
+    "flower_port": (1, 65535, "a TCP port"),
+}
 
 
 @dataclass(frozen=True, slots=True)
 class Settings:
-    """Every setting of the fleet. Construct with :meth:`load`; pass it explicitly, never globally."""
+    """Every setting of the fleet. Construct with :meth:`load`; pass it explicitly, never globally.
+
+    ``sources`` says where each value that is not a default came from (keys like ``concurrency``,
+    ``time_limits.test.soft_s``, ``bench.batch_sizes``); messages about a value name it.
+    """
 
     broker_url: str | None = None
     results_db: Path = Path("accel-data/results.duckdb")
@@ -127,26 +247,40 @@ class Settings:
     flower_password: str | None = None
     flower_port: int = 5555
     bench: BenchConfig = field(default_factory=BenchConfig)
+    sources: Mapping[str, Source] = field(default_factory=dict, compare=False)
 
     def __post_init__(self) -> None:
         if self.broker_url is not None:
-            scheme = urlsplit(self.broker_url).scheme
-            if scheme not in _BROKER_SCHEMES or "//" not in self.broker_url:
-                raise ConfigError(
-                    f"ACCEL_BROKER_URL={redact_url(self.broker_url)!r} is not a Redis URL: "
-                    "use redis://HOST:PORT/DB (or unset it for the embedded default)"
-                )
-        if self.redelivery_cap < 1:
-            raise ConfigError(f"redelivery_cap={self.redelivery_cap} is invalid: it must be >= 1")
-        if self.mem_cap_mb < 64:
-            raise ConfigError(f"mem_cap_mb={self.mem_cap_mb} is invalid: give at least 64 (MiB)")
-        if self.concurrency < 0:
-            raise ConfigError(f"concurrency={self.concurrency} is invalid: 0 means one per core, else >= 1")
-        if not 0 < self.flower_port < 65536:
-            raise ConfigError(f"flower_port={self.flower_port} is invalid: give a TCP port 1-65535")
-        for kind in (JOB_KIND_TEST, JOB_KIND_DRY):
+            problem = broker_url_problem(self.broker_url)
+            if problem:
+                raise ConfigError(f"{self._subject('broker_url', redact_url(self.broker_url))} {problem}")
+        for name, (low, high, meaning) in _INT_RANGES.items():
+            value = getattr(self, name)
+            if not low <= value <= high:
+                raise ConfigError(f"{self._subject(name, value)} is out of range: give {low}..{high} ({meaning})")
+        for name in ("queue_prefix", "results_queue"):
+            if not is_name(getattr(self, name)):
+                raise ConfigError(f"{self._subject(name, getattr(self, name))} is not a valid queue name: {NAME_RULE}")
+        self._check_flower_credentials()
+        for kind in JOB_KINDS:
             if kind not in self.time_limits:
                 raise ConfigError(f"time_limits has no entry for job kind {kind!r}: add [time_limits.{kind}]")
+
+    def _check_flower_credentials(self) -> None:
+        # Flower splits its basic-auth option on ',' (several users), so a comma in the password would
+        # make its tail a credential of its own; ':' separates the user from the password.
+        if not self.flower_user or any(c in self.flower_user for c in ":,"):
+            raise ConfigError(
+                f"{self._subject('flower_user', self.flower_user)} is invalid: give a name without ':' or ','"
+            )
+        if self.flower_password is not None and "," in self.flower_password:
+            source = self.sources.get("flower_password")
+            where = source.name if source else "flower_password"
+            raise ConfigError(f"{where}: the Flower password contains ',': Flower would split it, pick another")
+
+    def _subject(self, key: str, value: object) -> str:
+        source = self.sources.get(key)
+        return source.subject(key, value) if source else f"{key}={value!r}"
 
     def __repr__(self) -> str:
         return f"Settings({self.describe()!r})"
@@ -176,6 +310,8 @@ class Settings:
         out: dict[str, Any] = {}
         for f in fields(self):
             value = getattr(self, f.name)
+            if f.name == "sources":
+                continue
             if f.name == "broker_url":
                 value = redact_url(value)
             elif f.name == "flower_password":
@@ -189,9 +325,22 @@ class Settings:
             out[f.name] = value
         return out
 
-    def with_overrides(self, **changes: Any) -> Settings:
-        """Return a copy with ``changes`` applied (validated again)."""
-        return replace(self, **changes)
+    def source_of(self, name: str) -> str:
+        """Where a setting (or the keys under ``time_limits`` and ``bench``) came from; ``default`` if nowhere."""
+        found = {str(s) for key, s in self.sources.items() if key == name or key.startswith(f"{name}.")}
+        return ", ".join(sorted(found)) or "default"
+
+    def with_overrides(self, *, source: str | None = None, **changes: Any) -> Settings:
+        """Return a copy with ``changes`` applied and validated again.
+
+        Args:
+            source: the command-line flag the changes came from (``--jobs``), named by any message about them.
+            **changes: settings to replace.
+        """
+        sources = {k: v for k, v in self.sources.items() if k not in changes}
+        if source is not None:
+            sources.update(dict.fromkeys(changes, Source("flag", source)))
+        return replace(self, **changes, sources=sources)
 
     @classmethod
     def load(cls, config_file: str | Path | None = None, environ: Mapping[str, str] | None = None) -> Settings:
@@ -202,25 +351,26 @@ class Settings:
             environ: the environment to read (defaults to ``os.environ``; tests pass a dict).
 
         Raises:
-            ConfigError: a file is missing or malformed, or a value is invalid.
+            ConfigError: a file is missing or malformed, or a value is invalid (one line naming its source).
         """
         env = os.environ if environ is None else environ
-        data = _read_toml(_config_path(config_file, env))
-        data = _merge_env(data, env)
-        return _from_mapping(data)
+        path = _config_path(config_file, env)
+        raw = _flatten(_read_toml(path), Source("file", str(path))) if path is not None else {}
+        raw.update(_from_env(env))
+        return _build(raw)
 
 
 def _config_path(config_file: str | Path | None, env: Mapping[str, str]) -> Path | None:
     if config_file is not None:
         path = Path(config_file)
         if not path.is_file():
-            raise ConfigError(f"config file {path} does not exist: check the --config path")
+            raise ConfigError(f"config file {path} does not exist or is not a file: check the --config path")
         return path
     named = env.get(f"{ENV_PREFIX}CONFIG")
     if named:
         path = Path(named)
         if not path.is_file():
-            raise ConfigError(f"ACCEL_CONFIG={named} does not exist: point it at a TOML file or unset it")
+            raise ConfigError(f"ACCEL_CONFIG={named!r} is not a file: point it at a TOML file or unset it")
         return path
     default = Path(DEFAULT_CONFIG_FILE)
     return default if default.is_file() else None
@@ -234,99 +384,185 @@ def _read_toml(path: Path | None) -> dict[str, Any]:
             return tomllib.load(fh)
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"config file {path} is not valid TOML ({e}): fix that line") from e
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"config file {path} is not UTF-8 (byte {e.start}): save it as UTF-8") from e
     except OSError as e:
         raise ConfigError(f"config file {path} cannot be read ({e.strerror}): check its permissions") from e
 
 
-_SCALAR_ENV: dict[str, type] = {
-    "broker_url": str,
-    "results_db": str,
-    "templates_db": str,
-    "reports_dir": str,
-    "queue_prefix": str,
-    "results_queue": str,
-    "redelivery_cap": int,
-    "mem_cap_mb": int,
-    "concurrency": int,
-    "flower_user": str,
-    "flower_password": str,
-    "flower_port": int,
+# -- reading: every value arrives as (raw value, where it came from) under a dotted key ----------------
+
+Raw = dict[str, tuple[Any, Source]]
+_BENCH_FIELDS: Final = tuple(f.name for f in fields(BenchConfig))
+_LIMIT_BOUNDS: Final = ("soft_s", "hard_s")
+
+
+def _flatten(data: Mapping[str, Any], source: Source) -> Raw:
+    """The TOML file's values by dotted key; an unknown key or a section that is not a table is refused."""
+    out: Raw = {}
+    for key, value in data.items():
+        if key in _PARSERS:
+            out[key] = (value, source)
+        elif key == "time_limits":
+            for kind, spec in _table(value, "time_limits", source, JOB_KINDS).items():
+                for bound, bound_value in _table(spec, f"time_limits.{kind}", source, _LIMIT_BOUNDS).items():
+                    out[f"time_limits.{kind}.{bound}"] = (bound_value, source)
+        elif key == "bench":
+            for name, bench_value in _table(value, "bench", source, _BENCH_FIELDS).items():
+                out[f"bench.{name}"] = (bench_value, source)
+        else:
+            known = ", ".join([*_PARSERS, "time_limits", "bench"])
+            raise ConfigError(f"{source.name}: unknown setting {key!r}: the settings are {known}")
+    return out
+
+
+def _table(value: Any, key: str, source: Source, known: tuple[str, ...]) -> Mapping[str, Any]:
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"{source.subject(key, value)} is not a table: write [{key}] with keys {', '.join(known)}")
+    unknown = sorted(set(value) - set(known))
+    if unknown:
+        raise ConfigError(f"{source.name}: [{key}] has unknown key(s) {unknown}: the keys are {', '.join(known)}")
+    return value
+
+
+def _from_env(env: Mapping[str, str]) -> Raw:
+    out: Raw = {}
+    for name in _PARSERS:
+        var = f"{ENV_PREFIX}{name.upper()}"
+        if var in env:
+            out[name] = (env[var], Source("env", var))
+    for kind in JOB_KINDS:
+        for bound in _LIMIT_BOUNDS:
+            var = f"{ENV_PREFIX}{kind.upper()}_{bound.upper()}"
+            if var in env:
+                out[f"time_limits.{kind}.{bound}"] = (env[var], Source("env", var))
+    return out
+
+
+# -- parsing: one parser per type; text from the environment is parsed, TOML values must have the type --
+
+
+def _type_name(value: object) -> str:
+    names = {bool: "a boolean", int: "an integer", float: "a number", str: "a string", list: "an array"}
+    return names.get(type(value), "a table" if isinstance(value, Mapping) else f"a {type(value).__name__}")
+
+
+def _as_int(value: object, from_env: bool) -> int:
+    if from_env and isinstance(value, str):
+        try:
+            return int(value.strip())
+        except ValueError:
+            raise ValueError("is not an integer: give a whole number") from None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"is {_type_name(value)}, not an integer: give a whole number without quotes")
+    return value
+
+
+def _as_float(value: object, from_env: bool) -> float:
+    if from_env and isinstance(value, str):
+        try:
+            number = float(value.strip())
+        except ValueError:
+            raise ValueError("is not a number: give seconds, e.g. 120") from None
+    elif isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError(f"is {_type_name(value)}, not a number: give seconds without quotes, e.g. 120")
+    else:
+        number = float(value)
+    if not math.isfinite(number):
+        raise ValueError("is not a finite number")
+    return number
+
+
+def _as_str(value: object, from_env: bool) -> str:
+    if not isinstance(value, str):
+        raise ValueError(f"is {_type_name(value)}, not a string: put it in quotes")
+    return value
+
+
+def _as_optional_str(value: object, from_env: bool) -> str | None:
+    return _as_str(value, from_env) or None
+
+
+def _as_path(value: object, from_env: bool) -> Path:
+    text = _as_str(value, from_env)
+    if not text or "\x00" in text:
+        raise ValueError("is not a usable path: give a file or folder name")
+    return Path(text)
+
+
+def _as_sizes(value: object, from_env: bool) -> tuple[int, ...]:
+    if not isinstance(value, list) or any(isinstance(v, bool) or not isinstance(v, int) for v in value):
+        raise ValueError(f"is {_type_name(value)}, not an array of integers: write e.g. [1, 4]")
+    return tuple(value)
+
+
+Parser = Callable[[object, bool], Any]
+_PARSERS: Final[dict[str, Parser]] = {
+    "broker_url": _as_optional_str,
+    "results_db": _as_path,
+    "templates_db": _as_path,
+    "reports_dir": _as_path,
+    "queue_prefix": _as_str,
+    "results_queue": _as_str,
+    "redelivery_cap": _as_int,
+    "mem_cap_mb": _as_int,
+    "concurrency": _as_int,
+    "flower_user": _as_str,
+    "flower_password": _as_optional_str,
+    "flower_port": _as_int,
+}
+"""The top-level settings a TOML file or an ``ACCEL_<NAME>`` variable may set, with their parsers."""
+
+_BENCH_PARSERS: Final[dict[str, Parser]] = {
+    "batch_sizes": _as_sizes,
+    "seq_lens": _as_sizes,
+    "image_size": _as_int,
+    "warmup": _as_int,
+    "min_iters": _as_int,
+    "min_duration_s": _as_float,
+    "max_duration_s": _as_float,
+    "new_tokens": _as_int,
 }
 
 
-def _merge_env(data: dict[str, Any], env: Mapping[str, str]) -> dict[str, Any]:
-    merged = dict(data)
-    for name in _SCALAR_ENV:
-        raw = env.get(f"{ENV_PREFIX}{name.upper()}")
-        if raw is not None:
-            merged[name] = raw
-    limits = {k: dict(v) for k, v in dict(merged.get("time_limits", {})).items()}
-    for kind in (JOB_KIND_TEST, JOB_KIND_DRY):
-        for bound in ("soft_s", "hard_s"):
-            raw = env.get(f"{ENV_PREFIX}{kind.upper()}_{bound.upper()}")
-            if raw is not None:
-                limits.setdefault(kind, {})[bound] = raw
-    if limits:
-        merged["time_limits"] = limits
-    return merged
+def _parser(key: str) -> Parser:
+    if key.startswith("time_limits."):
+        return _as_float
+    if key.startswith("bench."):
+        return _BENCH_PARSERS[key.removeprefix("bench.")]
+    return _PARSERS[key]
 
 
-def _coerce(name: str, raw: Any, kind: type) -> Any:
-    if isinstance(raw, kind) and not (kind is int and isinstance(raw, bool)):
-        return raw
-    if isinstance(raw, str):
-        try:
-            return kind(raw)
-        except ValueError as e:
-            raise ConfigError(f"{name}={raw!r} is not a valid {kind.__name__}: fix ACCEL_{name.upper()}") from e
-    if kind is float and isinstance(raw, int) and not isinstance(raw, bool):
-        return float(raw)
-    raise ConfigError(f"{name}={raw!r} has the wrong type: expected {kind.__name__}")
-
-
-def _from_mapping(data: Mapping[str, Any]) -> Settings:
-    unknown = set(data) - set(_SCALAR_ENV) - {"time_limits", "bench"}
-    if unknown:
-        raise ConfigError(f"unknown setting(s) {sorted(unknown)}: see accelerate_core/config.py for the keys")
-    kwargs: dict[str, Any] = {}
-    for name, kind in _SCALAR_ENV.items():
-        if name in data:
-            value = _coerce(name, data[name], kind)
-            if name in ("broker_url", "flower_password") and value == "":
-                value = None
-            kwargs[name] = Path(value) if name in ("results_db", "templates_db", "reports_dir") else value
-    if "time_limits" in data:
-        kwargs["time_limits"] = _time_limits(data["time_limits"])
-    if "bench" in data:
-        kwargs["bench"] = _bench(data["bench"])
-    return Settings(**kwargs)
-
-
-def _time_limits(raw: Any) -> dict[str, TimeLimit]:
-    if not isinstance(raw, Mapping):
-        raise ConfigError("time_limits must be a table: [time_limits.test] soft_s = 120, hard_s = 180")
-    limits = _default_time_limits()
-    for kind, spec in raw.items():
-        base = limits.get(kind, TimeLimit(120.0, 180.0))
-        if not isinstance(spec, Mapping):
-            raise ConfigError(f"time_limits.{kind} must be a table with soft_s and hard_s")
-        soft = _coerce(f"{kind}_soft_s", spec.get("soft_s", base.soft_s), float)
-        hard = _coerce(f"{kind}_hard_s", spec.get("hard_s", base.hard_s), float)
-        limits[kind] = TimeLimit(soft, hard)
-    return limits
-
-
-def _bench(raw: Any) -> BenchConfig:
-    if not isinstance(raw, Mapping):
-        raise ConfigError("bench must be a table: [bench] batch_sizes = [1, 4]")
-    known = {f.name: f for f in fields(BenchConfig)}
-    unknown = set(raw) - set(known)
-    if unknown:
-        raise ConfigError(f"unknown bench setting(s) {sorted(unknown)}: known are {sorted(known)}")
-    kwargs: dict[str, Any] = {}
-    for key, value in raw.items():
-        kwargs[key] = tuple(value) if isinstance(value, list) else value
+def _parse(key: str, value: Any, source: Source) -> Any:
+    shown = redact_url(value) if key == "broker_url" and isinstance(value, str) else value
+    if key == "flower_password":
+        shown = "***"
     try:
-        return BenchConfig(**kwargs)
-    except TypeError as e:
-        raise ConfigError(f"bench settings invalid ({e}): check their types") from e
+        return _parser(key)(value, source.kind == "env")
+    except ValueError as e:
+        raise ConfigError(f"{source.subject(key, shown)} {e}") from None
+
+
+@contextmanager
+def _located(raw: Raw, prefix: str) -> Iterator[None]:
+    """Prefix a ConfigError raised by a nested object with where its values came from."""
+    try:
+        yield
+    except ConfigError as e:
+        where = sorted({s.name for key, (_, s) in raw.items() if key.startswith(prefix)})
+        raise ConfigError(f"{' and '.join(where) or prefix.rstrip('.')}: {e}") from None
+
+
+def _build(raw: Raw) -> Settings:
+    values = {key: _parse(key, value, source) for key, (value, source) in raw.items()}
+    kwargs: dict[str, Any] = {key: v for key, v in values.items() if "." not in key}
+    limits = _default_time_limits()
+    for kind in JOB_KINDS:
+        given = {b: values[f"time_limits.{kind}.{b}"] for b in _LIMIT_BOUNDS if f"time_limits.{kind}.{b}" in values}
+        if given:
+            with _located(raw, f"time_limits.{kind}."):
+                limits[kind] = replace(limits[kind], **given)
+    bench = {key.removeprefix("bench."): v for key, v in values.items() if key.startswith("bench.")}
+    with _located(raw, "bench."):
+        kwargs["bench"] = BenchConfig(**bench)
+    return Settings(**kwargs, time_limits=limits, sources={key: source for key, (_, source) in raw.items()})

@@ -19,7 +19,7 @@ want="$(sha1sum pyproject.toml | cut -c1-40)${1:-}"
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ] || ! .venv/bin/python -c 'import accelerate_core, scheduler' >/dev/null 2>&1; then
   echo "bootstrap: installing accelerate-fleet"
   if [ "${1:-}" = "--dev" ]; then
-    pip_q -e . pytest pytest-timeout ruff mypy
+    pip_q -e . pytest pytest-timeout ruff mypy hypothesis
   else
     pip_q -e .
   fi

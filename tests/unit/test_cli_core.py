@@ -46,7 +46,7 @@ def test_detect_table(tmp_path: Path) -> None:
         (("detect",), {"ACCEL_BROKER_URL": "nonsense"}, None, "ACCEL_BROKER_URL='nonsense' is not a Redis URL"),
         (("--config", "bad.toml", "detect"), {}, "broker_url = [\n", "bad.toml is not valid TOML"),
         (("--config", "absent.toml", "detect"), {}, None, "absent.toml does not exist"),
-        (("config", "show"), {"ACCEL_REDELIVERY_CAP": "many"}, None, "redelivery_cap='many' is not a valid int"),
+        (("config", "show"), {"ACCEL_REDELIVERY_CAP": "many"}, None, "ACCEL_REDELIVERY_CAP='many' is not an integer"),
     ],
 )
 def test_bad_configuration_is_one_line_and_exit_2(
