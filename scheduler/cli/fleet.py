@@ -74,13 +74,15 @@ def _child_env(config_file: Path | None) -> dict[str, str]:
     return env
 
 
-def _run_nodes(commands: list[list[str]], env: dict[str, str]) -> int:
-    """Run one node in place of this process, or several as children until they all end."""
+def _run_nodes(commands: list[list[str]], env: dict[str, str], cwd: str | None = None) -> int:
+    """Run one node in place of this process, or several as children until they all end (in ``cwd`` if given)."""
     if len(commands) == 1:
         sys.stdout.flush()
         sys.stderr.flush()
+        if cwd is not None:
+            os.chdir(cwd)
         os.execvpe(commands[0][0], commands[0], env)
-    procs = [subprocess.Popen(cmd, env=env) for cmd in commands]
+    procs = [subprocess.Popen(cmd, env=env, cwd=cwd) for cmd in commands]
 
     def forward(signum: int, _frame: object) -> None:
         for p in procs:
@@ -132,7 +134,9 @@ def worker(
         cmd = [sys.executable, "-m", "workers", "worker", "--hardware", hardware, "--device", str(index)]
         cmd += ["--node", name, "--concurrency", str(concurrency), "--threads", str(threads), "--loglevel", loglevel]
         commands.append(cmd)
-    err.print(f"accel worker: starting {', '.join(n for _, n in nodes)} on {settings.queue_for(hardware)}")
+    err.print(
+        f"accel worker: starting {', '.join(n for _, n in nodes)} on {settings.queue_for(hardware)}", markup=False
+    )
     raise typer.Exit(_run_nodes(commands, _child_env(state(ctx).config_file)))
 
 
@@ -150,23 +154,48 @@ def writer(
     raise typer.Exit(_run_nodes([cmd], _child_env(state(ctx).config_file)))
 
 
-def flower_env(settings: Settings, address: str, port: int) -> dict[str, str]:
-    """Flower's environment: broker and basic auth through variables, never on the command line (ps)."""
+FLOWER_CWD = "/"
+"""Flower's working directory: one no user can write to, so no ``celeryconfig.py`` is picked up from it."""
+
+FLOWER_CONTROL_WARNING = (
+    "accel flower: --allow-control: every logged-in Flower user can now send tasks (run code on the workers), "
+    "revoke them and shut workers down"
+)
+"""Printed when Flower is started with control on (it is read-only by default)."""
+
+
+def flower_env(settings: Settings, address: str, port: int, *, allow_control: bool = False) -> dict[str, str]:
+    """Flower's environment: only the ``FLOWER_*`` options set here, never one inherited.
+
+    Flower turns every ``FLOWER_*`` variable into an option (and reads ``FLOWER_UNAUTHENTICATED_API``
+    directly), and Celery reads ``CELERY_*``: both families are dropped from this process's environment and
+    only ours are set. Broker and basic auth travel as variables, never on the command line (``ps``).
+    ``FLOWER_CONF`` points at an empty file so no ``flowerconfig.py`` in the working directory is run.
+
+    Args:
+        settings: the broker and the Flower credentials.
+        address: the bind address.
+        port: the TCP port.
+        allow_control: let logged-in users send, revoke and shut down (read-only otherwise).
+
+    Raises:
+        ConfigError: no Flower password, or no broker, is configured.
+    """
     from scheduler.remote import broker_url
 
     if not settings.flower_password:
         raise ConfigError(
             "Flower needs a password: set ACCEL_FLOWER_PASSWORD (or flower_password in accel.toml); "
-            "its API would otherwise let anyone revoke tasks and shut workers down"
+            "without one anyone who reaches its port could read every job's arguments"
         )
-    if ":" in settings.flower_user:
-        raise ConfigError(f"flower_user {settings.flower_user!r} must not contain ':'")
-    env = dict(os.environ)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("FLOWER_", "CELERY_"))}
     env.update(
         CELERY_BROKER_URL=broker_url(settings),
         FLOWER_BASIC_AUTH=f"{settings.flower_user}:{settings.flower_password}",
         FLOWER_ADDRESS=address,
         FLOWER_PORT=str(port),
+        FLOWER_READ_ONLY="false" if allow_control else "true",
+        FLOWER_CONF=os.devnull,
     )
     return env
 
@@ -177,14 +206,24 @@ def flower(
         str, typer.Option("--address", help="bind address; /metrics and /healthcheck are not password-protected")
     ] = FLOWER_DEFAULT_ADDRESS,
     port: Annotated[int | None, typer.Option("--port", help="default: flower_port from the settings")] = None,
+    allow_control: Annotated[
+        bool,
+        typer.Option("--allow-control", help="let logged-in users send tasks, revoke them and shut workers down"),
+    ] = False,
 ) -> None:
-    """Start Flower on the fleet's broker, with basic auth from the settings (refuses without a password)."""
+    """Start Flower on the fleet's broker: read-only, with basic auth from the settings (refuses without a password)."""
     settings = state(ctx).settings
-    env = flower_env(settings, address, port or settings.flower_port)
+    if port is not None:
+        settings = settings.with_overrides(flower_port=port, source="--port")
+    env = flower_env(settings, address, settings.flower_port, allow_control=allow_control)
     from scheduler.remote import check_broker
 
     check_broker(settings)
     if address not in ("127.0.0.1", "localhost", "::1"):
-        err.print(f"accel flower: binding {address}: /metrics and /healthcheck answer without a password")
-    cmd = [sys.executable, "-m", "celery", "flower"]
-    raise typer.Exit(_run_nodes([cmd], env))
+        err.print(f"accel flower: binding {address}: /metrics and /healthcheck answer without a password", markup=False)
+    if allow_control:
+        err.print(FLOWER_CONTROL_WARNING, markup=False)
+    # Celery imports a celeryconfig.py from the working directory (it puts it on sys.path itself), so Flower
+    # runs in the filesystem root, with -P so that folder is not on its sys.path either.
+    cmd = [sys.executable, "-P", "-m", "celery", "flower"]
+    raise typer.Exit(_run_nodes([cmd], env, cwd=FLOWER_CWD))
