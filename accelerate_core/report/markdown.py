@@ -1,4 +1,4 @@
-"""The report as Markdown (pipe tables; every cell escaped so no text can become markup)."""
+"""The report as Markdown (pipe tables; every cell and heading escaped so no text can become markup)."""
 
 from __future__ import annotations
 
@@ -6,17 +6,20 @@ from accelerate_core.report import tables
 from accelerate_core.report.model import Comparison, FailureGroup, Report
 from accelerate_core.report.tables import Table
 
+_MD_ESCAPES = str.maketrans(
+    {c: "\\" + c for c in "\\`*_[]!|~#"} | {"&": "&amp;", "<": "&lt;", ">": "&gt;", "\r": " ", "\n": " "}
+)
+"""Backslash-escapes the characters of inline Markdown (code spans, emphasis, links and images, table pipes,
+strikethrough, heading closers), turns HTML's brackets into entities and line breaks into spaces."""
+
 
 def md_cell(text: str) -> str:
-    """Escape text for a Markdown table cell: pipes, line breaks and HTML brackets."""
-    return (
-        text.replace("&", "&amp;")
-        .replace("<", "&lt;")
-        .replace(">", "&gt;")
-        .replace("|", "\\|")
-        .replace("\r", " ")
-        .replace("\n", " ")
-    )
+    """Escape text for a table cell or a heading: it renders as the same literal text, never as markup.
+
+    No code span, emphasis, link, image, raw HTML or extra table cell can come out of it; ``://`` is
+    escaped too, so a URL in an error message is not turned into a link by GFM's autolinker.
+    """
+    return text.translate(_MD_ESCAPES).replace("://", ":\\/\\/")
 
 
 def md_table(table: Table) -> str:

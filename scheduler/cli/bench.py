@@ -14,6 +14,7 @@ import typer
 
 from accelerate_core.config import BenchConfig
 from accelerate_core.constants import JOB_KIND_TEST
+from accelerate_core.errors import ConfigError
 from scheduler.cli.common import EXIT_JOB_FAILED, EXIT_USAGE, emit_json, err, fail, out, state
 
 if TYPE_CHECKING:
@@ -24,7 +25,11 @@ ENTRY = "accelerate_core.bench.job:bench_entry"
 
 
 def parse_sizes(raw: str | None, option: str) -> tuple[int, ...] | None:
-    """``"1,4"`` -> ``(1, 4)``; None stays None. Raises ``typer.Exit(2)`` with one line when malformed."""
+    """``"1,4"`` -> ``(1, 4)``; None stays None.
+
+    Raises:
+        ConfigError: not positive integers separated by commas (one line naming ``option``).
+    """
     if raw is None:
         return None
     try:
@@ -32,7 +37,7 @@ def parse_sizes(raw: str | None, option: str) -> tuple[int, ...] | None:
     except ValueError:
         values = ()
     if not values or any(v < 1 for v in values):
-        raise fail(f"{option} {raw!r} is invalid: give positive integers separated by commas, e.g. 1,4")
+        raise ConfigError(f"{option} {raw!r} is invalid: give positive integers separated by commas, e.g. 1,4")
     return values
 
 
@@ -50,6 +55,9 @@ def bench(
     as_json: Annotated[bool, typer.Option("--json", help="print the result as JSON")] = False,
 ) -> None:
     """Benchmark one model type: load time, first call, latency p50/p90/p99, throughput, memory."""
+    from accelerate_core.names import check_name
+
+    check_name(model_type, "MODEL_TYPE")
     settings = state(ctx).settings
     config = _bench_config(settings.bench, parse_sizes(batch, "--batch"), parse_sizes(seq, "--seq"))
     if image_size is not None:
@@ -78,11 +86,13 @@ def _pin(hardware: str, device: int, threads: int | None) -> dict[str, str]:
 def _run(
     model_type: str, hardware: str, config: BenchConfig, env: dict[str, str], limit_s: float, cap_mb: int
 ) -> ChildOutcome:
+    from rich.text import Text
+
     from accelerate_core.runner import ForkServer
 
     payload = {"model_type": model_type, "hardware": hardware, "bench": _config_dict(config)}
     with (
-        err.status(f"benchmarking {model_type} on {hardware}...", spinner="dots"),
+        err.status(Text(f"benchmarking {model_type} on {hardware}..."), spinner="dots"),
         ForkServer(ENTRY) as runner,
     ):
         return runner.run(f"bench-{model_type}-{hardware}", payload, env=env, time_limit_s=limit_s, mem_cap_mb=cap_mb)
@@ -131,7 +141,8 @@ def _fmt(value: float | None, digits: int = 1) -> str:
 def print_table(value: dict[str, Any]) -> None:
     """Print the benchmark result as a rich table, one row per shape."""
     from rich.console import Console
-    from rich.table import Table
+
+    from scheduler.cli.text import PlainTable
 
     by_metric: dict[tuple[int, int], dict[str, dict[str, Any]]] = {}
     single: dict[str, float | None] = {}
@@ -144,7 +155,7 @@ def print_table(value: dict[str, Any]) -> None:
     title = f"{value['model_type']} ({value['model_class']}) on {value['hardware']}: {env.get('device_name')}"
     if value.get("image_size"):
         title += f", images {value['image_size']}x{value['image_size']}"
-    table = Table(title=title)
+    table = PlainTable(title=title)
     for column in _COLUMNS:
         table.add_column(column, justify="right", no_wrap=True)
     for (batch, seq), metrics in sorted(by_metric.items()):
@@ -157,7 +168,7 @@ def print_table(value: dict[str, Any]) -> None:
             _fmt(metrics.get("peak_memory", {}).get("p50")),
         )  # fmt: skip
     # Piped output has no terminal width (rich assumes 80): give the table room rather than truncate it.
-    console = out if out.is_terminal else Console(highlight=False, width=max(out.width, 140))
+    console = out if out.is_terminal else Console(highlight=False, emoji=False, width=max(out.width, 140))
     console.print(table)
     out.print(
         f"load {_fmt_ms(single.get('load_time'))} ms, first call {_fmt_ms(single.get('first_call'))} ms; "

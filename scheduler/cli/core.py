@@ -44,9 +44,9 @@ def detect_command(
 
 
 def _print_inventory(inventory: Inventory) -> None:
-    from rich.table import Table
+    from scheduler.cli.text import PlainTable
 
-    table = Table(title=f"Hardware on {inventory.host} ({inventory.system} {inventory.machine})")
+    table = PlainTable(title=f"Hardware on {inventory.host} ({inventory.system} {inventory.machine})")
     for column in ("Device", "Name", "Memory (MiB)", "Driver", "Runtime", "Capability / arch", "Cores / threads"):
         table.add_column(column)
     for d in inventory.devices:
@@ -134,18 +134,17 @@ def config_show_command(
     ctx: typer.Context,
     as_json: Annotated[bool, typer.Option("--json", help="print the settings as JSON")] = False,
 ) -> None:
-    """Show the effective settings, passwords redacted."""
-    described = state(ctx).settings.describe()
+    """Show the effective settings (passwords redacted) and where each came from."""
+    settings = state(ctx).settings
+    described = settings.describe()
     if as_json:
         emit_json(described)
         return
-    from rich.table import Table
+    from scheduler.cli.text import PlainTable
 
-    table = Table(title="Settings (defaults < TOML file < ACCEL_* variables)")
-    table.add_column("Setting")
-    table.add_column("Value")
+    table = PlainTable("Setting", "Value", "Source", title="Settings (defaults < TOML file < ACCEL_* variables)")
     for key, value in described.items():
-        table.add_row(key, _flat(value))
+        table.add_row(key, _flat(value), settings.source_of(key))
     out.print(table)
 
 

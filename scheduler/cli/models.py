@@ -33,13 +33,13 @@ def list_models(
     if as_json:
         emit_json([e.to_dict() for e in entries])
         return
-    from rich.table import Table
+    from scheduler.cli.text import PlainTable
 
-    table = Table("model type", "modality", "family", "class", "runnable")
+    table = PlainTable("model type", "modality", "family", "class", "runnable")
     for e in entries:
         table.add_row(e.model_type, e.modality, e.family, e.model_class or "-", "yes" if e.runnable else e.reason_class)
     out.print(table)
-    out.print(f"{len(entries)} model types")
+    out.print(f"{len(entries)} model types", markup=False)
 
 
 @models_app.command("show")
@@ -49,8 +49,9 @@ def show_model(
 ) -> None:
     """Show one model type: catalog facts and its tiny config."""
     from accelerate_core.catalog.context import template_context
+    from accelerate_core.names import check_name
 
-    ctx = template_context(model_type)
+    ctx = template_context(check_name(model_type, "MODEL_TYPE"))
     if as_json:
         emit_json(ctx)
         return
@@ -67,15 +68,15 @@ def show_model(
 
 
 def _print_summary(summary: dict[str, Any]) -> None:
-    from rich.table import Table
+    from scheduler.cli.text import PlainTable
 
-    out.print(f"{summary['passed']} of {summary['total']} model types passed in {summary['wall_s']:.0f}s")
-    table = Table("modality", "passed", "total")
+    out.print(f"{summary['passed']} of {summary['total']} model types passed in {summary['wall_s']:.0f}s", markup=False)
+    table = PlainTable("modality", "passed", "total")
     for name, counts in summary["by_modality"].items():
         table.add_row(name, str(counts["pass"]), str(counts["total"]))
     out.print(table)
     if summary["by_reason_class"]:
-        reasons = Table("not passing: reason class", "types")
+        reasons = PlainTable("not passing: reason class", "types")
         for name, count in summary["by_reason_class"].items():
             reasons.add_row(str(name), str(count))
         out.print(reasons)

@@ -38,13 +38,19 @@ def run_command(
     as_json: Annotated[bool, typer.Option("--json", help="print the summary as JSON")] = False,
 ) -> None:
     """Plan a phase-end run over the selected architectures and run it; write its report."""
+    from accelerate_core.names import check_name
+
     settings = state(ctx).settings
     if broker:
-        settings = settings.with_overrides(broker_url=broker)
+        settings = settings.with_overrides(broker_url=broker, source="--broker")
     if jobs:
-        settings = settings.with_overrides(concurrency=jobs)
+        settings = settings.with_overrides(concurrency=jobs, source="--jobs")
     if resume is None and not phase:
         raise fail("give --phase NAME for a new run (or --resume RUN)")
+    if resume is not None:
+        check_name(resume, "--resume")
+    if phase is not None:
+        check_name(phase, "--phase")
     if settings.broker_url:
         _run_remote(settings, phase, models, modality, hardware, resume, wait, as_json)
         return
@@ -112,7 +118,10 @@ def _run_remote(
     if as_json:
         emit_json({"run_id": run_id, "jobs": len(plan.jobs), "broker": True, "waited": wait})
     else:
-        out.print(f"run {run_id}: {len(plan.jobs)} jobs sent to the fleet; follow it with `accel status {run_id}`")
+        out.print(
+            f"run {run_id}: {len(plan.jobs)} jobs sent to the fleet; follow it with `accel status {run_id}`",
+            markup=False,
+        )
 
 
 def _print_plan(run_id: str, params: dict[str, Any], slots: int) -> None:
@@ -157,8 +166,11 @@ def status_command(
     as_json: Annotated[bool, typer.Option("--json", help="print the status as JSON")] = False,
 ) -> None:
     """Progress of a run per hardware, its failures so far and the expected time left."""
+    from accelerate_core.names import check_name
     from scheduler.status import format_status, run_status
 
+    if run_id is not None:
+        check_name(run_id, "RUN")
     status = run_status(state(ctx).settings, run_id)
     if as_json:
         emit_json(status)

@@ -21,7 +21,15 @@ runs_app = typer.Typer(help="Runs in the results store: list, show, export.", no
 LATEST = "latest"
 """A RUN argument that names the newest run."""
 
-_RunArg = Annotated[str, typer.Argument(help="A run id (or 'latest')", metavar="RUN")]
+
+def _run_name(value: str | None) -> str | None:
+    """A RUN argument or ``--baseline``, checked before any store is opened (one line, exit 2)."""
+    from accelerate_core.names import check_name
+
+    return value if value is None else check_name(value, "RUN")
+
+
+_RunArg = Annotated[str, typer.Argument(help="A run id (or 'latest')", metavar="RUN", callback=_run_name)]
 _JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON")]
 
 
@@ -46,7 +54,10 @@ def report(
     ctx: typer.Context,
     run_id: _RunArg,
     baseline: Annotated[
-        str | None, typer.Option("--baseline", help="Compare with this run (default: previous run of the phase)")
+        str | None,
+        typer.Option(
+            "--baseline", help="Compare with this run (default: previous run of the phase)", callback=_run_name
+        ),
     ] = None,
     formats: Annotated[str, typer.Option("--format", help="Comma list of md, html, json")] = "md,html,json",
     out_dir: Annotated[Path | None, typer.Option("--out", help="Folder (default: <reports_dir>/<RUN>)")] = None,
@@ -116,11 +127,10 @@ def list_runs(ctx: typer.Context, as_json: _JsonOpt = False) -> None:
     if as_json:
         emit_json(runs)
         return
-    from rich.table import Table
-
     from accelerate_core.report.tables import fmt_time
+    from scheduler.cli.text import PlainTable
 
-    table = Table("run", "phase", "created", "status", "jobs", "done", "failed", "finished")
+    table = PlainTable("run", "phase", "created", "status", "jobs", "done", "failed", "finished")
     for r in runs:
         table.add_row(
             r["run_id"], r["phase"], fmt_time(r["created_at"]), r["status"],
@@ -143,7 +153,9 @@ def show_run(ctx: typer.Context, run_id: _RunArg, as_json: _JsonOpt = False) -> 
     out.print(
         f"run {rid}  phase {run['phase']}  status {run['status']}  code {run['code_version'] or '-'}", markup=False
     )
-    out.print(f"{prog['terminal']}/{prog['total']} jobs finished; expected {prog['expected_s_left']:.0f}s left")
+    out.print(
+        f"{prog['terminal']}/{prog['total']} jobs finished; expected {prog['expected_s_left']:.0f}s left", markup=False
+    )
     for hw, counts in sorted(prog["by_hardware"].items()):
         detail = ", ".join(f"{k} {v}" for k, v in sorted(counts.items()) if k != "total")
         out.print(f"  {hw:6} {counts['total']:5} jobs: {detail}", markup=False)

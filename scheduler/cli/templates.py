@@ -13,6 +13,7 @@ import typer
 
 from accelerate_core.constants import HARDWARE_KINDS
 from accelerate_core.errors import ConfigError
+from accelerate_core.names import check_name
 from scheduler.cli.common import EXIT_JOB_FAILED, emit_json, err, out, progress, state
 
 if TYPE_CHECKING:
@@ -82,7 +83,7 @@ def show(
     as_json: JsonOpt = False,
 ) -> None:
     """Print a template's body (the latest version, or the one asked for)."""
-    v = _store(ctx).get(name, version=version, sha=sha)
+    v = _store(ctx).get(check_name(name, "NAME"), version=version, sha=sha)
     if as_json:
         emit_json(v.to_dict())
     else:
@@ -101,10 +102,15 @@ def add(
     as_json: JsonOpt = False,
 ) -> None:
     """Validate a template (render + pytest --collect-only) and store it as a new version."""
+    check_name(name, "--name")
+    if scope_value is not None:
+        check_name(scope_value, "--scope-value")
     try:
         body = file.read_text(encoding="utf-8")
     except OSError as e:
         raise ConfigError(f"cannot read template file {file} ({e.strerror}): check the path") from e
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"template file {file} is not UTF-8 (byte {e.start}): save it as UTF-8") from e
     if scope == "model_type" and scope_value:
         from accelerate_core.catalog.index import find, load_index
 
@@ -121,7 +127,7 @@ def add(
 @templates_app.command("history")
 def history(ctx: typer.Context, name: str, as_json: JsonOpt = False) -> None:
     """List every version of a template, oldest first."""
-    versions = _store(ctx).history(name)
+    versions = _store(ctx).history(check_name(name, "NAME"))
     if as_json:
         emit_json([v.to_dict(body=False) for v in versions])
         return
@@ -135,7 +141,7 @@ def history(ctx: typer.Context, name: str, as_json: JsonOpt = False) -> None:
 @templates_app.command("diff")
 def diff(ctx: typer.Context, name: str, v1: int, v2: int) -> None:
     """Show a unified diff between two versions of a template."""
-    sys.stdout.write(_store(ctx).diff(name, v1, v2))
+    sys.stdout.write(_store(ctx).diff(check_name(name, "NAME"), v1, v2))
 
 
 @templates_app.command("render")
@@ -152,7 +158,7 @@ def render(
 
     settings = state(ctx).settings
     _check_hardware(hardware)
-    context = job_context(model_type, hardware, settings.bench)
+    context = job_context(check_name(model_type, "TYPE"), hardware, settings.bench)
     version = pick(_latest_or_sync(_store(ctx)), model_type, context["modality"], context["family"], hardware)
     source = render_job(version.to_ref(), context)
     if out_file is None:
