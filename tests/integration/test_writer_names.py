@@ -1,0 +1,82 @@
+"""Path traversal through the broker: a forged run id reaches a real writer process and writes nothing.
+
+The writer writes a finished run's report to ``reports_dir / run_id``, with the run id taken from a message
+that anyone who can write to Redis can forge. Before names were checked, a run ``../../etc/x`` with one
+finished job put ``report.md/html/json`` two folders above ``reports_dir``. Now the message is refused when
+it is decoded: one log line, no row, no file; the writer goes on with the next (valid) run.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from accelerate_core.config import Settings
+from accelerate_core.constants import TASK_RECORD_RESULT, TASK_RECORD_RUN
+from accelerate_core.contracts import job_key
+from scheduler.remote import client_app
+from tests.support import processes
+from tests.support.processes import wait_for
+from tests.support.redis_server import RedisServer
+from workers.writer import LOCK_KEY
+
+pytestmark = pytest.mark.redis
+
+FORGED = "../../etc/x"
+
+
+def _job(run_id: str) -> dict[str, Any]:
+    return {"key": job_key(run_id, "bert", "cpu", "dry"), "run_id": run_id, "model_type": "bert",
+            "hardware": "cpu", "kind": "dry"}  # fmt: skip
+
+
+def _run(run_id: str, phase: str) -> dict[str, Any]:
+    return {"run_id": run_id, "phase": phase, "created_at": time.time(), "params": {}, "jobs": [_job(run_id)]}
+
+
+def test_a_forged_run_id_reaches_the_writer_and_nothing_is_written_outside_reports_dir(
+    redis_server: RedisServer, tmp_path: Path
+) -> None:
+    # Given a real writer whose reports go to <tmp>/deep/er/reports
+    redis_server.fresh()
+    reports = tmp_path / "deep" / "er" / "reports"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ACCEL_")}
+    env.update(
+        ACCEL_BROKER_URL=redis_server.url,
+        ACCEL_RESULTS_DB=str(tmp_path / "data" / "results.duckdb"),
+        ACCEL_REPORTS_DIR=str(reports),
+    )
+    settings = Settings.load(environ=env)
+    log = tmp_path / "writer.log"
+    writer = processes.start([sys.executable, "-m", "scheduler", "writer"], env=env, cwd=tmp_path, log=log)
+    app = client_app(settings, sent_events=False)
+    try:
+        import redis
+
+        client = redis.Redis.from_url(redis_server.url)
+        wait_for(lambda: client.exists(LOCK_KEY), 60, "the writer")
+        # When a forged run (and its finished job) is sent straight to the results queue, then a valid one
+        for run_id, phase in ((FORGED, "q4"), ("ok-1", "q4")):
+            app.send_task(TASK_RECORD_RUN, kwargs={"plan": _run(run_id, phase)}, queue=settings.results_queue)
+            result = {**_job(run_id), "status": "done"}
+            app.send_task(TASK_RECORD_RESULT, kwargs={"result": result}, queue=settings.results_queue)
+        # Then the valid run is reported where it belongs ...
+        wait_for(lambda: (reports / "ok-1" / "report.md").is_file(), 60, "the valid run's report")
+    finally:
+        app.close()
+        processes.stop(writer)
+    # ... nothing exists outside reports_dir but the writer's own files, and the forged run left no trace
+    outside = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*") if reports not in (p, *p.parents))
+    assert not (tmp_path / "deep" / "etc").exists()
+    assert all(p in ("data", "deep", "deep/er", "writer.log") or p.startswith("data/") for p in outside), outside
+    assert not any("etc" in p for p in outside)
+    assert sorted(p.name for p in reports.iterdir()) == ["ok-1"]
+    dropped = [ln for ln in log.read_text().splitlines() if "dropping a message" in ln]
+    assert len(dropped) == 2, log.read_text()[-3000:]
+    assert "RunPlan.run_id '../../etc/x' is not a valid name" in dropped[0]
+    assert "JobResult.run_id '../../etc/x' is not a valid name" in dropped[1]
