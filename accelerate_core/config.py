@@ -107,7 +107,7 @@ def broker_url_problem(url: str) -> str | None:
         port = parts.port
     except ValueError:
         return "has an invalid port: give a number 1-65535 after the host, redis://HOST:PORT/DB"
-    if not _valid_host(parts.hostname or ""):
+    if not is_host(parts.hostname or ""):
         return "has no valid host: use redis://HOST:PORT/DB, an IPv6 host in brackets ([::1])"
     if port == 0:
         return "has port 0: give the broker's TCP port, 1-65535"
@@ -116,7 +116,8 @@ def broker_url_problem(url: str) -> str | None:
     return _query_problem(scheme, parts.query)
 
 
-def _valid_host(host: str) -> bool:
+def is_host(host: str) -> bool:
+    """True for a host name (letters, digits, ``.``, ``_``, ``-``) or an IP address (IPv6 without brackets)."""
     if ":" in host:
         try:
             ipaddress.IPv6Address(host)

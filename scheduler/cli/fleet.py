@@ -19,7 +19,7 @@ from typing import Annotated
 
 import typer
 
-from accelerate_core.config import Settings
+from accelerate_core.config import Settings, is_host
 from accelerate_core.constants import HARDWARE_KINDS
 from accelerate_core.errors import ConfigError, HardwareUnavailableError
 from scheduler.cli.common import err, state
@@ -215,6 +215,8 @@ def flower(
     settings = state(ctx).settings
     if port is not None:
         settings = settings.with_overrides(flower_port=port, source="--port")
+    if not is_host(address):
+        raise ConfigError(f"--address {address!r} is not an IP address or host name: e.g. 127.0.0.1")
     env = flower_env(settings, address, settings.flower_port, allow_control=allow_control)
     from scheduler.remote import check_broker
 

@@ -66,6 +66,7 @@ def _one_line_exit_2(capsys: pytest.CaptureFixture[str], argv: list[str]) -> str
         (["templates", "render", "a/b"], "TYPE 'a/b' is not a valid name"),
         (["worker", "--devices", "x"], "--devices 'x' is invalid"),
         (["flower", "--port", "99999"], "--port 99999 is out of range: give 1..65535"),
+        (["flower", "--address", "[::1]:80 x"], "--address '[::1]:80 x' is not an IP address or host name"),
     ],
 )
 def test_bad_values_on_the_command_line_are_one_line_naming_the_flag(
