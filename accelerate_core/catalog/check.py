@@ -219,46 +219,28 @@ def run_check(
     jobs: int = 2,
     timeout_s: float = 60.0,
     mem_cap_mb: float = 6144.0,
-    isolation: str = "server",
     on_row: Callable[[dict[str, Any]], None] | None = None,
 ) -> list[dict[str, Any]]:
-    """Check ``types``, each isolated in its own child, ``jobs`` at a time; one outcome row per type, sorted.
+    """Check ``types``, each in its own child of the fork server, ``jobs`` at a time; one row per type, sorted.
 
     Args:
         types: Model types to check.
         jobs: Children at once.
         timeout_s: Hard wall-clock limit per type.
         mem_cap_mb: Resident memory cap per type.
-        isolation: ``server`` (the project's fork server) or ``fork`` (a fork pool of this process).
         on_row: Called with each row as it completes (progress).
     """
     import os
     import warnings
 
-    from accelerate_core.catalog import runners
-    from accelerate_core.errors import ConfigError
+    from accelerate_core.catalog.runners import fork_server
 
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     warnings.filterwarnings("ignore")
-    if isolation not in ("server", "fork"):
-        raise ConfigError(f"isolation {isolation!r} is invalid: use server or fork")
-    make = runners.fork_server if isolation == "server" else runners.fork_pool
-    if isolation == "fork":
-        _preload()
-    run = make(jobs=max(1, jobs), timeout_s=timeout_s, mem_cap_mb=mem_cap_mb)
+    run = fork_server(jobs=max(1, jobs), timeout_s=timeout_s, mem_cap_mb=mem_cap_mb)
     rows = []
     for row in sweep(types, run):
         rows.append(row)
         if on_row is not None:
             on_row(row)
     return sorted(rows, key=lambda r: r["model_type"])
-
-
-def _preload() -> None:
-    """Import the heavy libraries once in this process, so each forked child starts warm."""
-    import torch  # noqa: F401
-    import transformers
-
-    from accelerate_core.catalog import api, fillers, multimodal  # noqa: F401
-
-    transformers.logging.set_verbosity_error()  # type: ignore[no-untyped-call]

@@ -1,6 +1,6 @@
-"""How ``models check`` isolates each type: through the project's fork server, or a plain fork pool.
+"""How ``models check`` isolates each type: one child of the project's fork server per type.
 
-Both yield ``(model_type, result dict)`` pairs in completion order, where a result is what
+The runner yields ``(model_type, result dict)`` pairs in completion order, where a result is what
 :func:`~accelerate_core.catalog.check.check_one` returned, or a classified runner failure
 (``timeout``, ``out-of-memory``, ``crashed``) with ``wall_s`` and ``peak_rss_mb``.
 """
@@ -55,17 +55,5 @@ def fork_server(*, jobs: int, timeout_s: float, mem_cap_mb: float) -> Runner:
                 for outcome in server.poll(timeout=5.0):
                     in_flight -= 1
                     yield outcome.job_id, _from_outcome(outcome)
-
-    return run
-
-
-def fork_pool(*, jobs: int, timeout_s: float, mem_cap_mb: float) -> Runner:
-    """A runner forking each type from this (preloaded) process (:mod:`accelerate_core.catalog.isolate`)."""
-
-    def run(types: Sequence[str]) -> Iterator[tuple[str, dict[str, Any]]]:
-        from accelerate_core.catalog.check import check_one
-        from accelerate_core.catalog.isolate import run_isolated
-
-        yield from run_isolated(check_one, types, jobs=jobs, timeout_s=timeout_s, mem_cap_mb=mem_cap_mb)
 
     return run

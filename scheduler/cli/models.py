@@ -89,9 +89,6 @@ def check_models(
     out_file: Annotated[Path | None, typer.Option("--out", help="Write per-type outcomes JSON here")] = None,
     timeout_s: Annotated[float, typer.Option("--timeout", min=1.0, help="Seconds per type before it is killed")] = 60.0,
     mem_cap_mb: Annotated[float, typer.Option("--mem-cap-mb", min=64.0, help="Resident memory cap per type")] = 6144.0,
-    isolation: Annotated[
-        str, typer.Option("--isolation", help="server: the project's fork server; fork: a fork pool of this process")
-    ] = "server",
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON")] = False,
 ) -> None:
     """Build and run every architecture (each isolated), then print counts per modality and failure class."""
@@ -105,9 +102,7 @@ def check_models(
         def advance(row: dict[str, Any]) -> None:
             bar.update(bar.task_ids[0], advance=1, detail=f"{row['model_type']}: {row['status']}")
 
-        rows = run_check(
-            types, jobs=jobs, timeout_s=timeout_s, mem_cap_mb=mem_cap_mb, isolation=isolation, on_row=advance
-        )
+        rows = run_check(types, jobs=jobs, timeout_s=timeout_s, mem_cap_mb=mem_cap_mb, on_row=advance)
     summary = summarize(rows)
     summary["wall_s"] = round(time.perf_counter() - start, 2)
     if out_file is not None:
