@@ -26,15 +26,16 @@ def _quantile(values: list[float], q: float) -> float:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--jobs", type=int, default=2)
-    parser.add_argument("--models", default=None)
+    parser.add_argument("--models", default="all")
     parser.add_argument("--timeout", type=float, default=60.0)
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args(argv)
 
-    from accelerate_core.catalog.check import parse_models, run_check, summarize
+    from accelerate_core.catalog.check import run_check, summarize
     from accelerate_core.catalog.index import load_index
+    from accelerate_core.selection import parse_models, select_entries
 
-    types = parse_models(args.models, [e.model_type for e in load_index()])
+    types = [e.model_type for e in select_entries(load_index(), parse_models(args.models))]
     start = time.perf_counter()
     rows = run_check(types, jobs=args.jobs, timeout_s=args.timeout)
     wall = time.perf_counter() - start

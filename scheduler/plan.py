@@ -36,7 +36,8 @@ from accelerate_core.constants import (
     STATUS_SKIPPED,
 )
 from accelerate_core.contracts import JobResult, JobSpec, RunPlan, TemplateRef, job_key
-from accelerate_core.errors import ConfigError, HardwareUnavailableError, UnknownModelError
+from accelerate_core.errors import ConfigError, HardwareUnavailableError
+from accelerate_core.selection import parse_models, select_entries  # re-exported: one --models parser
 
 if TYPE_CHECKING:
     from accelerate_core.backends import Inventory
@@ -117,65 +118,6 @@ def new_run_id(phase: str, now: float, token: str | None = None) -> str:
     stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime(now))
     safe = _RUN_ID_SAFE.sub("-", phase).strip("-")
     return f"{safe}-{stamp}-{token if token is not None else secrets.token_hex(2)}"
-
-
-def parse_models(spec: str, *, base_dir: Path | None = None) -> list[str] | None:
-    """Parse ``--models``: ``all`` -> None; ``a,b`` -> names; ``@file`` -> names in the file.
-
-    A models file holds one model type per line (commas also separate); ``#`` starts a comment.
-
-    Raises:
-        ConfigError: the spec is empty or the file cannot be read.
-    """
-    text = spec.strip()
-    if text.lower() == "all":
-        return None
-    if text.startswith("@"):
-        path = Path(text[1:])
-        if base_dir is not None and not path.is_absolute():
-            path = base_dir / path
-        try:
-            text = path.read_text(encoding="utf-8")
-        except OSError as e:
-            raise ConfigError(f"models file {path} cannot be read ({e.strerror}): check the @file path") from e
-    names: list[str] = []
-    for line in text.splitlines():
-        for item in line.split("#", 1)[0].split(","):
-            name = item.strip()
-            if name and name not in names:
-                names.append(name)
-    if not names:
-        raise ConfigError(f"--models {spec!r} names no model: give all, a,b or @file")
-    return names
-
-
-def select_entries(
-    index: Sequence[CatalogEntry], names: Sequence[str] | None, modality: str | None = None
-) -> list[CatalogEntry]:
-    """The index entries named (all when ``names`` is None), optionally of one modality, in index order.
-
-    Raises:
-        UnknownModelError: a name is not in the catalog.
-        ConfigError: the modality is unknown or leaves nothing to run.
-    """
-    by_type = {e.model_type: e for e in index}
-    if names is None:
-        chosen = list(index)
-    else:
-        unknown = [n for n in names if n not in by_type]
-        if unknown:
-            raise UnknownModelError(
-                f"unknown model type(s) {', '.join(unknown)}: see `accel models list` for the catalog"
-            )
-        chosen = [by_type[n] for n in names]
-    if modality is not None:
-        known = sorted({e.modality for e in index})
-        if modality not in known:
-            raise ConfigError(f"modality {modality!r} is unknown: use one of {', '.join(known)}")
-        chosen = [e for e in chosen if e.modality == modality]
-    if not chosen:
-        raise ConfigError("the model selection is empty: widen --models or --modality")
-    return chosen
 
 
 def estimate_seconds(entry: CatalogEntry) -> float:

@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from accelerate_core.errors import AccelerateError, ConfigError, UnknownModelError
+from accelerate_core.errors import AccelerateError, ConfigError
 from templates_db.model import TemplateVersion, pick
 from templates_db.render import generated_file_name, render_job
 
@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-__all__ = ["GenerateReport", "GeneratedFile", "generate_files", "parse_models", "select_entries"]
+__all__ = ["GenerateReport", "GeneratedFile", "generate_files"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,45 +57,6 @@ class GenerateReport:
             "skipped": self.skipped,
             "failed": self.failed,
         }
-
-
-def parse_models(spec: str) -> list[str] | None:
-    """Parse ``all`` (None), ``a,b`` or ``@file`` (one or more types a line, ``#`` comments) into types.
-
-    Raises:
-        ConfigError: an empty list or an unreadable file.
-    """
-    spec = spec.strip()
-    if spec == "all":
-        return None
-    if spec.startswith("@"):
-        path = Path(spec[1:])
-        try:
-            text = path.read_text(encoding="utf-8")
-        except OSError as e:
-            raise ConfigError(f"--models {spec}: cannot read {path} ({e.strerror}): check the path") from e
-        spec = ",".join(line.split("#", 1)[0] for line in text.splitlines())
-    names = list(dict.fromkeys(n.strip() for n in spec.replace("\n", ",").split(",") if n.strip()))
-    if not names:
-        raise ConfigError("--models names no model: give all, a comma-separated list or @file")
-    return names
-
-
-def select_entries(entries: Sequence[IndexEntry], names: Sequence[str] | None) -> list[IndexEntry]:
-    """The entries named (all when ``names`` is None), in the order given.
-
-    Raises:
-        UnknownModelError: a name is not in the catalog.
-    """
-    if names is None:
-        return list(entries)
-    by_type = {e.model_type: e for e in entries}
-    unknown = [n for n in names if n not in by_type]
-    if unknown:
-        raise UnknownModelError(
-            f"unknown model type(s) {', '.join(unknown)}: see `accel models list` for the installed ones"
-        )
-    return [by_type[n] for n in names]
 
 
 def generate_files(

@@ -190,29 +190,6 @@ def summarize(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-def parse_models(spec: str | None, known: Sequence[str]) -> list[str]:
-    """Model types from ``a,b`` or ``@file`` (one per line, ``#`` comments); all known when None/"all"."""
-    from pathlib import Path
-
-    from accelerate_core.errors import ConfigError, UnknownModelError
-
-    if spec is None or spec == "all":
-        return list(known)
-    if spec.startswith("@"):
-        try:
-            text = Path(spec[1:]).read_text()
-        except OSError as e:
-            raise ConfigError(f"cannot read the model list {spec[1:]}: {e.strerror}") from e
-        names = [line.split("#")[0].strip() for line in text.splitlines()]
-    else:
-        names = [n.strip() for n in spec.split(",")]
-    names = [n for n in dict.fromkeys(names) if n]
-    unknown = [n for n in names if n not in set(known)]
-    if unknown:
-        raise UnknownModelError(f"unknown model type(s) {', '.join(unknown)}: see `accel models list`")
-    return names
-
-
 def run_check(
     types: Sequence[str],
     *,

@@ -84,7 +84,7 @@ def _print_summary(summary: dict[str, Any]) -> None:
 
 @models_app.command("check")
 def check_models(
-    models: Annotated[str | None, typer.Option("--models", help="a,b or @file (default: every type)")] = None,
+    models: Annotated[str, typer.Option("--models", help="all | a,b | @file")] = "all",
     jobs: Annotated[int, typer.Option("--jobs", "-j", min=1, help="Types checked at once")] = 2,
     out_file: Annotated[Path | None, typer.Option("--out", help="Write per-type outcomes JSON here")] = None,
     timeout_s: Annotated[float, typer.Option("--timeout", min=1.0, help="Seconds per type before it is killed")] = 60.0,
@@ -92,10 +92,11 @@ def check_models(
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON")] = False,
 ) -> None:
     """Build and run every architecture (each isolated), then print counts per modality and failure class."""
-    from accelerate_core.catalog.check import parse_models, run_check, summarize
+    from accelerate_core.catalog.check import run_check, summarize
     from accelerate_core.catalog.index import load_index
+    from accelerate_core.selection import parse_models, select_entries
 
-    types = parse_models(models, [e.model_type for e in load_index()])
+    types = [e.model_type for e in select_entries(load_index(), parse_models(models))]
     start = time.perf_counter()
     with progress(len(types), "models check") as bar:
 

@@ -190,7 +190,8 @@ def generate(
 ) -> None:
     """Write one validated pytest file per runnable architecture; list the others with their reason."""
     from accelerate_core.catalog.index import load_index
-    from templates_db.generate import generate_files, parse_models, select_entries
+    from accelerate_core.selection import parse_models, select_entries
+    from templates_db.generate import generate_files
 
     settings = state(ctx).settings
     _check_hardware(hardware)
