@@ -9,7 +9,16 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from accelerate_core.catalog.inputs import attr, audio_features, audio_values, pixel_values, seeded, sub, token_ids
+from accelerate_core.catalog.tensors import (
+    attr,
+    audio_features,
+    audio_values,
+    image_hw,
+    pixel_values,
+    seeded,
+    sub,
+    token_ids,
+)
 
 Filler = Callable[[Any, int, int, dict[str, Any]], Any]
 _FILLERS: dict[str, Filler] = {}
@@ -121,8 +130,6 @@ def _bbox(config: Any, batch: int, seq: int, out: dict[str, Any]) -> Any:
 @filler("image_sizes")
 def _sizes(config: Any, batch: int, seq: int, out: dict[str, Any]) -> Any:
     import torch
-
-    from accelerate_core.catalog.inputs import image_hw
 
     return torch.tensor([list(image_hw(vision_of(config)))] * batch)
 

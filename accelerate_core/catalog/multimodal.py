@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from accelerate_core.catalog.inputs import pixel_values, sub
+from accelerate_core.catalog.fillers import grid_pixels, grid_thw, patch_pixels, vision_of
+from accelerate_core.catalog.tensors import pixel_values, sub, token_ids
 
 _TOKEN_KEYS = ("image_token_id", "image_token_index", "image_token")
 
@@ -62,8 +63,6 @@ def add_text(model: Any, out: dict[str, Any], batch: int, seq: int, params: set[
     """Add token ids (+ mask) to an image/audio-first model that also reads text (CLIP-style, grounding)."""
     import torch
 
-    from accelerate_core.catalog.inputs import token_ids
-
     config = model.config
     if "input_ids" not in params or "input_ids" in out or sub(config, "text_config") is config:
         return
@@ -77,8 +76,6 @@ def add_images(model: Any, out: dict[str, Any], batch: int, params: set[str]) ->
 
     if "pixel_values" not in params or "pixel_values" in out or "input_ids" not in out:
         return
-    from accelerate_core.catalog.fillers import grid_pixels, grid_thw, vision_of
-
     config = model.config
     vision = vision_of(config)
     pixels = pixel_values(vision, batch)
@@ -87,8 +84,6 @@ def add_images(model: Any, out: dict[str, Any], batch: int, params: set[str]) ->
         pixels = grid_pixels(vision, batch)
         extra["image_grid_thw"] = grid_thw(vision, batch)
     if "spatial_shapes" in params:
-        from accelerate_core.catalog.fillers import patch_pixels
-
         extra["spatial_shapes"] = torch.tensor([[4, 4]] * batch)
         extra["pixel_attention_mask"] = torch.ones(batch, 16, dtype=torch.long)
         pixels = patch_pixels(config, batch, 16)

@@ -1,11 +1,14 @@
 """The layering rules of design.md, checked on the source with ``ast`` (and once for real, in a subprocess).
 
-Two kinds of rule:
+Three kinds of rule:
 
 - *never imports*: every import anywhere in a module (inside functions too, and
   ``importlib.import_module("x")`` with a literal name) counts;
 - *light at import time*: only imports that run when the module is imported count (module level,
-  class bodies, module-level ``if``/``try``/``with``), except under ``if TYPE_CHECKING:``.
+  class bodies, module-level ``if``/``try``/``with``), except under ``if TYPE_CHECKING:``;
+- *no cycles*: the modules of the packages, linked by every import that can run (inside functions
+  too; not under ``if TYPE_CHECKING:``, not a module's own parent packages), form no circle. A cycle
+  hidden in a function-level import is still one: neither module can be understood or moved alone.
 """
 
 from __future__ import annotations
@@ -14,15 +17,18 @@ import ast
 import json
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from fnmatch import fnmatch
+from graphlib import CycleError, TopologicalSorter
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = ("accelerate_core", "templates_db", "workers", "scheduler")
+ACYCLIC = ("accelerate_core", "templates_db", "scheduler")
+"""Packages whose modules must not import each other in a circle."""
 HEAVY = ("torch", "transformers", "duckdb", "celery", "jinja2")
 
 NEVER: tuple[tuple[str, tuple[str, ...], str], ...] = (
@@ -109,12 +115,29 @@ def _import_time_nodes(body: list[ast.stmt]) -> Iterator[ast.AST]:
             yield from ast.walk(stmt)
 
 
-def imports_of(source: str, module: str, is_package: bool = False) -> list[Import]:
-    """Every import of a module's source, flagged with whether it runs at import time."""
+def _type_checking_nodes(tree: ast.AST) -> set[int]:
+    """Ids of every node under an ``if TYPE_CHECKING:`` block (type-only imports never run)."""
+    return {
+        id(inner)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.If) and _is_type_checking(node.test)
+        for stmt in node.body
+        for inner in ast.walk(stmt)
+    }
+
+
+def imports_of(source: str, module: str, is_package: bool = False, *, typing_only: bool = True) -> list[Import]:
+    """Every import of a module's source, flagged with whether it runs at import time.
+
+    With ``typing_only=False``, imports under ``if TYPE_CHECKING:`` are left out.
+    """
     tree = ast.parse(source)
     eager = {id(n) for n in _import_time_nodes(tree.body)}
+    skipped = set() if typing_only else _type_checking_nodes(tree)
     found: list[Import] = []
     for node in ast.walk(tree):
+        if id(node) in skipped:
+            continue
         names: list[str] = []
         if isinstance(node, ast.Import):
             names = [a.name for a in node.names]
@@ -150,6 +173,36 @@ def violations(rel: str, source: str) -> list[str]:
 
 def _sources() -> list[Path]:
     return sorted(p for pkg in PACKAGES for p in (ROOT / pkg).rglob("*.py") if "__pycache__" not in p.parts)
+
+
+def import_graph(modules: dict[str, str]) -> dict[str, set[str]]:
+    """Module -> the modules of ``modules`` (name -> source) it may import at run time.
+
+    An import names its deepest known module (``from a.b import c`` is ``a.b.c`` when that is a
+    module, else ``a.b``); a module's own parent packages are left out (they are imported first anyway).
+    """
+    graph: dict[str, set[str]] = {}
+    for name, source in modules.items():
+        is_package = name in {m.rpartition(".")[0] for m in modules}
+        found = imports_of(source, name, is_package, typing_only=False)
+        targets = {_known(i.name, modules) for i in found}
+        graph[name] = {t for t in targets if t and t != name and not name.startswith(t + ".")}
+    return graph
+
+
+def _known(name: str, modules: Iterable[str]) -> str:
+    while name and name not in modules:
+        name = name.rpartition(".")[0]
+    return name
+
+
+def import_cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    """One import cycle of the graph (first module repeated at the end), or None."""
+    try:
+        TopologicalSorter(graph).prepare()
+    except CycleError as e:
+        return list(reversed(e.args[1]))
+    return None
 
 
 def test_every_module_follows_the_layer_rules() -> None:
@@ -199,6 +252,39 @@ def test_the_checker_allows_what_the_rules_allow(rel: str, source: str) -> None:
 def test_relative_imports_are_resolved() -> None:
     found = imports_of("from .. import errors\nfrom .base import Backend\n", "accelerate_core.backends.cuda")
     assert {i.name for i in found} >= {"accelerate_core.errors", "accelerate_core.backends.base"}
+
+
+def test_no_package_imports_itself_in_a_circle() -> None:
+    # Given every module of the packages that must stay acyclic (catalog inputs/fillers/multimodal were one)
+    modules = {_module_name(f): f.read_text(encoding="utf-8") for f in _sources() if _top(_module_name(f)) in ACYCLIC}
+    assert "accelerate_core.catalog.inputs" in modules
+    # When their run-time imports are drawn as a graph
+    cycle = import_cycle(import_graph(modules))
+    # Then there is no cycle in it
+    assert cycle is None, "import cycle: " + " -> ".join(cycle or [])
+
+
+@pytest.mark.parametrize(
+    ("modules", "cycle"),
+    [
+        ({"p.a": "from p.b import x\n", "p.b": "def f():\n    from p import a\n", "p": ""}, True),
+        ({"p.a": "import importlib\nimportlib.import_module('p.b')\n", "p.b": "import p.a\n"}, True),
+        (
+            {
+                "p.a": "from p.b import x\n",
+                "p.b": "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    import p.a\n",
+            },
+            False,
+        ),  # a type-only import is no cycle
+        ({"p": "from p.a import x\n", "p.a": "from p import b\n", "p.b": ""}, False),  # a package and its module
+    ],
+)
+def test_the_cycle_checker(modules: dict[str, str], cycle: bool) -> None:
+    # Given modules whose imports make (or do not make) a circle; When checked; Then the cycle is found or not
+    found = import_cycle(import_graph(modules))
+    assert (found is not None) == cycle, found
+    if found:
+        assert found[0] == found[-1] and len(found) >= 3
 
 
 def _loaded_after(statement: str) -> list[str]:
