@@ -6,7 +6,9 @@ validated before it is stored (rendered against sample architectures, checked wi
 
 Each call opens the file for its own duration only (read-only for reads), so a CLI command never holds
 the lock longer than it needs; another process holding it read-write gives :class:`StoreLockedError`.
-This is the only module of ``templates_db`` that imports DuckDB (workers never open the templates DB).
+The file is opened, locked and its errors translated by :mod:`accelerate_core.database`, like the
+results store. This is the only module of ``templates_db`` that uses DuckDB (workers never open the
+templates DB).
 """
 
 from __future__ import annotations
@@ -24,7 +26,8 @@ from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from accelerate_core.errors import ConfigError, StoreError, StoreLockedError, TemplateNotFoundError
+from accelerate_core.database import Database, release, transaction
+from accelerate_core.errors import ConfigError, StoreError, TemplateNotFoundError
 from templates_db.model import HARDWARE_ANY, TemplateVersion, check_scope, pick, sha256_text
 
 if TYPE_CHECKING:
@@ -34,7 +37,6 @@ log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-_PID = re.compile(r"\(PID (\d+)\)")
 _COLUMNS = "name, version, scope, scope_value, hardware, body, sha256, created_at, note"
 _LATEST_SQL = (
     f"SELECT {_COLUMNS} FROM template_versions v WHERE version = "
@@ -48,7 +50,15 @@ _SCHEMA = (
         created_at DOUBLE NOT NULL, note VARCHAR NOT NULL DEFAULT '', PRIMARY KEY (name, version))""",
 )
 
-__all__ = ["SyncOutcome", "TemplateStore"]
+__all__ = ["TEMPLATES_DB", "SyncOutcome", "TemplateStore"]
+
+TEMPLATES_DB = Database(
+    label="templates DB",
+    setting="templates_db",
+    first_step="run `accel templates sync`",
+    when_locked="wait for it or stop it, then retry",
+)
+"""How the templates file is opened and named in errors (:mod:`accelerate_core.database`)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -230,11 +240,9 @@ class TemplateStore:
         if latest is not None and latest.sha256 == sha:
             return latest, False
         _validate(name, body, sha, hardware, contexts, collect)
-        with self._connect(write=True) as con:
-            con.execute("BEGIN TRANSACTION")
+        with self._connect(write=True) as con, transaction(con, f"add a version of template {name!r}"):
             latest = self._check_compatible(self._select_con(con, _LATEST_SQL), name, scope, value, hardware)
             if latest is not None and latest.sha256 == sha:
-                con.execute("ROLLBACK")
                 return latest, False
             version = TemplateVersion(
                 name, (latest.version if latest else 0) + 1, scope, value, hardware, body, sha, self._now(), note
@@ -243,7 +251,6 @@ class TemplateStore:
                 f"INSERT INTO template_versions ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [getattr(version, c.strip()) for c in _COLUMNS.split(",")],
             )
-            con.execute("COMMIT")
         log.info("stored template %s v%d (%s)", name, version.version, sha[:12])
         return version, True
 
@@ -287,36 +294,16 @@ class TemplateStore:
 
     @contextmanager
     def _connect(self, *, write: bool) -> Iterator[duckdb.DuckDBPyConnection]:
-        import duckdb
-
-        if write:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-        con = self._open(write)
+        con = TEMPLATES_DB.connect(self.path, read_only=not write, wait_s=self._lock_wait_s)
         try:
-            if write:
-                self._ensure_schema(con)
-            else:
-                self._check_schema(con)
-            yield con
-        except duckdb.Error as e:
-            raise self._translate(e) from e
+            with TEMPLATES_DB.translated(self.path):
+                if write:
+                    self._ensure_schema(con)
+                else:
+                    self._check_schema(con)
+                yield con
         finally:
-            con.close()
-
-    def _open(self, write: bool) -> duckdb.DuckDBPyConnection:
-        import duckdb
-
-        deadline = time.monotonic() + self._lock_wait_s
-        pause = 0.02
-        while True:
-            try:
-                return duckdb.connect(str(self.path), read_only=not write)
-            except duckdb.Error as e:
-                error = self._translate(e)
-                if not isinstance(error, StoreLockedError) or time.monotonic() + pause > deadline:
-                    raise error from e
-            time.sleep(pause)
-            pause = min(pause * 2, 0.25)
+            release(self.path, con, read_only=not write)
 
     def _ensure_schema(self, con: duckdb.DuckDBPyConnection) -> None:
         for statement in _SCHEMA:
@@ -341,16 +328,6 @@ class TemplateStore:
                 f"templates DB {self.path} has schema version {found}, this code needs {SCHEMA_VERSION}: "
                 "use a matching accelerate-fleet or a new templates_db file"
             )
-
-    def _translate(self, e: Exception) -> StoreError:
-        first = str(e).splitlines()[0] if str(e) else type(e).__name__
-        if "lock" in first.lower():
-            pid = _PID.search(first)
-            holder = f" (PID {pid.group(1)})" if pid else ""
-            return StoreLockedError(
-                f"templates DB {self.path} is locked by another process{holder}: wait for it or stop it, then retry"
-            )
-        return StoreError(f"templates DB {self.path} failed: {first}")
 
 
 def shipped_templates() -> Iterator[tuple[dict[str, Any], str]]:

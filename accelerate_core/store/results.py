@@ -15,8 +15,9 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self, TypeVar
 
+from accelerate_core import database
 from accelerate_core.errors import StoreError
-from accelerate_core.store import connection, export, reads, schema, snapshot, writes
+from accelerate_core.store import export, reads, schema, snapshot, writes
 
 if TYPE_CHECKING:
     from duckdb import DuckDBPyConnection
@@ -25,6 +26,14 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+
+RESULTS_DB = database.Database(
+    label="results store",
+    setting="results_db",
+    first_step="run `accel run` first",
+    when_locked="wait for it to finish, or read its status snapshot (accel status)",
+)
+"""How the results file is opened and named in errors (:mod:`accelerate_core.database`)."""
 
 
 class ResultsStore:
@@ -45,7 +54,7 @@ class ResultsStore:
             StoreLockedError: another process, or this one, already holds the file read-write.
             StoreError: the file is missing (read-only), unreadable, or of a newer schema.
         """
-        conn = connection.connect(path, read_only=read_only)
+        conn = RESULTS_DB.connect(path, read_only=read_only)
         store = cls(conn, str(path), read_only=read_only)
         try:
             if read_only:
@@ -60,13 +69,13 @@ class ResultsStore:
     @classmethod
     def memory(cls) -> ResultsStore:
         """A fresh in-memory store (for tests and dry runs): same schema, nothing on disk."""
-        return cls.open(connection.MEMORY)
+        return cls.open(database.MEMORY)
 
     def close(self) -> None:
         """Close the store (idempotent); a writer's file becomes free for the next opener."""
         with self._lock:
             if self._conn is not None:
-                connection.release(self.path, self._conn, read_only=self.read_only)
+                database.release(self.path, self._conn, read_only=self.read_only)
                 self._conn = None
 
     def __enter__(self) -> Self:
@@ -85,7 +94,8 @@ class ResultsStore:
         with self._lock:
             if self._conn is None:
                 raise StoreError(f"results store {self.path} is closed: open it again")
-            return fn(self._conn, *args, **kwargs)
+            with RESULTS_DB.translated(self.path):
+                return fn(self._conn, *args, **kwargs)
 
     def _write(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         if self.read_only:

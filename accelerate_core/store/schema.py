@@ -17,6 +17,7 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from accelerate_core.database import transaction
 from accelerate_core.errors import StoreError
 
 if TYPE_CHECKING:
@@ -157,8 +158,7 @@ def migrate(conn: DuckDBPyConnection, *, path: str) -> int:
     check_readable(found, path=path)
     if found == SCHEMA_VERSION:
         return found
-    conn.execute("BEGIN TRANSACTION")
-    try:
+    with transaction(conn, f"migrate results store {path} to schema version {SCHEMA_VERSION}"):
         conn.execute(_VERSION_TABLE)
         for step in MIGRATIONS:
             if step.version <= found:
@@ -167,10 +167,6 @@ def migrate(conn: DuckDBPyConnection, *, path: str) -> int:
                 conn.execute(statement)
             conn.execute("INSERT INTO schema_version VALUES (?, ?, ?)", [step.version, step.description, time.time()])
             log.info("results store %s migrated to schema version %d", path, step.version)
-        conn.execute("COMMIT")
-    except Exception:
-        conn.execute("ROLLBACK")
-        raise
     return SCHEMA_VERSION
 
 

@@ -10,12 +10,12 @@ from __future__ import annotations
 import json
 import math
 import time
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from accelerate_core.constants import STATUS_QUEUED, STATUS_RUNNING, TERMINAL_STATUSES
-from accelerate_core.errors import ConfigError, StoreError, UnknownRunError
+from accelerate_core.database import transaction
+from accelerate_core.errors import ConfigError, UnknownRunError
 from accelerate_core.store.batch import registered
 
 if TYPE_CHECKING:
@@ -27,23 +27,6 @@ RUN_STATUSES = ("planned", "running", "interrupted", "complete")
 """Every status a run can have; ``planned`` until its executor starts it."""
 
 _TERMINAL_SQL = "(" + ", ".join(f"'{s}'" for s in sorted(TERMINAL_STATUSES)) + ")"
-
-
-@contextmanager
-def transaction(conn: DuckDBPyConnection, what: str) -> Iterator[None]:
-    """One transaction: committed on success, rolled back (and raised as StoreError) on failure."""
-    import duckdb
-
-    conn.execute("BEGIN TRANSACTION")
-    try:
-        yield
-        conn.execute("COMMIT")
-    except duckdb.Error as e:
-        conn.execute("ROLLBACK")
-        raise StoreError(f"results store could not {what} ({e}): the batch was rolled back, nothing written") from e
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
 
 
 def _json(value: Any) -> str:

@@ -175,4 +175,4 @@ def test_a_locked_store_is_one_line_naming_the_file(db: Path, capsys: pytest.Cap
     finally:
         holder.communicate("", timeout=30)
     assert code_ == 1 and out == ""
-    assert err.count("\n") == 1 and f"templates DB {db} is locked by another process (PID {holder.pid})" in err
+    assert err.count("\n") == 1 and f"templates DB {db} is held read-write by process {holder.pid} (" in err

@@ -231,7 +231,7 @@ def test_a_locked_file_gives_one_line_naming_it(held_store: TemplateStore) -> No
         with pytest.raises(StoreLockedError) as info:
             call()
         message = str(info.value)
-        assert str(held_store.path) in message and "locked by another process (PID" in message
+        assert str(held_store.path) in message and "is held read-write by process " in message
         assert "\n" not in message
 
 
