@@ -85,9 +85,3 @@ def current(environ: Mapping[str, str] | None = None) -> Pinning:
         return Pinning(hardware, int(raw_index), int(threads))
     except ValueError as e:
         raise ConfigError(f"{DEVICE_ENV}={raw_index!r} or OMP_NUM_THREADS={threads!r} is not an integer") from e
-
-
-def threads_per_job(nodes: int, concurrency: int, cores: int | None = None) -> int:
-    """Cores shared fairly among ``nodes * concurrency`` concurrent jobs on this machine (at least 1)."""
-    total = cores if cores is not None else (os.cpu_count() or 1)
-    return max(1, total // max(1, nodes * concurrency))

@@ -20,7 +20,7 @@ import threading
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
-from typing import Any, ClassVar
+from typing import Any
 
 from accelerate_core.errors import HardwareUnavailableError
 
@@ -100,8 +100,6 @@ class Backend(ABC):
     """
 
     kind: str = ""
-    preference: ClassVar[int] = 0
-    """Higher is preferred by :func:`~accelerate_core.backends.select.select_hardware` (cpu lowest)."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()

@@ -66,7 +66,6 @@ class CpuBackend(Backend):
     """The host CPU (always available; one device, index 0)."""
 
     kind = "cpu"
-    preference = 0
 
     def _probe(self) -> Sequence[DeviceInfo]:
         import psutil  # ~25 ms; only detection pays it

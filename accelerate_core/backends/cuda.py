@@ -179,7 +179,6 @@ class CudaBackend(Backend):
     """NVIDIA GPUs (CUDA)."""
 
     kind = "cuda"
-    preference = 3
 
     def _probe(self) -> Sequence[DeviceInfo]:
         probes = (("nvml", probe_nvml), ("nvidia-smi", probe_nvidia_smi), ("torch", lambda: probe_loaded_torch("cuda")))

@@ -42,7 +42,6 @@ class MpsBackend(Backend):
     """Apple-silicon GPU (Metal Performance Shaders); one device sharing the unified memory."""
 
     kind = "mps"
-    preference = 2
 
     def _probe(self) -> Sequence[DeviceInfo]:
         if platform.system() != "Darwin" or platform.machine() != "arm64":

@@ -117,7 +117,6 @@ class RocmBackend(Backend):
     """AMD GPUs (ROCm/HIP)."""
 
     kind = "rocm"
-    preference = 3
 
     def _probe(self) -> Sequence[DeviceInfo]:
         try:

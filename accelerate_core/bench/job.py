@@ -95,16 +95,12 @@ def _bench(model_type: str, hardware: str, bench: BenchConfig) -> dict[str, Any]
 
 def _build(model_type: str, device: str, bench: BenchConfig) -> _Built:
     """Build through the catalog; a build failure is a ``build-error`` (a bad type stays UnknownModelError)."""
-    try:
-        from accelerate_core import catalog
+    from accelerate_core import catalog
 
-        build = catalog.build
-    except (ImportError, AttributeError):  # the catalog is not there: a tiny BERT only
-        return _fallback_bert(model_type, device)
     batch, seq = bench.batch_sizes[0], bench.seq_lens[0]
     try:
         if bench.image_size is None:
-            made = build(model_type, device=device, batch_size=batch, seq_len=seq)
+            made = catalog.build(model_type, device=device, batch_size=batch, seq_len=seq)
             model, inputs = made.model, made.inputs
         else:
             model = _with_image_size(model_type, device, bench.image_size)
@@ -143,21 +139,3 @@ def set_image_size(config: dict[str, Any], size: int) -> bool:
         elif isinstance(value, dict):
             found = set_image_size(value, size) or found
     return found
-
-
-def _fallback_bert(model_type: str, device: str) -> _Built:
-    import torch
-    from transformers import BertConfig, BertModel
-
-    if model_type != "bert":
-        raise ConfigError(f"model type {model_type!r} needs the model catalog, which is not installed: try bert")
-    config = BertConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
-                        vocab_size=1024, max_position_embeddings=512)  # fmt: skip
-    model: Any = BertModel(config)
-    model = model.eval().to(device)
-
-    def make_inputs(batch_size: int, seq_len: int) -> dict[str, Any]:
-        ids = torch.randint(0, config.vocab_size, (batch_size, seq_len), device=device)
-        return {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
-
-    return _Built(model, make_inputs(1, 16), make_inputs, False)

@@ -302,11 +302,6 @@ class ForkServer:
         """The ids of jobs submitted and not yet returned by :meth:`poll`/:meth:`run`."""
         return list(self._live)
 
-    def child_pid(self, job_id: str) -> int | None:
-        """The process id of a running job's child, once the server reported it started."""
-        job = self._jobs.get(self._live.get(job_id, ""))
-        return job.pid if job else None
-
     def ping(self, timeout: float = 10.0) -> bool:
         """True when the server answers within ``timeout`` seconds."""
         self.ensure_ready()

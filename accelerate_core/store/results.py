@@ -180,7 +180,3 @@ class ResultsStore:
     def query(self, sql: str, params: Sequence[Any] | Mapping[str, Any] | None = None) -> list[tuple[Any, ...]]:
         """Run a read query and return its rows (the report's reader; not for writes)."""
         return self._read(lambda conn: conn.execute(sql, params).fetchall())
-
-    def query_numpy(self, sql: str, params: Sequence[Any] | Mapping[str, Any] | None = None) -> dict[str, Any]:
-        """Run a read query and return its columns as numpy arrays."""
-        return self._read(lambda conn: conn.execute(sql, params).fetchnumpy())
