@@ -14,8 +14,8 @@ from __future__ import annotations
 
 from accelerate_core.bench.environment import environment
 from accelerate_core.bench.measure import STOP_MAX_DURATION, STOP_RULES_MET, Samples, device_timing, measure
+from accelerate_core.bench.measurements_file import MeasurementsFile, read_measurements, write_measurements
 from accelerate_core.bench.model import benchmark_model
-from accelerate_core.bench.results import MeasurementsFile, read_measurements, write_measurements
 from accelerate_core.bench.stats import percentile, summarize
 
 __all__ = [

@@ -6,7 +6,7 @@ Importing this package does not import duckdb; the first :meth:`ResultsStore.ope
 from __future__ import annotations
 
 from accelerate_core.store.export import EXPORT_FORMATS
-from accelerate_core.store.results import ResultsStore
+from accelerate_core.store.results_store import ResultsStore
 from accelerate_core.store.schema import SCHEMA_VERSION
 from accelerate_core.store.snapshot import read_status_snapshot, snapshot_path
 from accelerate_core.store.writes import RUN_STATUSES
