@@ -149,7 +149,7 @@ class SelfbenchConfig:
         return cls(repeats=3, cold_repeats=2, op_iterations=5_000, parallel_rounds=1)
 
 
-def summarize(samples: Sequence[float]) -> dict[str, float]:
+def millisecond_stats(samples: Sequence[float]) -> dict[str, float]:
     """Median and spread of samples in seconds, reported in milliseconds."""
     ms = sorted(s * 1000.0 for s in samples)
     if not ms:
@@ -192,7 +192,7 @@ def measure_imports(modules: Sequence[str], repeats: int, python: str = sys.exec
 
     Returns:
         ``{"bare": {...}, "modules": {name: {"import": stats, "wall": stats, "over_bare_ms": float,
-        "over_bare_min_ms": float, "heavy": [...], "samples_s": [...]}}}`` with stats from :func:`summarize`.
+        "over_bare_min_ms": float, "heavy": [...], "samples_s": [...]}}}`` with stats from :func:`millisecond_stats`.
     """
     stmts = {"(bare)": "pass", **{m: f"import {m}" for m in modules}}
     inside: dict[str, list[float]] = {k: [] for k in stmts}
@@ -206,13 +206,13 @@ def measure_imports(modules: Sequence[str], repeats: int, python: str = sys.exec
             inside[key].append(float(out["s"]))
             wall[key].append(seconds)
             heavy[key].update(out["heavy"])
-    bare_wall = summarize(wall["(bare)"])
-    result: dict[str, Any] = {"bare": {"wall": bare_wall, "import": summarize(inside["(bare)"])}, "modules": {}}
+    bare_wall = millisecond_stats(wall["(bare)"])
+    result: dict[str, Any] = {"bare": {"wall": bare_wall, "import": millisecond_stats(inside["(bare)"])}, "modules": {}}
     for m in modules:
         paired = [(a - b) * 1000.0 for a, b in zip(wall[m], wall["(bare)"], strict=True)]
         result["modules"][m] = {
-            "import": summarize(inside[m]),
-            "wall": summarize(wall[m]),
+            "import": millisecond_stats(inside[m]),
+            "wall": millisecond_stats(wall[m]),
             # Each repeat runs the module right after the bare interpreter: the median of the paired
             # differences cancels slow drift in the machine's load; the minima show the quiet-machine cost.
             "over_bare_ms": statistics.median(paired),
@@ -241,7 +241,7 @@ def measure_operations(iterations: int, cold_repeats: int, python: str = sys.exe
             "iterations": iterations,
             "warm_ns": statistics.median(runs) * 1e9,
             "warm_ops_per_s": 1.0 / statistics.median(runs),
-            "cold": summarize(cold),
+            "cold": millisecond_stats(cold),
         }
     return out
 
@@ -288,7 +288,7 @@ def measure_parallel(
         "successes": ok,
         "failures": failed,
         "success_rate": ok / attempts if attempts else 0.0,
-        "seconds": summarize(seconds),
+        "seconds": millisecond_stats(seconds),
         "errors": errors[:5],
         "heavy": sorted(heavy),
     }

@@ -31,7 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args(argv)
 
-    from accelerate_core.catalog.check import run_check, summarize
+    from accelerate_core.catalog.check import count_outcomes, run_check
     from accelerate_core.catalog.index import load_index
     from accelerate_core.selection import parse_models, select_entries
 
@@ -39,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     start = time.perf_counter()
     rows = run_check(types, jobs=args.jobs, timeout_s=args.timeout)
     wall = time.perf_counter() - start
-    summary = summarize(rows)
+    summary = count_outcomes(rows)
     times = [float(r["wall_s"]) for r in rows if "wall_s" in r]
     result = {
         "types": len(rows),

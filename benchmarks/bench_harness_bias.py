@@ -93,7 +93,7 @@ def harness_loop(model: Any, inputs: dict[str, Any], n: int, warmup: int) -> lis
 def measure_bias(rounds: int, per_round: int, threads: int) -> dict[str, Any]:
     import torch
 
-    from accelerate_core.bench import summarize
+    from accelerate_core.bench import sample_stats
 
     torch.set_num_threads(threads)
     model, inputs = tiny_bert()
@@ -114,7 +114,7 @@ def measure_bias(rounds: int, per_round: int, threads: int) -> dict[str, Any]:
             harness += got["harness"]
             bare += got["bare"]
             ratios.append(statistics.median(got["harness"]) / statistics.median(got["bare"]))
-    h, b = summarize(harness), summarize(bare)
+    h, b = sample_stats(harness), sample_stats(bare)
     bias = (h["p50"] - b["p50"]) / b["p50"] * 100
     return {
         "harness_p50_s": h["p50"],

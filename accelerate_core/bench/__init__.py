@@ -3,7 +3,7 @@
 Importing this package does not import torch: the functions that need it import it when called.
 
 - :func:`measure` / :class:`Samples`: the latency loop (:mod:`accelerate_core.bench.measure`);
-- :func:`summarize`: p50/p90/p99 (linear interpolation, numpy's default), mean, sample stdev;
+- :func:`sample_stats`: p50/p90/p99 (linear interpolation, numpy's default), mean, sample stdev;
 - :func:`benchmark_model`: latency, throughput, tokens/s and peak memory per shape;
 - :func:`environment`: versions, device, driver, CPU and threads, attached to every result;
 - :func:`write_measurements` / :func:`read_measurements`: the file a generated benchmark test writes
@@ -16,7 +16,7 @@ from accelerate_core.bench.environment import environment
 from accelerate_core.bench.measure import STOP_MAX_DURATION, STOP_RULES_MET, Samples, device_timing, measure
 from accelerate_core.bench.measurements_file import MeasurementsFile, read_measurements, write_measurements
 from accelerate_core.bench.model import benchmark_model
-from accelerate_core.bench.stats import percentile, summarize
+from accelerate_core.bench.stats import percentile, sample_stats
 
 __all__ = [
     "STOP_MAX_DURATION",
@@ -29,6 +29,6 @@ __all__ = [
     "measure",
     "percentile",
     "read_measurements",
-    "summarize",
+    "sample_stats",
     "write_measurements",
 ]

@@ -20,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from accelerate_core.bench.stats import summarize
+from accelerate_core.bench.stats import sample_stats
 
 __all__ = ["STOP_MAX_DURATION", "STOP_RULES_MET", "CallTimer", "Samples", "device_timing", "measure"]
 
@@ -49,7 +49,7 @@ class Samples:
 
     def summary(self) -> dict[str, Any]:
         """``n``, ``p50``, ``p90``, ``p99``, ``mean``, ``stdev`` of the values."""
-        return summarize(self.values)
+        return sample_stats(self.values)
 
 
 def measure(

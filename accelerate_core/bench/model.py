@@ -22,7 +22,7 @@ from collections.abc import Callable
 from typing import Any
 
 from accelerate_core.bench.measure import Samples, device_timing, measure
-from accelerate_core.bench.stats import summarize
+from accelerate_core.bench.stats import sample_stats
 from accelerate_core.config import BenchConfig
 from accelerate_core.contracts import Measurement
 
@@ -36,13 +36,13 @@ MakeInputs = Callable[[int, int], dict[str, Any]]
 def single(metric: str, unit: str, value: float, *, batch_size: int = 1, seq_len: int = 0) -> Measurement:
     """A measurement of one value (load time, first call)."""
     return Measurement(metric=metric, unit=unit, batch_size=batch_size, seq_len=seq_len, samples=[value],
-                       **summarize([value]))  # fmt: skip
+                       **sample_stats([value]))  # fmt: skip
 
 
 def from_samples(metric: str, unit: str, values: list[float], batch_size: int, seq_len: int) -> Measurement:
     """A measurement carrying raw samples and their summary."""
     return Measurement(metric=metric, unit=unit, batch_size=batch_size, seq_len=seq_len, samples=values,
-                       **summarize(values))  # fmt: skip
+                       **sample_stats(values))  # fmt: skip
 
 
 def benchmark_model(

@@ -14,7 +14,7 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-__all__ = ["percentile", "summarize"]
+__all__ = ["percentile", "sample_stats"]
 
 
 def percentile(sorted_values: Sequence[float], q: float) -> float:
@@ -33,7 +33,7 @@ def percentile(sorted_values: Sequence[float], q: float) -> float:
     return sorted_values[low] + (rank - low) * (sorted_values[high] - sorted_values[low])
 
 
-def summarize(samples: Sequence[float]) -> dict[str, Any]:
+def sample_stats(samples: Sequence[float]) -> dict[str, Any]:
     """``n``, ``p50``, ``p90``, ``p99``, ``mean`` and ``stdev`` of raw samples (keys as in ``Measurement``).
 
     Raises:

@@ -3,7 +3,7 @@
 :func:`check_one` is the per-type job (run in a forked child): build the tiny model, run one forward
 pass, :func:`~accelerate_core.catalog.outputs.check_outputs`, and a short fixed-length ``generate``
 where :func:`~accelerate_core.catalog.api.generate_supported` says so. :func:`sweep` runs it for many
-types, isolated; :func:`summarize` counts outcomes per modality and per failure class.
+types, isolated; :func:`count_outcomes` counts outcomes per modality and per failure class.
 """
 
 from __future__ import annotations
@@ -165,7 +165,7 @@ def sweep(
         yield outcome(statics[model_type], result)
 
 
-def summarize(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
+def count_outcomes(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """Counts: total, passed, per status, per modality (pass/total), per failure class, per needed library."""
     by_modality: dict[str, dict[str, int]] = {}
     for r in rows:

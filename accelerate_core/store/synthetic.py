@@ -121,7 +121,7 @@ class SyntheticRun:
 
 
 def _metric(metric: str, unit: str, batch: int, seq: int, samples: Sequence[float]) -> dict[str, object]:
-    """A measurement with its statistics, as ``accelerate_core.bench.summarize`` would give them."""
+    """A measurement with its statistics, as ``accelerate_core.bench.sample_stats`` would give them."""
     ordered = sorted(samples)
     n = len(ordered)
 

@@ -13,6 +13,7 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+from accelerate_core.bench.stats import sample_stats
 from accelerate_core.constants import STATUS_QUEUED, STATUS_RUNNING, TERMINAL_STATUSES
 from accelerate_core.database import transaction
 from accelerate_core.errors import ConfigError, UnknownRunError
@@ -242,16 +243,6 @@ def _finite(value: Any) -> float | None:
         return None
     f = float(value)
     return f if math.isfinite(f) else None
-
-
-def sample_stats(samples: Sequence[float]) -> dict[str, float | None]:
-    """p50/p90/p99/mean/stdev of raw samples (linear-interpolated percentiles; stdev with n-1)."""
-    import numpy as np
-
-    a = np.asarray(samples, dtype=np.float64)
-    p50, p90, p99 = (float(x) for x in np.percentile(a, [50, 90, 99]))
-    stdev = float(a.std(ddof=1)) if len(a) > 1 else 0.0
-    return {"p50": p50, "p90": p90, "p99": p99, "mean": float(a.mean()), "stdev": stdev}
 
 
 def mark_running(conn: DuckDBPyConnection, keys: Sequence[str], worker_id: str, started_at: float) -> int:

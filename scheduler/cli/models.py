@@ -92,7 +92,7 @@ def check_models(
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON")] = False,
 ) -> None:
     """Build and run every architecture (each isolated), then print counts per modality and failure class."""
-    from accelerate_core.catalog.check import run_check, summarize
+    from accelerate_core.catalog.check import count_outcomes, run_check
     from accelerate_core.catalog.index import load_index
     from accelerate_core.selection import parse_models, select_entries
 
@@ -104,7 +104,7 @@ def check_models(
             bar.update(bar.task_ids[0], advance=1, detail=f"{row['model_type']}: {row['status']}")
 
         rows = run_check(types, jobs=jobs, timeout_s=timeout_s, mem_cap_mb=mem_cap_mb, on_row=advance)
-    summary = summarize(rows)
+    summary = count_outcomes(rows)
     summary["wall_s"] = round(time.perf_counter() - start, 2)
     if out_file is not None:
         out_file.parent.mkdir(parents=True, exist_ok=True)

@@ -18,7 +18,7 @@ from accelerate_core.bench import (
     measure,
     percentile,
     read_measurements,
-    summarize,
+    sample_stats,
     write_measurements,
 )
 from accelerate_core.config import BenchConfig
@@ -109,8 +109,8 @@ def test_invalid_rules_are_refused():
 # ---------------------------------------------------------------- statistics
 
 
-def test_summarize_known_samples():
-    stats = summarize([float(x) for x in range(1, 11)])
+def test_sample_stats_known_samples():
+    stats = sample_stats([float(x) for x in range(1, 11)])
 
     assert stats["n"] == 10
     assert stats["p50"] == pytest.approx(5.5)
@@ -124,21 +124,21 @@ def test_percentiles_match_numpy_linear_on_random_samples():
     rng = random.Random(7)
     for n in (1, 2, 3, 17, 100, 1001):
         values = [rng.lognormvariate(0, 1) for _ in range(n)]
-        stats = summarize(values)
+        stats = sample_stats(values)
         for q in (50, 90, 99):
             assert stats[f"p{q}"] == pytest.approx(float(np.percentile(values, q, method="linear")))
 
 
 def test_one_sample_has_zero_stdev_and_no_sample_is_an_error():
-    assert summarize([0.25]) == {"n": 1, "p50": 0.25, "p90": 0.25, "p99": 0.25, "mean": 0.25, "stdev": 0.0}
+    assert sample_stats([0.25]) == {"n": 1, "p50": 0.25, "p90": 0.25, "p99": 0.25, "mean": 0.25, "stdev": 0.0}
     with pytest.raises(ValueError):
-        summarize([])
+        sample_stats([])
     with pytest.raises(ValueError):
         percentile([1.0], 101)
 
 
 def test_a_summary_fits_a_measurement():
-    m = Measurement(metric="latency", unit="s", samples=[1.0, 2.0], **summarize([1.0, 2.0]))
+    m = Measurement(metric="latency", unit="s", samples=[1.0, 2.0], **sample_stats([1.0, 2.0]))
     assert m.p50 == 1.5 and m.n == 2
 
 
@@ -148,7 +148,7 @@ def test_a_summary_fits_a_measurement():
 def test_measurements_file_round_trips_and_appends(tmp_path: Path):
     path = tmp_path / "m.json"
     first = Measurement(
-        metric="latency", unit="s", batch_size=2, seq_len=8, samples=[0.1, 0.3], **summarize([0.1, 0.3])
+        metric="latency", unit="s", batch_size=2, seq_len=8, samples=[0.1, 0.3], **sample_stats([0.1, 0.3])
     )
     second = {"metric": "peak_memory", "unit": "MiB", "samples": [300.0], "n": 1, "p50": 300.0}
 

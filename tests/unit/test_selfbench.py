@@ -6,17 +6,17 @@ import sys
 
 import pytest
 
-from accelerate_core.selfbench import measure_imports, run_child, summarize
+from accelerate_core.selfbench import measure_imports, millisecond_stats, run_child
 
 
-def test_summarize_reports_median_and_spread_in_ms() -> None:
-    stats = summarize([0.001, 0.002, 0.003, 0.004, 0.010])
+def test_millisecond_stats_reports_median_and_spread_in_ms() -> None:
+    stats = millisecond_stats([0.001, 0.002, 0.003, 0.004, 0.010])
     assert stats["n"] == 5
     assert stats["median_ms"] == pytest.approx(3.0)
     assert stats["min_ms"] == pytest.approx(1.0) and stats["max_ms"] == pytest.approx(10.0)
     assert stats["p25_ms"] <= stats["median_ms"] <= stats["p75_ms"]
-    assert summarize([0.5])["stdev_ms"] == 0.0
-    assert summarize([]) == {"n": 0}
+    assert millisecond_stats([0.5])["stdev_ms"] == 0.0
+    assert millisecond_stats([]) == {"n": 0}
 
 
 def test_imports_are_timed_in_fresh_interpreters() -> None:
