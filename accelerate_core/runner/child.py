@@ -6,8 +6,9 @@ job, which reads the job from stdin and does the same in a new interpreter (abou
 against about 0.1 s for a fork: the imports are paid again every time).
 
 Order matters: the job's environment (``CUDA_VISIBLE_DEVICES``, ``HIP_VISIBLE_DEVICES``, thread counts)
-is applied before the entry runs, so the first CUDA call of the child sees its pinned device; the
-parent never touched a device, so CUDA initialises cleanly here.
+is applied (over the allow-list of :mod:`accelerate_core.runner.environ`) before the entry runs, so
+the first CUDA call of the child sees its pinned device; the parent never touched a device, so CUDA
+initialises cleanly here.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from typing import Any, NoReturn
 
 from accelerate_core.constants import ERR_OOM
 from accelerate_core.errors import RunnerError
+from accelerate_core.runner.environ import scrub_own_environ
 from accelerate_core.runner.outcome import classify_exception
 from accelerate_core.runner.protocol import JobRequest
 
@@ -58,7 +60,9 @@ def resolve_entry(spec: str) -> Entry:
 
 
 def apply_env(env: Mapping[str, str]) -> None:
-    """Apply a job's environment in this process, including torch's thread count when torch is loaded."""
+    """Scrub this process's environment to the allow-list, then apply a job's environment over it
+    (including torch's thread count when torch is loaded)."""
+    scrub_own_environ()
     os.environ.update(env)
     threads = next((env[v] for v in _THREAD_VARS if env.get(v)), None)
     torch = sys.modules.get("torch")

@@ -24,6 +24,7 @@ from types import TracebackType
 from typing import IO, Any
 
 from accelerate_core.errors import RunnerError
+from accelerate_core.runner.environ import scrub
 from accelerate_core.runner.outcome import ChildOutcome
 from accelerate_core.runner.protocol import KILL_GRACE_S, JobRequest, LineReader, encode
 
@@ -88,6 +89,9 @@ class ForkServer:
         watchdog_s: how late past a job's time limit (and kill grace) its outcome may be before the
             server counts as stuck: it is then killed and its jobs come back as ``crashed``.
 
+    The server is started with the job allow-list of the caller's environment only
+    (:mod:`accelerate_core.runner.environ`): no secret of the caller reaches a job.
+
     Use as a context manager, or call :meth:`close`. Not thread-safe: one owner thread.
     """
 
@@ -138,7 +142,9 @@ class ForkServer:
         return argv
 
     def _start(self) -> None:
-        proc = subprocess.Popen(self._argv(), stdin=subprocess.PIPE, stdout=subprocess.PIPE, close_fds=True)
+        proc = subprocess.Popen(
+            self._argv(), stdin=subprocess.PIPE, stdout=subprocess.PIPE, close_fds=True, env=scrub(os.environ)
+        )
         assert proc.stdout is not None
         os.set_blocking(proc.stdout.fileno(), False)
         self._proc = proc
@@ -223,7 +229,8 @@ class ForkServer:
             job_id: unique among the jobs in flight; the outcome carries it.
             payload: JSON data handed to ``entry(payload)``.
             env: variables set in the child before the entry runs (``CUDA_VISIBLE_DEVICES``,
-                ``OMP_NUM_THREADS`` -> also ``torch.set_num_threads``, ...).
+                ``OMP_NUM_THREADS`` -> also ``torch.set_num_threads``, ...), over the allow-list of the
+                server's environment.
             time_limit_s: hard wall-clock limit from the fork; then SIGTERM, SIGKILL after a grace.
             mem_cap_mb: the child's RSS cap, watched by the server; it includes the pages the child
                 shares with the preloaded parent (about 250-350 MB of torch and transformers). On CPU

@@ -8,7 +8,8 @@ SIGCHLD (through ``signal.set_wakeup_fd``). It survives every child; it exits wh
 on ``shutdown``, killing its children first.
 
 ``--spawn`` starts a fresh interpreter per job instead of forking (the default on macOS, where fork
-is unsafe with MPS/Objective-C runtimes).
+is unsafe with MPS/Objective-C runtimes). The server's own environment is scrubbed to the job
+allow-list (:mod:`accelerate_core.runner.environ`) before it imports anything, as its children inherit it.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from typing import Any
 from accelerate_core.constants import ERR_CRASHED
 from accelerate_core.errors import AccelerateError, RunnerError
 from accelerate_core.runner.child import Entry, resolve_entry
+from accelerate_core.runner.environ import scrub_own_environ
 from accelerate_core.runner.outcome import ChildOutcome
 from accelerate_core.runner.protocol import JobRequest, LineReader, encode
 from accelerate_core.runner.supervisor import Child, Supervisor
@@ -253,6 +255,7 @@ def main(argv: list[str] | None = None) -> int:
     preload = tuple(filter(None, args.preload.split(",")))
     started = time.perf_counter()
     entry: Entry | str = args.entry
+    scrub_own_environ()  # every child is forked from this process: none may inherit a secret
     # torch.cuda.is_available() through NVML, not cuInit: a preloaded library that asks must not
     # initialise the driver here, or no forked child could use the GPU (torch documents this variable).
     os.environ.setdefault("PYTORCH_NVML_BASED_CUDA_CHECK", "1")

@@ -26,6 +26,7 @@ import psutil
 
 from accelerate_core.constants import ERR_CRASHED, ERR_OOM, ERR_TIMEOUT
 from accelerate_core.runner.child import Entry, run_forked
+from accelerate_core.runner.environ import scrub
 from accelerate_core.runner.outcome import ChildOutcome
 from accelerate_core.runner.protocol import KILL_GRACE_S, JobRequest
 
@@ -156,7 +157,7 @@ class Supervisor:
         with job_file.open("rb") as stdin:
             proc = subprocess.Popen(
                 argv, stdin=stdin, stdout=log_fd, stderr=log_fd, pass_fds=(write_fd,),
-                start_new_session=True, env={**os.environ, **request.env},
+                start_new_session=True, env={**scrub(os.environ), **request.env},
             )  # fmt: skip
         job_file.unlink(missing_ok=True)
         return proc

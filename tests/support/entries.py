@@ -88,6 +88,17 @@ def big_result(payload: dict[str, Any]) -> dict[str, Any]:
     return {"blob": "x" * int(payload.get("size", 1_000_000))}
 
 
+def read_environ(payload: dict[str, Any]) -> dict[str, Any]:
+    """Everything of its environment a job can see: os.environ, /proc/self/environ, a grandchild's."""
+    grandchild = subprocess.run([sys.executable, "-c", "import os; print(dict(os.environ))"],
+                                capture_output=True, text=True, check=True)  # fmt: skip
+    with open("/proc/self/environ", "rb") as fh:
+        initial = fh.read().decode(errors="replace")
+    with open(f"/proc/{os.getppid()}/environ", "rb") as fh:
+        server = fh.read().decode(errors="replace")
+    return {"environ": dict(os.environ), "proc": initial, "server": server, "grandchild": grandchild.stdout}
+
+
 _BEHAVIOURS = {
     "echo": echo,
     "sleep": sleep_forever,
@@ -99,4 +110,5 @@ _BEHAVIOURS = {
     "noisy": noisy,
     "missing": missing_dependency,
     "big": big_result,
+    "environ": read_environ,
 }
