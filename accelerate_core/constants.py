@@ -58,6 +58,8 @@ ERR_RENDER: Final = "render-error"
 ERR_CRASHED: Final = "crashed"
 ERR_REDELIVERY_CAP: Final = "redelivery-cap"
 ERR_UNSUPPORTED: Final = "unsupported"
+ERR_PROCESS_LIMIT: Final = "process-limit"
+ERR_FILE_SIZE: Final = "file-size-limit"
 ERROR_CLASSES: Final = (
     ERR_TIMEOUT,
     ERR_OOM,
@@ -69,6 +71,8 @@ ERROR_CLASSES: Final = (
     ERR_CRASHED,
     ERR_REDELIVERY_CAP,
     ERR_UNSUPPORTED,
+    ERR_PROCESS_LIMIT,
+    ERR_FILE_SIZE,
 )
 """Every error class a job result may carry."""
 

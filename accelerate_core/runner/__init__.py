@@ -4,9 +4,10 @@ Both executors (the local one and the Celery workers) run jobs through :class:`F
 (``python -m accelerate_core.runner.server``, a plain subprocess) imports torch, transformers (with its
 lazily loaded model machinery, :data:`DEFAULT_PRELOAD`) and the entry module once, never touches a
 device, and forks one child per job (about 0.1 s, against about 5.6 s for a fresh interpreter). A
-child gets the job's environment (device pinning, thread counts), a memory cap and a hard time limit;
-it returns one JSON value, or a classified failure (:mod:`accelerate_core.runner.outcome`). A hung,
-bloated or crashing child is killed with its whole process group; the server survives it.
+child runs in a job box (:mod:`accelerate_core.runner.box`): an allow-listed environment plus the job's
+own (device pinning, thread counts), limits on its whole process tree (tasks, file size, memory) and a
+hard time limit; it returns one JSON value, or a classified failure (:mod:`accelerate_core.runner.outcome`).
+A hung, bloated or crashing job is killed with every process it started; the server survives it.
 
 Importing this package does not import torch.
 

@@ -1,14 +1,15 @@
-"""The child side of the job runner: pin the environment, cap memory, run the entry, write one result.
+"""The child side of the job runner: enter the box, pin the environment, run the entry, write one result.
 
 In fork mode the server calls :func:`run_forked` in the freshly forked child. In spawn mode (macOS/MPS,
 or a server started with ``--spawn``) the server starts ``python -m accelerate_core.runner.child`` per
 job, which reads the job from stdin and does the same in a new interpreter (about 5.6 s per job here,
 against about 0.1 s for a fork: the imports are paid again every time).
 
-Order matters: the job's environment (``CUDA_VISIBLE_DEVICES``, ``HIP_VISIBLE_DEVICES``, thread counts)
-is applied (over the allow-list of :mod:`accelerate_core.runner.environ`) before the entry runs, so
-the first CUDA call of the child sees its pinned device; the parent never touched a device, so CUDA
-initialises cleanly here.
+Order matters: the child first enters its job box (:func:`accelerate_core.runner.box.enter_box`: its cgroup,
+the file-size limit), then its environment is scrubbed to the allow-list and the job's own variables
+(``CUDA_VISIBLE_DEVICES``, ``HIP_VISIBLE_DEVICES``, thread counts) are applied, all before the entry
+runs, so the first CUDA call of the child sees its pinned device; the parent never touched a device,
+so CUDA initialises cleanly here.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from typing import Any, NoReturn
 
 from accelerate_core.constants import ERR_OOM
 from accelerate_core.errors import RunnerError
+from accelerate_core.runner.box import enter_box
 from accelerate_core.runner.environ import scrub_own_environ
 from accelerate_core.runner.outcome import classify_exception
 from accelerate_core.runner.protocol import JobRequest
@@ -184,10 +186,12 @@ def run_forked(
     log_fd: int,
     close_fds: list[int],
     *,
+    procs_files: Iterable[str] = (),
     sigmask: Iterable[int] | None = None,
 ) -> NoReturn:
     """The body of a forked child: never returns, always ends with ``os._exit``.
 
+    ``procs_files`` are the job's cgroups to join (see :func:`accelerate_core.runner.box.enter_box`);
     ``sigmask`` is the mask to restore once the server's signal handlers are reset (the server blocks
     its signals across the fork).
     """
@@ -203,6 +207,7 @@ def run_forked(
             _close_quietly(fd)
         die_with_parent()
         _redirect_output(log_fd)
+        enter_box(procs_files, request.max_file_mb)
         _prepare(request)
         write_result(result_fd, execute(entry, request))
     except BaseException:
@@ -240,11 +245,13 @@ def main(argv: list[str] | None = None) -> NoReturn:
     parser.add_argument("--entry", required=True)
     parser.add_argument("--result-fd", type=int, required=True)
     parser.add_argument("--preload", default="")
+    parser.add_argument("--cgroup", action="append", default=[], help="a cgroup.procs file to join first")
     args = parser.parse_args(argv)
     code = 0
     try:
         die_with_parent()
         request = JobRequest.from_dict(json.loads(sys.stdin.read()))
+        enter_box(args.cgroup, request.max_file_mb)  # before the imports: their threads and memory count
         os.environ.update(request.env)  # before torch is imported: it reads the thread count then
         for name in filter(None, args.preload.split(",")):
             importlib.import_module(name)

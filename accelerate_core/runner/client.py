@@ -20,13 +20,22 @@ import sys
 import time
 import weakref
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from types import TracebackType
 from typing import IO, Any
 
 from accelerate_core.errors import RunnerError
 from accelerate_core.runner.environ import scrub
 from accelerate_core.runner.outcome import ChildOutcome
-from accelerate_core.runner.protocol import KILL_GRACE_S, JobRequest, LineReader, encode
+from accelerate_core.runner.protocol import (
+    BOX_MODES,
+    DEFAULT_MAX_FILE_MB,
+    DEFAULT_MAX_TASKS,
+    KILL_GRACE_S,
+    JobRequest,
+    LineReader,
+    encode,
+)
 
 __all__ = ["DEFAULT_PRELOAD", "ForkServer"]
 
@@ -88,6 +97,8 @@ class ForkServer:
         python: the interpreter to run the server with (default: this one).
         watchdog_s: how late past a job's time limit (and kill grace) its outcome may be before the
             server counts as stuck: it is then killed and its jobs come back as ``crashed``.
+        box: how each job's process tree is boxed (:mod:`accelerate_core.runner.box`): ``"cgroup"``
+            (fails to start without a writable cgroup), ``"sweep"`` or ``"auto"`` (cgroup when possible).
 
     The server is started with the job allow-list of the caller's environment only
     (:mod:`accelerate_core.runner.environ`): no secret of the caller reaches a job.
@@ -104,6 +115,7 @@ class ForkServer:
         mode: str = "auto",
         python: str | None = None,
         watchdog_s: float = WATCHDOG_SLACK_S,
+        box: str = "auto",
     ) -> None:
         if ":" not in entry:
             raise RunnerError(f"entry {entry!r} is malformed: use 'package.module:function'")
@@ -111,12 +123,15 @@ class ForkServer:
             raise RunnerError(f"fork server mode {mode!r} is invalid: use one of {', '.join(_MODES)}")
         if max_children < 1:
             raise RunnerError(f"max_children={max_children} is invalid: give 1 or more")
+        if box not in BOX_MODES:
+            raise RunnerError(f"box mode {box!r} is invalid: use one of {', '.join(BOX_MODES)}")
         self.entry = entry
         self.preload = tuple(preload)
         self.max_children = max_children
         self.mode = mode
         self.python = python or sys.executable
         self.watchdog_s = watchdog_s
+        self.box = box
         self.server_info: dict[str, Any] = {}
         self.restarts = 0
         self._proc: subprocess.Popen[bytes] | None = None
@@ -136,7 +151,8 @@ class ForkServer:
 
     def _argv(self) -> list[str]:
         argv = [self.python, "-m", "accelerate_core.runner.server", "--entry", self.entry,
-                "--preload", ",".join(self.preload), "--max-children", str(self.max_children)]  # fmt: skip
+                "--preload", ",".join(self.preload), "--max-children", str(self.max_children),
+                "--box", self.box]  # fmt: skip
         if self.mode == "spawn":
             argv.append("--spawn")
         return argv
@@ -222,6 +238,8 @@ class ForkServer:
         env: Mapping[str, str] | None = None,
         time_limit_s: float,
         mem_cap_mb: int,
+        max_tasks: int = DEFAULT_MAX_TASKS,
+        max_file_mb: int = DEFAULT_MAX_FILE_MB,
     ) -> None:
         """Queue one job (non-blocking once the server is up). Its outcome comes from :meth:`poll`.
 
@@ -232,10 +250,13 @@ class ForkServer:
                 ``OMP_NUM_THREADS`` -> also ``torch.set_num_threads``, ...), over the allow-list of the
                 server's environment.
             time_limit_s: hard wall-clock limit from the fork; then SIGTERM, SIGKILL after a grace.
-            mem_cap_mb: the child's RSS cap, watched by the server; it includes the pages the child
-                shares with the preloaded parent (about 250-350 MB of torch and transformers). On CPU
-                jobs an ``RLIMIT_DATA`` of the inherited data plus ``mem_cap_mb`` also makes a single
-                huge allocation fail at once (``MemoryError``); not set when the env exposes a GPU.
+            mem_cap_mb: the RSS cap of the job's whole process tree (summed), watched by the server; it
+                includes the pages the child shares with the preloaded parent (about 250-350 MB of torch
+                and transformers). On CPU jobs an ``RLIMIT_DATA`` of the inherited data plus
+                ``mem_cap_mb`` also makes a single huge allocation fail at once (``MemoryError``); not
+                set when the env exposes a GPU.
+            max_tasks: the processes and threads the job's tree may have at once (``process-limit``).
+            max_file_mb: the largest file the job's tree may write (``file-size-limit``).
 
         Raises:
             RunnerError: ``job_id`` is already in flight, the request is invalid, or the server cannot start.
@@ -243,7 +264,8 @@ class ForkServer:
         if job_id in self._live:
             raise RunnerError(f"job {job_id!r} is already in flight: give each job a unique id")
         wire_id = f"{job_id}#{next(self._seq)}"
-        request = JobRequest(wire_id, dict(payload), float(time_limit_s), int(mem_cap_mb), dict(env or {}))
+        request = JobRequest(wire_id, dict(payload), float(time_limit_s), int(mem_cap_mb), dict(env or {}),
+                             max_tasks=int(max_tasks), max_file_mb=int(max_file_mb))  # fmt: skip
         self.ensure_ready()
         self._jobs[wire_id] = _Job(job_id, request)
         self._live[job_id] = wire_id
@@ -272,13 +294,16 @@ class ForkServer:
         env: Mapping[str, str] | None = None,
         time_limit_s: float,
         mem_cap_mb: int,
+        max_tasks: int = DEFAULT_MAX_TASKS,
+        max_file_mb: int = DEFAULT_MAX_FILE_MB,
     ) -> ChildOutcome:
         """Submit one job and wait for its outcome (other jobs' outcomes stay queued for :meth:`poll`).
 
         If the wait is interrupted (a Celery soft time limit, Ctrl-C), the job is killed and abandoned:
         its outcome is dropped, and the same ``job_id`` may be submitted again at once.
         """
-        self.submit(job_id, payload, env=env, time_limit_s=time_limit_s, mem_cap_mb=mem_cap_mb)
+        self.submit(job_id, payload, env=env, time_limit_s=time_limit_s, mem_cap_mb=mem_cap_mb,
+                    max_tasks=max_tasks, max_file_mb=max_file_mb)  # fmt: skip
         try:
             while True:
                 for i, outcome in enumerate(self._done):
@@ -383,6 +408,7 @@ class ForkServer:
             code = _exit_status(self._proc, wait_s=2.0)
             reason = "closed its pipe" if code is None else f"died (exit status {code})"
         self._kill_server()
+        _release_cgroups(self.server_info.get("box"))
         text = f"the fork server {reason} while the job was in flight; it restarts on the next call"
         for wire_id, job in list(self._jobs.items()):
             if job.pid is not None:
@@ -471,6 +497,16 @@ def _kill_orphaned_group(pgid: int) -> None:
     """
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pgid, signal.SIGKILL)
+
+
+def _release_cgroups(box: Any) -> None:
+    """Kill what is left in a dead server's job cgroups (a ``setsid`` descendant) and remove them."""
+    found = [dict(box or {}).get(key) for key in ("tree", "pids")]
+    dirs = [Path(p) for p in dict.fromkeys(found) if isinstance(p, str) and p]
+    if dirs:
+        from accelerate_core.runner.cgroup import release
+
+        release(dirs)
 
 
 def _terminate(proc: subprocess.Popen[bytes]) -> None:

@@ -7,7 +7,11 @@ a failure carrying one of the ``constants.ERR_*`` classes. The rules (first matc
 what happened                             ``error_class``
 ========================================  ===========================
 killed at the hard time limit             ``timeout``
-RSS over the cap (killed by the parent),  ``out-of-memory``
+the tree over its task limit, or a fork   ``process-limit``
+refused at it (killed by the parent)
+a write past the file-size limit          ``file-size-limit``
+(``EFBIG`` in the chain, or ``SIGXFSZ``)
+tree RSS over the cap (parent's kill),    ``out-of-memory``
 a ``MemoryError`` in the cause chain
 an ``ImportError`` in the cause chain     ``missing-dependency``
 the exception has ``error_class``         that value (see :class:`JobFailure`)
@@ -21,12 +25,14 @@ the fork server died, or ``cancel()``
 
 from __future__ import annotations
 
+import errno
 import re
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 from accelerate_core.constants import (
     ERR_CRASHED,
+    ERR_FILE_SIZE,
     ERR_FORWARD,
     ERR_MISSING_DEPENDENCY,
     ERR_OOM,
@@ -119,11 +125,14 @@ class ChildOutcome:
 def classify_exception(exc: BaseException) -> str:
     """Return the error class of an exception raised by entry code (see the module table).
 
-    A ``MemoryError`` or ``ImportError`` anywhere in the cause chain wins over a tag (a build step that
-    wraps an ImportError in ``JobFailure("build-error", ...)`` is still a missing dependency); then
-    the ``error_class`` tag; then the messages (allocator failures, "requires the X library").
+    A write past the job's file-size limit (``OSError(EFBIG)``), a ``MemoryError`` or an ``ImportError``
+    anywhere in the cause chain wins over a tag (a build step that wraps an ImportError in
+    ``JobFailure("build-error", ...)`` is still a missing dependency); then the ``error_class`` tag;
+    then the messages (allocator failures, "requires the X library").
     """
     chain = _chain(exc)
+    if any(isinstance(e, OSError) and e.errno == errno.EFBIG for e in chain):
+        return ERR_FILE_SIZE
     if any(isinstance(e, MemoryError) for e in chain):
         return ERR_OOM
     if any(isinstance(e, ImportError) for e in chain):

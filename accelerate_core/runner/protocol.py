@@ -2,7 +2,8 @@
 
 Client -> server (the server's stdin), one JSON object per line::
 
-    {"op": "submit", "job": {"job_id": ..., "payload": {...}, "env": {...}, "time_limit_s": 30, "mem_cap_mb": 2048}}
+    {"op": "submit", "job": {"job_id": ..., "payload": {...}, "env": {...}, "time_limit_s": 30, "mem_cap_mb": 2048,
+                             "max_tasks": 1024, "max_file_mb": 4096}}
     {"op": "cancel", "job_id": "..."}
     {"op": "ping"}
     {"op": "shutdown"}
@@ -10,7 +11,7 @@ Client -> server (the server's stdin), one JSON object per line::
 Server -> client (a private dup of the server's original stdout; the server points its own fd 1 at
 stderr so that a stray ``print`` can never corrupt the stream)::
 
-    {"event": "ready", "pid": 123, "mode": "fork", "preload_s": 4.2}
+    {"event": "ready", "pid": 123, "mode": "fork", "preload_s": 4.2, "box": {"mode": "cgroup", "tree": ...}}
     {"event": "started", "job_id": "...", "pid": 456}
     {"event": "outcome", "outcome": {...ChildOutcome.to_dict()...}}
     {"event": "pong"}
@@ -32,13 +33,32 @@ from accelerate_core.errors import RunnerError
 
 log = logging.getLogger(__name__)
 
-__all__ = ["KILL_GRACE_S", "JobRequest", "LineReader", "encode"]
+__all__ = [
+    "BOX_MODES",
+    "DEFAULT_MAX_FILE_MB",
+    "DEFAULT_MAX_TASKS",
+    "KILL_GRACE_S",
+    "JobRequest",
+    "LineReader",
+    "encode",
+]
 
 _READ_CHUNK = 1 << 16
 
 KILL_GRACE_S = 2.0
 """Seconds between SIGTERM and SIGKILL when a child passes its hard time limit (the client's watchdog
 allows for it too)."""
+
+BOX_MODES = ("auto", "cgroup", "sweep")
+"""How the server boxes each job (:mod:`accelerate_core.runner.box`); ``auto``: cgroup when this machine
+offers a writable one, else sweep."""
+
+DEFAULT_MAX_TASKS = 1024
+"""Processes and threads a job's whole tree may have at once. Threads count, as the kernel's pids
+controller counts tasks: torch starts one intra-op thread per core when no thread count is pinned."""
+
+DEFAULT_MAX_FILE_MB = 4096
+"""The largest file a job (or any process it starts) may write, in MiB."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +70,8 @@ class JobRequest:
     time_limit_s: float
     mem_cap_mb: int
     env: dict[str, str] = field(default_factory=dict)
+    max_tasks: int = DEFAULT_MAX_TASKS
+    max_file_mb: int = DEFAULT_MAX_FILE_MB
 
     def __post_init__(self) -> None:
         if not self.job_id:
@@ -58,6 +80,10 @@ class JobRequest:
             raise RunnerError(f"time_limit_s={self.time_limit_s} is invalid: give a positive number of seconds")
         if self.mem_cap_mb < 1:
             raise RunnerError(f"mem_cap_mb={self.mem_cap_mb} is invalid: give a positive number of MiB")
+        if self.max_tasks < 2:
+            raise RunnerError(f"max_tasks={self.max_tasks} is invalid: give 2 or more (the job's own process counts)")
+        if self.max_file_mb < 1:
+            raise RunnerError(f"max_file_mb={self.max_file_mb} is invalid: give a positive number of MiB")
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON data."""
@@ -73,6 +99,8 @@ class JobRequest:
                 time_limit_s=float(data["time_limit_s"]),
                 mem_cap_mb=int(data["mem_cap_mb"]),
                 env={str(k): str(v) for k, v in dict(data.get("env") or {}).items()},
+                max_tasks=int(data.get("max_tasks", DEFAULT_MAX_TASKS)),
+                max_file_mb=int(data.get("max_file_mb", DEFAULT_MAX_FILE_MB)),
             )
         except (KeyError, TypeError, ValueError) as e:
             raise RunnerError(f"malformed job request ({e!r}): send JobRequest.to_dict()") from e

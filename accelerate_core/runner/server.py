@@ -8,8 +8,9 @@ SIGCHLD (through ``signal.set_wakeup_fd``). It survives every child; it exits wh
 on ``shutdown``, killing its children first.
 
 ``--spawn`` starts a fresh interpreter per job instead of forking (the default on macOS, where fork
-is unsafe with MPS/Objective-C runtimes). The server's own environment is scrubbed to the job
-allow-list (:mod:`accelerate_core.runner.environ`) before it imports anything, as its children inherit it.
+is unsafe with MPS/Objective-C runtimes). ``--box`` picks how each job is boxed (see
+:mod:`accelerate_core.runner.box`); the server's own environment is scrubbed to the job allow-list
+(:mod:`accelerate_core.runner.environ`) before it imports anything, as its children inherit it.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from typing import Any
 
 from accelerate_core.constants import ERR_CRASHED
 from accelerate_core.errors import AccelerateError, RunnerError
+from accelerate_core.runner.box import BOX_MODES, Boxes, open_boxes
 from accelerate_core.runner.child import Entry, resolve_entry
 from accelerate_core.runner.environ import scrub_own_environ
 from accelerate_core.runner.outcome import ChildOutcome
@@ -46,7 +48,9 @@ _PR_SET_CHILD_SUBREAPER = 36
 class Server:
     """The server's event loop. Construct after the preload; call :meth:`serve`."""
 
-    def __init__(self, entry: Entry | str, *, spawn: bool, preload: tuple[str, ...], max_children: int) -> None:
+    def __init__(
+        self, entry: Entry | str, *, spawn: bool, preload: tuple[str, ...], max_children: int, boxes: Boxes
+    ) -> None:
         self.max_children = max(1, max_children)
         self.mode = "spawn" if spawn else "fork"
         self.queue: collections.deque[JobRequest] = collections.deque()
@@ -61,8 +65,9 @@ class Server:
         self.sel = selectors.DefaultSelector()
         self.sel.register(self._proto_in, selectors.EVENT_READ, self._on_request)
         self.sel.register(self._wake_r, selectors.EVENT_READ, self._on_wakeup)
+        self.boxes = boxes
         self.sup = Supervisor(entry, spawn=spawn, preload=preload, workdir=self._workdir,
-                              close_in_child=self._private_fds)  # fmt: skip
+                              close_in_child=self._private_fds, boxes=boxes)  # fmt: skip
 
     def _private_fds(self) -> list[int]:
         fds = [self._proto_in, self._proto_out, self._wake_r, self._wake_w]
@@ -75,13 +80,14 @@ class Server:
         signal.signal(signal.SIGCHLD, lambda *_: None)
         signal.signal(signal.SIGTERM, self._on_sigterm)
         signal.set_wakeup_fd(self._wake_w, warn_on_full_buffer=False)
-        self.send({"event": "ready", "pid": os.getpid(), "mode": self.mode, **ready})
+        self.send({"event": "ready", "pid": os.getpid(), "mode": self.mode, "box": self.boxes.info(), **ready})
         try:
             while not (self.stopping and not self.sup.children):
                 self._step()
         finally:
             self.sup.kill_all()
             self._reap_all_blocking()
+            self.boxes.close()
             self._flush_blocking()
             shutil.rmtree(self._workdir, ignore_errors=True)
 
@@ -108,7 +114,7 @@ class Server:
             request = self.queue.popleft()
             try:
                 child = self.sup.start(request)
-            except OSError as e:  # fork/spawn failed (no memory, too many processes): the job fails, we go on
+            except (OSError, RunnerError) as e:  # fork/spawn/box failed (no memory...): the job fails, we go on
                 self._send_outcome(ChildOutcome.crashed(request.job_id, f"the child could not be started: {e}"))
                 continue
             self.sel.register(child.result_fd, selectors.EVENT_READ, lambda _m, c=child: self._on_result(c))
@@ -243,6 +249,7 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="comma-separated modules to import once")  # fmt: skip
     parser.add_argument("--max-children", type=int, default=1)
     parser.add_argument("--spawn", action="store_true", help="a fresh interpreter per job instead of fork")
+    parser.add_argument("--box", choices=BOX_MODES, default="auto", help="how jobs are boxed: cgroup, sweep or auto")
     return parser.parse_args(argv)
 
 
@@ -265,11 +272,12 @@ def main(argv: list[str] | None = None) -> int:
                 importlib.import_module(name)
             entry = resolve_entry(args.entry)
             _check_no_device_touched()
+        boxes = open_boxes(args.box)
     except (AccelerateError, ImportError) as e:
         sys.stdout.buffer.write(encode({"event": "fatal", "message": str(e)}))
         return 1
     _become_subreaper()
-    server = Server(entry, spawn=spawn, preload=preload, max_children=args.max_children)
+    server = Server(entry, spawn=spawn, preload=preload, max_children=args.max_children, boxes=boxes)
     server.serve({"preload_s": round(time.perf_counter() - started, 3)})
     return 0
 

@@ -1,10 +1,13 @@
-"""The server's children: start one per job (fork or spawn), watch time and memory, kill, reap, classify.
+"""The server's children: start one per job (fork or spawn), watch time and its box, kill, reap, classify.
 
-A child runs in its own session (``setsid``), so killing its process group takes any process it
-started with it. At the hard time limit the group gets SIGTERM, then SIGKILL after a grace period.
-The parent samples each child's RSS (psutil) whenever its loop wakes, at least every
-``RSS_INTERVAL_S``, and kills a child whose RSS is over its cap. The server is a child subreaper
-(Linux), so grandchildren orphaned by a killed job are reaped here rather than lingering as zombies.
+A child runs in its own session (``setsid``) and in its job box (:mod:`accelerate_core.runner.box`).
+At the hard time limit its process group gets SIGTERM, then (after a grace period) the whole tree
+SIGKILL. Every ``RSS_INTERVAL_S`` (from the fork: a shorter job is never sampled) the parent samples
+each job's tree: over its task limit (or after a fork the kernel refused at it) the job is killed as
+``process-limit``, over its memory cap (RSS summed over the tree) as ``out-of-memory``. When the
+child exits, whatever
+is left of its tree is killed before its outcome is sent. The server is a child subreaper (Linux), so
+grandchildren orphaned by a job are reaped here rather than lingering as zombies.
 """
 
 from __future__ import annotations
@@ -22,9 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import psutil
-
-from accelerate_core.constants import ERR_CRASHED, ERR_OOM, ERR_TIMEOUT
+from accelerate_core.constants import ERR_CRASHED, ERR_FILE_SIZE, ERR_OOM, ERR_PROCESS_LIMIT, ERR_TIMEOUT
+from accelerate_core.runner.box import Boxes, JobBox, Usage
 from accelerate_core.runner.child import Entry, run_forked
 from accelerate_core.runner.environ import scrub
 from accelerate_core.runner.outcome import ChildOutcome
@@ -35,7 +37,7 @@ __all__ = ["KILL_GRACE_S", "RSS_INTERVAL_S", "Child", "Supervisor"]
 log = logging.getLogger(__name__)
 
 RSS_INTERVAL_S = 0.1
-"""How often (seconds) the parent samples a running child's RSS against its cap."""
+"""How often (seconds) the parent samples a running job's tree (tasks, RSS) against its limits."""
 
 
 _LOG_TAIL_CHARS = 2000
@@ -52,6 +54,7 @@ class Child:
     result_fd: int
     log_path: Path
     started: float
+    box: JobBox
     proc: subprocess.Popen[bytes] | None = None
     data: bytearray = field(default_factory=bytearray)
     kill_reason: str | None = None
@@ -59,6 +62,10 @@ class Child:
     kill_detail: str = ""
     term_sent_at: float | None = None
     peak_rss: int = 0
+    next_sample: float = 0.0
+
+    def __post_init__(self) -> None:
+        self.next_sample = self.started + RSS_INTERVAL_S  # a job shorter than that costs no sample at all
 
     @property
     def deadline(self) -> float:
@@ -69,7 +76,7 @@ class Child:
         """The next moment the parent must look at this child (monotonic seconds)."""
         if self.term_sent_at is not None:
             return self.term_sent_at + KILL_GRACE_S
-        return min(self.deadline, time.monotonic() + RSS_INTERVAL_S)
+        return min(self.deadline, self.next_sample)
 
     def drain(self) -> bool:
         """Read what the child wrote to its result pipe; True at end of stream."""
@@ -94,6 +101,7 @@ class Supervisor:
         preload: modules a spawned child imports before the entry (fork mode has them already).
         workdir: where per-job logs and spawn job files live.
         close_in_child: descriptors a forked child must close (the server's protocol pipes).
+        boxes: makes each job's box (cgroup or sweep).
     """
 
     def __init__(
@@ -104,8 +112,10 @@ class Supervisor:
         preload: tuple[str, ...],
         workdir: Path,
         close_in_child: Callable[[], list[int]],
+        boxes: Boxes,
     ) -> None:
         self.entry = entry
+        self.boxes = boxes
         self.spawn = spawn
         self.preload = preload
         self.workdir = workdir
@@ -119,20 +129,25 @@ class Supervisor:
         log_fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         proc = None
         try:
+            box = self.boxes.open(request.max_tasks)
             if self.spawn:
-                proc = self._spawn(request, write_fd, log_fd)
+                proc = self._spawn(request, box, write_fd, log_fd)
                 pid = proc.pid
             else:
-                pid = self._fork(request, read_fd, write_fd, log_fd)
+                pid = self._fork(request, box, read_fd, write_fd, log_fd)
+        except BaseException:
+            os.close(read_fd)
+            raise
         finally:
             os.close(write_fd)
             os.close(log_fd)
+        box.attach(pid)
         os.set_blocking(read_fd, False)
-        child = Child(request, pid, read_fd, log_path, time.monotonic(), proc=proc)
+        child = Child(request, pid, read_fd, log_path, time.monotonic(), box, proc=proc)
         self.children[pid] = child
         return child
 
-    def _fork(self, request: JobRequest, read_fd: int, write_fd: int, log_fd: int) -> int:
+    def _fork(self, request: JobRequest, box: JobBox, read_fd: int, write_fd: int, log_fd: int) -> int:
         if not callable(self.entry):
             raise TypeError("fork mode needs the resolved entry function")
         others = [c.result_fd for c in self.children.values()]
@@ -143,17 +158,19 @@ class Supervisor:
             pid = os.fork()
             if pid == 0:  # the child: never returns; it restores the mask after resetting the handlers
                 run_forked(self.entry, request, write_fd, log_fd, [read_fd, *others, *self.close_in_child()],
-                           sigmask=blocked)  # fmt: skip
+                           procs_files=box.procs_files, sigmask=blocked)  # fmt: skip
         finally:
             signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
         return pid
 
-    def _spawn(self, request: JobRequest, write_fd: int, log_fd: int) -> subprocess.Popen[bytes]:
+    def _spawn(self, request: JobRequest, box: JobBox, write_fd: int, log_fd: int) -> subprocess.Popen[bytes]:
         job_file = self.workdir / f"job-{time.monotonic_ns()}.json"
         job_file.write_text(json.dumps(request.to_dict()))
         spec = self.entry if isinstance(self.entry, str) else f"{self.entry.__module__}:{self.entry.__name__}"
         argv = [sys.executable, "-m", "accelerate_core.runner.child", "--entry", spec,
                 "--result-fd", str(write_fd), "--preload", ",".join(self.preload)]  # fmt: skip
+        for procs_file in box.procs_files:
+            argv += ["--cgroup", procs_file]
         with job_file.open("rb") as stdin:
             proc = subprocess.Popen(
                 argv, stdin=stdin, stdout=log_fd, stderr=log_fd, pass_fds=(write_fd,),
@@ -173,22 +190,24 @@ class Supervisor:
             if child.term_sent_at is not None:
                 if now >= child.term_sent_at + KILL_GRACE_S:
                     _kill_group(child.pid, signal.SIGKILL)
+                    child.box.kill()
                 continue
             if child.kill_reason is None and now >= child.deadline:
                 detail = f"killed at the hard time limit of {child.request.time_limit_s:g} s"
                 self.kill(child, ERR_TIMEOUT, "Timeout", detail, graceful=True, now=now)
-            elif child.kill_reason is None:
-                self._check_memory(child, now)
+            elif child.kill_reason is None and now >= child.next_sample:
+                child.next_sample = now + RSS_INTERVAL_S
+                self._check_box(child, now)
 
-    def _check_memory(self, child: Child, now: float) -> None:
-        try:
-            rss = psutil.Process(child.pid).memory_info().rss
-        except (psutil.NoSuchProcess, psutil.ZombieProcess, psutil.AccessDenied):
-            return
-        child.peak_rss = max(child.peak_rss, rss)
-        cap = child.request.mem_cap_mb * _MIB
-        if rss > cap:
-            detail = f"RSS {rss / _MIB:.0f} MiB exceeded the memory cap of {child.request.mem_cap_mb} MiB"
+    def _check_box(self, child: Child, now: float) -> None:
+        usage = child.box.sample()
+        child.peak_rss = max(child.peak_rss, usage.rss_bytes)
+        request = child.request
+        if usage.refused or usage.tasks > request.max_tasks:
+            self.kill(child, ERR_PROCESS_LIMIT, "ProcessLimit", _over_tasks(usage, request), graceful=False, now=now)
+        elif usage.rss_bytes > request.mem_cap_mb * _MIB:
+            detail = (f"RSS {usage.rss_bytes / _MIB:.0f} MiB over {usage.processes} process(es) exceeded the "
+                      f"memory cap of {request.mem_cap_mb} MiB")  # fmt: skip
             self.kill(child, ERR_OOM, "MemoryCapExceeded", detail, graceful=False, now=now)
 
     def kill(
@@ -204,6 +223,7 @@ class Supervisor:
         else:
             child.term_sent_at = child.term_sent_at or (time.monotonic() if now is None else now)
             _kill_group(child.pid, signal.SIGKILL)
+            child.box.kill()
 
     def kill_all(self) -> None:
         """SIGKILL every child's process group (server shutdown)."""
@@ -214,7 +234,7 @@ class Supervisor:
         """Collect every exited child (and orphaned grandchild); yield finished children with outcomes."""
         while True:
             try:
-                pid, status, usage = os.wait4(-1, os.WNOHANG)
+                pid, status, rusage = os.wait4(-1, os.WNOHANG)
             except ChildProcessError:
                 return
             if pid == 0:
@@ -225,11 +245,18 @@ class Supervisor:
             if child.proc is not None:
                 child.proc.returncode = os.waitstatus_to_exitcode(status)
             child.drain()
-            # Whatever the job left running goes with it. Only the group: the pid itself is free now,
-            # while a group id stays reserved as long as any member lives, so this never hits a stranger.
+            # Whatever the job left running goes with it: its group first (the pid itself is free now,
+            # while a group id stays reserved as long as any member lives, so this never hits a stranger),
+            # then the rest of its box (a setsid descendant). A fork the kernel refused counts even
+            # when the child died of it before a sample saw it.
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(pid, signal.SIGKILL)
-            yield child, self._outcome(child, status, usage.ru_maxrss)
+            if child.kill_reason is None and child.box.refused():
+                usage = child.box.sample()
+                child.kill_reason, child.kill_type = ERR_PROCESS_LIMIT, "ProcessLimit"
+                child.kill_detail = _over_tasks(usage, child.request)
+            self.boxes.finish(child.box)
+            yield child, self._outcome(child, status, rusage.ru_maxrss)
             self._cleanup(child)
 
     def _outcome(self, child: Child, status: int, maxrss_kb: int) -> ChildOutcome:
@@ -249,6 +276,9 @@ class Supervisor:
         if record is not None:
             return _from_record(job_id, record, child.log_path, common)
         tail = _tail(child.log_path)
+        if signum == signal.SIGXFSZ:
+            message = f"the child wrote past the file-size limit of {child.request.max_file_mb} MiB (SIGXFSZ)"
+            return ChildOutcome.failure(job_id, ERR_FILE_SIZE, "FileSizeLimit", message, log_tail=tail, **common)
         if signum is not None:
             message = f"the child was killed by signal {signum} ({_signame(signum)})"
         else:
@@ -261,6 +291,13 @@ class Supervisor:
         with contextlib.suppress(OSError):
             os.close(child.result_fd)
         child.log_path.unlink(missing_ok=True)
+
+
+def _over_tasks(usage: Usage, request: JobRequest) -> str:
+    return (
+        f"the job's process tree hit its limit of {request.max_tasks} tasks (processes and threads): "
+        f"{usage.processes} processes, {usage.tasks} tasks"
+    )
 
 
 def _from_record(job_id: str, record: dict[str, Any], log_path: Path, common: dict[str, Any]) -> ChildOutcome:

@@ -23,22 +23,10 @@ from accelerate_core.constants import ERR_CRASHED, ERR_FORWARD, ERR_MISSING_DEPE
 from accelerate_core.errors import RunnerError
 from accelerate_core.runner import ForkServer
 from accelerate_core.runner.supervisor import KILL_GRACE_S
+from tests.support.processes import gone
 
 ENTRY = "tests.support.entries:dispatch"
 CAP_MB = 2000
-
-
-def gone(pid: int, within_s: float = 5.0) -> bool:
-    """True once ``pid`` no longer runs (a zombie awaiting init's reaping counts as gone)."""
-    deadline = time.monotonic() + within_s
-    while time.monotonic() < deadline:
-        try:
-            if psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
-                return True
-        except psutil.NoSuchProcess:
-            return True
-        time.sleep(0.05)
-    return False
 
 
 @pytest.fixture(scope="module")

@@ -88,6 +88,20 @@ def big_result(payload: dict[str, Any]) -> dict[str, Any]:
     return {"blob": "x" * int(payload.get("size", 1_000_000))}
 
 
+def _append_pid(path: str | None, pid: int) -> None:
+    if path:
+        with open(path, "a") as fh:
+            fh.write(f"{pid}\n")
+
+
+def _sleeper(pid_file: str | None, *, mb: int = 0, new_session: bool = True) -> subprocess.Popen[bytes]:
+    """Start a Python that holds ``mb`` MiB and sleeps for ten minutes; record its pid."""
+    code = f"import time; held = bytearray({mb} * 1024 * 1024); time.sleep(600)"
+    proc = subprocess.Popen([sys.executable, "-c", code], start_new_session=new_session)
+    _append_pid(pid_file, proc.pid)
+    return proc
+
+
 def read_environ(payload: dict[str, Any]) -> dict[str, Any]:
     """Everything of its environment a job can see: os.environ, /proc/self/environ, a grandchild's."""
     grandchild = subprocess.run([sys.executable, "-c", "import os; print(dict(os.environ))"],
@@ -97,6 +111,57 @@ def read_environ(payload: dict[str, Any]) -> dict[str, Any]:
     with open(f"/proc/{os.getppid()}/environ", "rb") as fh:
         server = fh.read().decode(errors="replace")
     return {"environ": dict(os.environ), "proc": initial, "server": server, "grandchild": grandchild.stdout}
+
+
+def leave_a_daemon(payload: dict[str, Any]) -> dict[str, Any]:
+    """Start a ``setsid`` sleeper and a double-forked one, then return at once (success), leaving both."""
+    _sleeper(payload.get("pid_file"))
+    pid = os.fork()
+    if pid == 0:  # the intermediate: starts the daemon and exits, so it re-parents to the server
+        try:
+            _sleeper(payload.get("pid_file"))
+        finally:
+            os._exit(0)
+    os.waitpid(pid, 0)
+    return {"pid": os.getpid()}
+
+
+def fork_bomb(payload: dict[str, Any]) -> dict[str, Any]:
+    """Fork up to ``payload["n"]`` times, one a millisecond; each child leaves the group and sleeps."""
+    for _ in range(int(payload["n"])):
+        try:
+            pid = os.fork()
+        except OSError:  # refused at the task limit: a bomb just tries again
+            time.sleep(0.001)
+            continue
+        if pid == 0:
+            os.setsid()
+            _append_pid(payload.get("pid_file"), os.getpid())
+            time.sleep(60)
+            os._exit(0)
+        time.sleep(0.001)
+    time.sleep(60)
+    return {}
+
+
+def fill_disk(payload: dict[str, Any]) -> dict[str, Any]:
+    """Fill ``payload["path"]`` with a shell pipeline, then from Python, 1 MiB at a time up to ``mb``."""
+    shell = subprocess.run(["sh", "-c", f"head -c {payload['mb']}M /dev/zero > {payload['path']}.sh"], check=False)
+    Path(payload["path"] + ".rc").write_text(str(shell.returncode))
+    chunk = b"x" * (1024 * 1024)
+    with open(payload["path"], "wb") as fh:
+        for _ in range(int(payload["mb"])):
+            fh.write(chunk)
+            fh.flush()
+    return {}
+
+
+def hog_tree(payload: dict[str, Any]) -> dict[str, Any]:
+    """Start ``n`` sleepers holding ``mb`` MiB each (every one under a cap their sum is over), then wait."""
+    for i in range(int(payload["n"])):
+        _sleeper(payload.get("pid_file"), mb=int(payload["mb"]), new_session=i % 2 == 0)
+    time.sleep(60)
+    return {}
 
 
 _BEHAVIOURS = {
@@ -111,4 +176,8 @@ _BEHAVIOURS = {
     "missing": missing_dependency,
     "big": big_result,
     "environ": read_environ,
+    "daemon": leave_a_daemon,
+    "fork_bomb": fork_bomb,
+    "fill_disk": fill_disk,
+    "hog_tree": hog_tree,
 }

@@ -1,4 +1,5 @@
-"""Real processes in tests: each started in its own session with its output in a log, stopped as a group."""
+"""Real processes in tests: each started in its own session with its output in a log, stopped as a group;
+and waiting until a process is gone."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
+
+import psutil
 
 
 def start(argv: Sequence[str], *, env: dict[str, str], cwd: Path, log: Path) -> subprocess.Popen[bytes]:
@@ -39,3 +42,16 @@ def wait_for(check: Callable[[], Any], timeout_s: float, what: str, every_s: flo
             return value
         time.sleep(every_s)
     raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what}")
+
+
+def gone(pid: int, within_s: float = 5.0) -> bool:
+    """True once ``pid`` no longer runs (a zombie awaiting its reaping counts as gone)."""
+    deadline = time.monotonic() + within_s
+    while time.monotonic() < deadline:
+        try:
+            if psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
+                return True
+        except psutil.NoSuchProcess:
+            return True
+        time.sleep(0.05)
+    return False

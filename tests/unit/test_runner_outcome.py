@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import errno
 import os
 
 import pytest
 
-from accelerate_core.constants import ERR_BUILD, ERR_FORWARD, ERR_MISSING_DEPENDENCY, ERR_OOM
+from accelerate_core.constants import ERR_BUILD, ERR_FILE_SIZE, ERR_FORWARD, ERR_MISSING_DEPENDENCY, ERR_OOM
 from accelerate_core.errors import RunnerError
 from accelerate_core.runner import ChildOutcome, JobFailure, classify_exception
-from accelerate_core.runner.protocol import JobRequest, LineReader, encode
+from accelerate_core.runner.protocol import DEFAULT_MAX_FILE_MB, DEFAULT_MAX_TASKS, JobRequest, LineReader, encode
 
 
 def _raised(make):
@@ -41,6 +42,17 @@ def test_memory_failures_are_out_of_memory_whatever_wraps_them():
     assert classify_exception(RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")) == ERR_OOM
 
 
+def test_a_write_past_the_file_size_limit_wins_over_a_tag():
+    def wrapped():
+        try:
+            raise OSError(errno.EFBIG, "File too large")
+        except OSError as e:
+            raise JobFailure(ERR_BUILD, "save failed") from e
+
+    assert classify_exception(_raised(wrapped)) == ERR_FILE_SIZE
+    assert classify_exception(OSError(errno.ENOSPC, "No space left on device")) == ERR_FORWARD
+
+
 def test_import_errors_and_requires_library_messages_are_missing_dependencies():
     assert classify_exception(ModuleNotFoundError("No module named 'natten'")) == ERR_MISSING_DEPENDENCY
     assert classify_exception(ImportError("cannot import name x")) == ERR_MISSING_DEPENDENCY
@@ -70,6 +82,19 @@ def test_job_request_validates_and_round_trips():
         JobRequest("j", {}, 0, 100)
     with pytest.raises(RunnerError, match="malformed"):
         JobRequest.from_dict({"job_id": "j"})
+    with pytest.raises(RunnerError, match="max_tasks=1"):
+        JobRequest("j", {}, 1, 100, max_tasks=1)
+    with pytest.raises(RunnerError, match="max_file_mb=0"):
+        JobRequest("j", {}, 1, 100, max_file_mb=0)
+
+
+def test_a_request_without_box_limits_gets_the_defaults():
+    data = JobRequest("j", {}, 1, 100).to_dict()
+    del data["max_tasks"], data["max_file_mb"]
+
+    request = JobRequest.from_dict(data)
+
+    assert (request.max_tasks, request.max_file_mb) == (DEFAULT_MAX_TASKS, DEFAULT_MAX_FILE_MB)
 
 
 def test_line_reader_splits_partial_lines_and_sees_end_of_stream():
