@@ -4,7 +4,11 @@
 
 1. **resolve** the source: a local checkpoint directory (``config.json`` + weights, loaded with
    ``local_files_only=True``: the hub is never contacted) or a transformers model type built by
-   :func:`accelerate_core.catalog.build` from a tiny config with random weights;
+   :func:`accelerate_core.catalog.build` from a tiny config with random weights. A checkpoint is data
+   from elsewhere, so loading it never runs its code: safetensors files are preferred (and then only
+   they are read), ``.bin``/``.pt`` files are unpickled with ``weights_only=True`` (a pickle that would
+   call anything but tensor constructors is refused), no remote code is trusted, and
+   ``architectures[0]`` in ``config.json`` must name a model class of transformers;
 2. **select** the device with :func:`~accelerate_core.backends.select_hardware` (memory fit, dtype
    support, preference);
 3. **load** and place the model there, in eval mode, and return where it went.
@@ -18,6 +22,8 @@ from __future__ import annotations
 
 import logging
 import os
+import pickle
+import re
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +37,7 @@ logger = logging.getLogger(__name__)
 SOURCE_CHECKPOINT = "checkpoint"
 SOURCE_MODEL_TYPE = "model-type"
 _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
+_CLASS_NAME = re.compile(r"[A-Z][A-Za-z0-9]*")
 _import_lock = threading.Lock()
 # transformers builds and loads models under process-wide torch state (the default dtype, a meta-device
 # context): two threads loading at once corrupt each other ("Cannot copy out of meta tensor"), so
@@ -159,14 +166,41 @@ def load_checkpoint_and_dispatch(
 
 def _load_checkpoint(directory: Path, torch_dtype: Any) -> Any:
     _, transformers = _torch_and_transformers()
+    safetensors = any(directory.glob("*.safetensors"))
     try:
-        config = transformers.AutoConfig.from_pretrained(directory, local_files_only=True)
-        architectures = getattr(config, "architectures", None) or []
-        model_cls = getattr(transformers, architectures[0], None) if architectures else None
-        model_cls = model_cls or transformers.AutoModel
-        return model_cls.from_pretrained(directory, config=config, local_files_only=True, dtype=torch_dtype)
+        config = transformers.AutoConfig.from_pretrained(directory, local_files_only=True, trust_remote_code=False)
+        model_cls = _model_class(transformers, getattr(config, "architectures", None) or [], directory)
+        return model_cls.from_pretrained(
+            directory, config=config, local_files_only=True, dtype=torch_dtype, trust_remote_code=False,
+            use_safetensors=safetensors, weights_only=True,
+        )  # fmt: skip
+    except pickle.UnpicklingError as e:
+        raise ModelBuildError(
+            f"refused checkpoint {directory}: its weights file holds more than tensors (a pickle that would run "
+            f"code: {_first_line(e)}); convert it to safetensors from a source you trust"
+        ) from e
     except (OSError, ValueError, KeyError, RuntimeError) as e:
         raise ModelBuildError(f"cannot load checkpoint {directory} ({e}): check its config.json and weights") from e
+
+
+def _model_class(transformers: Any, architectures: list[Any], directory: Path) -> Any:
+    """The class ``architectures[0]`` names: a ``PreTrainedModel`` subclass of transformers (``AutoModel``
+    when none is named); never an arbitrary attribute, import path or remote code."""
+    if not architectures:
+        return transformers.AutoModel
+    name = architectures[0]
+    found = getattr(transformers, name, None) if isinstance(name, str) and _CLASS_NAME.fullmatch(name) else None
+    if isinstance(found, type) and issubclass(found, transformers.PreTrainedModel):
+        return found
+    raise ModelBuildError(
+        f"refused checkpoint {directory}: config.json names architecture {str(name)[:80]!r}, which is not a model "
+        f"class of transformers {transformers.__version__}: fix its 'architectures'"
+    )
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip().splitlines()
+    return text[0][:200] if text else type(error).__name__
 
 
 def _build_model_type(model_type: str, device: str, torch_dtype: Any) -> tuple[Any, dict[str, Any] | None]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -12,7 +13,7 @@ import pytest
 
 from accelerate_core.backends import detect, get_backend
 from accelerate_core.dispatch import load_checkpoint_and_dispatch, resolve_source
-from accelerate_core.errors import HardwareUnavailableError, UnknownModelError
+from accelerate_core.errors import HardwareUnavailableError, ModelBuildError, UnknownModelError
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
@@ -130,3 +131,70 @@ print(json.dumps({{"results": out, "threads": torch.get_num_threads(), "gpus": t
     results = sorted(map(tuple, data["results"]))
     assert results == [("checkpoint", "cpu", False)] * 2 + [("model-type", "cpu", False)] * 2
     assert (data["threads"], data["gpus"]) == (1, 0)
+
+
+class _RunsCode:
+    """Unpickling this writes a marker file: what a hostile ``.bin`` checkpoint would do, harmlessly."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple[object, tuple[str]]:
+        return exec, (f"open({str(self.marker)!r}, 'w').write('ran')",)
+
+
+def _bin_checkpoint(folder: Path, source: Path, *, hostile_marker: Path | None = None) -> Path:
+    """A ``.bin``-only checkpoint: the config of ``source`` and its weights written by torch.save (pickle)."""
+    folder.mkdir()
+    (folder / "config.json").write_text((source / "config.json").read_text())
+    model = transformers.BertForMaskedLM.from_pretrained(source)
+    state: dict[str, object] = dict(model.state_dict())
+    if hostile_marker is not None:
+        state["payload"] = _RunsCode(hostile_marker)
+    torch.save(state, folder / "pytorch_model.bin")
+    return folder
+
+
+def test_a_bin_only_checkpoint_of_plain_tensors_loads(checkpoint, tmp_path: Path) -> None:
+    path, saved = checkpoint
+    folder = _bin_checkpoint(tmp_path / "bin", path)
+
+    d = load_checkpoint_and_dispatch(folder)
+
+    assert type(d.model).__name__ == "BertForMaskedLM"
+    assert all(torch.equal(d.model.state_dict()[name], tensor) for name, tensor in saved.items())
+
+
+def test_a_bin_checkpoint_whose_pickle_would_run_code_is_refused_without_running_it(checkpoint, tmp_path: Path):
+    marker = tmp_path / "ran"
+    folder = _bin_checkpoint(tmp_path / "hostile", checkpoint[0], hostile_marker=marker)
+
+    with pytest.raises(ModelBuildError, match=r"refused checkpoint .*holds more than tensors") as e:
+        load_checkpoint_and_dispatch(folder)
+
+    assert not marker.exists()
+    assert "\n" not in str(e.value)
+
+
+def test_safetensors_are_preferred_and_a_hostile_bin_beside_them_is_never_read(checkpoint, tmp_path: Path):
+    marker = tmp_path / "ran"
+    path, saved = checkpoint
+    folder = _bin_checkpoint(tmp_path / "both", path, hostile_marker=marker)
+    (folder / "model.safetensors").write_bytes((path / "model.safetensors").read_bytes())
+
+    d = load_checkpoint_and_dispatch(folder)
+
+    assert not marker.exists()
+    assert all(torch.equal(d.model.state_dict()[name], tensor) for name, tensor in saved.items())
+
+
+@pytest.mark.parametrize("architecture", ["os.system", "pipeline", "AutoTokenizer", "BertConfig", "NoSuchModel"])
+def test_architectures_must_name_a_model_class_of_transformers(checkpoint, tmp_path: Path, architecture: str):
+    folder = tmp_path / "odd"
+    folder.mkdir()
+    config = json.loads((checkpoint[0] / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**config, "architectures": [architecture]}))
+    (folder / "model.safetensors").write_bytes((checkpoint[0] / "model.safetensors").read_bytes())
+
+    with pytest.raises(ModelBuildError, match=re.escape(f"names architecture '{architecture}', which is not a model")):
+        load_checkpoint_and_dispatch(folder)
