@@ -14,7 +14,8 @@ Two ways to know the tree, chosen once per server (``mode``):
 
 ``cgroup`` (Linux with a writable cgroup, :mod:`accelerate_core.runner.cgroup`)
     The child joins its job's cgroup before the job runs, so no descendant can leave it by forking or
-    ``setsid``; ``pids.max`` refuses the fork past the limit in the kernel, and ``cgroup.kill`` ends all.
+    ``setsid``; ``pids.max`` refuses the fork past the limit in the kernel, and the cgroup's member list
+    is what is killed at the end (``cgroup.kill`` where there is one).
 ``sweep`` (elsewhere, or asked for)
     The server records the job's descendants at every sample (psutil over the process table). It is a
     child subreaper (Linux), so an orphan re-parents to it and is counted with the jobs that were running
@@ -33,6 +34,7 @@ import logging
 import os
 import resource
 import signal
+import sys
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterable
@@ -56,6 +58,7 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
+_SUBREAPER = sys.platform.startswith("linux")  # the server makes itself its orphans' reaper there
 _SETTLE_S = 1.0
 _SETTLE_POLL_S = 0.005
 _SWEEP_ROUNDS = 20
@@ -76,6 +79,8 @@ class JobBox(ABC):
     """One job's box, as the server sees it: who belongs to the job, what it uses, and its kill."""
 
     main_pid: int = 0
+    ended: bool = False
+    """Set once the job's child is reaped (its pid may then belong to a stranger)."""
 
     @property
     def procs_files(self) -> list[str]:
@@ -169,15 +174,26 @@ class SweepBox(JobBox):
 
     def __init__(self, boxes: Boxes) -> None:
         self.boxes = boxes
-        self.main: psutil.Process | None = None
+        self._main: psutil.Process | None = None
         self.seen: dict[int, psutil.Process] = {}
 
-    def attach(self, pid: int) -> None:
-        super().attach(pid)
-        with contextlib.suppress(psutil.Error):
-            self.main = psutil.Process(pid)  # with its start time: a later stranger with this pid is not it
+    @property
+    def main(self) -> psutil.Process | None:
+        """The job's child with its start time (so a later stranger with its pid is not taken for it).
+
+        Looked up on first use, while the pid is surely the child's (not yet reaped): not at all for a
+        job too short to be sampled.
+        """
+        if self._main is None and not self.ended and self.main_pid:
+            with contextlib.suppress(psutil.Error):
+                self._main = psutil.Process(self.main_pid)
+        return self._main
 
     def members(self) -> list[int]:
+        if _SUBREAPER and self.boxes.alone(self) and not _has_children():
+            # Every live descendant of an ended job re-parents to the server (its subreaper): a server
+            # with no child at all has nothing of it left, and the process table need not be read.
+            return []
         return list(self._walk(self.boxes.table(fresh=True)))
 
     def sample(self) -> Usage:
@@ -213,6 +229,15 @@ class SweepBox(JobBox):
         return True
 
 
+def _has_children() -> bool:
+    """True when this process has a child, running or not yet reaped (none is reaped here)."""
+    try:
+        os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+    except ChildProcessError:
+        return False
+    return True
+
+
 def _signal(proc: psutil.Process, sig: int) -> None:
     with contextlib.suppress(psutil.Error, OSError):
         if proc.is_running():  # not a stranger that took a recorded pid
@@ -246,7 +271,8 @@ class Boxes:
         return box
 
     def finish(self, box: JobBox) -> None:
-        """End a job's box: kill what is left of its tree, wait briefly for it, release the box."""
+        """End a job's box once its child is reaped: kill what is left of its tree, wait briefly, release."""
+        box.ended = True
         if not box.settle():
             log.warning("job box of pid %d: processes still alive 1 s after SIGKILL", box.main_pid)
         if not box.close():
@@ -286,6 +312,10 @@ class Boxes:
         known = {pid for b in self._sweeping for pid in b.seen}
         return [p for p in table.get(os.getpid(), ()) if p.pid not in mains and p.pid not in known]
 
+    def alone(self, box: SweepBox) -> bool:
+        """True when ``box`` is the only sweeping job and its child has ended."""
+        return self._sweeping == [box] and box.ended
+
     def forget(self, box: SweepBox) -> None:
         """A job ended: its recorded processes are no longer looked after."""
         with contextlib.suppress(ValueError):
@@ -307,12 +337,17 @@ def open_boxes(mode: str) -> Boxes:
 
 
 def enter_box(procs_files: Iterable[str], max_file_mb: int) -> None:
-    """In the job's child, before the job runs: join the job's cgroups and cap file sizes.
+    """In the job's child, before the job runs: join the job's cgroup and cap file sizes.
+
+    Call it while the process has one thread: a v1 cgroup is joined through its ``tasks`` file, which
+    moves the calling thread only (see :mod:`accelerate_core.runner.cgroup`).
 
     Raises:
         RunnerError: a cgroup could not be joined (the job must not run outside its box).
     """
     for path in procs_files:
+        if path.endswith("/tasks") and len(os.listdir("/proc/self/task")) != 1:
+            raise RunnerError(f"cannot enter the job's cgroup {path} from a process with threads: the job did not run")
         try:
             fd = os.open(path, os.O_WRONLY)
             try:

@@ -1,17 +1,23 @@
 """Linux control groups for the job box: one cgroup per job, for membership, a task limit and the kill.
 
 A process cannot leave its cgroup by forking, double-forking or ``setsid``, so a job's cgroup knows
-every process of its tree, and ``cgroup.kill`` (cgroup v2, Linux >= 5.14) kills them all in one write,
-a fork bomb mid-fork included. The ``pids`` controller's ``pids.max`` limits the tasks (processes and
-threads) in the kernel, for root too (``RLIMIT_NPROC`` is per user and root ignores it).
+every process of its tree; the ``pids`` controller's ``pids.max`` limits its tasks (processes and
+threads) in the kernel, for root too (``RLIMIT_NPROC`` is per user and root ignores it); and
+``cgroup.kill`` (cgroup v2, Linux >= 5.14) kills them all in one write.
 
-A fork server makes ``accel-runner-<pid>/`` under its own cgroup and ``job-<n>/`` below it per job,
-in up to two hierarchies:
+A fork server makes ``accel-runner-<pid>/`` under its own cgroup, and ``job-<n>/`` below it per job, in
+one hierarchy, the first of these that is writable:
 
-- the **tree**: the cgroup v2 hierarchy, when this process's v2 cgroup is writable (no controller
-  is needed for membership and ``cgroup.kill``);
-- the **pids** directory: the same v2 directory when the ``pids`` controller is delegated to it,
-  else the cgroup v1 ``pids`` hierarchy when it is mounted and writable (the files are the same).
+1. cgroup v2 with the ``pids`` controller delegated to the server's cgroup;
+2. the cgroup v1 ``pids`` hierarchy (same files; no ``cgroup.kill``: members are stopped, then killed);
+3. cgroup v2 without controllers (membership and ``cgroup.kill``; tasks are then counted by sampling).
+
+Joining costs. Moving a whole process into a cgroup (``cgroup.procs``) takes the kernel's global
+``cgroup_threadgroup_rwsem`` for writing, which waits for an RCU grace period when none was taken
+recently: measured here, about 10-14 ms per job once jobs are more than ~20 ms apart. Moving one
+thread of a v1 hierarchy (its ``tasks`` file) skips that lock, so a v1 child, single-threaded when it
+joins, writes ``tasks`` (about 0.1 ms). v2 allows thread moves only inside a threaded subtree, so a
+v2 child pays the grace period.
 
 Memory is not capped here: the box samples the RSS of the cgroup's members instead, so that the cap
 keeps one meaning (resident memory, shared pages included) with or without cgroups.
@@ -99,19 +105,30 @@ def members(directory: Path) -> list[int]:
 
 
 def kill_tree(directory: Path) -> None:
-    """SIGKILL every process in a cgroup and its sub-cgroups (``cgroup.kill``, else member by member)."""
+    """SIGKILL every process in a cgroup and its sub-cgroups.
+
+    With ``cgroup.kill`` in one write. Without it (cgroup v1), members are stopped (SIGSTOP: a stopped
+    process cannot fork) until no new one appears, then killed.
+    """
     kill_file = directory / "cgroup.kill"
     if kill_file.exists():
         with contextlib.suppress(OSError):
             _write(kill_file, "1")
             return
-    for _ in range(_KILL_ROUNDS):  # a process forking while we kill: again, until nothing is left
-        pids = [pid for sub in _walk(directory) for pid in members(sub)]
-        if not pids:
-            return
-        for pid in pids:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.kill(pid, signal.SIGKILL)
+    stopped: set[int] = set()
+    for _ in range(_KILL_ROUNDS):
+        fresh = {pid for sub in _walk(directory) for pid in members(sub)} - stopped
+        if not fresh:
+            break
+        _signal(fresh, signal.SIGSTOP)
+        stopped |= fresh
+    _signal(stopped, signal.SIGKILL)
+
+
+def _signal(pids: set[int], sig: int) -> None:
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, sig)
 
 
 def remove_tree(directory: Path) -> bool:
@@ -137,69 +154,77 @@ def _walk(directory: Path) -> list[Path]:
 
 
 class JobCgroup:
-    """One job's cgroup(s): the child joins them, the parent reads members and limits and kills them.
+    """One job's cgroup: the child joins it, the parent reads its members and limit and kills them.
 
     Args:
-        dirs: the job's directories (the v2 tree one and/or the v1 pids one), membership read from the first.
-        pids_dir: the one of ``dirs`` with ``pids.max``, if any.
+        directory: the job's cgroup directory.
+        join_file: the file the child writes ``0`` to, to move itself in (``cgroup.procs`` or ``tasks``).
+        pids: whether the directory has the ``pids`` controller (``pids.max``).
     """
 
-    def __init__(self, dirs: tuple[Path, ...], pids_dir: Path | None) -> None:
-        self.dirs = dirs
-        self.pids_dir = pids_dir
+    def __init__(self, directory: Path, join_file: str, *, pids: bool) -> None:
+        self.directory = directory
+        self.join_file = join_file
+        self.pids = pids
 
     @property
     def procs_files(self) -> list[str]:
-        """The ``cgroup.procs`` files the child writes itself into before the job runs."""
-        return [str(d / "cgroup.procs") for d in self.dirs]
+        """The files the child writes itself into before the job runs."""
+        return [str(self.directory / self.join_file)]
 
     def members(self) -> list[int]:
         """The job's live processes."""
-        return members(self.dirs[0])
+        return members(self.directory)
 
     def tasks(self) -> int | None:
         """The job's tasks (processes and threads) as the pids controller counts them, if it does."""
-        if self.pids_dir is None:
+        if not self.pids:
             return None
         try:
-            return int(_read(self.pids_dir / "pids.current"))
+            return int(_read(self.directory / "pids.current"))
         except (OSError, ValueError):
             return None
 
     def limit_hits(self) -> int:
         """How many forks (or new threads) the kernel refused at ``pids.max``."""
-        if self.pids_dir is None:
+        if not self.pids:
             return 0
         with contextlib.suppress(OSError, ValueError):
-            for line in _read(self.pids_dir / "pids.events").splitlines():
+            for line in _read(self.directory / "pids.events").splitlines():
                 key, _, value = line.partition(" ")
                 if key == "max":
                     return int(value)
         return 0
 
     def kill(self) -> None:
-        """SIGKILL every process of the job (every directory has the same members: one is enough)."""
-        kill_tree(self.dirs[0])
+        """SIGKILL every process of the job."""
+        kill_tree(self.directory)
 
     def remove(self) -> bool:
-        """Remove the job's directories; False while a killed process is not yet reaped (try again later)."""
-        return all([remove_tree(d) for d in self.dirs])
+        """Remove the job's directory; False while a killed process is still alive (try again later)."""
+        return remove_tree(self.directory)
 
 
 class CgroupBase:
-    """A fork server's cgroup directories, under which each job gets its own.
+    """A fork server's cgroup directory, under which each job gets its own.
 
     Use :meth:`create`; ``None`` means no writable cgroup here (then the box sweeps instead).
+
+    Args:
+        directory: the server's ``accel-runner-<pid>`` directory.
+        version: its hierarchy's version (1 or 2).
+        pids: whether its job directories get the ``pids`` controller.
     """
 
-    def __init__(self, tree: Path | None, pids: Path | None) -> None:
-        self.tree = tree
+    def __init__(self, directory: Path, *, version: int, pids: bool) -> None:
+        self.directory = directory
+        self.version = version
         self.pids = pids
         self._count = 0
 
     @classmethod
     def create(cls, pid: int | None = None) -> CgroupBase | None:
-        """Make ``accel-runner-<pid>/`` in this process's writable cgroups; None when there is none.
+        """Make ``accel-runner-<pid>/`` in the best writable hierarchy (module docstring); None when none is.
 
         Leftovers of fork servers that died without cleaning up (their pid is gone) are killed and
         removed first: a ``setsid`` process of theirs may still be running there.
@@ -214,49 +239,47 @@ class CgroupBase:
         v2 = next((h.directory for h in hierarchies if h.version == 2), None)
         v1_pids = next((h.directory for h in hierarchies if "pids" in h.controllers), None)
         tree = _make(v2, name)
-        pids = tree if tree is not None and _delegate_pids(tree) else _make(v1_pids, name)
-        if tree is None and pids is None:
-            return None
-        return cls(tree, pids)
+        if tree is not None and _delegate_pids(tree):
+            return cls(tree, version=2, pids=True)
+        v1 = _make(v1_pids, name)
+        if v1 is not None:
+            if tree is not None:
+                remove_tree(tree)
+            return cls(v1, version=1, pids=True)
+        return None if tree is None else cls(tree, version=2, pids=False)
 
     def job(self, max_tasks: int) -> JobCgroup:
-        """Make the next job's cgroup(s) with a limit of ``max_tasks`` tasks.
+        """Make the next job's cgroup, with a limit of ``max_tasks`` tasks where the pids controller is.
 
         Raises:
-            OSError: a directory or the limit could not be written.
+            OSError: the directory or the limit could not be written.
         """
         self._count += 1
-        name = f"job-{self._count}"
-        dirs: list[Path] = []
-        pids_dir = None
-        for base in dict.fromkeys(d for d in (self.tree, self.pids) if d is not None):
-            directory = base / name
-            directory.mkdir()
-            dirs.append(directory)
-            if base == self.pids:
-                _write(directory / "pids.max", str(max_tasks))
-                pids_dir = directory
-        return JobCgroup(tuple(dirs), pids_dir)
+        directory = self.directory / f"job-{self._count}"
+        directory.mkdir()
+        if self.pids:
+            _write(directory / "pids.max", str(max_tasks))
+        # v1: the child moves its only thread, which skips the global lock (module docstring)
+        return JobCgroup(directory, "tasks" if self.version == 1 else "cgroup.procs", pids=self.pids)
 
-    def info(self) -> dict[str, str | None]:
-        """Where the server's cgroups are (for its ready message and the client's clean-up)."""
-        return {"tree": str(self.tree) if self.tree else None, "pids": str(self.pids) if self.pids else None}
+    def info(self) -> dict[str, str | int]:
+        """Where the server's cgroup is (for its ready message and the client's clean-up)."""
+        return {"cgroup": str(self.directory), "version": self.version, "pids": int(self.pids)}
 
     def close(self) -> bool:
-        """Kill whatever is left in the server's cgroups and remove them; True when all is gone."""
-        return release([d for d in (self.tree, self.pids) if d is not None])
+        """Kill whatever is left in the server's cgroup and remove it; True when all is gone."""
+        return release(self.directory)
 
 
-def release(dirs: list[Path], timeout_s: float = 1.0) -> bool:
-    """Kill every process under ``dirs`` and remove them, waiting up to ``timeout_s`` for the killed to die.
+def release(directory: Path, timeout_s: float = 1.0) -> bool:
+    """Kill every process under ``directory`` and remove it, waiting up to ``timeout_s`` for the killed.
 
     Also how a client cleans up after a dead server. True when all of it is gone.
     """
     deadline = time.monotonic() + timeout_s
     while True:
-        for directory in dirs:
-            kill_tree(directory)
-        if all([remove_tree(d) for d in dirs]):
+        kill_tree(directory)
+        if remove_tree(directory):
             return True
         if time.monotonic() >= deadline:
             return False
@@ -294,4 +317,4 @@ def _remove_stale(parent: Path) -> None:
             suffix = entry.name.removeprefix(PREFIX)
             if entry.name.startswith(PREFIX) and suffix.isdigit() and not psutil.pid_exists(int(suffix)):
                 log.info("removing the cgroup %s of a fork server that is gone", entry.path)
-                release([Path(entry.path)])
+                release(Path(entry.path))

@@ -501,12 +501,11 @@ def _kill_orphaned_group(pgid: int) -> None:
 
 def _release_cgroups(box: Any) -> None:
     """Kill what is left in a dead server's job cgroups (a ``setsid`` descendant) and remove them."""
-    found = [dict(box or {}).get(key) for key in ("tree", "pids")]
-    dirs = [Path(p) for p in dict.fromkeys(found) if isinstance(p, str) and p]
-    if dirs:
+    directory = dict(box or {}).get("cgroup")
+    if isinstance(directory, str) and directory:
         from accelerate_core.runner.cgroup import release
 
-        release(dirs)
+        release(Path(directory))
 
 
 def _terminate(proc: subprocess.Popen[bytes]) -> None:

@@ -71,5 +71,5 @@ def scrub(environ: Mapping[str, str]) -> dict[str, str]:
 def scrub_own_environ() -> None:
     """Keep only the allowed part of this process's environment (``os.environ`` and the C one under it)."""
     allowed = scrub(os.environ)
-    os.environ.clear()
-    os.environ.update(allowed)
+    for name in [n for n in os.environ if n not in allowed]:  # a child of a scrubbed server: usually none
+        del os.environ[name]

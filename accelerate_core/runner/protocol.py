@@ -11,7 +11,7 @@ Client -> server (the server's stdin), one JSON object per line::
 Server -> client (a private dup of the server's original stdout; the server points its own fd 1 at
 stderr so that a stray ``print`` can never corrupt the stream)::
 
-    {"event": "ready", "pid": 123, "mode": "fork", "preload_s": 4.2, "box": {"mode": "cgroup", "tree": ...}}
+    {"event": "ready", "pid": 123, "mode": "fork", "preload_s": 4.2, "box": {"mode": "cgroup", "cgroup": ...}}
     {"event": "started", "job_id": "...", "pid": 456}
     {"event": "outcome", "outcome": {...ChildOutcome.to_dict()...}}
     {"event": "pong"}

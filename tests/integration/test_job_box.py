@@ -185,11 +185,11 @@ def test_when_the_server_itself_is_killed_its_client_kills_the_jobs_setsid_desce
         while not pids_in(pid_file) and time.monotonic() < deadline:
             time.sleep(0.05)
         (sleeper,) = pids_in(pid_file)
-        tree = Path(fs.server_info["box"]["tree"])
+        cgroup = Path(fs.server_info["box"]["cgroup"])
 
         psutil.Process(fs.pid or 0).kill()  # no clean-up by the server at all
         (outcome,) = fs.poll(timeout=15)
 
         assert outcome.error_class == ERR_CRASHED
         assert gone(sleeper)  # it left the process group: only its cgroup still knew it
-        assert not tree.exists()
+        assert not cgroup.exists()
