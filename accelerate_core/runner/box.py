@@ -33,7 +33,6 @@ import contextlib
 import logging
 import os
 import resource
-import signal
 import sys
 import time
 from abc import ABC, abstractmethod
@@ -44,7 +43,7 @@ from typing import Any
 import psutil
 
 from accelerate_core.errors import RunnerError
-from accelerate_core.runner.cgroup import CgroupBase, JobCgroup
+from accelerate_core.runner.cgroup import CgroupBase, JobCgroup, stop_then_kill
 from accelerate_core.runner.protocol import BOX_MODES
 
 __all__ = [
@@ -61,7 +60,6 @@ log = logging.getLogger(__name__)
 _SUBREAPER = sys.platform.startswith("linux")  # the server makes itself its orphans' reaper there
 _SETTLE_S = 1.0
 _SETTLE_POLL_S = 0.005
-_SWEEP_ROUNDS = 20
 _MIB = 1024 * 1024
 
 
@@ -110,7 +108,7 @@ class JobBox(ABC):
     def settle(self, timeout_s: float = _SETTLE_S) -> bool:
         """Kill the tree and wait (briefly) until nothing of it is left; True when nothing is."""
         deadline = time.monotonic() + timeout_s
-        while [p for p in self.members() if p != self.main_pid and _alive(p)]:
+        while [p for p in self.members() if _alive(p)]:
             if time.monotonic() >= deadline:
                 return False
             self.kill()
@@ -213,16 +211,7 @@ class SweepBox(JobBox):
         return found
 
     def kill(self) -> None:
-        stopped: dict[int, psutil.Process] = {}
-        for _ in range(_SWEEP_ROUNDS):  # stopped processes cannot fork: walk until no new one appears
-            fresh = {pid: p for pid, p in self._walk(self.boxes.table(fresh=True)).items() if pid not in stopped}
-            if not fresh:
-                break
-            for proc in fresh.values():
-                _signal(proc, signal.SIGSTOP)
-            stopped.update(fresh)
-        for proc in stopped.values():
-            _signal(proc, signal.SIGKILL)
+        stop_then_kill(lambda: self._walk(self.boxes.table(fresh=True)), _signal)
 
     def close(self) -> bool:
         self.boxes.forget(self)
@@ -248,7 +237,7 @@ class Boxes:
     """A server's job boxes: makes one per job, in the server's mode.
 
     Args:
-        cgroups: the server's cgroup directories (``cgroup`` mode), or None (``sweep`` mode).
+        cgroups: the server's cgroup directory (``cgroup`` mode), or None (``sweep`` mode).
     """
 
     def __init__(self, cgroups: CgroupBase | None) -> None:

@@ -32,12 +32,23 @@ import os
 import signal
 import sys
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import psutil
 
-__all__ = ["CgroupBase", "Hierarchy", "JobCgroup", "kill_tree", "own_hierarchies", "release", "remove_tree"]
+__all__ = [
+    "CgroupBase",
+    "Hierarchy",
+    "JobCgroup",
+    "kill_tree",
+    "own_hierarchies",
+    "release",
+    "remove_tree",
+    "stop_then_kill",
+]
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +56,7 @@ PREFIX = "accel-runner-"
 """Name prefix of a fork server's cgroup directory; the server's pid follows."""
 
 _KILL_ROUNDS = 50
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,30 +117,36 @@ def members(directory: Path) -> list[int]:
 
 
 def kill_tree(directory: Path) -> None:
-    """SIGKILL every process in a cgroup and its sub-cgroups.
-
-    With ``cgroup.kill`` in one write. Without it (cgroup v1), members are stopped (SIGSTOP: a stopped
-    process cannot fork) until no new one appears, then killed.
-    """
+    """SIGKILL every process in a cgroup and its sub-cgroups (``cgroup.kill``, else :func:`stop_then_kill`)."""
     kill_file = directory / "cgroup.kill"
     if kill_file.exists():
         with contextlib.suppress(OSError):
             _write(kill_file, "1")
             return
-    stopped: set[int] = set()
+    stop_then_kill(lambda: {pid: pid for sub in _walk(directory) for pid in members(sub)}, _send)
+
+
+def stop_then_kill(find: Callable[[], Mapping[int, T]], send: Callable[[T, int], None]) -> None:
+    """SIGSTOP what ``find`` returns until it finds no new process, then SIGKILL them all.
+
+    A stopped process cannot fork, so a fork bomb cannot outrun this the way it can a kill loop.
+    ``find`` maps pids to what ``send(what, signal)`` signals.
+    """
+    stopped: dict[int, T] = {}
     for _ in range(_KILL_ROUNDS):
-        fresh = {pid for sub in _walk(directory) for pid in members(sub)} - stopped
+        fresh = {pid: target for pid, target in find().items() if pid not in stopped}
         if not fresh:
             break
-        _signal(fresh, signal.SIGSTOP)
-        stopped |= fresh
-    _signal(stopped, signal.SIGKILL)
+        for target in fresh.values():
+            send(target, signal.SIGSTOP)
+        stopped.update(fresh)
+    for target in stopped.values():
+        send(target, signal.SIGKILL)
 
 
-def _signal(pids: set[int], sig: int) -> None:
-    for pid in pids:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.kill(pid, sig)
+def _send(pid: int, sig: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.kill(pid, sig)
 
 
 def remove_tree(directory: Path) -> bool:
