@@ -169,6 +169,36 @@ class Source:
         return f"{self.kind} {self.name}"
 
 
+ENDPOINT_TOKEN_ENV = f"{ENV_PREFIX}ENDPOINT_TOKEN"
+"""The bearer token of an endpoint: ``ACCEL_ENDPOINT_TOKEN_<NAME>`` for a named one, this for ``endpoint bench``."""
+
+
+def endpoint_token(
+    name: str | None = None, *, env_var: str | None = None, environ: Mapping[str, str] | None = None
+) -> str | None:
+    """The bearer token of an endpoint, from the environment only (never a file, so never in a TOML).
+
+    Args:
+        name: a named endpoint reads ``ACCEL_ENDPOINT_TOKEN_<NAME>`` (upper case, ``-``/``.`` as ``_``);
+            no fallback to another endpoint's token. None reads ``ACCEL_ENDPOINT_TOKEN``.
+        env_var: read this variable instead (``--token-env``); it must be set.
+        environ: the environment (defaults to ``os.environ``; tests pass a dict).
+
+    Returns:
+        The token, or None when none is set (an empty value counts as none).
+
+    Raises:
+        ConfigError: ``env_var`` names a variable that is not set.
+    """
+    env = os.environ if environ is None else environ
+    if env_var is not None:
+        if env_var not in env:
+            raise ConfigError(f"--token-env {env_var}: that environment variable is not set; export it first")
+        return env[env_var] or None
+    var = ENDPOINT_TOKEN_ENV if name is None else f"{ENDPOINT_TOKEN_ENV}_{re.sub(r'[^A-Za-z0-9]', '_', name).upper()}"
+    return env.get(var) or None
+
+
 @dataclass(frozen=True, slots=True)
 class TimeLimit:
     """Soft and hard wall-clock limits of one job kind, in seconds (soft < hard <= a week)."""
