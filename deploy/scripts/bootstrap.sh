@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Create (or reuse) .venv and install torch==2.13.0 FIRST, then the project (+ dev tools with --dev).
+# Create (or reuse) .venv and install torch==2.13.0 FIRST, then the project (+ dev tools and the
+# `serving` extra, i.e. `transformers serve` for the endpoint tests, with --dev).
 # torch goes first because a bare `torch` requirement would download a multi-GB CUDA build.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -19,7 +20,7 @@ want="$(sha1sum pyproject.toml | cut -c1-40)${1:-}"
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ] || ! .venv/bin/python -c 'import accelerate_core, scheduler' >/dev/null 2>&1; then
   echo "bootstrap: installing accelerate-fleet"
   if [ "${1:-}" = "--dev" ]; then
-    pip_q -e . pytest pytest-timeout ruff mypy hypothesis
+    pip_q -e '.[serving]' pytest pytest-timeout ruff mypy hypothesis
   else
     pip_q -e .
   fi
