@@ -76,7 +76,7 @@ def classify(exc: BaseException) -> str:
         return ERR_TIMEOUT
     if isinstance(exc, httpx2.ConnectError):
         return ERR_REFUSED if _refused(exc) else ERR_CONNECT
-    if isinstance(exc, MalformedStreamError | httpx2.SSEError | httpx2.DecodingError):
+    if isinstance(exc, MalformedStreamError | httpx2.DecodingError):
         return ERR_MALFORMED
     if isinstance(exc, StreamErrorEvent):
         return ERR_STREAM_ERROR

@@ -296,3 +296,58 @@ def test_exceptions_map_to_classes():
 def test_messages_are_one_short_line():
     assert one_line("a\nb   c") == "a b c"
     assert len(one_line("x" * 1000)) == 200
+
+
+# ----------------------------------------------------------------------------- SSE reading
+
+
+def read_stream(body: bytes, content_type: str = "text/event-stream; charset=utf-8"):
+    from accelerate_core.endpoint.client import _StreamReader
+
+    response = httpx2.Response(200, headers={"content-type": content_type}, content=body)
+    reader = _StreamReader(started=0.0)
+    asyncio.run(reader.read(response))
+    return reader
+
+
+def chunk(content: str | None = None, finish: str | None = None) -> str:
+    delta = {"content": content} if content is not None else {}
+    return json.dumps({"choices": [{"index": 0, "delta": delta, "finish_reason": finish}]})
+
+
+def test_events_are_assembled_from_any_line_ending_comments_and_fields_skipped():
+    body = (
+        (
+            f": keep-alive comment\r\nevent: message\r\nid: 1\r\ndata: {chunk('a')}\r\n\r\n"
+            f"data:{chunk('b')}\n\n"  # no space after the colon
+            f"retry: 10\rdata: {chunk('')}\r\r"  # an empty delta is not a token
+            f'data: {chunk(finish="length")[:-1]}\ndata: , "usage": {{"prompt_tokens": 3, "completion_tokens": 2, '
+            f'"total_tokens": 5}}}}\n\n'  # one event split over two data lines
+            "data: [DONE]"  # no closing blank line: still an event
+        ).encode()
+    )
+    reader = read_stream(body)
+    assert len(reader.times) == 2 and reader.finished
+    assert reader.usage == Usage(3, 2, 5)
+
+
+@pytest.mark.parametrize(
+    ("body", "content_type", "says"),
+    [
+        (b'{"choices": []}', "application/json", "not text/event-stream"),
+        (b"data: [1, 2]\n\n", "text/event-stream", "not a JSON object"),
+        (b'data: {"id": 1}\n\n', "text/event-stream", "no choices list"),
+        (b'data: {"choices": [1]}\n\n', "text/event-stream", "choices are malformed"),
+        (b'data: {"choices": [], "usage": {"total": 1}}\n\n', "text/event-stream", "usage is malformed"),
+    ],
+)
+def test_streams_that_are_not_chat_streams_are_malformed(body, content_type, says):
+    with pytest.raises(MalformedStreamError, match=says):
+        read_stream(body, content_type)
+
+
+def test_a_stream_without_finish_or_done_is_truncated():
+    from accelerate_core.endpoint.classify import TruncatedStreamError
+
+    with pytest.raises(TruncatedStreamError):
+        read_stream(f"data: {chunk('a')}\n\n".encode())
