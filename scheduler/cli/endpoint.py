@@ -58,7 +58,7 @@ def bench(
     model: _Model,
     concurrency: Annotated[str, typer.Option("--concurrency", help="levels, e.g. 1,4,16")] = "1",
     requests: Annotated[
-        int | None, typer.Option("--requests", help="requests per level [default: max(16, 4 x concurrency)]")
+        int | None, typer.Option("--requests", help="requests per level (default max(16, 4 x concurrency))")
     ] = None,
     duration: Annotated[float | None, typer.Option("--duration", help="seconds per level, not --requests")] = None,
     prompt_tokens: Annotated[int, typer.Option("--prompt-tokens", help="prompt length in tokens")] = 128,
