@@ -56,8 +56,10 @@ def parse_models(spec: str, *, base_dir: Path | None = None) -> list[str] | None
             path = base_dir / path
         try:
             text = path.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as e:
-            reason = e.strerror if isinstance(e, OSError) else "not UTF-8 text"
+        except (OSError, ValueError) as e:  # ValueError: a NUL byte in the path, or not UTF-8 (a subclass)
+            reason = (
+                e.strerror if isinstance(e, OSError) else "not UTF-8 text" if isinstance(e, UnicodeError) else str(e)
+            )
             raise ConfigError(f"models file {path} cannot be read ({reason}): check the @file path") from e
     names = [name.strip() for line in text.splitlines() for name in line.split("#", 1)[0].split(",")]
     chosen = list(dict.fromkeys(name for name in names if name))
