@@ -11,7 +11,7 @@ from __future__ import annotations
 from accelerate_core.report.build import build_report
 from accelerate_core.report.compare import DEFAULT_ALPHA, DEFAULT_THRESHOLD
 from accelerate_core.report.model import Report
-from accelerate_core.report.write import REPORT_FORMATS, parse_formats, render_json, write_report
+from accelerate_core.report.write import REPORT_FORMATS, parse_formats, render_json, render_report, write_report
 
 __all__ = [
     "DEFAULT_ALPHA",
@@ -21,5 +21,6 @@ __all__ = [
     "build_report",
     "parse_formats",
     "render_json",
+    "render_report",
     "write_report",
 ]

@@ -26,6 +26,15 @@ def render_json(report: Report) -> str:
 _RENDERERS: dict[str, Callable[[Report], str]] = {"md": render_markdown, "html": render_html, "json": render_json}
 
 
+def render_report(report: Report, fmt: str) -> str:
+    """The report as the text of one format (``md``, ``html`` or ``json``).
+
+    Raises:
+        ConfigError: an unknown format.
+    """
+    return _RENDERERS[parse_formats(fmt)[0]](report)
+
+
 def parse_formats(text: str | Sequence[str]) -> tuple[str, ...]:
     """``"md,html"`` (or a sequence) -> validated formats, in the order given.
 
@@ -46,7 +55,7 @@ def write_report(report: Report, out_dir: Path, formats: Sequence[str] = REPORT_
     written: dict[str, Path] = {}
     for fmt in chosen:
         target = out_dir / f"report.{fmt}"
-        _atomic_write(target, _RENDERERS[fmt](report))
+        _atomic_write(target, render_report(report, fmt))
         written[fmt] = target
     return written
 
