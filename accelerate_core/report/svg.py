@@ -6,7 +6,7 @@ Every label goes through :func:`html.escape`, so a model name cannot inject mark
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from html import escape
 
 SERIES_COLOURS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#17becf")
@@ -167,3 +167,98 @@ def scatter(
     )
     body.append(f'<text x="{x0}" y="{y0 + 30}" font-size="11">{10**lo:.3g} .. {10**hi:.3g}</text>')
     return _frame(title, height, body)
+
+
+TimePoint = tuple[int, float | None, str]
+"""(x index, value or None when there is none, tooltip) of one point of a :func:`timeline`."""
+
+
+def timeline(
+    title: str,
+    x_labels: Sequence[str],
+    series: Sequence[tuple[str, str, Sequence[TimePoint]]],
+    marks: Sequence[tuple[int, str]],
+    y_label: str,
+) -> str:
+    """Values over successive steps (runs): a line and points per series, dashed marks where something changed.
+
+    Each point is a ``<circle>`` with ``data-x`` (its step's label) and ``data-series``; a point without a
+    value is a cross on the axis. Each mark is a vertical line with ``data-mark`` and its label on top.
+    """
+    height, top = 380, _PAD_T + 14 * (1 + len(marks))
+    plot_w, plot_h = _W - _PAD_L - _PAD_R, height - top - 70
+    values = [v for _, _, pts in series for _, v, _ in pts if v is not None]
+    y_max = max(values, default=1.0) * 1.1 or 1.0
+    step = plot_w / max(len(x_labels), 1)
+
+    def x(i: float) -> float:
+        return _PAD_L + step * (i + 0.5)
+
+    def y(v: float) -> float:
+        return top + plot_h - plot_h * v / y_max
+
+    body = _timeline_axes(x_labels, x, top, plot_h, y_max, y_label)
+    for k, (when, label) in enumerate(marks):
+        at = x(when - 0.5)
+        side = 'text-anchor="end" ' if at > _W / 2 else ""  # labels run away from the edge they are near
+        body.append(
+            f'<line data-mark="{escape(label)}" x1="{at:.1f}" y1="{top - 4}" x2="{at:.1f}" '
+            f'y2="{top + plot_h:.1f}" stroke="#e08000" stroke-dasharray="5 3"/>'
+            f'<text x="{at + (-3 if side else 3):.1f}" y="{_PAD_T + 12 * (k + 1)}" {side}font-size="10" '
+            f'fill="#a05a00">{escape(label)}</text>'
+        )
+    for name, colour, pts in series:
+        body += _timeline_series(name, colour, pts, x_labels, x, y, top + plot_h)
+    body += _legend([(n, c) for n, c, _ in series], height - 18)
+    return _frame(title, height, body)
+
+
+def _timeline_axes(
+    labels: Sequence[str], x: Callable[[float], float], top: float, plot_h: float, y_max: float, y_label: str
+) -> list[str]:
+    y0 = top + plot_h
+    out = [
+        f'<line x1="{_PAD_L}" y1="{y0:.1f}" x2="{_W - _PAD_R}" y2="{y0:.1f}" stroke="#333"/>',
+        f'<line x1="{_PAD_L}" y1="{top:.1f}" x2="{_PAD_L}" y2="{y0:.1f}" stroke="#333"/>',
+        f'<text x="{_PAD_L - 6}" y="{top + 10:.1f}" text-anchor="end" font-size="11">{y_max:.3g}</text>',
+        f'<text x="{_PAD_L - 6}" y="{y0:.1f}" text-anchor="end" font-size="11">0</text>',
+        f'<text x="{_PAD_L - 6}" y="{top + plot_h / 2:.1f}" text-anchor="end" font-size="11">{escape(y_label)}</text>',
+    ]
+    every = max(1, math.ceil(len(labels) / 12))
+    for i, label in enumerate(labels):
+        if i % every == 0 or i == len(labels) - 1:
+            short = label if len(label) <= 24 else label[:11] + ".." + label[-11:]
+            out.append(
+                f'<text x="{x(i):.1f}" y="{y0 + 14:.1f}" font-size="10" text-anchor="end" '
+                f'transform="rotate(-25 {x(i):.1f} {y0 + 14:.1f})">{escape(short)}</text>'
+            )
+    return out
+
+
+def _timeline_series(
+    name: str,
+    colour: str,
+    pts: Sequence[TimePoint],
+    labels: Sequence[str],
+    x: Callable[[float], float],
+    y: Callable[[float], float],
+    y0: float,
+) -> list[str]:
+    known = [(i, v) for i, v, _ in pts if v is not None]
+    out = []
+    if len(known) > 1:
+        path = " ".join(f"{x(i):.1f},{y(v):.1f}" for i, v in known)
+        out.append(f'<polyline points="{path}" fill="none" stroke="{colour}" stroke-width="1.5"/>')
+    for i, v, tip in pts:
+        attrs = f'data-x="{escape(labels[i])}" data-series="{escape(name)}"'
+        if v is None:
+            out.append(
+                f'<path {attrs} d="M{x(i) - 4:.1f},{y0 - 4:.1f} l8,8 m0,-8 l-8,8" stroke="#c62828" stroke-width="2">'
+                f"<title>{escape(tip)}</title></path>"
+            )
+        else:
+            out.append(
+                f'<circle {attrs} cx="{x(i):.1f}" cy="{y(v):.1f}" r="4" fill="{colour}">'
+                f"<title>{escape(tip)}</title></circle>"
+            )
+    return out
