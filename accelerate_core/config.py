@@ -20,6 +20,9 @@ TOML layout (every key optional)::
     flower_user = "admin"
     flower_password = "secret"
     flower_port = 5555
+    serve_host = "127.0.0.1"
+    serve_port = 8765
+    serve_token = "secret"
 
     [time_limits.test]
     soft_s = 120
@@ -253,6 +256,7 @@ _INT_RANGES: Final[dict[str, tuple[int, int, str]]] = {
     "mem_cap_mb": (64, 2**24, "MiB per job"),
     "concurrency": (0, 4096, "jobs at once; 0 means one per core"),
     "flower_port": (1, 65535, "a TCP port"),
+    "serve_port": (1, 65535, "a TCP port"),
 }
 
 
@@ -277,6 +281,9 @@ class Settings:
     flower_user: str = "admin"
     flower_password: str | None = None
     flower_port: int = 5555
+    serve_host: str = "127.0.0.1"
+    serve_port: int = 8765
+    serve_token: str | None = None
     bench: BenchConfig = field(default_factory=BenchConfig)
     sources: Mapping[str, Source] = field(default_factory=dict, compare=False)
 
@@ -345,7 +352,7 @@ class Settings:
                 continue
             if f.name == "broker_url":
                 value = redact_url(value)
-            elif f.name == "flower_password":
+            elif f.name in _SECRETS:
                 value = "***" if value else None
             elif isinstance(value, Path):
                 value = str(value)
@@ -541,8 +548,14 @@ _PARSERS: Final[dict[str, Parser]] = {
     "flower_user": _as_str,
     "flower_password": _as_optional_str,
     "flower_port": _as_int,
+    "serve_host": _as_str,
+    "serve_port": _as_int,
+    "serve_token": _as_optional_str,
 }
 """The top-level settings a TOML file or an ``ACCEL_<NAME>`` variable may set, with their parsers."""
+
+_SECRETS: Final = ("flower_password", "serve_token")
+"""Settings never printed: :meth:`Settings.describe` and error messages show ``***``."""
 
 _BENCH_PARSERS: Final[dict[str, Parser]] = {
     "batch_sizes": _as_sizes,
@@ -566,7 +579,7 @@ def _parser(key: str) -> Parser:
 
 def _parse(key: str, value: Any, source: Source) -> Any:
     shown = redact_url(value) if key == "broker_url" and isinstance(value, str) else value
-    if key == "flower_password":
+    if key in _SECRETS:
         shown = "***"
     try:
         return _parser(key)(value, source.kind == "env")

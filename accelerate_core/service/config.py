@@ -1,0 +1,65 @@
+"""The results service's configuration: where it listens, its token, its thread pool and its bounds."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from accelerate_core.errors import ConfigError
+from accelerate_core.service.access import is_loopback
+
+if TYPE_CHECKING:
+    from accelerate_core.config import Settings
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceConfig:
+    """Where and how the service listens; validated at construction.
+
+    Args:
+        host: the address to bind (loopback by default; any other needs ``token``).
+        port: the TCP port (0: any free port, read back from :attr:`ResultsService.url`).
+        token: the secret every request must present (bearer or basic-auth password); None: none asked.
+        reports_dir: where finished runs' report files lie (served as they are when fresh).
+        read_threads: threads running store reads; at most this many queries run at once.
+        metrics_runs: ``/metrics`` shows the latest this many runs ...
+        metrics_unfinished: ... plus up to this many unfinished ones (bounds label cardinality).
+        refresh_s: pages of unfinished runs ask the browser to reload after this many seconds.
+    """
+
+    host: str = "127.0.0.1"
+    port: int = 8765
+    token: str | None = None
+    reports_dir: Path = Path("reports")
+    read_threads: int = 4
+    metrics_runs: int = 5
+    metrics_unfinished: int = 20
+    refresh_s: int = 10
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.port < 65536:
+            raise ConfigError(f"port {self.port} is invalid: give a TCP port 1-65535 (0 picks a free one)")
+        if self.token is not None and not self.token.strip():
+            raise ConfigError("the service token is empty: set ACCEL_SERVE_TOKEN to a long random string")
+        if not is_loopback(self.host) and self.token is None:
+            raise ConfigError(
+                f"refusing to serve results on {self.host} without a token: set ACCEL_SERVE_TOKEN "
+                "(or serve_token in accel.toml), or bind to 127.0.0.1"
+            )
+        if self.read_threads < 1 or self.metrics_runs < 1 or self.metrics_unfinished < 0 or self.refresh_s < 1:
+            raise ConfigError("read_threads, metrics_runs and refresh_s must be >= 1, metrics_unfinished >= 0")
+
+    @classmethod
+    def from_settings(cls, settings: Settings, *, host: str | None = None, port: int | None = None) -> ServiceConfig:
+        """The service's configuration from the fleet's settings; ``host``/``port`` override them."""
+        return cls(
+            host=settings.serve_host if host is None else host,
+            port=settings.serve_port if port is None else port,
+            token=settings.serve_token,
+            reports_dir=settings.reports_dir,
+        )
+
+    def __repr__(self) -> str:
+        token = "***" if self.token else None
+        return f"ServiceConfig(host={self.host!r}, port={self.port}, token={token!r})"
