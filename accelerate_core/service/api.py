@@ -1,0 +1,152 @@
+"""The JSON API, the report documents and ``/metrics``: thin handlers over :mod:`accelerate_core.service.views`."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import re
+
+from accelerate_core.errors import ConfigError
+from accelerate_core.service import views
+from accelerate_core.service.metrics import CONTENT_TYPE, WriterProbe, metrics_text
+from accelerate_core.service.source import ReadView
+from accelerate_core.service.web import CSP, BaseHandler, Route
+from accelerate_core.store import browse
+
+
+def _float(name: str, raw: str | None) -> float | None:
+    if raw is None or not raw.strip():
+        return None
+    try:
+        return float(raw)
+    except ValueError as e:
+        raise ConfigError(f"{name}={raw!r} is not a number") from e
+
+
+class ApiIndex(BaseHandler):
+    """``GET /api``: every endpoint, with what it returns."""
+
+    def get(self) -> None:
+        """List the routes of the API and the pages."""
+        from accelerate_core.service.pages import PAGES
+
+        self.send_json({"endpoints": [{"path": p, "returns": doc} for p, _, doc in ROUTES + PAGES]})
+
+
+class Runs(BaseHandler):
+    """``GET /api/runs``."""
+
+    async def get(self) -> None:
+        """Every run, newest first."""
+        self.send_json({"runs": await self.read(views.runs_index)})
+
+
+class Run(BaseHandler):
+    """``GET /api/runs/RUN``."""
+
+    async def get(self, run_id: str) -> None:
+        """One run with its progress."""
+        self.send_json(await self.read(views.run_detail, run_id))
+
+
+class Results(BaseHandler):
+    """``GET /api/runs/RUN/results``."""
+
+    async def get(self, run_id: str) -> None:
+        """A filtered page of the run's results."""
+        query = self.parse(views.ResultsQuery.from_args, self.arg_list)
+        self.send_json(await self.read(views.results, run_id, query))
+
+
+class Compare(BaseHandler):
+    """``GET /api/runs/RUN/compare``."""
+
+    async def get(self, run_id: str) -> None:
+        """The run against a baseline run."""
+        threshold = self.parse(_float, "threshold", self.get_query_argument("threshold", None))
+        baseline = self.get_query_argument("baseline", None) or None
+        self.send_json(await self.read(views.compare_runs, run_id, baseline, threshold=threshold))
+
+
+class Hardware(BaseHandler):
+    """``GET /api/runs/RUN/hardware``."""
+
+    async def get(self, run_id: str) -> None:
+        """Every hardware kind side by side, or ``?a=&b=`` against each other."""
+        a = self.get_query_argument("a", None) or None
+        b = self.get_query_argument("b", None) or None
+        self.send_json(await self.read(views.hardware, run_id, a, b))
+
+
+class History(BaseHandler):
+    """``GET /api/models/MODEL/history``."""
+
+    async def get(self, model_type: str) -> None:
+        """The model across its latest runs."""
+        hardware = self.parse(views.ResultsQuery.from_args, self.arg_list).hardware
+        runs = self.parse(views.integer_arg, "runs", self.arg_list("runs"), 50)
+        self.send_json(await self.read(views.history, model_type, hardware=hardware, runs=runs))
+
+
+_CONTENT_TYPES = {
+    "md": "text/markdown; charset=utf-8",
+    "html": "text/html; charset=utf-8",
+    "json": "application/json; charset=utf-8",
+}
+_STYLE = re.compile(r"<style>(.*?)</style>", re.S)
+
+
+def report_csp(page: str) -> str:
+    """The CSP of a report page: :data:`CSP` with ``style-src`` the hashes of the page's own style blocks."""
+    hashes = [
+        f"'sha256-{base64.b64encode(hashlib.sha256(block.encode()).digest()).decode()}'"
+        for block in _STYLE.findall(page)
+    ]
+    return CSP.replace("style-src 'self'", "style-src " + (" ".join(hashes) or "'none'"))
+
+
+class Report(BaseHandler):
+    """``GET /runs/RUN/report.FMT``: the report document (from its file when fresh, else built now)."""
+
+    async def get(self, run_id: str, fmt: str) -> None:
+        """The report of the run as Markdown, HTML or JSON."""
+        text, origin = await self.read(views.report_document, run_id, fmt, self.ctx.config.reports_dir)
+        self.set_header("Content-Type", _CONTENT_TYPES[fmt])
+        self.set_header("X-Accel-Report", origin)
+        if fmt == "html":
+            self.set_header("Content-Security-Policy", report_csp(text))
+        self.finish(text)
+
+
+def _scrape(view: ReadView, latest: int, unfinished: int, writer: WriterProbe | None) -> bytes:
+    counts = browse.job_counts(view.conn, latest=latest, unfinished_max=unfinished)
+    return metrics_text(counts, writer() if writer is not None else None)
+
+
+class Metrics(BaseHandler):
+    """``GET /metrics``: Prometheus text (behind the token like everything else)."""
+
+    async def get(self) -> None:
+        """Jobs by run, hardware and status; pass rates; the writer's backlog and lag when hosted by it."""
+        config = self.ctx.config
+        body = await self.read(_scrape, config.metrics_runs, config.metrics_unfinished, self.ctx.writer)
+        self.set_header("Content-Type", CONTENT_TYPE)
+        self.finish(body)
+
+
+ROUTES: list[Route] = [
+    ("/api", ApiIndex, "this list"),
+    ("/api/runs", Runs, "every run, newest first, with job counts and pass rate"),
+    ("/api/runs/{run}", Run, "one run ('latest' works) with its progress by status and hardware and failures"),
+    (
+        "/api/runs/{run}/results",
+        Results,
+        "the run's results; ?status=&hardware=&modality=&model= (comma lists), ?limit=&offset=",
+    ),
+    ("/api/runs/{run}/compare", Compare, "the run against ?baseline=RUN (default: previous run of its phase)"),
+    ("/api/runs/{run}/hardware", Hardware, "every hardware kind side by side per model; ?a=cpu&b=cuda: b vs a"),
+    ("/api/models/{model}/history", History, "the model across its latest ?runs=50 runs, oldest first"),
+    ("/runs/{run}/report.{fmt}", Report, "the run's report as Markdown, HTML or JSON"),
+    ("/metrics", Metrics, "Prometheus metrics of recent and unfinished runs"),
+]
+"""The API's routes."""

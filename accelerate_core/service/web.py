@@ -1,0 +1,163 @@
+"""The HTTP plumbing every handler shares: access checks, security headers, reads off the IO loop, errors.
+
+A handler never touches DuckDB on the IO loop: :meth:`BaseHandler.read` runs a function on a fresh
+read-only view in the service's thread pool, so a slow query holds one pool thread, never the loop, and
+at most ``read_threads`` queries run at once. Errors of ours become one-line answers with a status
+(400 bad input, 404 unknown run or model, 503 store unavailable); anything else is logged and answered
+500 without a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import tornado.ioloop
+import tornado.web
+
+from accelerate_core.errors import AccelerateError, ConfigError, ModelError, StoreError, UnknownRunError
+from accelerate_core.service import access
+from accelerate_core.service.config import ServiceConfig
+from accelerate_core.service.metrics import WriterProbe
+from accelerate_core.service.source import ReadSource, read_view
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+CSP = (
+    "default-src 'none'; style-src 'self'; img-src 'self' data:; base-uri 'none'; form-action 'self'; "
+    "frame-ancestors 'none'"
+)
+"""The Content-Security-Policy of every answer: no script at all, nothing from elsewhere, no framing."""
+
+SECURITY_HEADERS = {
+    "Content-Security-Policy": CSP,
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "X-Frame-Options": "DENY",
+    "Cache-Control": "no-store",
+}
+"""Headers set on every answer (the report page widens ``style-src`` by the hash of its own style)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceContext:
+    """What every handler reads from: the store, the configuration, the read pool and the writer's probe."""
+
+    source: ReadSource
+    config: ServiceConfig
+    pool: ThreadPoolExecutor
+    writer: WriterProbe | None = None
+
+
+class Refused(tornado.web.HTTPError):
+    """An answer other than 200 with a one-line message for the client."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(status, log_message=None)
+        self.message = message
+
+
+def _status_of(e: AccelerateError) -> int:
+    if isinstance(e, UnknownRunError | ModelError):
+        return 404
+    if isinstance(e, ConfigError):
+        return 400
+    if isinstance(e, StoreError):
+        return 503
+    return 500
+
+
+def _in_view(source: ReadSource, fn: Callable[..., T], args: tuple[Any, ...], kwargs: dict[str, Any]) -> T:
+    with read_view(source) as view:
+        return fn(view, *args, **kwargs)
+
+
+class BaseHandler(tornado.web.RequestHandler):
+    """GET only (tornado answers 405 to every other method), behind the token when one is configured."""
+
+    SUPPORTED_METHODS = ("GET",)  # type: ignore[assignment]
+
+    def initialize(self, ctx: ServiceContext) -> None:
+        """Keep the shared context (tornado passes it from the route)."""
+        self.ctx = ctx
+
+    def set_default_headers(self) -> None:
+        """The security headers of every answer."""
+        for name, value in SECURITY_HEADERS.items():
+            self.set_header(name, value)
+
+    def prepare(self) -> None:
+        """Refuse a request without the configured token (401, with a basic-auth challenge)."""
+        if not access.authorized(self.request.headers.get("Authorization"), self.ctx.config.token):
+            raise Refused(401, "this results service needs a token: send Authorization: Bearer TOKEN")
+
+    async def read(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """``fn(view, *args, **kwargs)`` on a read-only view, in the read pool; our errors become answers."""
+        loop = tornado.ioloop.IOLoop.current()
+        try:
+            return await loop.run_in_executor(self.ctx.pool, _in_view, self.ctx.source, fn, args, kwargs)
+        except AccelerateError as e:
+            raise Refused(_status_of(e), str(e)) from e
+
+    def parse(self, fn: Callable[..., T], *args: Any) -> T:
+        """``fn(*args)`` parsing request input; a ConfigError becomes a 400 answer."""
+        try:
+            return fn(*args)
+        except ConfigError as e:
+            raise Refused(400, str(e)) from e
+
+    def arg_list(self, name: str) -> list[str]:
+        """Every value of query argument ``name``."""
+        return self.get_query_arguments(name)
+
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        """One line, never a traceback: ours as given, anything unexpected as a generic 500."""
+        error = kwargs.get("exc_info", (None, None, None))[1]
+        if status_code == 401:  # set here: tornado clears the headers before an error answer
+            self.set_header("WWW-Authenticate", access.challenge())
+        message = error.message if isinstance(error, Refused) else self._reason_for(status_code, error)
+        self.render_error(status_code, message)
+
+    def _reason_for(self, status_code: int, error: BaseException | None) -> str:
+        if status_code >= 500 and error is not None and not isinstance(error, tornado.web.HTTPError):
+            return "the results service failed on this request: see its log"
+        return self._reason
+
+    def render_error(self, status_code: int, message: str) -> None:
+        """Write the error body (JSON here; pages override it with HTML)."""
+        self.send_json({"error": message, "status": status_code})
+
+    def send_json(self, data: Any) -> None:
+        """Finish with ``data`` as JSON (times stay unix seconds; JSON has no NaN, so none may slip through)."""
+        self.set_header("Content-Type", "application/json; charset=utf-8")
+        self.finish(json.dumps(data, sort_keys=True, default=str, allow_nan=False))
+
+
+class NotFound(BaseHandler):
+    """Every path no route matches."""
+
+    def prepare(self) -> None:
+        """Answer 404 (after the token check, so paths are not probed without it)."""
+        super().prepare()
+        raise Refused(404, f"no such page or endpoint: {self.request.path} (see /api)")
+
+
+Route = tuple[str, type[BaseHandler], str]
+"""(path, handler, what it answers): the API's and the pages' route tables; ``{run}`` etc. name a segment."""
+
+_SEGMENTS = {"{fmt}": "(md|html|json)"}
+"""Placeholders matching something narrower than one path segment."""
+
+
+def pattern(path: str) -> str:
+    """The tornado pattern of a route path: ``.`` literal, ``{name}`` one path segment (passed to ``get``)."""
+    out = re.escape(path).replace(r"\{", "{").replace(r"\}", "}")
+    for name in re.findall(r"\{\w+\}", path):
+        out = out.replace(name, _SEGMENTS.get(name, "([^/]+)"))
+    return out + "$"
