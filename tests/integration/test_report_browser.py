@@ -2,57 +2,18 @@
 
 from __future__ import annotations
 
-import shutil
-import subprocess
 from pathlib import Path
 
 import duckdb
 import pytest
-from PIL import Image
 
 from accelerate_core.report import build_report, write_report
 from accelerate_core.report.svg import SERIES_COLOURS, STATUS_COLOURS
 from accelerate_core.store import ResultsStore
 from accelerate_core.store.synthetic import SyntheticRun
+from tests.support.browser import pixels_near, screenshot
 
 pytestmark = pytest.mark.browser
-
-
-def _chromium() -> str:
-    for name in ("chromium", "chromium-browser", "google-chrome"):
-        found = shutil.which(name)
-        if found:
-            return found
-    pytest.fail("headless Chromium is missing: `apt-get install -y chromium` (deploy/scripts/test.sh does it)")
-
-
-def _screenshot(page: Path, png: Path, profile: Path) -> Image.Image:
-    cmd = [
-        _chromium(),
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--no-first-run",
-        f"--user-data-dir={profile}",
-        f"--screenshot={png}",
-        "--window-size=1280,2000",
-        page.as_uri(),
-    ]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=90, check=False)
-    assert png.is_file(), f"chromium wrote no screenshot (rc {proc.returncode}): {proc.stderr[-800:]}"
-    return Image.open(png).convert("RGB")
-
-
-def _pixels_near(img: Image.Image, hex_colour: str, tol: int = 12) -> int:
-    target = tuple(int(hex_colour[i : i + 2], 16) for i in (1, 3, 5))
-    return sum(
-        count
-        for count, rgb in img.getcolors(maxcolors=1 << 20) or []
-        if all(abs(a - b) <= tol for a, b in zip(rgb, target, strict=True))
-    )
 
 
 def test_html_report_renders_its_plots_in_chromium(tmp_path: Path) -> None:
@@ -75,11 +36,11 @@ def test_html_report_renders_its_plots_in_chromium(tmp_path: Path) -> None:
         paths = write_report(build_report(store, "cur", use_catalog=False), tmp_path / "report", ("html",))
     assert "&lt;b&gt;bold&lt;/b&gt;" in paths["html"].read_text()
     # When Chromium renders the page
-    img = _screenshot(paths["html"], tmp_path / "shot.png", tmp_path / "profile")
+    img = screenshot(paths["html"].as_uri(), tmp_path / "shot.png", tmp_path / "profile")
     # Then the page is not blank, and the plots' own colours are painted
     colours = img.getcolors(maxcolors=1 << 20) or []
     assert len(colours) > 50, "the screenshot is (nearly) blank"
-    assert _pixels_near(img, STATUS_COLOURS["done"]) > 2000  # status bars
-    assert _pixels_near(img, STATUS_COLOURS["failed"]) > 100  # the failed segment
-    assert _pixels_near(img, SERIES_COLOURS[0]) > 200  # latency histogram (cpu series)
-    assert _pixels_near(img, SERIES_COLOURS[1]) > 200  # latency histogram (cuda) and the regression dots
+    assert pixels_near(img, STATUS_COLOURS["done"]) > 2000  # status bars
+    assert pixels_near(img, STATUS_COLOURS["failed"]) > 100  # the failed segment
+    assert pixels_near(img, SERIES_COLOURS[0]) > 200  # latency histogram (cpu series)
+    assert pixels_near(img, SERIES_COLOURS[1]) > 200  # latency histogram (cuda) and the regression dots
