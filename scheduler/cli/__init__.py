@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from accelerate_core.errors import AccelerateError
-from scheduler.cli import bench, core, endpoint, fleet, models, run, runs, templates
+from scheduler.cli import bench, core, endpoint, fleet, models, run, runs, serve, templates
 from scheduler.cli.common import EXIT_USAGE, CliState, report_error
 
 app = typer.Typer(
@@ -31,7 +31,7 @@ def _root(
     ctx.obj = CliState(config_file=config)
 
 
-for module in (core, models, bench, endpoint, templates, runs, run, fleet):
+for module in (core, models, bench, endpoint, templates, runs, run, fleet, serve):
     module.register(app)
 
 
