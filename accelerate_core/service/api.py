@@ -5,12 +5,15 @@ from __future__ import annotations
 import base64
 import hashlib
 import re
+from pathlib import Path
+from typing import Any
 
 from accelerate_core.errors import ConfigError
 from accelerate_core.service import views
+from accelerate_core.service.cache import Answer
 from accelerate_core.service.metrics import CONTENT_TYPE, WriterProbe, metrics_text
 from accelerate_core.service.source import ReadView
-from accelerate_core.service.web import CSP, BaseHandler, Route
+from accelerate_core.service.web import CSP, BaseHandler, Route, as_json
 from accelerate_core.store import browse
 
 
@@ -33,12 +36,16 @@ class ApiIndex(BaseHandler):
         self.send_json({"endpoints": [{"path": p, "returns": doc} for p, _, doc in ROUTES + PAGES]})
 
 
+def _runs(view: ReadView) -> dict[str, Any]:
+    return {"runs": views.runs_index(view)}
+
+
 class Runs(BaseHandler):
     """``GET /api/runs``."""
 
     async def get(self) -> None:
         """Every run, newest first."""
-        self.send_json({"runs": await self.read(views.runs_index)})
+        await self.respond(as_json, _runs)
 
 
 class Run(BaseHandler):
@@ -46,7 +53,7 @@ class Run(BaseHandler):
 
     async def get(self, run_id: str) -> None:
         """One run with its progress."""
-        self.send_json(await self.read(views.run_detail, run_id))
+        await self.respond(as_json, views.run_detail, run_id)
 
 
 class Results(BaseHandler):
@@ -55,7 +62,7 @@ class Results(BaseHandler):
     async def get(self, run_id: str) -> None:
         """A filtered page of the run's results."""
         query = self.parse(views.ResultsQuery.from_args, self.arg_list)
-        self.send_json(await self.read(views.results, run_id, query))
+        await self.respond(as_json, views.results, run_id, query)
 
 
 class Compare(BaseHandler):
@@ -65,7 +72,7 @@ class Compare(BaseHandler):
         """The run against a baseline run."""
         threshold = self.parse(_float, "threshold", self.get_query_argument("threshold", None))
         baseline = self.get_query_argument("baseline", None) or None
-        self.send_json(await self.read(views.compare_runs, run_id, baseline, threshold=threshold))
+        await self.respond(as_json, views.compare_runs, run_id, baseline, threshold=threshold)
 
 
 class Hardware(BaseHandler):
@@ -75,7 +82,7 @@ class Hardware(BaseHandler):
         """Every hardware kind side by side, or ``?a=&b=`` against each other."""
         a = self.get_query_argument("a", None) or None
         b = self.get_query_argument("b", None) or None
-        self.send_json(await self.read(views.hardware, run_id, a, b))
+        await self.respond(as_json, views.hardware, run_id, a, b)
 
 
 class History(BaseHandler):
@@ -85,7 +92,7 @@ class History(BaseHandler):
         """The model across its latest runs."""
         hardware = self.parse(views.ResultsQuery.from_args, self.arg_list).hardware
         runs = self.parse(views.integer_arg, "runs", self.arg_list("runs"), 50)
-        self.send_json(await self.read(views.history, model_type, hardware=hardware, runs=runs))
+        await self.respond(as_json, views.history, model_type, hardware=hardware, runs=runs)
 
 
 _CONTENT_TYPES = {
@@ -105,33 +112,36 @@ def report_csp(page: str) -> str:
     return CSP.replace("style-src 'self'", "style-src " + (" ".join(hashes) or "'none'"))
 
 
+def _report(view: ReadView, run_id: str, fmt: str, reports_dir: Path) -> Answer:
+    text, origin = views.report_document(view, run_id, fmt, reports_dir)
+    headers = [("X-Accel-Report", origin)]
+    if fmt == "html":
+        headers.append(("Content-Security-Policy", report_csp(text)))
+    return Answer(text.encode(), _CONTENT_TYPES[fmt], tuple(headers))
+
+
 class Report(BaseHandler):
     """``GET /runs/RUN/report.FMT``: the report document (from its file when fresh, else built now)."""
 
     async def get(self, run_id: str, fmt: str) -> None:
         """The report of the run as Markdown, HTML or JSON."""
-        text, origin = await self.read(views.report_document, run_id, fmt, self.ctx.config.reports_dir)
-        self.set_header("Content-Type", _CONTENT_TYPES[fmt])
-        self.set_header("X-Accel-Report", origin)
-        if fmt == "html":
-            self.set_header("Content-Security-Policy", report_csp(text))
-        self.finish(text)
+        await self.respond(_report, run_id, fmt, self.ctx.config.reports_dir)
 
 
-def _scrape(view: ReadView, latest: int, unfinished: int, writer: WriterProbe | None) -> bytes:
+def _scrape(view: ReadView, latest: int, unfinished: int, writer: WriterProbe | None) -> Answer:
     counts = browse.job_counts(view.conn, latest=latest, unfinished_max=unfinished)
-    return metrics_text(counts, writer() if writer is not None else None)
+    return Answer(metrics_text(counts, writer() if writer is not None else None), CONTENT_TYPE)
 
 
 class Metrics(BaseHandler):
     """``GET /metrics``: Prometheus text (behind the token like everything else)."""
 
+    CACHED = False  # the writer's backlog and lag move between commits
+
     async def get(self) -> None:
         """Jobs by run, hardware and status; pass rates; the writer's backlog and lag when hosted by it."""
         config = self.ctx.config
-        body = await self.read(_scrape, config.metrics_runs, config.metrics_unfinished, self.ctx.writer)
-        self.set_header("Content-Type", CONTENT_TYPE)
-        self.finish(body)
+        await self.respond(_scrape, config.metrics_runs, config.metrics_unfinished, self.ctx.writer)
 
 
 ROUTES: list[Route] = [

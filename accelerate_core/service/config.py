@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import os
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -22,20 +23,27 @@ class ServiceConfig:
         port: the TCP port (0: any free port, read back from :attr:`ResultsService.url`).
         token: the secret every request must present (bearer or basic-auth password); None: none asked.
         reports_dir: where finished runs' report files lie (served as they are when fresh).
-        read_threads: threads running store reads; at most this many queries run at once.
+        read_threads: threads running store reads; at most this many queries run at once. Two by default,
+            so one slow query (a big report) never holds up the rest; up to 4 on hosts of 16+ cores, since
+            more on a small host only take CPU from the writer.
         metrics_runs: ``/metrics`` shows the latest this many runs ...
         metrics_unfinished: ... plus up to this many unfinished ones (bounds label cardinality).
         refresh_s: pages of unfinished runs ask the browser to reload after this many seconds.
+        cache_mb: answers kept per store version (see :mod:`accelerate_core.service.cache`), in MiB.
+        read_nice: the service's threads run this much nicer than their host's (Linux), so when the CPU
+            is short the host's own work (the writer's ingest) goes first; 0 leaves them as they are.
     """
 
     host: str = "127.0.0.1"
     port: int = 8765
     token: str | None = None
     reports_dir: Path = Path("reports")
-    read_threads: int = 4
+    read_threads: int = field(default_factory=lambda: max(2, min(4, (os.cpu_count() or 1) // 4)))
     metrics_runs: int = 5
     metrics_unfinished: int = 20
     refresh_s: int = 10
+    cache_mb: int = 64
+    read_nice: int = 10
 
     def __post_init__(self) -> None:
         if not 0 <= self.port < 65536:
@@ -47,8 +55,13 @@ class ServiceConfig:
                 f"refusing to serve results on {self.host} without a token: set ACCEL_SERVE_TOKEN "
                 "(or serve_token in accel.toml), or bind to 127.0.0.1"
             )
-        if self.read_threads < 1 or self.metrics_runs < 1 or self.metrics_unfinished < 0 or self.refresh_s < 1:
-            raise ConfigError("read_threads, metrics_runs and refresh_s must be >= 1, metrics_unfinished >= 0")
+        if (
+            min(self.read_threads, self.metrics_runs, self.refresh_s) < 1
+            or min(self.metrics_unfinished, self.cache_mb) < 0
+        ):
+            raise ConfigError("read_threads, metrics_runs, refresh_s must be >= 1; metrics_unfinished, cache_mb >= 0")
+        if not 0 <= self.read_nice <= 19:
+            raise ConfigError(f"read_nice={self.read_nice} is invalid: give 0 (as the host) to 19 (nicest)")
 
     @classmethod
     def from_settings(cls, settings: Settings, *, host: str | None = None, port: int | None = None) -> ServiceConfig:

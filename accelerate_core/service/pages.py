@@ -20,8 +20,9 @@ from markupsafe import Markup
 from accelerate_core.report import svg
 from accelerate_core.report.tables import fmt_pct, fmt_s, fmt_time
 from accelerate_core.service import views
+from accelerate_core.service.cache import Answer
 from accelerate_core.service.source import ReadView
-from accelerate_core.service.web import BaseHandler, Route
+from accelerate_core.service.web import HTML_TYPE, BaseHandler, Route
 
 BAR_W = 160
 """Width in pixels of a run's progress bar on the index."""
@@ -61,31 +62,37 @@ def _bar(done: int, failed: int, jobs: int) -> dict[str, float]:
     return {"done": done * scale, "failed": failed * scale, "width": BAR_W}
 
 
-def index_page(view: ReadView) -> tuple[str, bool]:
-    """The run index and whether any run is live."""
+def page(html: str, *, refresh_s: int | None = None) -> Answer:
+    """A page answer; with ``refresh_s`` (a live run's page) the browser reloads it that often."""
+    headers = (("Refresh", str(refresh_s)),) if refresh_s else ()
+    return Answer(html.encode(), HTML_TYPE, headers)
+
+
+def index_page(view: ReadView, refresh_s: int) -> Answer:
+    """The run index, reloading itself while a run is live."""
     runs = views.runs_index(view)
     for run in runs:
         run["bar"] = _bar(run["done"], run["failed"], run["jobs"])
     live = any(r["live"] for r in runs)
-    return render("index.html", title="Runs", runs=runs, live=live), live
+    return page(render("index.html", title="Runs", runs=runs, live=live), refresh_s=refresh_s if live else None)
 
 
-def run_page(view: ReadView, run_id: str, query: views.ResultsQuery) -> tuple[str, bool]:
+def run_page(view: ReadView, run_id: str, query: views.ResultsQuery, refresh_s: int) -> Answer:
     """One run: progress, failures so far, links, and a filtered page of its results."""
     detail = views.run_detail(view, run_id)
     rid = detail["run"]["run_id"]
-    page = views.results(view, rid, query)
+    results = views.results(view, rid, query)
     filters = {k: ",".join(v) for k, v in
                (("status", query.statuses), ("hardware", query.hardware), ("modality", query.modalities),
                 ("model", query.models)) if v}  # fmt: skip
     nav = {
         "prev": _page_link(filters, query.limit, query.offset - query.limit) if query.offset > 0 else None,
         "next": _page_link(filters, query.limit, query.offset + query.limit)
-        if query.offset + query.limit < page["total"]
+        if query.offset + query.limit < results["total"]
         else None,
     }
-    html = render("run.html", title=f"Run {rid}", d=detail, page=page, filters=filters, nav=nav)
-    return html, bool(detail["live"])
+    html = render("run.html", title=f"Run {rid}", d=detail, page=results, filters=filters, nav=nav)
+    return page(html, refresh_s=refresh_s if detail["live"] else None)
 
 
 def _page_link(filters: dict[str, str], limit: int, offset: int) -> str:
@@ -128,14 +135,14 @@ def _change(c: dict[str, Any]) -> str:
     return f"{c['what']} {c['from'] or '-'} -> {c['to'] or '-'}"
 
 
-def history_page(view: ReadView, model_type: str) -> str:
+def history_page(view: ReadView, model_type: str) -> Answer:
     """A model's history: the plot and a row per run and hardware kind."""
     data = views.history(view, model_type)
     plot = Markup(history_plot(data))  # drawn by svg, which escapes every label
-    return render("history.html", title=f"History of {model_type}", data=data, plot=plot, change=_change)
+    return page(render("history.html", title=f"History of {model_type}", data=data, plot=plot, change=_change))
 
 
-def hardware_page(view: ReadView, run_id: str) -> str:
+def hardware_page(view: ReadView, run_id: str) -> Answer:
     """Every hardware kind of a run side by side, per model, with the speed-up over the first (CPU)."""
     matrix = views.hardware(view, run_id)
     base = matrix["hardware"][0] if matrix["hardware"] else None
@@ -143,22 +150,15 @@ def hardware_page(view: ReadView, run_id: str) -> str:
         ref = m["cells"].get(base, {}).get("p50_s") if base else None
         for cell in m["cells"].values():
             cell["speedup"] = ref / cell["p50_s"] if ref and cell["p50_s"] else None
-    return render("hardware.html", title=f"Hardware of run {matrix['run_id']}", m=matrix, base=base)
+    return page(render("hardware.html", title=f"Hardware of run {matrix['run_id']}", m=matrix, base=base))
 
 
 class PageHandler(BaseHandler):
     """A page: HTML answers, HTML errors."""
 
-    def send_page(self, html: str, *, live: bool = False) -> None:
-        """Finish with a page; a live one asks the browser to reload it every ``refresh_s``."""
-        if live:
-            self.set_header("Refresh", str(self.ctx.config.refresh_s))
-        self.set_header("Content-Type", "text/html; charset=utf-8")
-        self.finish(html)
-
     def render_error(self, status_code: int, message: str) -> None:
         """An error page (escaped like everything else)."""
-        self.set_header("Content-Type", "text/html; charset=utf-8")
+        self.set_header("Content-Type", HTML_TYPE)
         self.finish(render("error.html", title=f"Error {status_code}", status=status_code, message=message))
 
 
@@ -167,8 +167,7 @@ class IndexPage(PageHandler):
 
     async def get(self) -> None:
         """The run index."""
-        html, live = await self.read(index_page)
-        self.send_page(html, live=live)
+        await self.respond(index_page, self.ctx.config.refresh_s)
 
 
 class RunPage(PageHandler):
@@ -177,8 +176,7 @@ class RunPage(PageHandler):
     async def get(self, run_id: str) -> None:
         """The run page."""
         query = self.parse(views.ResultsQuery.from_args, self.arg_list)
-        html, live = await self.read(run_page, run_id, query)
-        self.send_page(html, live=live)
+        await self.respond(run_page, run_id, query, self.ctx.config.refresh_s)
 
 
 class HistoryPage(PageHandler):
@@ -186,7 +184,7 @@ class HistoryPage(PageHandler):
 
     async def get(self, model_type: str) -> None:
         """A model's history page."""
-        self.send_page(await self.read(history_page, model_type))
+        await self.respond(history_page, model_type)
 
 
 class HardwarePage(PageHandler):
@@ -194,7 +192,7 @@ class HardwarePage(PageHandler):
 
     async def get(self, run_id: str) -> None:
         """The hardware comparison page."""
-        self.send_page(await self.read(hardware_page, run_id))
+        await self.respond(hardware_page, run_id)
 
 
 class Stylesheet(BaseHandler):

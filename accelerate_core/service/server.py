@@ -3,7 +3,8 @@
 The host owns the store and the address; the service owns an IO loop thread and a pool of read threads::
 
     source = ReadSource(conn, path)                 # or ReadSource.open(path) over a local file
-    with ResultsService(source, ServiceConfig(host="127.0.0.1", port=8765), writer=probe) as service:
+    config = ServiceConfig(host="127.0.0.1", port=8765)
+    with ResultsService(source, config, version=lambda: commits, writer=probe) as service:
         print(service.url)                          # the socket is bound by now: errors came from start()
         ...                                         # the host goes on with its own work (ingest)
 
@@ -16,7 +17,9 @@ from __future__ import annotations
 import asyncio
 import errno
 import logging
+import os
 import socket
+import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from types import TracebackType
@@ -28,6 +31,7 @@ import tornado.web
 
 from accelerate_core.errors import ConfigError
 from accelerate_core.service.api import ROUTES
+from accelerate_core.service.cache import AnswerCache, StoreVersion
 from accelerate_core.service.config import ServiceConfig
 from accelerate_core.service.metrics import WriterProbe
 from accelerate_core.service.pages import PAGES
@@ -35,6 +39,22 @@ from accelerate_core.service.source import ReadSource
 from accelerate_core.service.web import NotFound, ServiceContext, pattern
 
 log = logging.getLogger(__name__)
+
+
+def yield_to_host(nice: int) -> None:
+    """Make the calling thread ``nice`` steps nicer than it is (Linux: priorities are per thread there).
+
+    The service's threads call this when they start, so they never take the CPU from the host's own
+    threads (the writer's ingest) when both want it. Elsewhere (macOS) a thread has no priority of its
+    own to lower this way, and the call does nothing.
+    """
+    if nice <= 0 or not sys.platform.startswith("linux"):
+        return
+    tid = threading.get_native_id()
+    try:
+        os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + nice))
+    except OSError as e:  # a sandbox may forbid it; the service works the same, only less politely
+        log.info("results service threads keep their priority: %s", e)
 
 
 def application(ctx: ServiceContext) -> tornado.web.Application:
@@ -54,13 +74,28 @@ class ResultsService:
     Args:
         source: the store to read (the host keeps it open while the service runs).
         config: the address, token and bounds.
+        version: the store's version, for caching answers between changes (see
+            :mod:`accelerate_core.service.cache`); None: every request reads the store.
         writer: the hosting writer's intake figures for ``/metrics`` (None: no writer here).
     """
 
-    def __init__(self, source: ReadSource, config: ServiceConfig, *, writer: WriterProbe | None = None) -> None:
+    def __init__(
+        self,
+        source: ReadSource,
+        config: ServiceConfig,
+        *,
+        version: StoreVersion | None = None,
+        writer: WriterProbe | None = None,
+    ) -> None:
         self.config = config
-        self._pool = ThreadPoolExecutor(config.read_threads, thread_name_prefix="accel-read")
-        self._ctx = ServiceContext(source, config, self._pool, writer)
+        self._pool = ThreadPoolExecutor(
+            config.read_threads,
+            thread_name_prefix="accel-read",
+            initializer=yield_to_host,
+            initargs=(config.read_nice,),
+        )
+        self.cache = AnswerCache(config.cache_mb << 20)
+        self._ctx = ServiceContext(source, config, self._pool, self.cache, version, writer)
         self._sockets: list[socket.socket] = []
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
@@ -97,6 +132,7 @@ class ResultsService:
         return self.url
 
     def _serve(self) -> None:
+        yield_to_host(self.config.read_nice)
         loop = asyncio.new_event_loop()
         asyncio.set_event_loop(loop)
         server = tornado.httpserver.HTTPServer(application(self._ctx), xheaders=False)

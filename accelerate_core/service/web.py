@@ -9,6 +9,7 @@ at most ``read_threads`` queries run at once. Errors of ours become one-line ans
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import re
@@ -22,9 +23,10 @@ import tornado.web
 
 from accelerate_core.errors import AccelerateError, ConfigError, ModelError, StoreError, UnknownRunError
 from accelerate_core.service import access
+from accelerate_core.service.cache import Answer, AnswerCache, StoreVersion
 from accelerate_core.service.config import ServiceConfig
 from accelerate_core.service.metrics import WriterProbe
-from accelerate_core.service.source import ReadSource, read_view
+from accelerate_core.service.source import ReadSource, ReadView, read_view
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -47,11 +49,13 @@ SECURITY_HEADERS = {
 
 @dataclass(frozen=True, slots=True)
 class ServiceContext:
-    """What every handler reads from: the store, the configuration, the read pool and the writer's probe."""
+    """What every handler reads from: the store, configuration, read pool, answer cache and host's hooks."""
 
     source: ReadSource
     config: ServiceConfig
     pool: ThreadPoolExecutor
+    cache: AnswerCache
+    version: StoreVersion | None = None
     writer: WriterProbe | None = None
 
 
@@ -78,10 +82,26 @@ def _in_view(source: ReadSource, fn: Callable[..., T], args: tuple[Any, ...], kw
         return fn(view, *args, **kwargs)
 
 
+JSON_TYPE = "application/json; charset=utf-8"
+HTML_TYPE = "text/html; charset=utf-8"
+
+
+def to_json(data: Any) -> bytes:
+    """JSON of an answer (times stay unix seconds; JSON has no NaN, so none may slip through)."""
+    return json.dumps(data, sort_keys=True, default=str, allow_nan=False).encode()
+
+
+def as_json(view: ReadView, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Answer:
+    """``fn(view, ...)`` as a JSON answer (a maker for :meth:`BaseHandler.respond`)."""
+    return Answer(to_json(fn(view, *args, **kwargs)), JSON_TYPE)
+
+
 class BaseHandler(tornado.web.RequestHandler):
     """GET only (tornado answers 405 to every other method), behind the token when one is configured."""
 
     SUPPORTED_METHODS = ("GET",)  # type: ignore[assignment]
+    CACHED = True
+    """Whether answers may be cached per store version (False: they depend on more than the store)."""
 
     def initialize(self, ctx: ServiceContext) -> None:
         """Keep the shared context (tornado passes it from the route)."""
@@ -97,11 +117,26 @@ class BaseHandler(tornado.web.RequestHandler):
         if not access.authorized(self.request.headers.get("Authorization"), self.ctx.config.token):
             raise Refused(401, "this results service needs a token: send Authorization: Bearer TOKEN")
 
-    async def read(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        """``fn(view, *args, **kwargs)`` on a read-only view, in the read pool; our errors become answers."""
+    async def respond(self, make: Callable[..., Answer], *args: Any, **kwargs: Any) -> None:
+        """Finish with ``make(view, *args, **kwargs)``, made in the read pool or taken from the cache.
+
+        The answer is cached by (store version, request URI) when the host gives a version and the handler
+        is :attr:`CACHED`; our errors become answers of their own and are never cached.
+        """
+        compute = functools.partial(self._in_pool, make, args, kwargs)
+        if self.ctx.version is None or not self.CACHED:
+            answer = await compute()
+        else:
+            answer = await self.ctx.cache.get((self.ctx.version(), self.request.uri), compute)
+        self.set_header("Content-Type", answer.content_type)
+        for name, value in answer.headers:
+            self.set_header(name, value)
+        self.finish(answer.body)
+
+    async def _in_pool(self, make: Callable[..., Answer], args: Any, kwargs: Any) -> Answer:
         loop = tornado.ioloop.IOLoop.current()
         try:
-            return await loop.run_in_executor(self.ctx.pool, _in_view, self.ctx.source, fn, args, kwargs)
+            return await loop.run_in_executor(self.ctx.pool, _in_view, self.ctx.source, make, args, kwargs)
         except AccelerateError as e:
             raise Refused(_status_of(e), str(e)) from e
 
@@ -134,9 +169,9 @@ class BaseHandler(tornado.web.RequestHandler):
         self.send_json({"error": message, "status": status_code})
 
     def send_json(self, data: Any) -> None:
-        """Finish with ``data`` as JSON (times stay unix seconds; JSON has no NaN, so none may slip through)."""
-        self.set_header("Content-Type", "application/json; charset=utf-8")
-        self.finish(json.dumps(data, sort_keys=True, default=str, allow_nan=False))
+        """Finish with small ``data`` as JSON, encoded here (answers read from the store use :meth:`respond`)."""
+        self.set_header("Content-Type", JSON_TYPE)
+        self.finish(to_json(data))
 
 
 class NotFound(BaseHandler):

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import base64
 import json
+import os
+import sys
 import threading
 import time
 import urllib.error
@@ -205,16 +207,34 @@ def test_a_slow_read_never_stalls_other_requests(db: Path) -> None:
 
 
 def test_hosted_by_the_writer_reads_see_each_commit_while_it_ingests(tmp_path: Path) -> None:
-    # Given the writer's store, open read-write in this process, and the service over its own connection
+    # Given the writer's store, open read-write in this process, and the service over its own connection,
+    # its answers cached per commit (the store's version is the writer's count of commits)
     run = SyntheticRun("live", models=tuple(f"m{i}" for i in range(40)))
+    commits = [0]
     with ResultsStore.open(tmp_path / "results.duckdb") as writer:
         writer.record_run(run.plan())
         source = ReadSource.open(tmp_path / "results.duckdb")
-        with ResultsService(source, ServiceConfig(port=0)) as service:
+        with ResultsService(source, ServiceConfig(port=0), version=lambda: commits[0]) as service:
             seen = []
             for i in range(0, 40, 10):
                 # When the writer commits a batch; Then the next read sees it
                 writer.record_results([run.result(m, "cpu") for m in run.models[i : i + 10]])
+                commits[0] += 1
                 seen.append(fetch(f"{service.url}/api/runs/live").json()["progress"]["terminal"])
+                # And asking again before the next commit is answered from the cache
+                assert fetch(f"{service.url}/api/runs/live").json()["progress"]["terminal"] == seen[-1]
+            assert service.cache.hits == 4
         source.close()
     assert seen == [10, 20, 30, 40]
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="thread priorities are per thread on Linux only")
+def test_the_service_threads_yield_the_cpu_to_their_host(url: str) -> None:
+    # Given a running service that has answered a request (its read threads exist)
+    assert fetch(f"{url}/api/runs").status == 200
+    base = os.getpriority(os.PRIO_PROCESS, 0)
+    ours = [t for t in threading.enumerate() if t.name.startswith(("accel-read", "accel-results-service"))]
+    # Then each of its threads runs nicer than the host's own (the writer's ingest goes first)
+    assert ours and all(
+        os.getpriority(os.PRIO_PROCESS, t.native_id or 0) == min(19, base + ServiceConfig().read_nice) for t in ours
+    )
