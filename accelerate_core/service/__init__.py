@@ -6,16 +6,19 @@ whichever process holds the store: it is handed an open connection (:class:`Read
 (:class:`ServiceConfig`) by its host, and serves every request from a cursor of its own, off the IO loop,
 inside a transaction that is always rolled back. ``accel serve`` hosts it over a local DB nobody writes.
 
-Modules: ``config`` (address, token, limits), ``access`` (loopback binds, credentials), ``source`` (the
-connection seam and read-only views), ``views`` (the data every endpoint and page shows), ``metrics``
-(Prometheus text), ``api`` and ``pages`` (HTTP handlers), ``server`` (:class:`ResultsService`: bind, run,
+Modules: ``config`` (address, token, bounds), ``access`` (loopback binds, credentials), ``source`` (the
+connection seam and read-only views), ``host`` (what the hosting process tells the service: the store's
+version, the writer's figures, whether it is busy), ``cache`` (answers per store version), ``budget``
+(reads yield to a busy host), ``views`` (the data every endpoint and page shows), ``metrics`` (Prometheus
+text), ``web``, ``api`` and ``pages`` (HTTP handlers), ``server`` (:class:`ResultsService`: bind, run,
 stop). Importing this package imports neither tornado nor duckdb.
 """
 
 from __future__ import annotations
 
 from accelerate_core.service.config import ServiceConfig
+from accelerate_core.service.host import HostHooks
 from accelerate_core.service.metrics import WriterFigures
 from accelerate_core.service.source import ReadSource
 
-__all__ = ["ReadSource", "ServiceConfig", "WriterFigures"]
+__all__ = ["HostHooks", "ReadSource", "ServiceConfig", "WriterFigures"]

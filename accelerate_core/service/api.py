@@ -141,7 +141,7 @@ class Metrics(BaseHandler):
     async def get(self) -> None:
         """Jobs by run, hardware and status; pass rates; the writer's backlog and lag when hosted by it."""
         config = self.ctx.config
-        await self.respond(_scrape, config.metrics_runs, config.metrics_unfinished, self.ctx.writer)
+        await self.respond(_scrape, config.metrics_runs, config.metrics_unfinished, self.ctx.hooks.writer)
 
 
 ROUTES: list[Route] = [

@@ -30,6 +30,8 @@ class ServiceConfig:
         metrics_unfinished: ... plus up to this many unfinished ones (bounds label cardinality).
         refresh_s: pages of unfinished runs ask the browser to reload after this many seconds.
         cache_mb: answers kept per store version (see :mod:`accelerate_core.service.cache`), in MiB.
+        read_share: while the host is busy (the writer has a backlog), reads together take at most this
+            share of one core's time (see :mod:`accelerate_core.service.budget`); 0 < read_share.
         read_nice: the service's threads run this much nicer than their host's (Linux), so when the CPU
             is short the host's own work (the writer's ingest) goes first; 0 leaves them as they are.
     """
@@ -43,6 +45,7 @@ class ServiceConfig:
     metrics_unfinished: int = 20
     refresh_s: int = 10
     cache_mb: int = 64
+    read_share: float = 0.2
     read_nice: int = 10
 
     def __post_init__(self) -> None:
@@ -60,6 +63,8 @@ class ServiceConfig:
             or min(self.metrics_unfinished, self.cache_mb) < 0
         ):
             raise ConfigError("read_threads, metrics_runs, refresh_s must be >= 1; metrics_unfinished, cache_mb >= 0")
+        if not self.read_share > 0:
+            raise ConfigError(f"read_share={self.read_share} is invalid: give a share of one core above 0, e.g. 0.2")
         if not 0 <= self.read_nice <= 19:
             raise ConfigError(f"read_nice={self.read_nice} is invalid: give 0 (as the host) to 19 (nicest)")
 

@@ -4,7 +4,7 @@ The host owns the store and the address; the service owns an IO loop thread and 
 
     source = ReadSource(conn, path)                 # or ReadSource.open(path) over a local file
     config = ServiceConfig(host="127.0.0.1", port=8765)
-    with ResultsService(source, config, version=lambda: commits, writer=probe) as service:
+    with ResultsService(source, config, hooks=HostHooks(version=..., writer=..., busy=...)) as service:
         print(service.url)                          # the socket is bound by now: errors came from start()
         ...                                         # the host goes on with its own work (ingest)
 
@@ -31,9 +31,10 @@ import tornado.web
 
 from accelerate_core.errors import ConfigError
 from accelerate_core.service.api import ROUTES
-from accelerate_core.service.cache import AnswerCache, StoreVersion
+from accelerate_core.service.budget import ReadBudget
+from accelerate_core.service.cache import AnswerCache
 from accelerate_core.service.config import ServiceConfig
-from accelerate_core.service.metrics import WriterProbe
+from accelerate_core.service.host import HostHooks
 from accelerate_core.service.pages import PAGES
 from accelerate_core.service.source import ReadSource
 from accelerate_core.service.web import NotFound, ServiceContext, pattern
@@ -74,20 +75,13 @@ class ResultsService:
     Args:
         source: the store to read (the host keeps it open while the service runs).
         config: the address, token and bounds.
-        version: the store's version, for caching answers between changes (see
-            :mod:`accelerate_core.service.cache`); None: every request reads the store.
-        writer: the hosting writer's intake figures for ``/metrics`` (None: no writer here).
+        hooks: what the hosting process tells the service (:class:`~accelerate_core.service.host.HostHooks`):
+            the store's version, the writer's figures, whether it is busy; None: nothing (no cache, no writer).
     """
 
-    def __init__(
-        self,
-        source: ReadSource,
-        config: ServiceConfig,
-        *,
-        version: StoreVersion | None = None,
-        writer: WriterProbe | None = None,
-    ) -> None:
+    def __init__(self, source: ReadSource, config: ServiceConfig, *, hooks: HostHooks | None = None) -> None:
         self.config = config
+        hooks = hooks or HostHooks()
         self._pool = ThreadPoolExecutor(
             config.read_threads,
             thread_name_prefix="accel-read",
@@ -95,7 +89,8 @@ class ResultsService:
             initargs=(config.read_nice,),
         )
         self.cache = AnswerCache(config.cache_mb << 20)
-        self._ctx = ServiceContext(source, config, self._pool, self.cache, version, writer)
+        self.budget = ReadBudget(config.read_share, config.read_threads, hooks.busy)
+        self._ctx = ServiceContext(source, config, self._pool, self.cache, self.budget, hooks)
         self._sockets: list[socket.socket] = []
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None

@@ -1,8 +1,9 @@
 """The HTTP plumbing every handler shares: access checks, security headers, reads off the IO loop, errors.
 
-A handler never touches DuckDB on the IO loop: :meth:`BaseHandler.read` runs a function on a fresh
-read-only view in the service's thread pool, so a slow query holds one pool thread, never the loop, and
-at most ``read_threads`` queries run at once. Errors of ours become one-line answers with a status
+A handler never touches DuckDB on the IO loop: :meth:`BaseHandler.respond` makes the whole answer (query,
+JSON or HTML) on a fresh read-only view in the service's thread pool, within the read budget, or takes it
+from the answer cache; so a slow query holds one pool thread, never the loop, and at most
+``read_threads`` queries run at once. Errors of ours become one-line answers with a status
 (400 bad input, 404 unknown run or model, 503 store unavailable); anything else is logged and answered
 500 without a traceback.
 """
@@ -23,9 +24,10 @@ import tornado.web
 
 from accelerate_core.errors import AccelerateError, ConfigError, ModelError, StoreError, UnknownRunError
 from accelerate_core.service import access
-from accelerate_core.service.cache import Answer, AnswerCache, StoreVersion
+from accelerate_core.service.budget import ReadBudget
+from accelerate_core.service.cache import Answer, AnswerCache
 from accelerate_core.service.config import ServiceConfig
-from accelerate_core.service.metrics import WriterProbe
+from accelerate_core.service.host import HostHooks
 from accelerate_core.service.source import ReadSource, ReadView, read_view
 
 log = logging.getLogger(__name__)
@@ -49,14 +51,14 @@ SECURITY_HEADERS = {
 
 @dataclass(frozen=True, slots=True)
 class ServiceContext:
-    """What every handler reads from: the store, configuration, read pool, answer cache and host's hooks."""
+    """What every handler reads from: the store, configuration, read pool, cache, read budget, host's hooks."""
 
     source: ReadSource
     config: ServiceConfig
     pool: ThreadPoolExecutor
     cache: AnswerCache
-    version: StoreVersion | None = None
-    writer: WriterProbe | None = None
+    budget: ReadBudget
+    hooks: HostHooks
 
 
 class Refused(tornado.web.HTTPError):
@@ -80,6 +82,10 @@ def _status_of(e: AccelerateError) -> int:
 def _in_view(source: ReadSource, fn: Callable[..., T], args: tuple[Any, ...], kwargs: dict[str, Any]) -> T:
     with read_view(source) as view:
         return fn(view, *args, **kwargs)
+
+
+def _read(ctx: ServiceContext, make: Callable[..., Answer], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Answer:
+    return ctx.budget.run(functools.partial(_in_view, ctx.source, make, args, kwargs))
 
 
 JSON_TYPE = "application/json; charset=utf-8"
@@ -124,10 +130,11 @@ class BaseHandler(tornado.web.RequestHandler):
         is :attr:`CACHED`; our errors become answers of their own and are never cached.
         """
         compute = functools.partial(self._in_pool, make, args, kwargs)
-        if self.ctx.version is None or not self.CACHED:
+        version = self.ctx.hooks.version
+        if version is None or not self.CACHED:
             answer = await compute()
         else:
-            answer = await self.ctx.cache.get((self.ctx.version(), self.request.uri), compute)
+            answer = await self.ctx.cache.get((version(), self.request.uri), compute)
         self.set_header("Content-Type", answer.content_type)
         for name, value in answer.headers:
             self.set_header(name, value)
@@ -136,7 +143,7 @@ class BaseHandler(tornado.web.RequestHandler):
     async def _in_pool(self, make: Callable[..., Answer], args: Any, kwargs: Any) -> Answer:
         loop = tornado.ioloop.IOLoop.current()
         try:
-            return await loop.run_in_executor(self.ctx.pool, _in_view, self.ctx.source, make, args, kwargs)
+            return await loop.run_in_executor(self.ctx.pool, _read, self.ctx, make, args, kwargs)
         except AccelerateError as e:
             raise Refused(_status_of(e), str(e)) from e
 

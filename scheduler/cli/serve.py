@@ -29,7 +29,7 @@ def serve(
     """Serve the results read-only over HTTP: run index, run, model history and hardware pages; /api; /metrics."""
     from accelerate_core.errors import ConfigError
     from accelerate_core.service import ReadSource, ServiceConfig
-    from accelerate_core.service.cache import unchanging
+    from accelerate_core.service.host import LOCAL_FILE
     from accelerate_core.service.server import ResultsService
 
     settings = state(ctx).settings
@@ -40,7 +40,7 @@ def serve(
     source = ReadSource.open(path)
     try:
         # Opened read-only here, the file cannot change while we serve: answers are cached for good.
-        with ResultsService(source, config, version=unchanging) as service:
+        with ResultsService(source, config, hooks=LOCAL_FILE) as service:
             auth = "token required" if config.token else "no token: loopback only"
             out.print(f"results of {path} on {service.url} ({auth}); Ctrl-C stops", markup=False)
             _wait_for_signal()

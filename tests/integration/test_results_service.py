@@ -18,6 +18,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from accelerate_core.service import ReadSource, ServiceConfig, WriterFigures
+from accelerate_core.service.host import HostHooks
 from accelerate_core.service.server import ResultsService
 from accelerate_core.store import ResultsStore
 from accelerate_core.store.synthetic import SyntheticRun
@@ -191,7 +192,7 @@ def test_a_slow_read_never_stalls_other_requests(db: Path) -> None:
         return WriterFigures(backlog=3, lag_s=0.5)
 
     source = ReadSource.open(db)
-    with ResultsService(source, ServiceConfig(port=0), writer=slow_probe) as service:
+    with ResultsService(source, ServiceConfig(port=0), hooks=HostHooks(writer=slow_probe)) as service:
         slow: dict[str, Answer] = {}
         thread = threading.Thread(target=lambda: slow.update(answer=fetch(service.url + "/metrics")))
         thread.start()
@@ -214,7 +215,7 @@ def test_hosted_by_the_writer_reads_see_each_commit_while_it_ingests(tmp_path: P
     with ResultsStore.open(tmp_path / "results.duckdb") as writer:
         writer.record_run(run.plan())
         source = ReadSource.open(tmp_path / "results.duckdb")
-        with ResultsService(source, ServiceConfig(port=0), version=lambda: commits[0]) as service:
+        with ResultsService(source, ServiceConfig(port=0), hooks=HostHooks(version=lambda: commits[0])) as service:
             seen = []
             for i in range(0, 40, 10):
                 # When the writer commits a batch; Then the next read sees it
@@ -238,3 +239,17 @@ def test_the_service_threads_yield_the_cpu_to_their_host(url: str) -> None:
     assert ours and all(
         os.getpriority(os.PRIO_PROCESS, t.native_id or 0) == min(19, base + ServiceConfig().read_nice) for t in ours
     )
+
+
+def test_reads_rest_while_the_host_is_busy_and_not_otherwise(db: Path) -> None:
+    # Given a host that says it is busy (the writer has a backlog), then one that is idle
+    source = ReadSource.open(db)
+    for busy, rests in ((True, True), (False, False)):
+        config = ServiceConfig(port=0, read_threads=1, read_share=0.5)
+        with ResultsService(source, config, hooks=HostHooks(busy=lambda b=busy: b)) as service:
+            # When a few requests are answered (each by the one read thread)
+            for _ in range(3):
+                assert fetch(f"{service.url}/api/runs").status == 200
+            # Then the thread rested between them only while the host was busy
+            assert (service.budget.rested_s > 0) is rests
+    source.close()
