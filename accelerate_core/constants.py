@@ -11,6 +11,9 @@ from typing import Final
 HARDWARE_KINDS: Final = ("cpu", "cuda", "rocm", "mps")
 """Every hardware kind a worker can be pinned to, in order of preference for accelerators last."""
 
+TORCH_DEVICE: Final = {"cpu": "cpu", "cuda": "cuda", "rocm": "cuda", "mps": "mps"}
+"""The torch device type of each hardware kind (ROCm builds of torch call their GPUs ``cuda``)."""
+
 QUEUE_PREFIX: Final = "hw."
 """A hardware kind's Celery queue is ``QUEUE_PREFIX + kind`` (``hw.cpu``, ``hw.cuda``, ...)."""
 
@@ -18,16 +21,45 @@ RESULTS_QUEUE: Final = "results"
 """Celery queue consumed only by the results writer (concurrency 1)."""
 
 TASK_RUN_JOB: Final = "accel.run_job"
-"""Task name: run one planned job (payload: ``JobSpec.to_dict()``) on a pinned worker."""
+"""Task name: run one planned job (kwargs ``spec``: an encoded ``JobSpec``) on a pinned worker."""
 
 TASK_RECORD_RESULT: Final = "accel.record_result"
-"""Task name: the writer records one finished job (payload: ``JobResult.to_dict()``)."""
+"""Task name: the writer records finished jobs (kwargs ``result`` or ``results``: encoded ``JobResult``)."""
 
 TASK_RECORD_RUN: Final = "accel.record_run"
-"""Task name: the writer records a run and its planned jobs (payload: ``RunPlan.to_dict()``)."""
+"""Task name: the writer records a run and its planned jobs (kwargs ``plan``: an encoded ``RunPlan``)."""
 
 TASK_REGISTER_WORKER: Final = "accel.register_worker"
-"""Task name: the writer records a worker's inventory (payload: ``WorkerInfo.to_dict()``)."""
+"""Task name: the writer records a worker's inventory (kwargs ``info``: an encoded ``WorkerInfo``)."""
+
+JOB_ENTRY: Final = "workers.job:job_entry"
+"""The fork server's entry for one job (an encoded ``JobSpec`` in, an encoded ``JobResult`` out), the same for
+the local executor and the Celery workers."""
+
+STATUS_KEY_PREFIX: Final = "acc:status:"
+"""Redis key prefix: ``acc:status:<run id>`` holds the writer's latest status snapshot of the run (JSON)."""
+
+STATUS_TTL_S: Final = 30 * 24 * 3600
+"""How long a status snapshot lives in Redis, in seconds."""
+
+DELIVERIES_PREFIX: Final = "acc:deliveries:"
+"""Redis key prefix: ``acc:deliveries:<job key>`` counts the redeliveries of one job (our redelivery cap).
+
+Redis marks every message it restores (worker lost, visibility timeout) as ``redelivered``; only those
+deliveries are counted, so the common first delivery costs no round trip."""
+
+DELIVERIES_TTL_S: Final = 7 * 24 * 3600
+"""How long a delivery counter lives, in seconds. Keys hold the run id, so a counter never outlives its
+use; a delivery after the result was sent (the worker died before acknowledging) counts, as it should."""
+
+WRITER_PROCESSING_KEY: Final = "acc:writer:processing"
+"""Redis list holding the batch the writer is writing (deleted once the batch is committed)."""
+
+WRITER_LOCK_KEY: Final = "acc:writer:lock"
+"""Redis key held (``SET NX EX``) by the one live writer: its host, pid and start time."""
+
+WRITER_LOCK_TTL_S: Final = 15
+"""The writer lock's lifetime, in seconds; the writer renews it every loop."""
 
 JOB_KIND_TEST: Final = "test"
 """Job kind: generate the model's test from its template, run it and its benchmark."""
@@ -39,13 +71,38 @@ JOB_KINDS: Final = (JOB_KIND_TEST, JOB_KIND_DRY)
 """Every job kind the planner can emit."""
 
 STATUS_QUEUED: Final = "queued"
+"""Job status: planned and recorded, not started yet."""
 STATUS_RUNNING: Final = "running"
+"""Job status: an executor started it."""
 STATUS_DONE: Final = "done"
+"""Terminal job status: every generated test passed."""
 STATUS_FAILED: Final = "failed"
+"""Terminal job status: it ran and failed (its ``error_class`` says how)."""
 STATUS_TIMEOUT: Final = "timeout"
+"""Terminal job status: killed at its hard time limit."""
 STATUS_SKIPPED: Final = "skipped"
-TERMINAL_STATUSES: Final = frozenset({STATUS_DONE, STATUS_FAILED, STATUS_TIMEOUT, STATUS_SKIPPED})
+"""Terminal job status: planned but not run (its ``error_class`` is the skip reason's class)."""
+STATUS_LOST: Final = "lost"
+"""Terminal job status: its message vanished and no executor will run it (recorded by a reconciler)."""
+STATUS_CANCELLED: Final = "cancelled"
+"""Terminal job status: the run was cancelled before the job finished."""
+TERMINAL_STATUSES: Final = frozenset(
+    {STATUS_DONE, STATUS_FAILED, STATUS_TIMEOUT, STATUS_SKIPPED, STATUS_LOST, STATUS_CANCELLED}
+)
 """A job with one of these statuses is finished; a phase is done when every job has one."""
+JOB_STATUSES: Final = (STATUS_QUEUED, STATUS_RUNNING, *sorted(TERMINAL_STATUSES))
+"""Every status a job row can have."""
+
+RUN_PLANNED: Final = "planned"
+"""Run status: recorded, its executor has not started it."""
+RUN_RUNNING: Final = "running"
+"""Run status: its executor (the local one, or the fleet's writer) is recording its results."""
+RUN_INTERRUPTED: Final = "interrupted"
+"""Run status: a local run was stopped before every job had a terminal row (``accel run --resume``)."""
+RUN_COMPLETE: Final = "complete"
+"""Run status: every planned job has a terminal row and the report was written."""
+RUN_STATUSES: Final = (RUN_PLANNED, RUN_RUNNING, RUN_INTERRUPTED, RUN_COMPLETE)
+"""Every status a run can have."""
 
 # Error classes recorded with a failed job (``JobResult.error_class``).
 ERR_TIMEOUT: Final = "timeout"
@@ -60,6 +117,10 @@ ERR_REDELIVERY_CAP: Final = "redelivery-cap"
 ERR_UNSUPPORTED: Final = "unsupported"
 ERR_PROCESS_LIMIT: Final = "process-limit"
 ERR_FILE_SIZE: Final = "file-size-limit"
+ERR_WORKER: Final = "worker-error"
+"""The worker itself failed to run the job (an exception in the task body, a malformed job message)."""
+ERR_VERSION_SKEW: Final = "version-skew"
+"""The job or its result was written by an incompatible schema version (the message names both)."""
 ERROR_CLASSES: Final = (
     ERR_TIMEOUT,
     ERR_OOM,
@@ -73,6 +134,8 @@ ERROR_CLASSES: Final = (
     ERR_UNSUPPORTED,
     ERR_PROCESS_LIMIT,
     ERR_FILE_SIZE,
+    ERR_WORKER,
+    ERR_VERSION_SKEW,
 )
 """Every error class a job result may carry."""
 

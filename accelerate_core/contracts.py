@@ -1,20 +1,55 @@
-"""Payload schemas shared by the scheduler, the workers, the job runner and the store.
+"""The contracts shared by the scheduler, the workers, the job runner and the store: typed, frozen, nested.
 
-Everything that crosses a process boundary (Celery message, fork-server pipe, DuckDB row) is one of
-these dataclasses turned into plain JSON with ``to_dict()`` and read back with ``from_dict()``, which
-validates and raises :class:`~accelerate_core.errors.ConfigError` on a malformed payload. JSON only:
-pickle would let anyone who reaches the broker run code.
+Inside a process everything that crosses a boundary is one of these objects, never a dict. They become
+JSON only at a process edge (a broker message, the fork-server pipe, a DuckDB JSON column, a status
+snapshot), and only through :mod:`accelerate_core.wire`, which holds the schema version and the one
+decoding rule. JSON only: pickle would let anyone who reaches the broker run code.
+
+Changing a contract (see ``wire``): a new field *with a default* is a minor change (bump
+``wire.SCHEMA_MINOR``; an older reader ignores it and logs it once); renaming, removing or retyping a field,
+or adding one without a default, is a major change (bump ``wire.SCHEMA_MAJOR``; an older reader records
+``version-skew`` rows instead of guessing).
 """
 
 from __future__ import annotations
 
 import hashlib
-from dataclasses import asdict, dataclass, field, fields
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any, Self
 
-from accelerate_core.constants import HARDWARE_KINDS, JOB_KINDS, TERMINAL_STATUSES
-from accelerate_core.errors import ConfigError
+from accelerate_core.config import BenchConfig
+from accelerate_core.constants import (
+    ERR_UNSUPPORTED,
+    HARDWARE_KINDS,
+    JOB_KIND_TEST,
+    JOB_KINDS,
+    STATUS_SKIPPED,
+    TERMINAL_STATUSES,
+)
+from accelerate_core.errors import ContractError
 from accelerate_core.names import check_name
+
+__all__ = [
+    "BenchConfig",
+    "BenchReport",
+    "BenchRequest",
+    "FailureRow",
+    "JobLimits",
+    "JobResult",
+    "JobSpec",
+    "Makespan",
+    "Measurement",
+    "RunParams",
+    "RunPlan",
+    "RunRecord",
+    "SkipReason",
+    "StatusSnapshot",
+    "TemplateRef",
+    "WorkerInfo",
+    "job_key",
+    "parse_job_key",
+]
 
 
 def job_key(run_id: str, model_type: str, hardware: str, kind: str) -> str:
@@ -27,30 +62,23 @@ def job_key(run_id: str, model_type: str, hardware: str, kind: str) -> str:
     return f"{run_id}:{model_type}:{hardware}:{kind}:{digest}"
 
 
-class _Payload:
-    """Mixin: JSON round trip with validation of unknown and missing keys."""
+def parse_job_key(key: str) -> tuple[str, str, str, str] | None:
+    """``(run_id, model_type, hardware, kind)`` of a job key, checked against its digest; None if it is not one.
 
-    def to_dict(self) -> dict[str, Any]:
-        """Return plain JSON-serialisable data."""
-        return asdict(self)  # type: ignore[call-overload, no-any-return]
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> Self:
-        """Build from ``to_dict()`` output; raises ConfigError on a malformed payload."""
-        if not isinstance(data, dict):
-            raise ConfigError(f"{cls.__name__} payload must be an object, got {type(data).__name__}")
-        names = {f.name for f in fields(cls)}  # type: ignore[arg-type]
-        unknown = set(data) - names
-        if unknown:
-            raise ConfigError(f"{cls.__name__} payload has unknown keys {sorted(unknown)}")
-        try:
-            return cls(**data)
-        except TypeError as e:
-            raise ConfigError(f"{cls.__name__} payload is malformed: {e}") from e
+    Lets a reader that cannot decode a job's message still name the job (a ``version-skew`` row).
+    """
+    parts = key.split(":")
+    n = len(parts)
+    for i in range(1, n - 3):
+        for j in range(i + 1, n - 2):
+            run_id, model, hardware = ":".join(parts[:i]), ":".join(parts[i:j]), ":".join(parts[j : n - 2])
+            if job_key(run_id, model, hardware, parts[n - 2]) == key:
+                return run_id, model, hardware, parts[n - 2]
+    return None
 
 
 @dataclass(frozen=True, slots=True)
-class TemplateRef(_Payload):
+class TemplateRef:
     """A template as it travels to a worker: the body goes with it, so no worker needs the templates DB."""
 
     name: str
@@ -63,45 +91,76 @@ class TemplateRef(_Payload):
 
 
 @dataclass(frozen=True, slots=True)
-class JobSpec(_Payload):
-    """One planned job: what a worker (or the local executor) needs to run it, and nothing else."""
+class JobLimits:
+    """What the runner allows one job: wall-clock limits in seconds (soft < hard) and a memory cap in MiB."""
+
+    soft_s: float = 120.0
+    hard_s: float = 180.0
+    mem_cap_mb: int = 6144
+
+    def __post_init__(self) -> None:
+        if not 0 < self.soft_s < self.hard_s:
+            raise ContractError(f"job limits soft_s={self.soft_s} hard_s={self.hard_s} invalid: need 0 < soft < hard")
+        if self.mem_cap_mb < 1:
+            raise ContractError(f"job limits mem_cap_mb={self.mem_cap_mb} invalid: give a positive number of MiB")
+
+
+@dataclass(frozen=True, slots=True)
+class SkipReason:
+    """Why a planned job is not run: its error class (``unsupported``, ``missing-dependency``, ...) and a line."""
+
+    reason_class: str
+    reason: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class JobSpec:
+    """One planned job: what a worker (or the local executor) needs to run it, and nothing else.
+
+    Attributes:
+        template: the test template it renders (None for a ``dry`` job and for a job not run).
+        bench: the benchmark shapes and loop the generated test uses.
+        limits: the runner's time limits and memory cap.
+        expected_s: the planner's expected duration (0 for a job not run).
+        skip: why the job is not run; None for a job to run.
+        sleep_s: a ``dry`` job sleeps this long, standing in for work (fleet benchmarks and tests).
+    """
 
     key: str
     run_id: str
     model_type: str
     hardware: str
     kind: str
-    template: dict[str, Any] | None = None  # TemplateRef.to_dict(); None for kind "dry"
-    batch_sizes: list[int] = field(default_factory=lambda: [1])
-    seq_lens: list[int] = field(default_factory=lambda: [16])
-    soft_limit_s: float = 120.0
-    hard_limit_s: float = 180.0
-    mem_cap_mb: int = 6144
+    template: TemplateRef | None = None
+    bench: BenchConfig = field(default_factory=BenchConfig)
+    limits: JobLimits = field(default_factory=JobLimits)
     expected_s: float = 0.0
-    bench: dict[str, Any] = field(default_factory=dict)  # BenchConfig overrides (warmup, min_iters, ...)
+    skip: SkipReason | None = None
+    sleep_s: float = 0.0
 
     def __post_init__(self) -> None:
         check_name(self.run_id, "JobSpec.run_id")
         check_name(self.model_type, "JobSpec.model_type")
         if self.hardware not in HARDWARE_KINDS:
-            raise ConfigError(f"unknown hardware {self.hardware!r}: use one of {', '.join(HARDWARE_KINDS)}")
+            raise ContractError(f"unknown hardware {self.hardware!r}: use one of {', '.join(HARDWARE_KINDS)}")
         if self.kind not in JOB_KINDS:
-            raise ConfigError(f"unknown job kind {self.kind!r}: use one of {', '.join(JOB_KINDS)}")
+            raise ContractError(f"unknown job kind {self.kind!r}: use one of {', '.join(JOB_KINDS)}")
 
-    def template_ref(self) -> TemplateRef | None:
-        """The template carried by this job, if any."""
-        return TemplateRef.from_dict(self.template) if self.template else None
+    @property
+    def runnable(self) -> bool:
+        """True when the job is to be run (it has no skip reason)."""
+        return self.skip is None
 
 
 @dataclass(frozen=True, slots=True)
-class Measurement(_Payload):
-    """One measured metric at one shape. ``samples`` are the raw values; stats summarise them."""
+class Measurement:
+    """One measured metric at one shape. ``samples`` are the raw values; the stats summarise them."""
 
     metric: str  # "latency", "throughput", "load_time", "first_call", "peak_memory", "tokens_per_s"
     unit: str  # "s", "samples/s", "tokens/s", "MiB"
     batch_size: int = 1
     seq_len: int = 0
-    samples: list[float] = field(default_factory=list)
+    samples: tuple[float, ...] = ()
     n: int = 0
     p50: float | None = None
     p90: float | None = None
@@ -111,8 +170,11 @@ class Measurement(_Payload):
 
 
 @dataclass(frozen=True, slots=True)
-class JobResult(_Payload):
-    """The outcome of one job, as returned by the runner and recorded by the writer."""
+class JobResult:
+    """The outcome of one job, as returned by the runner and recorded by the writer.
+
+    ``environment`` is free-form JSON (versions, device, timings of the job's steps).
+    """
 
     key: str
     run_id: str
@@ -134,16 +196,22 @@ class JobResult(_Payload):
     generated_source: str | None = None
     tests_passed: int = 0
     tests_failed: int = 0
-    measurements: list[dict[str, Any]] = field(default_factory=list)  # Measurement.to_dict() each
-    environment: dict[str, Any] = field(default_factory=dict)
+    measurements: tuple[Measurement, ...] = ()
+    environment: Mapping[str, Any] = field(default_factory=dict)
     attempt: int = 1
+
+    def __post_init__(self) -> None:
+        check_name(self.run_id, "JobResult.run_id")
+        check_name(self.model_type, "JobResult.model_type")
+        if self.status not in TERMINAL_STATUSES:
+            raise ContractError(f"JobResult status {self.status!r} is not terminal: {sorted(TERMINAL_STATUSES)}")
 
     @classmethod
     def for_spec(cls, spec: JobSpec, *, status: str, started_at: float, finished_at: float, **fields_: Any) -> Self:
         """A result of ``spec``: its identity and template copied, the duration taken from the two times."""
-        template = spec.template or {}
-        fields_.setdefault("template_name", template.get("name"))
-        fields_.setdefault("template_sha", template.get("sha"))
+        if spec.template is not None:
+            fields_.setdefault("template_name", spec.template.name)
+            fields_.setdefault("template_sha", spec.template.sha)
         return cls(
             key=spec.key,
             run_id=spec.run_id,
@@ -157,35 +225,111 @@ class JobResult(_Payload):
             **fields_,
         )
 
-    def __post_init__(self) -> None:
-        check_name(self.run_id, "JobResult.run_id")
-        check_name(self.model_type, "JobResult.model_type")
-        if self.status not in TERMINAL_STATUSES:
-            raise ConfigError(f"JobResult status {self.status!r} is not terminal: {sorted(TERMINAL_STATUSES)}")
+    @classmethod
+    def skipped(cls, spec: JobSpec, *, now: float) -> Self:
+        """The ``skipped`` result of a planned job that is not run, with its classified reason."""
+        reason = spec.skip or SkipReason(ERR_UNSUPPORTED)
+        return cls.for_spec(
+            spec,
+            status=STATUS_SKIPPED,
+            started_at=now,
+            finished_at=now,
+            error_class=reason.reason_class,
+            error_message=reason.reason,
+        )
 
 
 @dataclass(frozen=True, slots=True)
-class RunPlan(_Payload):
+class Makespan:
+    """One invocation of the local executor (a run and each resume): what the report's efficiency uses."""
+
+    slots: int
+    wall_s: float
+    busy_s: float
+    startup_s: float = 0.0
+    ran: int = 0
+    status: str = ""
+
+    @property
+    def efficiency(self) -> float:
+        """Job time / (slots x wall time), 0 when nothing ran."""
+        return round(self.busy_s / (self.slots * self.wall_s), 4) if self.wall_s > 0 and self.slots > 0 else 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class RunParams:
+    """How a run was planned and what its executors recorded about it (the ``runs.params`` column).
+
+    Attributes:
+        models: the ``--models`` spec as given (``all``, ``a,b``, ``@file``).
+        modality: the ``--modality`` filter, if any.
+        hardware: the hardware kinds planned for.
+        kind: the job kind (``test`` or ``dry``).
+        bench: the benchmark settings every job carries.
+        n_jobs: planned jobs, skipped ones included.
+        n_skipped: planned jobs that are not run.
+        expected_work_s: the sum of the jobs' expected durations.
+        history_used: past durations from the store ordered the jobs (else size estimates did).
+        slots: jobs at once of the executor (the status's time left divides by it); None when unknown.
+        makespan: one entry per local executor invocation.
+        synthetic: made-up numbers (``accelerate_core.store.synthetic``); the report says so.
+        modalities: model type -> modality, for models the catalog does not know (synthetic runs).
+    """
+
+    models: str = "all"
+    modality: str | None = None
+    hardware: tuple[str, ...] = ("cpu",)
+    kind: str = JOB_KIND_TEST
+    bench: BenchConfig = field(default_factory=BenchConfig)
+    n_jobs: int = 0
+    n_skipped: int = 0
+    expected_work_s: float = 0.0
+    history_used: bool = False
+    slots: int | None = None
+    makespan: tuple[Makespan, ...] = ()
+    synthetic: bool = False
+    modalities: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class RunPlan:
     """A run and its planned jobs, recorded (status ``queued``) before any job is sent."""
 
     run_id: str
     phase: str
     created_at: float
-    params: dict[str, Any]
-    jobs: list[dict[str, Any]]  # JobSpec.to_dict() each
+    params: RunParams
+    jobs: tuple[JobSpec, ...]
     code_version: str = ""
 
     def __post_init__(self) -> None:
         check_name(self.run_id, "RunPlan.run_id")
         check_name(self.phase, "RunPlan.phase")
 
-    def job_specs(self) -> list[JobSpec]:
-        """The planned jobs as :class:`JobSpec`."""
-        return [JobSpec.from_dict(j) for j in self.jobs]
+    def runnable(self) -> tuple[JobSpec, ...]:
+        """The jobs to run, in plan order."""
+        return tuple(j for j in self.jobs if j.skip is None)
+
+    def skipped_results(self, *, now: float) -> tuple[JobResult, ...]:
+        """The ``skipped`` results of the jobs that are not run."""
+        return tuple(JobResult.skipped(j, now=now) for j in self.jobs if j.skip is not None)
 
 
 @dataclass(frozen=True, slots=True)
-class WorkerInfo(_Payload):
+class RunRecord:
+    """A recorded run, as the store reads it back."""
+
+    run_id: str
+    phase: str
+    created_at: float
+    params: RunParams
+    code_version: str
+    status: str
+    updated_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerInfo:
     """A worker's identity and inventory, registered with the writer when it starts."""
 
     worker_id: str
@@ -195,5 +339,74 @@ class WorkerInfo(_Payload):
     device_name: str | None = None
     memory_mb: int | None = None
     driver: str | None = None
-    versions: dict[str, str] = field(default_factory=dict)
+    versions: Mapping[str, str] = field(default_factory=dict)
     started_at: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class FailureRow:
+    """One failed job as a status lists it (latest first)."""
+
+    model_type: str
+    hardware: str
+    status: str
+    error_class: str | None = None
+    error_type: str | None = None
+    error_message: str | None = None
+    finished_at: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class StatusSnapshot:
+    """A run's progress: what ``accel status`` shows, the local executor's and the writer's snapshots hold.
+
+    Attributes:
+        total: planned jobs; ``terminal``: those with a terminal row; ``phase_done``: all of them.
+        by_status: job count per status; ``by_hardware``: per hardware kind, counts per status and ``total``.
+        failures: the latest failures (at most ``store.reads.FAILURES_SHOWN``); ``failures_total`` counts all.
+        work_s_left: the expected work left in seconds; ``expected_s_left``: that divided by the run's slots.
+        elapsed_s: since the first job started; ``updated_at``: when this snapshot was taken (unix seconds).
+        report_dir: where the writer wrote the report of a completed run; ``report_error`` when it could not.
+    """
+
+    run_id: str
+    phase: str
+    status: str
+    total: int = 0
+    terminal: int = 0
+    phase_done: bool = False
+    by_status: Mapping[str, int] = field(default_factory=dict)
+    by_hardware: Mapping[str, Mapping[str, int]] = field(default_factory=dict)
+    failures: tuple[FailureRow, ...] = ()
+    failures_total: int = 0
+    work_s_left: float = 0.0
+    expected_s_left: float = 0.0
+    elapsed_s: float = 0.0
+    updated_at: float = 0.0
+    report_dir: str | None = None
+    report_error: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class BenchRequest:
+    """``accel bench``'s job for the fork server: one model type on one hardware kind, measured by ``bench``."""
+
+    model_type: str
+    hardware: str
+    bench: BenchConfig = field(default_factory=BenchConfig)
+
+
+@dataclass(frozen=True, slots=True)
+class BenchReport:
+    """What ``accel bench``'s child measured, or the one-line ``usage_error`` (a bad type, missing hardware)."""
+
+    model_type: str
+    hardware: str
+    usage_error: str | None = None
+    model_class: str | None = None
+    param_count: int | None = None
+    generative: bool = False
+    image_size: int | None = None
+    measurements: tuple[Measurement, ...] = ()
+    environment: Mapping[str, Any] = field(default_factory=dict)
+    notes: tuple[str, ...] = ()

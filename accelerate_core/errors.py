@@ -20,7 +20,9 @@ Every error this project raises on purpose derives from :class:`AccelerateError`
     │   ├── StoreLockedError          another process holds the DuckDB file read-write
     │   └── UnknownRunError           no run with that id is in the store (exit 2)
     ├── RunnerError                   the job runner (fork server) itself failed, not a job
-    └── BrokerError                   the Celery broker (Redis) is unreachable or misbehaves
+    ├── BrokerError                   the Celery broker (Redis) is unreachable or misbehaves
+    └── ContractError                 a message or stored payload does not match its contract (wire.py)
+        └── VersionSkewError          it was written by an incompatible (other major) schema version
 
 A job that fails (timeout, out of memory, a forward pass that raises) is a *result*, recorded in the
 store with its error class; it is not an exception of this tree.
@@ -102,3 +104,21 @@ class RunnerError(AccelerateError):
 
 class BrokerError(AccelerateError):
     """Raised when the Celery broker (Redis) is unreachable or misbehaves."""
+
+
+class ContractError(AccelerateError):
+    """Raised when a message or stored payload does not decode to its contract (see ``accelerate_core.wire``)."""
+
+
+class VersionSkewError(ContractError):
+    """Raised when a payload's schema major version differs from this code's: both versions are named.
+
+    Attributes:
+        theirs: the payload's schema version (``"2.0"``), or ``"?"`` when it carries none that parses.
+        ours: this code's schema version.
+    """
+
+    def __init__(self, message: str, *, theirs: str, ours: str) -> None:
+        super().__init__(message)
+        self.theirs = theirs
+        self.ours = ours

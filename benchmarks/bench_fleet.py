@@ -36,10 +36,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from accelerate_core.config import Settings  # noqa: E402
-from accelerate_core.contracts import JobSpec, RunPlan, job_key  # noqa: E402
+from accelerate_core.constants import WRITER_LOCK_KEY  # noqa: E402
+from accelerate_core.contracts import JobSpec, RunParams, RunPlan, job_key  # noqa: E402
 from scheduler.remote import dispatch, live_nodes, read_status  # noqa: E402
 from tests.support.redis_server import RedisServer  # noqa: E402
-from workers.writer import LOCK_KEY  # noqa: E402
 
 NOOP_APP = """
 from celery import Celery
@@ -103,17 +103,18 @@ def _wait_for(check: object, timeout_s: float, what: str) -> None:
 
 def dry_plan(n: int) -> RunPlan:
     run_id = f"bench-fleet-{int(time.time())}"
-    jobs = [
+    jobs = tuple(
         JobSpec(
             key=job_key(run_id, f"dry{i:05d}", "cpu", "dry"),
             run_id=run_id,
             model_type=f"dry{i:05d}",
             hardware="cpu",
             kind="dry",
-        ).to_dict()
+        )
         for i in range(n)
-    ]
-    return RunPlan(run_id=run_id, phase="bench-fleet", created_at=time.time(), params={"kind": "dry"}, jobs=jobs)
+    )
+    params = RunParams(kind="dry", n_jobs=n)
+    return RunPlan(run_id=run_id, phase="bench-fleet", created_at=time.time(), params=params, jobs=jobs)
 
 
 def fleet_rate(url: str, n: int, work: Path) -> dict[str, float]:
@@ -133,7 +134,8 @@ def fleet_rate(url: str, n: int, work: Path) -> dict[str, float]:
     procs.append(_start(cmd, env, work / "cpu0.log"))
     try:
         writer_up = redis_lib.Redis.from_url(url)
-        _wait_for(lambda: len(live_nodes(settings, 0.5)) >= 1 and writer_up.exists(LOCK_KEY), 90, "writer and workers")
+        up = lambda: len(live_nodes(settings, 0.5)) >= 1 and writer_up.exists(WRITER_LOCK_KEY)  # noqa: E731
+        _wait_for(up, 90, "writer and workers")
         plan = dry_plan(n)
         t0 = time.perf_counter()
         dispatch(settings, plan)

@@ -1,7 +1,7 @@
 """Does the short benchmark loop of a phase run keep the p50? Short phase-run loop vs a long one, same models.
 
 A phase run gives each architecture about 2 s of wall time, so its latency loop is short
-(``scheduler.plan.PHASE_BENCH``: a warm-up call, then at least ``min_iters`` calls and ``min_duration_s``).
+(``scheduler.plan.PHASE_LOOP``: a warm-up call, then at least ``min_iters`` calls and ``min_duration_s``).
 This measures, for a few models in one fork server (the same job isolation as a run, one job at a time),
 the forward-pass p50 from that short loop and from a long one (many calls over several seconds), and
 prints JSON: per model both p50s, their ratio, sample counts and loop times; and the median and worst
@@ -19,28 +19,27 @@ import sys
 import time
 from typing import Any
 
+from accelerate_core import wire
+from accelerate_core.config import BenchConfig
+from accelerate_core.contracts import BenchReport, BenchRequest
 from accelerate_core.runner import ForkServer
-from scheduler.plan import PHASE_BENCH
+from scheduler.plan import PHASE_LOOP
 
 ENTRY = "accelerate_core.bench.job:bench_entry"
 DEFAULT_MODELS = "bert,gpt2,vit,whisper,resnet,bart"
 
 
-def _latency(value: dict[str, Any]) -> dict[str, Any]:
-    (m,) = [m for m in value["measurements"] if m["metric"] == "latency"]
-    return dict(m)
-
-
-def _one(runner: ForkServer, model: str, bench: dict[str, Any], tag: str) -> dict[str, Any]:
+def _one(runner: ForkServer, model: str, bench: BenchConfig, tag: str) -> dict[str, Any]:
     started = time.perf_counter()
-    outcome = runner.run(f"{model}-{tag}", {"model_type": model, "hardware": "cpu", "bench": bench},
+    outcome = runner.run(f"{model}-{tag}", wire.encode(BenchRequest(model, "cpu", bench)),
                          env={"OMP_NUM_THREADS": "1"}, time_limit_s=300, mem_cap_mb=6144)  # fmt: skip
-    if not outcome.ok or outcome.value is None or "usage_error" in outcome.value:
+    report = wire.decode(BenchReport, outcome.value) if outcome.ok else None
+    if report is None or report.usage_error:
         raise RuntimeError(f"{model} ({tag}): {outcome.error_class} {outcome.error_message or outcome.value}")
-    lat = _latency(outcome.value)
-    loop_s = sum(lat["samples"])
+    (lat,) = [m for m in report.measurements if m.metric == "latency"]
+    loop_s = sum(lat.samples)
     job_s = round(time.perf_counter() - started, 3)
-    return {"p50": lat["p50"], "n": lat["n"], "loop_s": round(loop_s, 4), "job_s": job_s}
+    return {"p50": lat.p50, "n": lat.n, "loop_s": round(loop_s, 4), "job_s": job_s}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -49,9 +48,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--long-s", type=float, default=5.0, help="minimum duration of the long loop")
     parser.add_argument("--repeat", type=int, default=3, help="short loops per model (fresh child each)")
     args = parser.parse_args(argv)
-    short_bench = {**PHASE_BENCH, "batch_sizes": [1], "seq_lens": [16]}
-    long_bench = {"warmup": 5, "min_iters": 200, "min_duration_s": args.long_s, "max_duration_s": 4 * args.long_s,
-                  "batch_sizes": [1], "seq_lens": [16]}  # fmt: skip
+    short_bench = BenchConfig(**PHASE_LOOP)
+    long_bench = BenchConfig(warmup=5, min_iters=200, min_duration_s=args.long_s, max_duration_s=4 * args.long_s)
     rows: dict[str, Any] = {}
     with ForkServer(ENTRY, max_children=1) as runner:
         for model in args.models.split(","):

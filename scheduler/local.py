@@ -1,9 +1,10 @@
 """The local (embedded) executor: a run's jobs through a fork server on this machine, results in DuckDB.
 
 No servers: the plan is recorded in the results store (held read-write by this process for the whole
-run), the jobs go longest-first to ``accelerate_core.runner.ForkServer("workers.job:execute")`` with N
-children at a time, and every outcome is recorded in batches as it arrives. A status snapshot is written
-every few seconds so ``accel status`` works from another terminal while this process holds the file.
+run), the jobs go longest-first to ``accelerate_core.runner.ForkServer(JOB_ENTRY)`` (the same job body as
+the Celery workers') with N children at a time, and every outcome is recorded in batches as it arrives.
+A status snapshot is written every few seconds so ``accel status`` works from another terminal while this
+process holds the file.
 
 Stopping: SIGINT (Ctrl-C) and SIGTERM end the running children, keep every finished result and mark
 the run ``interrupted``; ``run_local(..., resume=True)`` (``accel run --resume RUN``) later runs only the
@@ -27,10 +28,13 @@ from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any, Final
 
-from accelerate_core.contracts import JobResult, JobSpec, RunPlan
+from accelerate_core import wire
+from accelerate_core.constants import JOB_ENTRY, RUN_COMPLETE, RUN_INTERRUPTED, RUN_RUNNING
+from accelerate_core.contracts import JobResult, JobSpec, Makespan, RunParams, RunPlan
 from accelerate_core.errors import ConfigError
-from accelerate_core.results import outcome_to_result
-from scheduler.plan import SKIPPED_PARAM, order_jobs, skipped_results
+from accelerate_core.finish import finish_run
+from accelerate_core.job_outcome import outcome_to_result
+from scheduler.plan import order_jobs
 from scheduler.status import RunProgress, snapshot_dir
 
 if TYPE_CHECKING:
@@ -39,13 +43,6 @@ if TYPE_CHECKING:
     from accelerate_core.store import ResultsStore
 
 logger = logging.getLogger(__name__)
-
-ENTRY: Final = "workers.job:execute"
-"""The fork server's entry: the job body shared with the Celery workers."""
-
-RUN_INTERRUPTED: Final = "interrupted"
-RUN_COMPLETE: Final = "complete"
-RUN_RUNNING: Final = "running"
 
 _FLUSH_EVERY_S: Final = 1.0
 _FLUSH_BATCH: Final = 32
@@ -72,7 +69,12 @@ class RunSummary:
     @property
     def efficiency(self) -> float:
         """Makespan efficiency: job time / (slots x wall time), 0 when nothing ran."""
-        return round(self.busy_s / (self.slots * self.wall_s), 4) if self.wall_s > 0 else 0.0
+        return self.makespan().efficiency
+
+    def makespan(self) -> Makespan:
+        """This invocation's figures, as the run's params keep them (one entry per invocation)."""
+        return Makespan(slots=self.slots, wall_s=self.wall_s, busy_s=self.busy_s, startup_s=self.startup_s,
+                        ran=self.ran, status=self.status)  # fmt: skip
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON data."""
@@ -128,16 +130,16 @@ def run_local(
     n_slots = slots or settings.effective_concurrency()
     stop_event = stop or threading.Event()
     if plan is not None:  # run_progress divides the work left by the slots
-        plan = replace(plan, params={**plan.params, "slots": n_slots})
+        plan = replace(plan, params=replace(plan.params, slots=n_slots))
     settings.results_db.parent.mkdir(parents=True, exist_ok=True)
     with ResultsStore.open(settings.results_db) as store:
         run_id, pending, planned = _prepare(store, plan, resume_run_id, n_slots)
         summary = RunSummary(run_id=run_id, slots=n_slots, planned=planned)
-        executor = _Executor(store, settings, run_id, n_slots, stop_event)
+        feeder = _Feeder(store, settings, run_id, n_slots, stop_event)
         with _stop_on_signals(stop_event), RunProgress(planned, show=show_progress) as bar:
             bar.advance_to(store.run_progress(run_id))
-            executor.progress = bar
-            executor.run(pending, summary)
+            feeder.progress = bar
+            feeder.run(pending, summary)
         _finish(store, settings, summary, write_report=write_report)
     return summary
 
@@ -150,30 +152,29 @@ def _prepare(
     Planned jobs that are not to be run get their ``skipped`` row here (again on a resume, if a kill
     came between recording the plan and recording them).
     """
+    params: RunParams
     if plan is not None:
         store.record_run(plan)
-        run_id, params = plan.run_id, plan.params
-        unfinished = plan.job_specs()
+        run_id, params, unfinished = plan.run_id, plan.params, list(plan.jobs)
     else:
         assert resume_run_id is not None
-        run_id, params = resume_run_id, store.get_run(resume_run_id)["params"]
+        run_id, params = resume_run_id, store.get_run(resume_run_id).params
         unfinished = store.unfinished_jobs(run_id)
-        if params.get("slots") != slots:
-            update_params(store, run_id, slots=slots)
+        if params.slots != slots:
+            params = replace(params, slots=slots)
+            store.update_run_params(run_id, params)
     store.set_run_status(run_id, RUN_RUNNING)
-    reasons: dict[str, Any] = params.get(SKIPPED_PARAM, {})
-    to_skip = [j for j in unfinished if j.key in reasons]
+    to_skip = [j for j in unfinished if j.skip is not None]
     if to_skip:
-        shell = RunPlan(run_id=run_id, phase="", created_at=0.0, params={SKIPPED_PARAM: reasons},
-                        jobs=[j.to_dict() for j in to_skip])  # fmt: skip
-        store.record_results(skipped_results(shell))
-    pending = order_jobs([j for j in unfinished if j.key not in reasons])
-    planned = int(params.get("n_jobs") or len(unfinished))
+        now = time.time()
+        store.record_results([JobResult.skipped(j, now=now) for j in to_skip])
+    pending = order_jobs(j for j in unfinished if j.skip is None)
+    planned = params.n_jobs or len(unfinished)
     logger.info("run %s: %d jobs to run, %d skipped now", run_id, len(pending), len(to_skip))
     return run_id, pending, planned
 
 
-class _Executor:
+class _Feeder:
     """Feeds jobs to the fork server N at a time and records outcomes in batches."""
 
     def __init__(self, store: ResultsStore, settings: Settings, run_id: str, slots: int, stop: threading.Event):
@@ -198,7 +199,7 @@ class _Executor:
         started = time.monotonic()
         self._snapshot(force=True)
         if queue:
-            with ForkServer(ENTRY, max_children=self.slots) as server:
+            with ForkServer(JOB_ENTRY, max_children=self.slots) as server:
                 # The makespan counts from a ready server: its start-up (imports) is reported apart.
                 summary.startup_s = time.monotonic() - started
                 started = time.monotonic()
@@ -224,7 +225,10 @@ class _Executor:
         env = child_env(self.settings, self.slots)
         while queue and len(running) < self.slots:
             spec = queue.popleft()
-            server.submit(spec.key, spec.to_dict(), env=env, time_limit_s=spec.hard_limit_s, mem_cap_mb=spec.mem_cap_mb)
+            limits = spec.limits
+            server.submit(
+                spec.key, wire.encode(spec), env=env, time_limit_s=limits.hard_s, mem_cap_mb=limits.mem_cap_mb
+            )
             running[spec.key] = spec
             submitted.append(spec.key)
         if submitted:
@@ -273,37 +277,21 @@ def child_env(settings: Settings, slots: int) -> dict[str, str]:
 
 
 def _finish(store: ResultsStore, settings: Settings, summary: RunSummary, *, write_report: bool) -> None:
-    """Mark the run, record its makespan figures in its params and write its report when it completed."""
-    progress = store.run_progress(summary.run_id)
-    summary.counts = {str(k): int(v) for k, v in progress["by_status"].items()}
-    complete = bool(progress["phase_done"])  # a stop that came after the last job leaves a complete run
+    """Record this invocation's makespan figures, then finish the run if it completed, else mark it interrupted."""
+    snapshot = store.run_progress(summary.run_id)
+    summary.counts = dict(snapshot.by_status)
+    complete = snapshot.phase_done  # a stop that came after the last job leaves a complete run
     summary.status = RUN_COMPLETE if complete else RUN_INTERRUPTED
-    run = store.get_run(summary.run_id)
-    history = [*run["params"].get("makespan", []), summary.to_dict()]  # one entry per invocation (resumes too)
-    update_params(store, summary.run_id, makespan_efficiency=summary.efficiency, makespan=history)
-    store.set_run_status(summary.run_id, summary.status)
+    params = store.get_run(summary.run_id).params
+    store.update_run_params(summary.run_id, replace(params, makespan=(*params.makespan, summary.makespan())))
+    if complete:
+        files = finish_run(store, summary.run_id, settings.reports_dir, write_report=write_report)
+        summary.report_files = {fmt: str(path) for fmt, path in files.items()}
+        summary.report_dir = settings.reports_dir / summary.run_id if files else None
+    else:
+        store.set_run_status(summary.run_id, RUN_INTERRUPTED)
     # The last snapshot was taken while the run was "running"; readers that cannot open the DB see the end.
     store.write_status_snapshot(summary.run_id, snapshot_dir(settings))
-    if complete and write_report:
-        summary.report_dir = settings.reports_dir / summary.run_id
-        files = _write_report(store, summary.report_dir, summary.run_id, run["phase"])
-        summary.report_files = {fmt: str(path) for fmt, path in files.items()}
-
-
-def update_params(store: ResultsStore, run_id: str, **changes: Any) -> None:
-    """Merge ``changes`` into a recorded run's params (recording a run again with no jobs updates only them)."""
-    run = store.get_run(run_id)
-    params = {**run["params"], **changes}
-    store.record_run(
-        RunPlan(run_id, run["phase"], run["created_at"], params, jobs=[], code_version=run["code_version"])
-    )
-
-
-def _write_report(store: ResultsStore, out_dir: Path, run_id: str, phase: str) -> dict[str, Path]:
-    from accelerate_core.report import build_report, write_report
-
-    report = build_report(store, run_id, baseline_run_id=store.previous_run(phase, run_id))
-    return write_report(report, out_dir)
 
 
 @contextmanager

@@ -1,16 +1,16 @@
 """Planning a run: catalog architectures x hardware kinds -> an ordered :class:`~accelerate_core.contracts.RunPlan`.
 
 Everything here is a pure function of its arguments (the catalog index, past durations, a template
-lookup, a clock): no torch, no DuckDB, no device. The CLI gathers those inputs and calls
-:func:`plan_run`; the local and the remote executor both run the plan it returns.
+lookup, a clock): no torch, no DuckDB, no device, no file written. :mod:`scheduler.planning_inputs` gathers
+those inputs and calls :func:`plan_run`; the local and the remote executor both run the plan it returns.
 
 Rules:
 
 * every selected catalog architecture gets one job per compatible hardware kind, keyed by
   :func:`~accelerate_core.contracts.job_key`, so the same run/model/hardware/kind is always the same job;
 * an architecture the catalog marks not runnable (or that no template covers) is still planned: it is
-  recorded ``skipped`` with its classified reason (:func:`skipped_results`), so every architecture
-  appears in the report with a status;
+  recorded ``skipped`` with its classified reason (``JobSpec.skip``), so every architecture appears in the
+  report with a status;
 * jobs are ordered longest-expected-first: the expected time is the model's past duration on that
   hardware when the store has one, else an estimate from its size and modality (:func:`estimate_seconds`),
   so the slowest jobs never end up last and the makespan stays close to ``total work / slots``.
@@ -18,7 +18,6 @@ Rules:
 
 from __future__ import annotations
 
-import logging
 import re
 import secrets
 import time
@@ -27,15 +26,9 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
-from accelerate_core.constants import (
-    ERR_UNSUPPORTED,
-    HARDWARE_KINDS,
-    JOB_KIND_DRY,
-    JOB_KIND_TEST,
-    JOB_KINDS,
-    STATUS_SKIPPED,
-)
-from accelerate_core.contracts import JobResult, JobSpec, RunPlan, TemplateRef, job_key
+from accelerate_core.config import BenchConfig
+from accelerate_core.constants import ERR_UNSUPPORTED, HARDWARE_KINDS, JOB_KIND_DRY, JOB_KIND_TEST, JOB_KINDS
+from accelerate_core.contracts import JobLimits, JobSpec, RunParams, RunPlan, SkipReason, TemplateRef, job_key
 from accelerate_core.errors import ConfigError, HardwareUnavailableError
 from accelerate_core.selection import parse_models, select_entries  # re-exported: one --models parser
 
@@ -43,12 +36,7 @@ if TYPE_CHECKING:
     from accelerate_core.backends import Inventory
     from accelerate_core.config import Settings
 
-logger = logging.getLogger(__name__)
-
-SKIPPED_PARAM: Final = "skipped"
-"""``RunPlan.params`` key: job key -> ``{"reason_class", "reason"}`` for jobs recorded skipped, never run."""
-
-PHASE_BENCH: Final[dict[str, Any]] = {"warmup": 5, "min_iters": 10, "min_duration_s": 0.3, "max_duration_s": 2.0}
+PHASE_LOOP: Final[dict[str, Any]] = {"warmup": 5, "min_iters": 10, "min_duration_s": 0.3, "max_duration_s": 2.0}
 """Benchmark loop of a phase run: short enough for ~2 s per architecture, long enough for a stable p50
 (``benchmarks/bench_phase_p50.py`` compares it with a long measurement)."""
 
@@ -157,7 +145,7 @@ def plan_run(
             a kind can run (``accelerate_core.backends.assess``: memory, dtype) is skipped on that kind.
 
     Returns:
-        The plan; jobs that are not run are listed in ``params["skipped"]``.
+        The plan; a job that is not run carries its reason (``JobSpec.skip``).
 
     Raises:
         ConfigError, UnknownModelError: the selection is invalid or empty.
@@ -168,25 +156,22 @@ def plan_run(
     if options.kind == JOB_KIND_TEST and template_for is None:
         raise ConfigError("planning test jobs needs the templates store: run `accel templates sync` first")
     jobs: list[JobSpec] = []
-    skipped: dict[str, dict[str, str | None]] = {}
     for hw in options.hardware:
         history = (past_durations or {}).get(hw, {})
         for entry in entries:
-            spec, skip = _plan_job(run_id, entry, hw, options.kind, settings, template_for, history)
-            if skip is None and options.kind == JOB_KIND_TEST and inventory is not None:
+            spec = _plan_job(run_id, entry, hw, options.kind, settings, template_for, history)
+            if spec.skip is None and options.kind == JOB_KIND_TEST and inventory is not None:
                 skip = incompatibility(entry, hw, inventory)
-                spec = spec if skip is None else replace(spec, expected_s=0.0)
+                spec = spec if skip is None else replace(spec, skip=skip, expected_s=0.0)
             jobs.append(spec)
-            if skip is not None:
-                skipped[spec.key] = skip
-    ordered = order_jobs(jobs, skipped)
-    params = _plan_params(options, settings, ordered, skipped, history_used=bool(past_durations))
+    ordered = tuple(order_jobs(jobs))
+    params = _plan_params(options, settings, ordered, history_used=bool(past_durations))
     return RunPlan(
         run_id=run_id,
         phase=options.phase,
         created_at=created,
         params=params,
-        jobs=[j.to_dict() for j in ordered],
+        jobs=ordered,
         code_version=code_version,
     )
 
@@ -199,41 +184,36 @@ def _plan_job(
     settings: Settings,
     template_for: TemplateLookup | None,
     history: Mapping[str, float],
-) -> tuple[JobSpec, dict[str, str | None] | None]:
-    """One job and, when it is not to be run, its skip reason."""
-    key = job_key(run_id, entry.model_type, hardware, kind)
-    limits = settings.time_limit(kind)
-    skip: dict[str, str | None] | None = None
+) -> JobSpec:
+    """One job; ``skip`` says why when it is not to be run."""
+    skip: SkipReason | None = None
     template: TemplateRef | None = None
     if kind == JOB_KIND_TEST:
         if not entry.runnable:
-            skip = {"reason_class": entry.reason_class or ERR_UNSUPPORTED, "reason": entry.reason}
+            skip = SkipReason(entry.reason_class or ERR_UNSUPPORTED, entry.reason)
         elif template_for is not None:
             template = template_for(entry, hardware)
             if template is None:
-                skip = {"reason_class": ERR_UNSUPPORTED, "reason": f"no template covers {entry.model_type}"}
+                skip = SkipReason(ERR_UNSUPPORTED, f"no template covers {entry.model_type}")
     expected = 0.0 if skip is not None else float(history.get(entry.model_type) or estimate_seconds(entry))
     if kind == JOB_KIND_DRY:
         expected = 0.0
-    spec = JobSpec(
-        key=key,
+    limit = settings.time_limit(kind)
+    return JobSpec(
+        key=job_key(run_id, entry.model_type, hardware, kind),
         run_id=run_id,
         model_type=entry.model_type,
         hardware=hardware,
         kind=kind,
-        template=template.to_dict() if template is not None else None,
-        batch_sizes=list(settings.bench.batch_sizes),
-        seq_lens=list(settings.bench.seq_lens),
-        soft_limit_s=limits.soft_s,
-        hard_limit_s=limits.hard_s,
-        mem_cap_mb=settings.mem_cap_mb,
+        template=template,
+        bench=job_bench(settings, kind),
+        limits=JobLimits(soft_s=limit.soft_s, hard_s=limit.hard_s, mem_cap_mb=settings.mem_cap_mb),
         expected_s=round(expected, 3),
-        bench=phase_bench(settings) if kind == JOB_KIND_TEST else {},
+        skip=skip,
     )
-    return spec, skip
 
 
-def incompatibility(entry: CatalogEntry, hardware: str, inventory: Inventory) -> dict[str, str | None] | None:
+def incompatibility(entry: CatalogEntry, hardware: str, inventory: Inventory) -> SkipReason | None:
     """The skip reason when no device of ``hardware`` in ``inventory`` can run ``entry``, else None.
 
     The rules are ``accelerate_core.backends.select_hardware``'s (kind allowed, dtype, memory with headroom).
@@ -249,79 +229,31 @@ def incompatibility(entry: CatalogEntry, hardware: str, inventory: Inventory) ->
     if any(c.ok for c in candidates):
         return None
     why = "; ".join(f"{c.device.label}: {', '.join(c.reasons)}" for c in candidates)
-    return {"reason_class": ERR_UNSUPPORTED, "reason": f"no {hardware} device can run {entry.model_type} ({why})"}
+    return SkipReason(ERR_UNSUPPORTED, f"no {hardware} device can run {entry.model_type} ({why})")
 
 
-def phase_bench(settings: Settings) -> dict[str, Any]:
-    """The benchmark settings a phase-run job carries: the short :data:`PHASE_BENCH` loop and the shapes."""
-    bench = dict(PHASE_BENCH)
-    bench["new_tokens"] = settings.bench.new_tokens
-    if settings.bench.image_size is not None:
-        bench["image_size"] = settings.bench.image_size
-    return bench
+def job_bench(settings: Settings, kind: str) -> BenchConfig:
+    """The benchmark settings a job carries: the settings' shapes, with the short :data:`PHASE_LOOP` for tests."""
+    return replace(settings.bench, **PHASE_LOOP) if kind == JOB_KIND_TEST else settings.bench
 
 
-def order_jobs(jobs: Iterable[JobSpec], skipped: Mapping[str, object] | None = None) -> list[JobSpec]:
+def order_jobs(jobs: Iterable[JobSpec]) -> list[JobSpec]:
     """Longest expected first; jobs that are not run go last; ties broken by model type then hardware."""
-    skip = skipped or {}
-    return sorted(jobs, key=lambda j: (j.key in skip, -j.expected_s, j.model_type, j.hardware))
+    return sorted(jobs, key=lambda j: (j.skip is not None, -j.expected_s, j.model_type, j.hardware))
 
 
-def _plan_params(
-    options: PlanOptions,
-    settings: Settings,
-    jobs: Sequence[JobSpec],
-    skipped: Mapping[str, Mapping[str, str | None]],
-    *,
-    history_used: bool,
-) -> dict[str, Any]:
-    return {
-        "models": options.models,
-        "modality": options.modality,
-        "hardware": list(options.hardware),
-        "kind": options.kind,
-        "bench": phase_bench(settings) if options.kind == JOB_KIND_TEST else {},
-        "batch_sizes": list(settings.bench.batch_sizes),
-        "seq_lens": list(settings.bench.seq_lens),
-        "n_jobs": len(jobs),
-        "n_skipped": len(skipped),
-        "expected_work_s": round(sum(j.expected_s for j in jobs), 1),
-        "history_used": history_used,
-        SKIPPED_PARAM: {k: dict(v) for k, v in skipped.items()},
-    }
-
-
-def skipped_results(plan: RunPlan, *, now: float | None = None) -> list[JobResult]:
-    """The ``skipped`` results of a plan's jobs that are not run, each with its classified reason."""
-    reasons: Mapping[str, Mapping[str, str | None]] = plan.params.get(SKIPPED_PARAM, {})
-    stamp = time.time() if now is None else now
-    out: list[JobResult] = []
-    for job in plan.jobs:
-        reason = reasons.get(job["key"])
-        if reason is None:
-            continue
-        out.append(
-            JobResult(
-                key=job["key"],
-                run_id=plan.run_id,
-                model_type=job["model_type"],
-                hardware=job["hardware"],
-                kind=job["kind"],
-                status=STATUS_SKIPPED,
-                error_class=reason.get("reason_class") or ERR_UNSUPPORTED,
-                error_message=reason.get("reason"),
-                started_at=stamp,
-                finished_at=stamp,
-                duration_s=0.0,
-            )
-        )
-    return out
-
-
-def runnable_jobs(plan: RunPlan) -> list[JobSpec]:
-    """The plan's jobs that are to be run (not skipped), in plan order."""
-    reasons: Mapping[str, object] = plan.params.get(SKIPPED_PARAM, {})
-    return [JobSpec.from_dict(j) for j in plan.jobs if j["key"] not in reasons]
+def _plan_params(options: PlanOptions, settings: Settings, jobs: Sequence[JobSpec], *, history_used: bool) -> RunParams:
+    return RunParams(
+        models=options.models,
+        modality=options.modality,
+        hardware=options.hardware,
+        kind=options.kind,
+        bench=job_bench(settings, options.kind),
+        n_jobs=len(jobs),
+        n_skipped=sum(1 for j in jobs if j.skip is not None),
+        expected_work_s=round(sum(j.expected_s for j in jobs), 1),
+        history_used=history_used,
+    )
 
 
 def resolve_hardware(spec: str | Sequence[str], available: Sequence[str], *, local: bool = True) -> tuple[str, ...]:
@@ -351,73 +283,3 @@ def resolve_hardware(spec: str | Sequence[str], available: Sequence[str], *, loc
                 "use --hardware auto, or run on a fleet with --broker"
             )
     return tuple(dict.fromkeys(items))
-
-
-def plan_with_stores(
-    settings: Settings,
-    options: PlanOptions,
-    *,
-    local: bool = True,
-    base_dir: Path | None = None,
-    code_version: str = "",
-) -> RunPlan:
-    """Gather the planner's inputs (catalog index, templates, past durations, devices) and plan a run.
-
-    The only impure planning step: it reads the catalog index (no torch here), the templates store
-    (syncing the shipped templates into an empty one), the results store's past durations (when the
-    file exists and is not held by another process) and, for a local run, this machine's devices.
-    """
-    from accelerate_core.backends import detect
-    from accelerate_core.catalog.index import load_index
-
-    index = load_index()
-    inventory = detect() if local else None
-    template_for = template_lookup(settings) if options.kind == JOB_KIND_TEST else None
-    history = past_durations(settings, options.hardware)
-    return plan_run(
-        options,
-        index,
-        settings,
-        template_for=template_for,
-        past_durations=history,
-        code_version=code_version,
-        base_dir=base_dir,
-        inventory=inventory,
-    )
-
-
-def template_lookup(settings: Settings) -> TemplateLookup:
-    """A lookup over the latest templates in ``settings.templates_db`` (shipped ones synced into an empty store)."""
-    from accelerate_core.errors import TemplateNotFoundError
-    from templates_db.model import pick
-    from templates_db.store import TemplateStore
-
-    store = TemplateStore(settings.templates_db)
-    versions = store.list() if settings.templates_db.exists() else []
-    if not versions:
-        logger.info("templates store %s is empty: syncing the shipped templates", settings.templates_db)
-        store.sync_shipped(collect=False)
-        versions = store.list()
-
-    def lookup(entry: CatalogEntry, hardware: str) -> TemplateRef | None:
-        try:
-            return pick(versions, entry.model_type, entry.modality, entry.family, hardware).to_ref()
-        except TemplateNotFoundError:
-            return None
-
-    return lookup
-
-
-def past_durations(settings: Settings, hardware: Sequence[str]) -> dict[str, dict[str, float]]:
-    """``{hardware: {model_type: median seconds}}`` from the results store; empty when it cannot be read."""
-    from accelerate_core.errors import StoreError
-    from accelerate_core.store import ResultsStore
-
-    if not settings.results_db.exists():
-        return {}
-    try:
-        with ResultsStore.open(settings.results_db, read_only=True) as store:
-            return {hw: store.past_durations(hw) for hw in hardware}
-    except StoreError as e:
-        logger.warning("no past durations (%s): ordering by size estimates", e)
-        return {}

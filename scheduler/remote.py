@@ -6,7 +6,10 @@ Flower, no result backend) and sends:
 1. ``accel.record_run`` (queue ``results``): the writer records the run and its jobs as ``queued``;
 2. ``accel.record_result`` with the ``skipped`` results of jobs the plan does not run;
 3. one ``accel.run_job`` per runnable job to ``hw.<kind>``, with the job key as the task id (a job
-   sent twice is still one row) and the job kind's Celery time limits.
+   sent twice is still one row) and Celery time limits from the job's own (``accelerate_core.limits``).
+
+Every payload is a contract encoded by :mod:`accelerate_core.wire`; broker connections and their errors
+come from :mod:`accelerate_core.broker`, shared with the workers and the writer.
 
 The writer consumes ``results`` in order, so the run is recorded before any of its results. Progress
 comes back through the writer's status snapshot in Redis (``acc:status:<run>``).
@@ -14,26 +17,22 @@ comes back through the writer's status snapshot in Redis (``acc:status:<run>``).
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
 
-from accelerate_core.config import Settings, TimeLimit
+from accelerate_core import broker, wire
+from accelerate_core.config import Settings
 from accelerate_core.constants import HARDWARE_KINDS, TASK_RECORD_RESULT, TASK_RECORD_RUN, TASK_RUN_JOB
-from accelerate_core.contracts import JobSpec, RunPlan
-from accelerate_core.errors import BrokerError, ConfigError
-from scheduler.plan import runnable_jobs, skipped_results
+from accelerate_core.contracts import JobSpec, RunPlan, StatusSnapshot
+from accelerate_core.errors import BrokerError
+from accelerate_core.limits import backstop_limits
 
 if TYPE_CHECKING:
     from celery import Celery
 
 logger = logging.getLogger(__name__)
-
-STATUS_PREFIX = "acc:status:"
-"""Redis key prefix of the writer's status snapshots (``acc:status:<run id>``)."""
 
 INSPECT_TIMEOUT_S = 1.0
 """How long a broadcast to the live workers waits for their replies, in seconds."""
@@ -43,44 +42,6 @@ POLL_EVERY_S = 0.5
 
 FOLLOW_MISSES = 10
 """``--wait`` gives up after this many polls in a row found the broker unreachable."""
-
-
-def broker_url(settings: Settings) -> str:
-    """The broker URL, or a one-line ConfigError saying how to set it."""
-    if not settings.broker_url:
-        raise ConfigError("no broker configured: set ACCEL_BROKER_URL=redis://HOST:6379/0 (or accel run --broker URL)")
-    return settings.broker_url
-
-
-def broker_error(url: str, exc: BaseException) -> BrokerError:
-    """One line naming the unreachable broker (never its password) and what to do."""
-    parts = urlsplit(url)
-    where = f"{parts.scheme}://{parts.hostname or 'localhost'}:{parts.port or 6379}"
-    text = str(exc).split("\n")[0]
-    reason = "connection refused" if "refused" in text.lower() else (text or type(exc).__name__)
-    return BrokerError(f"cannot reach redis at {where} ({reason}): start redis-server or fix ACCEL_BROKER_URL")
-
-
-def redis_client(settings: Settings, timeout_s: float = 3.0) -> Any:
-    """A redis-py client of the broker, checked with one PING (BrokerError when it does not answer).
-
-    ``timeout_s`` bounds the connection; a reply may take longer on a loaded broker machine.
-    """
-    import redis
-
-    url = broker_url(settings)
-    client = redis.Redis.from_url(url, socket_connect_timeout=timeout_s, socket_timeout=max(10.0, timeout_s))
-    try:
-        client.ping()
-    except (redis.RedisError, OSError) as e:
-        client.close()
-        raise broker_error(url, e) from e
-    return client
-
-
-def check_broker(settings: Settings) -> None:
-    """Raise BrokerError (one line) unless the broker answers a PING."""
-    redis_client(settings).close()
 
 
 def client_app(settings: Settings, *, sent_events: bool = True) -> Celery:
@@ -95,7 +56,7 @@ def client_app(settings: Settings, *, sent_events: bool = True) -> Celery:
 
     app = Celery("accel-client", set_as_current=False)
     app.conf.update(
-        broker_url=broker_url(settings),
+        broker_url=broker.require_url(settings),
         broker_connection_retry_on_startup=False,
         broker_connection_timeout=3.0,
         task_serializer="json",
@@ -108,21 +69,15 @@ def client_app(settings: Settings, *, sent_events: bool = True) -> Celery:
     return app
 
 
-def celery_limits(limit: TimeLimit) -> tuple[float, float]:
-    """Celery's (soft, hard) limits for a job kind: above the runner's own hard limit (the same rule
-    as the workers' ``backstop_limits``), soft < hard."""
-    grace = min(30.0, max(1.0, 0.1 * limit.hard_s))
-    return limit.hard_s + grace, limit.hard_s + 2 * grace
-
-
 def live_queues(settings: Settings, timeout_s: float = INSPECT_TIMEOUT_S) -> dict[str, list[str]]:
     """The queues each live worker consumes now: ``{node name: [queue, ...]}`` (empty: none alive)."""
-    check_broker(settings)
+    url = broker.require_url(settings)
+    broker.check(url)
     app = client_app(settings)
     try:
         replies = app.control.inspect(timeout=timeout_s).active_queues() or {}
     except Exception as e:  # kombu raises its own connection errors
-        raise broker_error(broker_url(settings), e) from e
+        raise broker.broker_error(url, e) from e
     finally:
         app.close()
     return {node: [q.get("name", "") for q in queues] for node, queues in replies.items()}
@@ -153,20 +108,21 @@ def dispatch(settings: Settings, plan: RunPlan, app: Celery | None = None) -> in
     Raises:
         BrokerError: the broker is unreachable.
     """
-    check_broker(settings)
+    url = broker.require_url(settings)
+    broker.check(url)
     own = app is None
     app = app or client_app(settings)
     quiet = client_app(settings, sent_events=False)
-    jobs = runnable_jobs(plan)
+    jobs = plan.runnable()
     try:
         with quiet.producer_or_acquire() as producer:
             _send_run(quiet, settings, plan, producer)
         with app.producer_or_acquire() as producer:
             for spec in jobs:
-                soft, hard = celery_limits(settings.time_limit(spec.kind))
+                soft, hard = backstop_limits(spec.limits.hard_s)
                 app.send_task(
                     TASK_RUN_JOB,
-                    kwargs={"spec": spec.to_dict()},
+                    kwargs={"spec": wire.encode(spec)},
                     task_id=spec.key,
                     queue=settings.queue_for(spec.hardware),
                     soft_time_limit=soft,
@@ -177,7 +133,7 @@ def dispatch(settings: Settings, plan: RunPlan, app: Celery | None = None) -> in
     except BrokerError:
         raise
     except Exception as e:
-        raise broker_error(broker_url(settings), e) from e
+        raise broker.broker_error(url, e) from e
     finally:
         quiet.close()
         if own:
@@ -187,54 +143,47 @@ def dispatch(settings: Settings, plan: RunPlan, app: Celery | None = None) -> in
 
 
 def _send_run(app: Celery, settings: Settings, plan: RunPlan, producer: Any) -> None:
-    n_jobs = len(plan.jobs)
     app.send_task(
         TASK_RECORD_RUN,
-        kwargs={"plan": plan.to_dict()},
+        kwargs={"plan": wire.encode(plan)},
         queue=settings.results_queue,
-        kwargsrepr=repr({"run_id": plan.run_id, "phase": plan.phase, "jobs": n_jobs}),
+        kwargsrepr=repr({"run_id": plan.run_id, "phase": plan.phase, "jobs": len(plan.jobs)}),
         producer=producer,
     )
-    skipped = skipped_results(plan)
+    skipped = plan.skipped_results(now=time.time())
     if skipped:
         app.send_task(
             TASK_RECORD_RESULT,
-            kwargs={"results": [r.to_dict() for r in skipped]},
+            kwargs={"results": [wire.encode(r) for r in skipped]},
             queue=settings.results_queue,
             kwargsrepr=repr({"run_id": plan.run_id, "skipped": len(skipped)}),
             producer=producer,
         )
 
 
-def read_status(settings: Settings, run_id: str) -> dict[str, Any] | None:
+def read_status(settings: Settings, run_id: str) -> StatusSnapshot | None:
     """The writer's latest status snapshot of ``run_id`` from Redis (None before its first one)."""
-    client = redis_client(settings)
+    client = broker.connect(broker.require_url(settings))
     try:
-        raw = client.get(STATUS_PREFIX + run_id)
+        return broker.read_status(client, run_id)
     finally:
         client.close()
-    if raw is None:
-        return None
-    data = json.loads(raw)
-    return data if isinstance(data, dict) else None
 
 
 def follow(
     settings: Settings,
     run_id: str,
-    total: int,
     *,
-    on_progress: Callable[[dict[str, Any]], None] | None = None,
+    on_progress: Callable[[StatusSnapshot], None] | None = None,
     poll_s: float = POLL_EVERY_S,
     timeout_s: float | None = None,
-) -> dict[str, Any]:
+) -> StatusSnapshot:
     """Wait until the writer reports ``run_id`` done; call ``on_progress`` with each new snapshot.
 
     Raises:
         BrokerError: the broker became unreachable, or ``timeout_s`` passed first.
     """
     deadline = None if timeout_s is None else time.monotonic() + timeout_s
-    last: dict[str, Any] = {"run_id": run_id, "total": total, "terminal": 0}
     misses = 0
     while True:
         try:
@@ -246,17 +195,15 @@ def follow(
                 raise
             snap = None
         if snap is not None:
-            last = snap
             if on_progress is not None:
                 on_progress(snap)
-            if snap.get("phase_done") and (snap.get("report_dir") or snap.get("report_error")):
+            if snap.phase_done and (snap.report_dir or snap.report_error):
                 return snap
         if deadline is not None and time.monotonic() > deadline:
             raise BrokerError(
                 f"run {run_id} not done after {timeout_s:.0f} s: check `accel status {run_id}` and Flower"
             )
         time.sleep(poll_s)
-    return last  # pragma: no cover
 
 
 def run_remote(settings: Settings, plan: RunPlan, wait: bool) -> str:
@@ -277,7 +224,7 @@ def run_remote(settings: Settings, plan: RunPlan, wait: bool) -> str:
 
 def _warn_unserved(settings: Settings, plan: RunPlan) -> None:
     """Say so when a kind the plan needs has no live worker: its jobs wait in Redis until one joins."""
-    needed = {j["hardware"] for j in plan.jobs}
+    needed = {j.hardware for j in plan.jobs}
     served = set(live_hardware(settings))
     for kind in sorted(needed - served):
         logger.warning(
@@ -294,8 +241,8 @@ def _follow_with_bar(settings: Settings, plan: RunPlan) -> None:
     with progress(total, f"run {plan.run_id}") as bar:
         task = bar.task_ids[0]
 
-        def update(snap: dict[str, Any]) -> None:
-            failed = int(snap.get("failures_total") or 0)
-            bar.update(task, completed=int(snap.get("terminal") or 0), detail=f"{failed} failed" if failed else "")
+        def update(snap: StatusSnapshot) -> None:
+            failed = snap.failures_total
+            bar.update(task, completed=snap.terminal, detail=f"{failed} failed" if failed else "")
 
-        follow(settings, plan.run_id, total, on_progress=update)
+        follow(settings, plan.run_id, on_progress=update)

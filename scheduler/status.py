@@ -3,7 +3,8 @@
 ``accel status [RUN]`` shows progress per hardware, the failures so far and the expected time left. The
 DuckDB file admits one read-write process: while ``accel run`` (or the fleet's results writer) holds it,
 opening it fails with :class:`~accelerate_core.errors.StoreLockedError`, and the status is read from the
-snapshot that process writes every few seconds instead.
+snapshot that process writes every few seconds instead (a file next to the DB, or the fleet writer's copy in
+the broker). Every source gives the same :class:`~accelerate_core.contracts.StatusSnapshot`.
 
 :class:`RunProgress` is the live progress bar of a local run (done, failed, running, ETA).
 """
@@ -12,28 +13,44 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
+from accelerate_core import wire
 from accelerate_core.constants import STATUS_DONE, STATUS_SKIPPED, TERMINAL_STATUSES
-from accelerate_core.errors import StoreLockedError, UnknownRunError
+from accelerate_core.errors import StoreError, StoreLockedError, UnknownRunError
+from accelerate_core.store.snapshot import snapshot_dir
 
 if TYPE_CHECKING:
     from rich.progress import Progress, TaskID
 
     from accelerate_core.config import Settings
-    from accelerate_core.contracts import JobResult
+    from accelerate_core.contracts import JobResult, StatusSnapshot
 
 logger = logging.getLogger(__name__)
 
+SOURCE_DB = "db"
+SOURCE_SNAPSHOT = "snapshot"
+SOURCE_BROKER = "broker"
 
-def run_status(settings: Settings, run_id: str | None = None) -> dict[str, Any]:
+
+@dataclass(frozen=True, slots=True)
+class RunStatus:
+    """A run's status snapshot and where it was read: the DB, a snapshot file (its path) or the broker."""
+
+    snapshot: StatusSnapshot
+    source: str
+    snapshot_path: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        """What ``accel status --json`` prints: the snapshot's fields, ``source`` and ``snapshot_path``."""
+        return {**wire.encode(self.snapshot), "source": self.source, "snapshot_path": self.snapshot_path}
+
+
+def run_status(settings: Settings, run_id: str | None = None) -> RunStatus:
     """The status of ``run_id`` (the latest run when None), from the DB or, when it is locked, the snapshot.
-
-    Returns:
-        ``ResultsStore.run_progress`` (counts by status and hardware, failures, ``expected_s_left``, ...)
-        plus ``source``: ``"db"`` or ``"snapshot"`` (with ``snapshot_path``).
 
     Raises:
         UnknownRunError: no such run (or no run at all).
@@ -49,82 +66,68 @@ def run_status(settings: Settings, run_id: str | None = None) -> dict[str, Any]:
     try:
         with ResultsStore.open(settings.results_db, read_only=True) as store:
             if run_id is None:
-                runs = store.list_runs()
-                if not runs:
+                run_id = store.latest_run()
+                if run_id is None:
                     raise UnknownRunError("the results store has no run yet: start one with `accel run`")
-                run_id = str(runs[0]["run_id"])
-            return {**store.run_progress(run_id), "source": "db"}
+            return RunStatus(store.run_progress(run_id), SOURCE_DB)
     except StoreLockedError as locked:
-        snapshot = read_snapshot(snapshot_dir(settings), run_id) or _fleet_status(settings, run_id)
-        if snapshot is None:
+        found = read_snapshot(snapshot_dir(settings), run_id) or _fleet_status(settings, run_id)
+        if found is None:
             raise StoreLockedError(f"{locked} (and it left no status snapshot in {snapshot_dir(settings)})") from locked
-        return {"source": "snapshot", **snapshot}
+        return found
 
 
-def _fleet_status(settings: Settings, run_id: str | None) -> dict[str, Any] | None:
+def _fleet_status(settings: Settings, run_id: str | None) -> RunStatus | None:
     """The fleet writer's snapshot of ``run_id`` from the broker, when one is configured (else None)."""
     if not settings.broker_url or run_id is None:
         return None
-    import importlib
+    from accelerate_core import broker
 
-    remote = importlib.import_module("scheduler.remote")  # imports celery: only with a broker
-    snapshot = remote.read_status(settings, run_id)
-    return {**snapshot, "source": "broker"} if isinstance(snapshot, dict) else None
-
-
-def snapshot_dir(settings: Settings) -> Path:
-    """Where the process holding the results DB writes its status snapshots (next to the DB)."""
-    return settings.results_db.parent
+    client = broker.connect(settings.broker_url)
+    try:
+        snapshot = broker.read_status(client, run_id)
+    finally:
+        client.close()
+    return RunStatus(snapshot, SOURCE_BROKER) if snapshot is not None else None
 
 
-def read_snapshot(directory: Path, run_id: str | None) -> dict[str, Any] | None:
+def read_snapshot(directory: Path, run_id: str | None) -> RunStatus | None:
     """The snapshot of ``run_id`` (the newest snapshot in ``directory`` when None), or None."""
-    from accelerate_core.errors import StoreError
-    from accelerate_core.store.snapshot import read_status_snapshot, snapshot_path
+    from accelerate_core.store.snapshot import read_snapshot_file, snapshot_path
 
     if run_id is None:
         found = sorted(directory.glob(snapshot_path("x", directory).name.replace("x", "*")),
                        key=lambda p: p.stat().st_mtime)  # fmt: skip
         if not found:
             return None
-        data = read_status_snapshot_file(found[-1])
-        return data
+        path = found[-1]
+    else:
+        path = snapshot_path(run_id, directory)
     try:
-        return read_status_snapshot(run_id, directory)
+        return RunStatus(read_snapshot_file(path), SOURCE_SNAPSHOT, str(path))
     except StoreError:
         return None
 
 
-def read_status_snapshot_file(path: Path) -> dict[str, Any] | None:
-    """Read one snapshot file (None when it vanished or is unreadable)."""
-    import json
-
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
-
-
-def format_status(status: dict[str, Any]) -> list[str]:
+def format_status(status: RunStatus) -> list[str]:
     """Human-readable lines of a :func:`run_status` result."""
+    snap = status.snapshot
     lines = [
-        f"run {status.get('run_id')}  phase {status.get('phase')}  status {status.get('status')}"
-        f"  ({status.get('terminal', 0)}/{status.get('total', 0)} finished; from the {status.get('source')})"
+        f"run {snap.run_id}  phase {snap.phase}  status {snap.status}"
+        f"  ({snap.terminal}/{snap.total} finished; from the {status.source})"
     ]
-    for hw, counts in sorted((status.get("by_hardware") or {}).items()):
+    for hw, counts in sorted(snap.by_hardware.items()):
         total = int(counts.get("total", 0))
         finished = sum(int(v) for k, v in counts.items() if k in TERMINAL_STATUSES)
         detail = ", ".join(f"{k} {v}" for k, v in sorted(counts.items()) if k != "total")
         lines.append(f"  {hw}: {finished}/{total} finished ({detail})")
-    if not status.get("phase_done"):
-        lines.append(f"  expected time left: {_duration(float(status.get('expected_s_left') or 0.0))}")
-    failures = status.get("failures") or []
-    if failures:
-        lines.append(f"  failures so far: {status.get('failures_total', len(failures))} (latest first)")
-        for f in failures[:20]:
-            message = (f.get("error_message") or "")[:100]
-            lines.append(f"    {f.get('model_type')} [{f.get('hardware')}] {f.get('error_class')}: {message}")
+    if not snap.phase_done:
+        lines.append(f"  expected time left: {_duration(snap.expected_s_left)}")
+    if snap.failures:
+        lines.append(f"  failures so far: {snap.failures_total or len(snap.failures)} (latest first)")
+        for f in snap.failures[:20]:
+            message = (f.error_message or "")[:100]
+            lines.append(f"    {f.model_type} [{f.hardware}] {f.error_class}: {message}")
     return lines
 
 
@@ -167,11 +170,11 @@ class RunProgress:
             self._refresh()
             self._bar.stop()
 
-    def advance_to(self, progress: dict[str, Any]) -> None:
+    def advance_to(self, snapshot: StatusSnapshot) -> None:
         """Start from what the store already has (a resumed run, skipped entries)."""
-        by_status = progress.get("by_status") or {}
-        self.done = sum(int(v) for k, v in by_status.items() if k in (STATUS_DONE, STATUS_SKIPPED))
-        self.failed = sum(int(v) for k, v in by_status.items() if k in TERMINAL_STATUSES) - self.done
+        by_status = snapshot.by_status
+        self.done = sum(v for k, v in by_status.items() if k in (STATUS_DONE, STATUS_SKIPPED))
+        self.failed = sum(v for k, v in by_status.items() if k in TERMINAL_STATUSES) - self.done
         self._refresh()
 
     def set_running(self, running: int) -> None:
@@ -194,7 +197,7 @@ class RunProgress:
             self._bar.update(self._task, completed=self.done + self.failed, detail=detail)
 
 
-def wait_for_status(settings: Settings, run_id: str, *, timeout_s: float = 30.0, poll_s: float = 0.2) -> dict[str, Any]:
+def wait_for_status(settings: Settings, run_id: str, *, timeout_s: float = 30.0, poll_s: float = 0.2) -> RunStatus:
     """Poll :func:`run_status` until the run exists (tests and scripts that start a run in the background)."""
     deadline = time.monotonic() + timeout_s
     while True:
@@ -206,4 +209,4 @@ def wait_for_status(settings: Settings, run_id: str, *, timeout_s: float = 30.0,
             time.sleep(poll_s)
 
 
-__all__ = ["RunProgress", "format_status", "run_status", "snapshot_dir", "wait_for_status"]
+__all__ = ["RunProgress", "RunStatus", "format_status", "run_status", "snapshot_dir", "wait_for_status"]

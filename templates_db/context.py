@@ -21,17 +21,16 @@ from collections.abc import Mapping
 from typing import Any, Final
 
 from accelerate_core.config import BenchConfig
-from accelerate_core.constants import HARDWARE_KINDS
+from accelerate_core.constants import HARDWARE_KINDS, TORCH_DEVICE
 from accelerate_core.errors import ConfigError, UnknownModelError
 
-DEVICE_OF: Final = {"cpu": "cpu", "cuda": "cuda", "rocm": "cuda", "mps": "mps"}
 """torch device string of each hardware kind (ROCm builds of torch expose HIP devices as ``cuda``)."""
 
 SAMPLE_MODEL_TYPES: Final = ("bert", "gpt2", "vit", "wav2vec2")
 """Architectures a new template is rendered and collected against before it is stored: a text
 encoder, a generative decoder, a vision and an audio model."""
 
-__all__ = ["DEVICE_OF", "SAMPLE_MODEL_TYPES", "device_for", "extend_context", "job_context", "sample_contexts"]
+__all__ = ["SAMPLE_MODEL_TYPES", "device_for", "extend_context", "job_context", "sample_contexts"]
 
 
 def device_for(hardware: str) -> str:
@@ -41,7 +40,7 @@ def device_for(hardware: str) -> str:
         ConfigError: an unknown hardware kind.
     """
     try:
-        return DEVICE_OF[hardware]
+        return TORCH_DEVICE[hardware]
     except KeyError as e:
         raise ConfigError(f"unknown hardware {hardware!r}: use one of {', '.join(HARDWARE_KINDS)}") from e
 

@@ -54,10 +54,11 @@ def run_worker(args: argparse.Namespace) -> int:
     settings = Settings.load()
     from celery import signals
 
+    from accelerate_core import broker
     from workers import tasks
-    from workers.app import check_broker, make_app, require_broker_url
+    from workers.app import make_app
 
-    check_broker(require_broker_url(settings))
+    broker.check(broker.require_url(settings))
     app = make_app(settings)
     # The jobs' sent events come from the scheduler; the results this node sends to the writer are
     # bookkeeping that Flower need not list (the writer does not report them either, see below).
@@ -81,15 +82,11 @@ def run_writer(args: argparse.Namespace) -> int:
     """Take the writer lock, open the results DB read-write and serve the results queue until signalled."""
     logging.basicConfig(level=args.loglevel.upper(), format="[%(asctime)s: %(levelname)s/writer] %(message)s")
     settings = Settings.load()
-    import redis
-
+    from accelerate_core import broker
     from accelerate_core.store import ResultsStore
     from workers import writer
-    from workers.app import check_broker, require_broker_url
 
-    url = require_broker_url(settings)
-    check_broker(url)
-    client = redis.Redis.from_url(url, socket_connect_timeout=5, socket_timeout=writer.WAIT_S + 30)
+    client = broker.connect(broker.require_url(settings), timeout_s=5, reply_timeout_s=writer.WAIT_S + 30)
     lock = writer.WriterLock(client)
     lock.acquire()
     stop = threading.Event()

@@ -10,9 +10,9 @@ What the configuration guarantees, and why:
 - ``reject_on_worker_lost``: a job whose pool process was killed goes back to its queue at once;
   our own cap (:mod:`workers.tasks`, ``acc:deliveries:<key>``) stops a job that kills every worker
   it lands on after ``settings.redelivery_cap`` deliveries and records it as ``redelivery-cap``.
-- Celery time limits per job kind sit *above* the runner's own hard limit (which kills the job's
-  child and records ``timeout``): they are the backstop should the runner itself hang. A pool process
-  killed at Celery's hard limit is not acknowledged: the job is redelivered and, past the cap,
+- Celery time limits sit *above* the runner's own hard limit (which kills the job's child and records
+  ``timeout``): they are the backstop should the runner itself hang (the rule: ``accelerate_core.limits``).
+  A pool process killed at Celery's hard limit is not acknowledged: the job is redelivered and, past the cap,
   recorded as ``redelivery-cap``, so every planned job still ends with a row.
 - Task events (and sent events) on, so Flower shows the fleet live; no result backend: results
   travel to the writer as tasks of their own and land in DuckDB.
@@ -25,84 +25,33 @@ is, ``ACCEL_CONFIG`` / ``ACCEL_*`` variables), so ``celery -A workers.app:app ..
 from __future__ import annotations
 
 import logging
-import math
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
 
-from accelerate_core.config import Settings, TimeLimit
+from accelerate_core import broker
+from accelerate_core.config import Settings
 from accelerate_core.constants import (
     HARDWARE_KINDS,
     TASK_RECORD_RESULT,
     TASK_RECORD_RUN,
     TASK_REGISTER_WORKER,
 )
-from accelerate_core.errors import BrokerError, ConfigError
+from accelerate_core.limits import visibility_timeout_s
 
 if TYPE_CHECKING:
     from celery import Celery
 
 logger = logging.getLogger(__name__)
 
-BROKER_CHECK_TIMEOUT_S = 3.0
-"""How long a start-up check waits for Redis to answer before giving up, in seconds."""
-
-
-def backstop_limits(limit: TimeLimit) -> tuple[float, float]:
-    """Celery's (soft, hard) time limits for a job kind: above the runner's hard limit, soft < hard.
-
-    The runner kills a job's child at ``limit.hard_s``; Celery's soft limit fires ``grace`` later (the
-    task then cancels the child and records a timeout), its hard limit kills the pool process after
-    twice that.
-    """
-    grace = min(30.0, max(1.0, 0.1 * limit.hard_s))
-    return limit.hard_s + grace, limit.hard_s + 2 * grace
-
-
-def visibility_timeout_s(settings: Settings) -> int:
-    """Redis's visibility timeout: comfortably longer than the longest Celery hard time limit."""
-    longest = max(backstop_limits(t)[1] for t in settings.time_limits.values())
-    return math.ceil(longest * 1.25 + 30)
-
-
-def require_broker_url(settings: Settings) -> str:
-    """The broker URL, or a one-line ConfigError saying how to set it."""
-    if not settings.broker_url:
-        raise ConfigError(
-            "no broker configured: set ACCEL_BROKER_URL=redis://HOST:6379/0 (or broker_url in accel.toml)"
-        )
-    return settings.broker_url
-
-
-def broker_error(url: str, exc: BaseException) -> BrokerError:
-    """Translate a connection failure into one line naming the broker and what to do."""
-    parts = urlsplit(url)
-    where = f"{parts.scheme}://{parts.hostname or 'localhost'}:{parts.port or 6379}"
-    reason = getattr(exc, "strerror", None) or str(exc).split("\n")[0] or type(exc).__name__
-    if "refused" in reason.lower():
-        reason = "connection refused"
-    return BrokerError(f"cannot reach redis at {where} ({reason}): start redis-server or fix ACCEL_BROKER_URL")
-
-
-def check_broker(url: str, timeout_s: float = BROKER_CHECK_TIMEOUT_S) -> None:
-    """Ping the Redis broker once; raise :class:`BrokerError` (one line) when it does not answer."""
-    import redis
-
-    client = redis.Redis.from_url(url, socket_connect_timeout=timeout_s, socket_timeout=timeout_s)
-    try:
-        client.ping()
-    except (redis.RedisError, OSError) as e:
-        raise broker_error(url, e) from e
-    finally:
-        client.close()
-
 
 def celery_config(settings: Settings) -> dict[str, Any]:
     """The Celery configuration of every fleet process (workers, writer, Flower's view)."""
     results = {"queue": settings.results_queue}
     return {
-        "broker_url": require_broker_url(settings),
+        "broker_url": broker.require_url(settings),
         "broker_connection_retry_on_startup": True,
-        "broker_transport_options": {"visibility_timeout": visibility_timeout_s(settings)},
+        "broker_transport_options": {
+            "visibility_timeout": visibility_timeout_s(t.hard_s for t in settings.time_limits.values())
+        },
         "task_serializer": "json",
         "result_serializer": "json",
         "accept_content": ["json"],

@@ -1,15 +1,15 @@
-"""The body of one job, run in a child forked by the fork server (entry ``workers.job:execute``).
+"""The body of one job, run in a child forked by the fork server (entry ``constants.JOB_ENTRY``: :func:`job_entry`).
 
 A ``test`` job renders the model's test from the template it carries, with facts introspected from this
 process's own transformers (``accelerate_core.catalog.template_context``), writes it to a temporary
 folder and runs it with pytest *in this process* (the child was forked from a parent that already
 imported torch and transformers, so this costs milliseconds, not a fresh interpreter). The generated
 benchmark test writes its measurements to ``$ACCEL_BENCH_OUT``; they are read back and returned with the
-outcome of every test, the generated source and the environment, as a ``JobResult``-shaped dict.
+outcome of every test, the generated source and the environment, as an encoded ``JobResult``.
 
 A model that fails (does not build, raises in forward, fails an assertion) is a *result*, never an
-exception: :func:`execute` returns it with status ``failed`` and its error class. Time limits, memory
-caps and crashes are the runner's business (``accelerate_core.results.outcome_to_result``).
+exception: :func:`job_entry` returns it with status ``failed`` and its error class. Time limits, memory
+caps and crashes are the runner's business (``accelerate_core.job_outcome.outcome_to_result``).
 
 The heavy imports are at module level on purpose: the fork server imports this module once, so every
 forked child starts with them loaded.
@@ -32,8 +32,7 @@ from typing import Any, Final
 import pytest
 
 from accelerate_core import bench as accel_bench
-from accelerate_core import catalog
-from accelerate_core.config import BenchConfig
+from accelerate_core import catalog, wire
 from accelerate_core.constants import (
     BENCH_OUT_ENV,
     ERR_BUILD,
@@ -45,7 +44,7 @@ from accelerate_core.constants import (
     STATUS_DONE,
     STATUS_FAILED,
 )
-from accelerate_core.contracts import JobResult, JobSpec, TemplateRef
+from accelerate_core.contracts import JobResult, JobSpec, Measurement, TemplateRef
 from accelerate_core.errors import AccelerateError, TemplateError
 from accelerate_core.runner import classify_exception
 from templates_db.context import job_context
@@ -101,29 +100,29 @@ _preload_pytest_plugins()
 _warm_catalog()
 
 
-def execute(payload: dict[str, Any]) -> dict[str, Any]:
-    """Run one job and return its ``JobResult.to_dict()``; a failing model is a result, not an exception.
+def job_entry(payload: dict[str, Any]) -> dict[str, Any]:
+    """Run one job and return its encoded result; a failing model is a result, not an exception.
 
-    Args:
-        payload: ``JobSpec.to_dict()``.
+    This is the fork-server edge: the job arrives encoded (``wire.encode(JobSpec)``) and its result
+    leaves encoded; in between it is a :class:`JobSpec` and a :class:`JobResult`.
 
     Returns:
         The result: ``done`` when every generated test passed, else ``failed`` with its error class.
     """
-    spec = JobSpec.from_dict(payload)
+    spec = wire.decode(JobSpec, payload)
     started = time.time()
     # The preloaded heap (torch, transformers) is shared with the fork server: keep the garbage collector
     # off it, or each full collection walks (and copies) hundreds of MB of pages in this child.
     gc.freeze()
     _apply_thread_count()
     if spec.kind == JOB_KIND_DRY:
-        return _result(spec, started, status=STATUS_DONE).to_dict()
-    return run_test_job(spec, started).to_dict()
+        return wire.encode(_result(spec, started, status=STATUS_DONE))
+    return wire.encode(run_test_job(spec, started))
 
 
 def run_test_job(spec: JobSpec, started: float) -> JobResult:
     """Render the job's test, run it with pytest in this process and collect its measurements."""
-    template = spec.template_ref()
+    template = spec.template
     if template is None:
         return _failed(spec, started, ERR_RENDER, "ValueError", "the job carries no template: plan it again")
     try:
@@ -160,9 +159,7 @@ def run_test_job(spec: JobSpec, started: float) -> JobResult:
 
 def render_context(spec: JobSpec) -> dict[str, Any]:
     """The facts a template is rendered with: the catalog's, plus the job's shapes and benchmark loop."""
-    overrides: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in spec.bench.items()}
-    bench = BenchConfig(batch_sizes=tuple(spec.batch_sizes), seq_lens=tuple(spec.seq_lens), **overrides)
-    context = job_context(spec.model_type, spec.hardware, bench)
+    context = job_context(spec.model_type, spec.hardware, spec.bench)
     context.update(job_key=spec.key, run_id=spec.run_id)
     return context
 
@@ -254,14 +251,14 @@ def run_pytest(source: str, workdir: Path, model_type: str) -> PytestRun:
     return run
 
 
-def _read_measurements(path: Path, hardware: str) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+def _read_measurements(path: Path, hardware: str) -> tuple[tuple[Measurement, ...], dict[str, Any]]:
     """The measurements the benchmark test wrote, and the environment (measured here if it wrote none)."""
-    measurements: list[dict[str, Any]] = []
+    measurements: tuple[Measurement, ...] = ()
     environment: dict[str, Any] = {}
     if path.is_file():
         try:
             found = accel_bench.read_measurements(path)
-            measurements = [m.to_dict() for m in found.measurements]
+            measurements = tuple(found.measurements)
             environment = dict(found.environment)
         except AccelerateError as e:
             logger.warning("unreadable measurements %s: %s", path, e)

@@ -7,8 +7,10 @@
   by name here and by the scheduler; the writer (:mod:`workers.writer`), the one process that opens the
   results DB, takes them off their queue in batches itself, so they are not Celery tasks of any worker.
 
-Every payload is JSON (``to_dict()`` of a contract). The labels a task also takes (``model_type``,
-``hardware``, ...) are there for Flower only.
+Every payload is a contract encoded by :mod:`accelerate_core.wire`. A job message this worker cannot decode
+is still answered with a result: ``version-skew`` (another schema major; both versions named) or
+``worker-error`` (malformed), keyed by the task id (the job key), so no planned job vanishes. The labels a
+task also takes (``model_type``, ``hardware``, ...) are there for Flower only.
 """
 
 from __future__ import annotations
@@ -20,11 +22,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from accelerate_core import wire
 from accelerate_core.config import Settings
 from accelerate_core.constants import (
-    ERR_CRASHED,
+    DELIVERIES_PREFIX,
+    DELIVERIES_TTL_S,
     ERR_REDELIVERY_CAP,
     ERR_TIMEOUT,
+    ERR_WORKER,
+    JOB_ENTRY,
     JOB_KIND_DRY,
     STATUS_DONE,
     STATUS_FAILED,
@@ -34,8 +40,10 @@ from accelerate_core.constants import (
     TASK_RUN_JOB,
 )
 from accelerate_core.contracts import JobResult, JobSpec, WorkerInfo
+from accelerate_core.errors import ContractError
+from accelerate_core.job_outcome import undecodable_result
+from accelerate_core.limits import backstop_limits
 from workers import pinning
-from workers.app import backstop_limits
 
 if TYPE_CHECKING:
     import redis
@@ -44,19 +52,6 @@ if TYPE_CHECKING:
     from accelerate_core.runner import ForkServer
 
 logger = logging.getLogger(__name__)
-
-DELIVERIES_PREFIX = "acc:deliveries:"
-"""Redis key prefix: ``acc:deliveries:<job key>`` counts the redeliveries of one job (our redelivery cap).
-
-Redis marks every message it restores (worker lost, visibility timeout) as ``redelivered``; only those
-deliveries are counted, so the common first delivery costs no round trip."""
-
-DELIVERIES_TTL_S = 7 * 24 * 3600
-"""How long a delivery counter lives, in seconds. Keys hold the run id, so a counter never outlives its
-use; a delivery after the result was sent (the worker died before acknowledging) counts, as it should."""
-
-JOB_ENTRY = "workers.job:execute"
-"""The fork server's entry point: runs one ``test`` job in a forked child."""
 
 
 class DeliveryCounter:
@@ -92,9 +87,9 @@ _state = _ProcessState()
 
 def _redis(settings: Settings) -> redis.Redis:
     if _state.redis is None:
-        import redis as redis_lib
+        from accelerate_core import broker
 
-        _state.redis = redis_lib.Redis.from_url(settings.broker_url or "", socket_timeout=10)
+        _state.redis = broker.connect(broker.require_url(settings), reply_timeout_s=10)
     return _state.redis
 
 
@@ -116,7 +111,7 @@ def close_runner(**_: Any) -> None:
 
 
 @dataclass(frozen=True)
-class Executor:
+class WorkerContext:
     """Who runs a job and how: identity, delivery counting and the fork server (injected for tests)."""
 
     settings: Settings
@@ -126,71 +121,71 @@ class Executor:
     runner: Callable[[], ForkServer] = _runner
 
 
-def execute(spec: JobSpec, ex: Executor, *, redelivered: bool = True) -> JobResult:
+def handle_delivery(spec: JobSpec, ctx: WorkerContext, *, redelivered: bool = True) -> JobResult:
     """Run one delivered job and return the result to record (never raises for a job failure).
 
     Args:
         spec: the job.
-        ex: who runs it.
+        ctx: who runs it.
         redelivered: the broker marked this delivery as a redelivery. A first delivery is attempt 1
             and costs no Redis round trip; a redelivery counts in Redis, and is attempt ``count + 1``.
     """
-    attempt = ex.deliveries.count(spec.key) + 1 if redelivered else 1
-    if attempt > ex.settings.redelivery_cap:
+    attempt = ctx.deliveries.count(spec.key) + 1 if redelivered else 1
+    if attempt > ctx.settings.redelivery_cap:
         logger.warning("job %s delivered %d times: recording redelivery-cap", spec.key, attempt)
-        return capped_result(spec, ex, attempt)
+        return capped_result(spec, ctx, attempt)
     if spec.kind == JOB_KIND_DRY:
-        return dry_result(spec, ex, attempt)
-    return _run_in_child(spec, ex, attempt)
+        return dry_result(spec, ctx, attempt)
+    return _run_in_child(spec, ctx, attempt)
 
 
-def _run_in_child(spec: JobSpec, ex: Executor, attempt: int) -> JobResult:
+def _run_in_child(spec: JobSpec, ctx: WorkerContext, attempt: int) -> JobResult:
     from celery.exceptions import SoftTimeLimitExceeded
 
-    from accelerate_core.results import outcome_to_result
+    from accelerate_core.job_outcome import outcome_to_result
 
     env = pinning.current().device_env()
     env["TOKENIZERS_PARALLELISM"] = "false"
     started = time.time()
+    limits = spec.limits
     try:
-        outcome = ex.runner().run(
-            spec.key, spec.to_dict(), env=env, time_limit_s=spec.hard_limit_s, mem_cap_mb=spec.mem_cap_mb
+        outcome = ctx.runner().run(
+            spec.key, wire.encode(spec), env=env, time_limit_s=limits.hard_s, mem_cap_mb=limits.mem_cap_mb
         )
     except SoftTimeLimitExceeded:
         # Celery's backstop fired: the runner should have killed the child long before.
-        ex.runner().cancel(spec.key)
-        return _failure(spec, ex, attempt, started, ERR_TIMEOUT, "Celery soft time limit reached (runner hung?)")
-    return outcome_to_result(spec, outcome, ex.worker_id, ex.host, attempt=attempt)
+        ctx.runner().cancel(spec.key)
+        return _failure(spec, ctx, attempt, started, ERR_TIMEOUT, "Celery soft time limit reached (runner hung?)")
+    return outcome_to_result(spec, outcome, ctx.worker_id, ctx.host, attempt=attempt)
 
 
-def dry_result(spec: JobSpec, ex: Executor, attempt: int) -> JobResult:
-    """A ``dry`` job: no model; measures the fleet itself. ``bench["sleep_s"]`` stands in for work."""
+def dry_result(spec: JobSpec, ctx: WorkerContext, attempt: int) -> JobResult:
+    """A ``dry`` job: no model; measures the fleet itself. ``spec.sleep_s`` stands in for work."""
     started = time.time()
-    sleep_s = float(spec.bench.get("sleep_s", 0.0) or 0.0)
-    if sleep_s > 0:
-        time.sleep(sleep_s)
+    if spec.sleep_s > 0:
+        time.sleep(spec.sleep_s)
     finished = time.time()
     return JobResult.for_spec(
         spec,
         status=STATUS_DONE,
         started_at=started,
         finished_at=finished,
-        worker_id=ex.worker_id,
-        host=ex.host,
+        worker_id=ctx.worker_id,
+        host=ctx.host,
         attempt=attempt,
     )
 
 
-def capped_result(spec: JobSpec, ex: Executor, attempt: int) -> JobResult:
+def capped_result(spec: JobSpec, ctx: WorkerContext, attempt: int) -> JobResult:
     """The result of a job delivered more than ``redelivery_cap`` times: failed, not run again."""
     message = (
-        f"delivered {attempt} times (cap {ex.settings.redelivery_cap}): each earlier delivery lost its worker; "
+        f"delivered {attempt} times (cap {ctx.settings.redelivery_cap}): each earlier delivery lost its worker; "
         "run this model alone with `accel bench` to see why"
     )
-    return _failure(spec, ex, attempt, time.time(), ERR_REDELIVERY_CAP, message)
+    return _failure(spec, ctx, attempt, time.time(), ERR_REDELIVERY_CAP, message)
 
 
-def _failure(spec: JobSpec, ex: Executor, attempt: int, started: float, error_class: str, msg: str) -> JobResult:
+def _failure(spec: JobSpec, ctx: WorkerContext, attempt: int, started: float, error_class: str, msg: str) -> JobResult:
     finished = time.time()
     return JobResult.for_spec(
         spec,
@@ -199,8 +194,8 @@ def _failure(spec: JobSpec, ex: Executor, attempt: int, started: float, error_cl
         finished_at=finished,
         error_class=error_class,
         error_message=msg,
-        worker_id=ex.worker_id,
-        host=ex.host,
+        worker_id=ctx.worker_id,
+        host=ctx.host,
         attempt=attempt,
     )
 
@@ -214,7 +209,7 @@ def send_result(app: Celery, settings: Settings, result: JobResult) -> None:
     """Send ``result`` to the writer by task name (queue ``results``)."""
     app.send_task(
         TASK_RECORD_RESULT,
-        kwargs={"result": result.to_dict()},
+        kwargs={"result": wire.encode(result)},
         queue=settings.results_queue,
         kwargsrepr=repr(result_labels(result)),
     )
@@ -256,7 +251,8 @@ def register(app: Celery, settings: Settings) -> None:
 
 
 def _register_run_job(app: Celery, settings: Settings) -> None:
-    soft, hard = max(backstop_limits(t) for t in settings.time_limits.values())
+    # The task's own limits are the backstop of the longest job kind; each message carries its job's.
+    soft, hard = backstop_limits(settings.longest_hard_limit_s)
 
     @app.task(  # type: ignore[untyped-decorator]
         name=TASK_RUN_JOB,
@@ -267,21 +263,42 @@ def _register_run_job(app: Celery, settings: Settings) -> None:
         time_limit=hard,
         typing=False,
     )
-    def run_job(self: Task, spec: dict[str, Any], **_labels: Any) -> dict[str, Any]:
-        job = JobSpec.from_dict(spec)
+    def run_job(self: Task, *_args: Any, **kwargs: Any) -> dict[str, Any]:
+        # No named ``spec`` parameter: a message of another schema (other keyword names) still reaches this
+        # body and becomes a result row, instead of a TypeError that Celery would drop.
         node = str(self.request.hostname or pinning.current().node_name())
-        ex = Executor(settings, node, socket.gethostname(), DeliveryCounter(_redis(settings)))
-        info = self.request.delivery_info or {}
-        redelivered = bool(info.get("redelivered") or getattr(self.request, "redelivered", False))
-        try:
-            result = execute(job, ex, redelivered=redelivered)
-        except Exception as e:
-            # Not a job failure (those are results) but ours, e.g. the fork server would not start:
-            # record it, so the phase still ends, and keep the traceback in the worker's log.
-            logger.exception("job %s could not be run", job.key)
-            result = _failure(job, ex, 1, time.time(), ERR_CRASHED, f"the worker could not run the job: {e}")
-        send_result(app, settings, result)
-        return result_labels(result) | {"duration_s": result.duration_s, "attempt": result.attempt}
+        ctx = WorkerContext(settings, node, socket.gethostname(), DeliveryCounter(_redis(settings)))
+        result = run_message(self.request.id, kwargs.get("spec"), ctx, redelivered=_redelivered(self.request))
+        if result is not None:
+            send_result(app, settings, result)
+            return result_labels(result) | {"duration_s": result.duration_s, "attempt": result.attempt}
+        return {"dropped": str(self.request.id)}
+
+
+def _redelivered(request: Any) -> bool:
+    info = request.delivery_info or {}
+    return bool(info.get("redelivered") or getattr(request, "redelivered", False))
+
+
+def run_message(task_id: str, payload: object, ctx: WorkerContext, *, redelivered: bool) -> JobResult | None:
+    """The result of one ``run_job`` message: its job's, or one saying why it could not be run.
+
+    Returns:
+        None only for a message that names no job at all (its task id is not a job key and its payload
+        has none): logged, nothing to record.
+    """
+    try:
+        spec = wire.decode(JobSpec, payload)
+    except ContractError as e:
+        logger.error("job message %s cannot be decoded: %s", task_id, e)
+        return undecodable_result(task_id, e, worker_id=ctx.worker_id, host=ctx.host)
+    try:
+        return handle_delivery(spec, ctx, redelivered=redelivered)
+    except Exception as e:
+        # Not a job failure (those are results) but ours, e.g. the fork server would not start:
+        # record it, so the phase still ends, and keep the traceback in the worker's log.
+        logger.exception("job %s could not be run", spec.key)
+        return _failure(spec, ctx, 1, time.time(), ERR_WORKER, f"the worker could not run the job: {e}")
 
 
 def announce(app: Celery, settings: Settings, node: str) -> None:
@@ -289,10 +306,10 @@ def announce(app: Celery, settings: Settings, node: str) -> None:
     info = worker_info(node, pinning.current())
     app.send_task(
         TASK_REGISTER_WORKER,
-        kwargs={"info": info.to_dict()},
+        kwargs={"info": wire.encode(info)},
         queue=settings.results_queue,
         kwargsrepr=repr({"worker_id": info.worker_id, "hardware": info.hardware, "device": info.device_name}),
     )
 
 
-__all__ = ["DeliveryCounter", "Executor", "announce", "execute", "register"]
+__all__ = ["DeliveryCounter", "WorkerContext", "announce", "handle_delivery", "register", "run_message"]

@@ -16,9 +16,14 @@ never makes a second row. Messages are handled in queue order, so a run is recor
 results. A lock (``SET NX EX``) keeps a second writer off the same broker.
 
 After each batch the writer checks the runs it touched: a run whose every job has a terminal row is
-*done* (counted in the store, no Celery chords): it is marked ``complete`` and its report written.
-A status snapshot of each touched run is published (throttled) to Redis key ``acc:status:<run>`` and
-as a file next to the results DB, for ``accel status`` while this process holds the file.
+*done* (counted in the store, no Celery chords): ``accelerate_core.finish.finish_run`` marks it
+``complete`` and writes its report, as the local executor does. A status snapshot of each touched run is
+published (throttled) to Redis key ``acc:status:<run>`` and as a file next to the results DB, for
+``accel status`` while this process holds the file.
+
+Payloads decode by :mod:`accelerate_core.wire`'s one rule. A result or run this writer cannot decode is
+still recorded when its job keys can be read: as ``version-skew`` rows (another schema major, both
+versions named) or ``worker-error`` rows, never a vanished message.
 """
 
 from __future__ import annotations
@@ -31,14 +36,26 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from accelerate_core import wire
 from accelerate_core.config import Settings
-from accelerate_core.constants import TASK_RECORD_RESULT, TASK_RECORD_RUN, TASK_REGISTER_WORKER
-from accelerate_core.contracts import JobResult, RunPlan, WorkerInfo
-from accelerate_core.errors import BrokerError, ConfigError, StoreError, UnknownRunError
+from accelerate_core.constants import (
+    RUN_RUNNING,
+    TASK_RECORD_RESULT,
+    TASK_RECORD_RUN,
+    TASK_REGISTER_WORKER,
+    WRITER_LOCK_KEY,
+    WRITER_LOCK_TTL_S,
+    WRITER_PROCESSING_KEY,
+)
+from accelerate_core.contracts import JobResult, RunParams, RunPlan, StatusSnapshot, WorkerInfo
+from accelerate_core.errors import BrokerError, ContractError, StoreError, UnknownRunError
+from accelerate_core.finish import finish_run
+from accelerate_core.job_outcome import undecodable_result
+from accelerate_core.store.snapshot import snapshot_dir, write_snapshot
 
 if TYPE_CHECKING:
     import redis
@@ -56,26 +73,11 @@ WAIT_S = 1.0
 SNAPSHOT_EVERY_S = 1.0
 """Least time between two status snapshots of one run, in seconds."""
 
-STATUS_PREFIX = "acc:status:"
-"""Redis key prefix: ``acc:status:<run id>`` holds the run's latest status snapshot (JSON)."""
+WRITER_ID = "writer"
+"""The ``worker_id`` of the rows the writer makes itself (results it could not decode)."""
 
-STATUS_TTL_S = 30 * 24 * 3600
-"""How long a status snapshot lives in Redis, in seconds."""
-
-PROCESSING_KEY = "acc:writer:processing"
-"""Redis list holding the batch the writer is writing (deleted once the batch is committed)."""
-
-LOCK_KEY = "acc:writer:lock"
-"""Redis key held (``SET NX EX``) by the one live writer: its host, pid and start time."""
-
-LOCK_TTL_S = 15
-"""The writer lock's lifetime, in seconds; the writer renews it every loop."""
-
-RUN_RUNNING = "running"
-RUN_COMPLETE = "complete"
-
-Publish = Callable[[str, str], None]
-"""Stores one status snapshot: ``publish(run_id, json_text)``."""
+Publish = Callable[[StatusSnapshot], None]
+"""Stores one status snapshot where ``accel status`` finds it (Redis in the fleet)."""
 
 # Move up to ARGV[1] messages from the queue's tail (its oldest) to the processing list, atomically.
 _CLAIM_LUA = """
@@ -120,17 +122,57 @@ class ResultWriter:
         """Apply one message (a task name and its keyword arguments); results are held for :meth:`flush`.
 
         Raises:
-            ConfigError: the message is not one the writer knows, or its payload is malformed.
+            ContractError: the message is not one the writer knows, or it cannot be decoded and names no job.
         """
         if task == TASK_RECORD_RESULT:
             rows = ([kwargs["result"]] if kwargs.get("result") else []) + list(kwargs.get("results") or [])
-            self._held.extend(JobResult.from_dict(r) for r in rows)
+            self._held.extend(self._result(r) for r in rows)
         elif task == TASK_RECORD_RUN:
-            self.record_run(RunPlan.from_dict(kwargs["plan"]))
+            self._run_message(kwargs.get("plan"))
         elif task == TASK_REGISTER_WORKER:
-            self.store.register_worker(WorkerInfo.from_dict(kwargs["info"]))
+            self.store.register_worker(wire.decode(WorkerInfo, kwargs.get("info")))
         else:
-            raise ConfigError(f"the writer got a {task!r} message: only record_* and register_worker go to results")
+            raise ContractError(f"the writer got a {task!r} message: only record_* and register_worker go to results")
+
+    def _result(self, payload: object) -> JobResult:
+        try:
+            return wire.decode(JobResult, payload)
+        except ContractError as e:
+            key = payload.get("key") if isinstance(payload, dict) else None
+            row = undecodable_result(key, e, worker_id=WRITER_ID, host=socket.gethostname())
+            if row is None:
+                raise
+            logger.error("the result of job %s cannot be decoded (%s): recording %s", key, e, row.error_class)
+            return row
+
+    def _run_message(self, payload: object) -> None:
+        try:
+            plan = wire.decode(RunPlan, payload)
+        except ContractError as e:
+            if not self._record_undecodable_run(payload, e):
+                raise
+            return
+        self.record_run(plan)
+
+    def _record_undecodable_run(self, payload: object, error: ContractError) -> bool:
+        """Record a run message that cannot be decoded: the run by its id, each job it names as a row."""
+        data: dict[str, Any] = payload if isinstance(payload, dict) else {}
+        jobs = data.get("jobs")
+        host = socket.gethostname()
+        rows = [undecodable_result(j.get("key"), error, worker_id=WRITER_ID, host=host)
+                for j in (jobs if isinstance(jobs, list) else []) if isinstance(j, dict)]  # fmt: skip
+        found = [r for r in rows if r is not None]
+        if not found:
+            return False
+        logger.error("run message of %s cannot be decoded (%s): recording %d job rows", found[0].run_id, error,
+                     len(found))  # fmt: skip
+        phase = data.get("phase")
+        params = RunParams(n_jobs=len(found))
+        self.record_run(
+            RunPlan(found[0].run_id, phase if isinstance(phase, str) else "unknown", time.time(), params, ())
+        )
+        self._held.extend(found)
+        return True
 
     def record_run(self, plan: RunPlan) -> None:
         """Record a run and its planned jobs (``queued``); idempotent."""
@@ -184,47 +226,36 @@ class ResultWriter:
                 logger.exception("the status snapshot of run %s failed", run_id)
 
     def _finish_run(self, run_id: str) -> None:
-        from accelerate_core.report import build_report, write_report
-
-        self.store.set_run_status(run_id, RUN_COMPLETE)
-        run = self.store.get_run(run_id)
-        phase = run.get("phase") if isinstance(run, dict) else getattr(run, "phase", None)
-        previous = self.store.previous_run(phase, run_id) if phase else None
-        baseline = previous.get("run_id") if isinstance(previous, dict) else getattr(previous, "run_id", previous)
-        out_dir = self.settings.reports_dir / run_id
-        write_report(build_report(self.store, run_id, baseline_run_id=baseline), out_dir)
-        self.reported[run_id] = out_dir
-        logger.info("run %s complete: report in %s", run_id, out_dir)
+        finish_run(self.store, run_id, self.settings.reports_dir)
+        self.reported[run_id] = self.settings.reports_dir / run_id
+        logger.info("run %s complete: report in %s", run_id, self.reported[run_id])
 
     def _snapshot(self, run_id: str, *, force: bool) -> None:
         now = self.clock()
         if not force and now - self._snapshot_at.get(run_id, -1e9) < SNAPSHOT_EVERY_S:
             return
         self._snapshot_at[run_id] = now
-        self.store.write_status_snapshot(run_id, snapshot_dir(self.settings))
+        snapshot = self.store.run_progress(run_id)
+        if run_id in self.reported:
+            snapshot = replace(snapshot, report_dir=str(self.reported[run_id]))
+        elif run_id in self.report_errors:
+            snapshot = replace(snapshot, report_error=self.report_errors[run_id])
+        write_snapshot(snapshot, snapshot_dir(self.settings))
         if self.publish is not None:
-            progress = self.store.run_progress(run_id)
-            if run_id in self.reported:
-                progress["report_dir"] = str(self.reported[run_id])
-            elif run_id in self.report_errors:
-                progress["report_error"] = self.report_errors[run_id]
-            self.publish(run_id, json.dumps(progress, sort_keys=True, default=str))
-
-
-def snapshot_dir(settings: Settings) -> Path:
-    """Where status snapshots are written (next to the results DB, as a local run does)."""
-    return settings.results_db.parent
+            self.publish(snapshot)
 
 
 def redis_publisher(client: redis.Redis) -> Publish:
     """A :data:`Publish` that stores each run's snapshot at ``acc:status:<run>`` in Redis."""
     import redis as redis_lib
 
-    def publish(run_id: str, text: str) -> None:
+    from accelerate_core import broker
+
+    def publish(snapshot: StatusSnapshot) -> None:
         try:
-            client.set(STATUS_PREFIX + run_id, text, ex=STATUS_TTL_S)
+            broker.publish_status(client, snapshot)
         except redis_lib.RedisError as e:
-            logger.warning("cannot publish the status of run %s to redis: %s", run_id, e)
+            logger.warning("cannot publish the status of run %s to redis: %s", snapshot.run_id, e)
 
     return publish
 
@@ -233,7 +264,7 @@ def decode_message(raw: bytes) -> tuple[str, dict[str, Any]]:
     """The task name and keyword arguments of one kombu/Celery (protocol 2, JSON) message.
 
     Raises:
-        ConfigError: not a JSON Celery task message (pickle and other encodings are refused).
+        ContractError: not a JSON Celery task message (pickle and other encodings are refused).
     """
     try:
         envelope = json.loads(raw)
@@ -245,7 +276,7 @@ def decode_message(raw: bytes) -> tuple[str, dict[str, Any]]:
         _args, kwargs, _embed = json.loads(body)
         return str(envelope["headers"]["task"]), dict(kwargs)
     except (ValueError, KeyError, TypeError) as e:
-        raise ConfigError(f"a message on the results queue is not a JSON Celery task ({e}): dropped") from e
+        raise ContractError(f"a message on the results queue is not a JSON Celery task ({e}): dropped") from e
 
 
 @dataclass
@@ -254,7 +285,7 @@ class Intake:
 
     client: redis.Redis
     queue: str
-    processing_key: str = PROCESSING_KEY
+    processing_key: str = WRITER_PROCESSING_KEY
 
     def claim(self, limit: int = BATCH_MAX, wait_s: float = 0.0) -> list[bytes]:
         """The next batch in queue order: a batch left by a dead writer first, else up to ``limit`` new ones.
@@ -280,7 +311,7 @@ class Intake:
 class WriterLock:
     """The one-writer-per-broker lock (``SET NX EX``), renewed while the writer runs."""
 
-    def __init__(self, client: redis.Redis, key: str = LOCK_KEY, ttl_s: int = LOCK_TTL_S) -> None:
+    def __init__(self, client: redis.Redis, key: str = WRITER_LOCK_KEY, ttl_s: int = WRITER_LOCK_TTL_S) -> None:
         self.client = client
         self.key = key
         self.ttl_s = ttl_s
@@ -315,7 +346,7 @@ def process_batch(w: ResultWriter, raws: Sequence[bytes]) -> int:
             task, kwargs = decode_message(raw)
             w.handle(task, kwargs)
             applied += 1
-        except (ConfigError, UnknownRunError, KeyError) as e:
+        except (ContractError, UnknownRunError, KeyError) as e:
             logger.error("dropping a message on the results queue: %s", e)
     w.flush()
     return applied

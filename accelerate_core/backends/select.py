@@ -21,7 +21,7 @@ from typing import Any
 
 from accelerate_core.backends.base import DeviceInfo
 from accelerate_core.backends.inventory import Inventory, require
-from accelerate_core.constants import HARDWARE_KINDS
+from accelerate_core.constants import HARDWARE_KINDS, TORCH_DEVICE
 from accelerate_core.errors import ConfigError, HardwareUnavailableError
 
 KIND_PREFERENCE: dict[str, int] = {"cuda": 3, "rocm": 3, "mps": 2, "cpu": 0}
@@ -132,9 +132,8 @@ class Selection:
     @property
     def torch_device(self) -> str:
         """The torch device string (a ROCm GPU is ``cuda:N`` to torch, as HIP builds name it)."""
-        if self.device.kind in ("cuda", "rocm"):
-            return f"cuda:{self.device.index}"
-        return self.device.kind
+        kind = TORCH_DEVICE[self.device.kind]
+        return f"{kind}:{self.device.index}" if kind == "cuda" else kind
 
     @property
     def runnable_kinds(self) -> tuple[str, ...]:

@@ -1,14 +1,10 @@
 """The fork-server entry of ``accel bench``: build one tiny model, time load and first call, benchmark it.
 
 Runs inside a child of :class:`~accelerate_core.runner.ForkServer` (the CLI never imports torch). The
-payload::
-
-    {"model_type": "bert", "hardware": "cpu", "bench": {...BenchConfig fields...}}
-
-returns ``{"model_type", "hardware", "model_class", "param_count", "generative", "measurements": [...],
-"environment": {...}}``, or ``{"usage_error": "..."}`` for a bad model type or missing hardware (the
-CLI prints that one line and exits 2). A failure while building is tagged ``build-error``; one in the
-forward pass is a ``forward-error``.
+payload is an encoded :class:`~accelerate_core.contracts.BenchRequest`; it returns an encoded
+:class:`~accelerate_core.contracts.BenchReport`, whose ``usage_error`` is set for a bad model type or missing
+hardware (the CLI prints that one line and exits 2). A failure while building is tagged ``build-error``; one
+in the forward pass is a ``forward-error``.
 """
 
 from __future__ import annotations
@@ -18,16 +14,16 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from accelerate_core import wire
 from accelerate_core.bench.environment import environment
 from accelerate_core.bench.model import benchmark_model
 from accelerate_core.config import BenchConfig
-from accelerate_core.constants import ERR_BUILD
+from accelerate_core.constants import ERR_BUILD, TORCH_DEVICE
+from accelerate_core.contracts import BenchReport, BenchRequest
 from accelerate_core.errors import AccelerateError, ConfigError
 from accelerate_core.runner.outcome import JobFailure
 
-__all__ = ["bench_config_from_dict", "bench_entry", "set_image_size"]
-
-_TORCH_DEVICE = {"cpu": "cpu", "cuda": "cuda", "rocm": "cuda", "mps": "mps"}
+__all__ = ["bench_entry", "set_image_size"]
 
 
 @dataclass
@@ -38,34 +34,26 @@ class _Built:
     generative: bool
 
 
-def bench_config_from_dict(data: dict[str, Any]) -> BenchConfig:
-    """A BenchConfig from JSON data (lists become tuples); raises ConfigError when invalid."""
-    values: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
-    try:
-        return BenchConfig(**values)
-    except TypeError as e:
-        raise ConfigError(f"bench settings invalid ({e}): check their names and types") from e
-
-
 def bench_entry(payload: dict[str, Any]) -> dict[str, Any]:
-    """Benchmark ``payload["model_type"]`` on ``payload["hardware"]`` (see the module docstring)."""
+    """Benchmark one model (see the module docstring): an encoded BenchRequest in, an encoded BenchReport out."""
+    request = wire.decode(BenchRequest, payload)
     try:
-        return _bench(str(payload["model_type"]), str(payload.get("hardware", "cpu")),
-                      bench_config_from_dict(dict(payload.get("bench") or {})))  # fmt: skip
+        report = _bench(request.model_type, request.hardware, request.bench)
     except AccelerateError as e:
-        if e.exit_code == 2:
-            return {"usage_error": str(e)}
-        raise
+        if e.exit_code != 2:
+            raise
+        report = BenchReport(request.model_type, request.hardware, usage_error=str(e))
+    return wire.encode(report)
 
 
-def _bench(model_type: str, hardware: str, bench: BenchConfig) -> dict[str, Any]:
+def _bench(model_type: str, hardware: str, bench: BenchConfig) -> BenchReport:
     import torch
 
     from accelerate_core.backends import get_backend
 
-    if hardware not in _TORCH_DEVICE:
-        raise ConfigError(f"unknown hardware {hardware!r}: use one of {', '.join(_TORCH_DEVICE)}")
-    device = _TORCH_DEVICE[hardware]
+    if hardware not in TORCH_DEVICE:
+        raise ConfigError(f"unknown hardware {hardware!r}: use one of {', '.join(TORCH_DEVICE)}")
+    device = TORCH_DEVICE[hardware]
     sync = get_backend(hardware).synchronize
     started = time.perf_counter()
     built = _build(model_type, device, bench)
@@ -80,17 +68,17 @@ def _bench(model_type: str, hardware: str, bench: BenchConfig) -> dict[str, Any]
     measurements = benchmark_model(built.model, built.make_inputs, hardware=hardware, bench=bench,
                                    generative=built.generative, load_s=load_s, first_call_s=first_call_s,
                                    notes=notes)  # fmt: skip
-    return {
-        "model_type": model_type,
-        "hardware": hardware,
-        "model_class": type(built.model).__name__,
-        "param_count": sum(p.numel() for p in built.model.parameters()),
-        "generative": built.generative,
-        "image_size": bench.image_size,
-        "measurements": [m.to_dict() for m in measurements],
-        "environment": environment(hardware),
-        "notes": notes,
-    }
+    return BenchReport(
+        model_type=model_type,
+        hardware=hardware,
+        model_class=type(built.model).__name__,
+        param_count=sum(p.numel() for p in built.model.parameters()),
+        generative=built.generative,
+        image_size=bench.image_size,
+        measurements=tuple(measurements),
+        environment=environment(hardware),
+        notes=tuple(notes),
+    )
 
 
 def _build(model_type: str, device: str, bench: BenchConfig) -> _Built:

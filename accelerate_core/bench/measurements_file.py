@@ -1,13 +1,13 @@
 """The measurements file: how a generated benchmark test hands its numbers to the job that ran it.
 
 A generated test writes ``write_measurements(os.environ[BENCH_OUT_ENV], ...)``; the job then reads
-it back with :func:`read_measurements`. The format (JSON, one object)::
+it back with :func:`read_measurements`. The file is one wire message (:mod:`accelerate_core.wire`)::
 
     {
+      "v": "1.0",
       "format": "accel-measurements",
-      "version": 1,
       "environment": {...environment(hardware)...},
-      "measurements": [{...Measurement.to_dict()...}, ...]
+      "measurements": [{...one Measurement...}, ...]
     }
 
 Writes are atomic (a temporary file renamed over the target), so a reader never sees half a file.
@@ -23,38 +23,28 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from accelerate_core import wire
 from accelerate_core.contracts import Measurement
-from accelerate_core.errors import ConfigError
+from accelerate_core.errors import ConfigError, ContractError
 
-__all__ = ["FORMAT", "VERSION", "MeasurementsFile", "read_measurements", "write_measurements"]
+__all__ = ["FORMAT", "MeasurementsFile", "read_measurements", "write_measurements"]
 
 FORMAT = "accel-measurements"
 """The ``format`` tag of a measurements file."""
-
-VERSION = 1
-"""The version of the measurements file format written here."""
 
 
 @dataclass(frozen=True, slots=True)
 class MeasurementsFile:
     """The content of a measurements file."""
 
-    measurements: list[Measurement]
-    environment: dict[str, Any]
-
-    def to_dict(self) -> dict[str, Any]:
-        """The file's JSON object."""
-        return {
-            "format": FORMAT,
-            "version": VERSION,
-            "environment": self.environment,
-            "measurements": [m.to_dict() for m in self.measurements],
-        }
+    measurements: tuple[Measurement, ...]
+    environment: Mapping[str, Any]
+    format: str = FORMAT
 
 
 def write_measurements(
     path: str | os.PathLike[str],
-    measurements: Sequence[Measurement | Mapping[str, Any]],
+    measurements: Sequence[Measurement],
     environment: Mapping[str, Any],
     *,
     append: bool = False,
@@ -63,18 +53,18 @@ def write_measurements(
 
     Args:
         path: the file (its folder must exist).
-        measurements: ``Measurement`` objects or their dicts (validated).
+        measurements: the measurements.
         environment: the environment they were measured in (:func:`~accelerate_core.bench.environment`).
         append: keep the measurements already in the file (several benchmark tests, one file).
 
     Raises:
-        ConfigError: a measurement is malformed, or the existing file is (with ``append``).
+        ConfigError: the existing file is malformed (with ``append``).
     """
     target = Path(path)
-    items = [m if isinstance(m, Measurement) else Measurement.from_dict(dict(m)) for m in measurements]
+    items = tuple(measurements)
     if append and target.exists():
         items = read_measurements(target).measurements + items
-    content = MeasurementsFile(items, dict(environment)).to_dict()
+    content = wire.encode(MeasurementsFile(items, dict(environment)))
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent or ".")
     try:
         with os.fdopen(fd, "w") as fh:
@@ -90,7 +80,7 @@ def read_measurements(path: str | os.PathLike[str]) -> MeasurementsFile:
     """Read a measurements file.
 
     Raises:
-        ConfigError: the file is missing, not JSON, or not a measurements file of a known version.
+        ConfigError: the file is missing, not JSON, or not a measurements file this version reads.
     """
     target = Path(path)
     try:
@@ -99,9 +89,9 @@ def read_measurements(path: str | os.PathLike[str]) -> MeasurementsFile:
         raise ConfigError(f"measurements file {target} does not exist: did the benchmark test run?") from e
     except (OSError, json.JSONDecodeError) as e:
         raise ConfigError(f"measurements file {target} is unreadable ({e}): the benchmark test was cut short") from e
-    if not isinstance(data, dict) or data.get("format") != FORMAT or data.get("version") != VERSION:
-        raise ConfigError(f"{target} is not an {FORMAT} v{VERSION} file: write it with write_measurements")
-    raw = data.get("measurements")
-    if not isinstance(raw, list):
-        raise ConfigError(f"measurements file {target} has no measurements list: write it with write_measurements")
-    return MeasurementsFile([Measurement.from_dict(m) for m in raw], dict(data.get("environment") or {}))
+    if not isinstance(data, dict) or data.get("format") != FORMAT:
+        raise ConfigError(f"{target} is not an {FORMAT} file: write it with write_measurements")
+    try:
+        return wire.decode(MeasurementsFile, data)
+    except ContractError as e:
+        raise ConfigError(f"measurements file {target} is malformed ({e}): write it with write_measurements") from e

@@ -35,13 +35,13 @@ MakeInputs = Callable[[int, int], dict[str, Any]]
 
 def single(metric: str, unit: str, value: float, *, batch_size: int = 1, seq_len: int = 0) -> Measurement:
     """A measurement of one value (load time, first call)."""
-    return Measurement(metric=metric, unit=unit, batch_size=batch_size, seq_len=seq_len, samples=[value],
+    return Measurement(metric=metric, unit=unit, batch_size=batch_size, seq_len=seq_len, samples=(value,),
                        **sample_stats([value]))  # fmt: skip
 
 
 def from_samples(metric: str, unit: str, values: list[float], batch_size: int, seq_len: int) -> Measurement:
     """A measurement carrying raw samples and their summary."""
-    return Measurement(metric=metric, unit=unit, batch_size=batch_size, seq_len=seq_len, samples=values,
+    return Measurement(metric=metric, unit=unit, batch_size=batch_size, seq_len=seq_len, samples=tuple(values),
                        **sample_stats(values))  # fmt: skip
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
 from accelerate_core.constants import STATUS_DONE, STATUS_SKIPPED, TERMINAL_STATUSES
@@ -23,6 +23,7 @@ from accelerate_core.report.model import (
 from accelerate_core.report.stats import median_or_none, pass_rate
 
 if TYPE_CHECKING:
+    from accelerate_core.contracts import Makespan
     from accelerate_core.store import ResultsStore
 
 CPU = "cpu"
@@ -52,7 +53,7 @@ def build_report(
     data = collect_run(store, run_id)
     models = sorted({m for m, _ in data.jobs})
     modality = resolve_modalities(
-        models, data.run["params"], modalities, store_path=store.path, use_catalog=use_catalog
+        models, data.run.params.modalities, modalities, store_path=store.path, use_catalog=use_catalog
     )
     rows = [_row(pair, data, modality) for pair in sorted(data.jobs)]
     timings, timings_note = collect_import_timings(store, run_id)
@@ -60,7 +61,7 @@ def build_report(
     report = Report(
         run=data.run,
         generated_at=time.time() if now is None else now,
-        synthetic=bool(data.run["params"].get("synthetic")),
+        synthetic=data.run.params.synthetic,
         totals=totals,
         rows=rows,
         by_modality=by_modality,
@@ -79,7 +80,7 @@ def build_report(
 def _attach_baseline(
     store: ResultsStore, report: Report, data: RunData, baseline_run_id: str | None, *, threshold: float, alpha: float
 ) -> None:
-    run_id, phase = report.run_id, str(data.run["phase"])
+    run_id, phase = report.run_id, data.run.phase
     if baseline_run_id == run_id:
         raise ConfigError(f"the baseline of run {run_id} cannot be the run itself: pick an earlier run")
     baseline_id = baseline_run_id or store.previous_run(phase, run_id)
@@ -206,10 +207,10 @@ def _failures(data: RunData, statuses: frozenset[str] = _FAILED) -> list[Failure
 def _efficiency(data: RunData) -> Efficiency:
     """Sum of job durations / (slots x wall time).
 
-    The executor's own records (``params["makespan"]``: one entry per invocation, so a resumed run does
+    The executor's own records (``params.makespan``: one entry per invocation, so a resumed run does
     not count the time it lay interrupted) win; else the job timeline (first start to last finish).
     """
-    recorded = _recorded_makespan(data.run["params"].get("makespan"))
+    recorded = _recorded_makespan(data.run.params.makespan)
     if recorded is not None:
         return recorded
     jobs = [j for j in data.jobs.values() if j.duration_s is not None]
@@ -217,8 +218,7 @@ def _efficiency(data: RunData) -> Efficiency:
     starts = [j.started_at for j in jobs if j.started_at is not None]
     ends = [j.finished_at for j in jobs if j.finished_at is not None]
     wall = max(ends) - min(starts) if starts and ends else 0.0
-    raw = data.run["params"].get("slots")
-    slots = int(raw) if isinstance(raw, int | float) and raw > 0 else None
+    slots = data.run.params.slots if data.run.params.slots and data.run.params.slots > 0 else None
     if slots is None:
         return Efficiency(None, busy, wall, None, "the executor recorded no slot count (params.slots)")
     if wall <= 0:
@@ -226,16 +226,13 @@ def _efficiency(data: RunData) -> Efficiency:
     return Efficiency(slots, busy, wall, busy / (slots * wall))
 
 
-def _recorded_makespan(entries: object) -> Efficiency | None:
-    if not isinstance(entries, list) or not entries:
+def _recorded_makespan(entries: Sequence[Makespan]) -> Efficiency | None:
+    if not entries:
         return None
-    try:
-        busy = sum(float(e["busy_s"]) for e in entries)
-        capacity = sum(float(e["slots"]) * float(e["wall_s"]) for e in entries)
-        wall = sum(float(e["wall_s"]) for e in entries)
-        slots = max(int(e["slots"]) for e in entries)
-    except (KeyError, TypeError, ValueError):
-        return None
+    busy = sum(e.busy_s for e in entries)
+    capacity = sum(e.slots * e.wall_s for e in entries)
+    wall = sum(e.wall_s for e in entries)
+    slots = max(e.slots for e in entries)
     if capacity <= 0:
         return None
     note = f"as recorded by the executor over {len(entries)} invocations" if len(entries) > 1 else ""

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from accelerate_core.report.model import ImportTiming, ShapeStats, WorkerRow
 
 if TYPE_CHECKING:
+    from accelerate_core.contracts import RunRecord
     from accelerate_core.store import ResultsStore
 
 Pair = tuple[str, str]
@@ -44,7 +45,7 @@ class JobFact:
 class RunData:
     """One run as the report needs it: jobs, latency/throughput per shape, peak memory and load time."""
 
-    run: dict[str, Any]
+    run: RunRecord
     jobs: dict[Pair, JobFact] = field(default_factory=dict)
     shapes: dict[Pair, list[ShapeStats]] = field(default_factory=dict)
     peak_memory: dict[Pair, float] = field(default_factory=dict)

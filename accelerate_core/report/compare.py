@@ -35,7 +35,7 @@ def compare_runs(
     alpha: float = DEFAULT_ALPHA,
 ) -> Comparison:
     """Compare ``current`` with ``baseline`` (both read by :func:`collect_run`)."""
-    out = Comparison(baseline_run_id=str(baseline.run["run_id"]), threshold=threshold, alpha=alpha)
+    out = Comparison(baseline_run_id=baseline.run.run_id, threshold=threshold, alpha=alpha)
     _presence(current, baseline, out)
     candidates: list[Candidate] = []
     for pair in sorted(set(current.jobs) & set(baseline.jobs)):

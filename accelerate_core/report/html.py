@@ -42,7 +42,7 @@ def html_table(table: Table, *, status_col: int | None = None) -> str:
 
 def render_html(report: Report) -> str:
     """The whole report as one HTML document."""
-    title = f"Report of run {report.run_id} (phase {report.run['phase']})"
+    title = f"Report of run {report.run_id} (phase {report.run.phase})"
     parts = [f"<h1>{escape(title)}</h1>"]
     if report.synthetic:
         parts.append(

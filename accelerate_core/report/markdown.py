@@ -34,7 +34,7 @@ def md_table(table: Table) -> str:
 
 def render_markdown(report: Report) -> str:
     """The whole report as one Markdown document."""
-    out = [f"# Report of run {md_cell(report.run_id)} (phase {md_cell(str(report.run['phase']))})\n"]
+    out = [f"# Report of run {md_cell(report.run_id)} (phase {md_cell(report.run.phase)})\n"]
     if report.synthetic:
         out.append("> **SYNTHETIC DATA**: this run was generated for tests or benchmarks; nothing here was measured.\n")
     out += ["## Overview\n", md_table(tables.overview(report))]

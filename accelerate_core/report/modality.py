@@ -9,7 +9,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any
 
 from accelerate_core.report.model import UNKNOWN_MODALITY
 
@@ -18,17 +17,14 @@ log = logging.getLogger(__name__)
 
 def resolve_modalities(
     models: Iterable[str],
-    run_params: Mapping[str, Any],
+    from_params: Mapping[str, str],
     given: Mapping[str, str] | None = None,
     *,
     store_path: str | None = None,
     use_catalog: bool = True,
 ) -> dict[str, str]:
-    """Map every model type to its modality: ``given`` first, then ``run_params["modalities"]``, then the catalog."""
-    from_params = run_params.get("modalities")
-    known: dict[str, str] = {}
-    if isinstance(from_params, Mapping):
-        known.update({str(k): str(v) for k, v in from_params.items() if v})
+    """Map every model type to its modality: ``given`` first, then ``from_params`` (the run's), then the catalog."""
+    known: dict[str, str] = {k: v for k, v in from_params.items() if v}
     if given:
         known.update(given)
     wanted = list(models)

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from accelerate_core.contracts import RunRecord
 
 UNKNOWN_MODALITY = "unknown modality"
 """The modality shown for a model the run params and the catalog say nothing about."""
@@ -169,7 +172,7 @@ class Comparison:
 class Report:
     """Everything the report of one run says."""
 
-    run: dict[str, Any]
+    run: RunRecord
     generated_at: float
     synthetic: bool
     totals: GroupSummary
@@ -188,7 +191,7 @@ class Report:
     @property
     def run_id(self) -> str:
         """The run's id."""
-        return str(self.run["run_id"])
+        return self.run.run_id
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-serialisable data (non-finite floats become None: JSON has no inf or NaN)."""

@@ -60,11 +60,11 @@ def overview(report: Report) -> Table:
     """The run's facts and headline figures."""
     run, t, eff = report.run, report.totals, report.efficiency
     rows = [
-        ("run", str(run["run_id"])),
-        ("phase", str(run["phase"])),
-        ("status", str(run["status"])),
-        ("created", fmt_time(run["created_at"])),
-        ("code version", str(run.get("code_version") or "-")),
+        ("run", run.run_id),
+        ("phase", run.phase),
+        ("status", run.status),
+        ("created", fmt_time(run.created_at)),
+        ("code version", run.code_version or "-"),
         ("jobs", f"{t.total} ({t.done} done, {t.failed} failed, {t.skipped} skipped, {t.pending} pending)"),
         ("pass rate", fmt_pct(t.pass_rate)),
         (

@@ -13,7 +13,7 @@ Importing this package does not import torch.
 
 Example::
 
-    with ForkServer("workers.job:execute", max_children=2) as runner:
+    with ForkServer("workers.job:job_entry", max_children=2) as runner:
         outcome = runner.run("job-1", payload, env={"CUDA_VISIBLE_DEVICES": "0"}, time_limit_s=180, mem_cap_mb=6144)
 """
 

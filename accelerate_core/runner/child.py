@@ -27,6 +27,7 @@ import traceback
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, NoReturn
 
+from accelerate_core import wire
 from accelerate_core.constants import ERR_OOM
 from accelerate_core.errors import RunnerError
 from accelerate_core.runner.box import enter_box
@@ -127,7 +128,7 @@ def die_with_parent() -> None:
         return
 
 
-def execute(entry: Entry, request: JobRequest) -> dict[str, Any]:
+def call_entry(entry: Entry, request: JobRequest) -> dict[str, Any]:
     """Run the entry on the payload and return the result record (never raises)."""
     started = time.perf_counter()
     try:
@@ -209,7 +210,7 @@ def run_forked(
         _redirect_output(log_fd)
         enter_box(procs_files, request.max_file_mb)
         _prepare(request)
-        write_result(result_fd, execute(entry, request))
+        write_result(result_fd, call_entry(entry, request))
     except BaseException:
         traceback.print_exc()
         code = 70
@@ -250,14 +251,14 @@ def main(argv: list[str] | None = None) -> NoReturn:
     code = 0
     try:
         die_with_parent()
-        request = JobRequest.from_dict(json.loads(sys.stdin.read()))
+        request = wire.decode(JobRequest, json.loads(sys.stdin.read()))
         enter_box(args.cgroup, request.max_file_mb)  # before the imports: their threads and memory count
         os.environ.update(request.env)  # before torch is imported: it reads the thread count then
         for name in filter(None, args.preload.split(",")):
             importlib.import_module(name)
         entry = resolve_entry(args.entry)
         _prepare(request)
-        write_result(args.result_fd, execute(entry, request))
+        write_result(args.result_fd, call_entry(entry, request))
     except BaseException:
         traceback.print_exc()
         code = 70

@@ -24,7 +24,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, Any
 
-from accelerate_core.errors import RunnerError
+from accelerate_core import wire
+from accelerate_core.errors import ContractError, RunnerError
 from accelerate_core.runner.environ import scrub
 from accelerate_core.runner.outcome import ChildOutcome
 from accelerate_core.runner.protocol import (
@@ -269,7 +270,7 @@ class ForkServer:
         self.ensure_ready()
         self._jobs[wire_id] = _Job(job_id, request)
         self._live[job_id] = wire_id
-        self._send({"op": "submit", "job": request.to_dict()})
+        self._send({"op": "submit", "job": wire.encode(request)})
 
     def poll(self, timeout: float | None = None) -> list[ChildOutcome]:
         """Wait up to ``timeout`` seconds (None: until one arrives) for outcomes; return all that are ready.
@@ -378,8 +379,9 @@ class ForkServer:
     def _on_message(self, message: dict[str, Any]) -> None:
         event = message.get("event")
         if event == "outcome":
-            outcome = ChildOutcome.from_dict(message["outcome"])
-            self._finish(outcome.job_id, outcome)
+            outcome = _outcome(message.get("outcome"))
+            if outcome is not None:
+                self._finish(outcome.job_id, outcome)
         elif event == "started":
             job = self._jobs.get(str(message.get("job_id")))
             if job is not None:
@@ -516,3 +518,17 @@ def _terminate(proc: subprocess.Popen[bytes]) -> None:
             proc.wait(timeout=10)
     for stream in (proc.stdin, proc.stdout):
         _close(stream)
+
+
+def _outcome(data: object) -> ChildOutcome | None:
+    """The outcome in a server message; a malformed one is logged and, when it names its job, a crash."""
+    try:
+        return wire.decode(ChildOutcome, data)
+    except ContractError as e:
+        job_id = data.get("job_id") if isinstance(data, dict) else None
+        log.error("malformed outcome from the fork server: %s", e)
+        return (
+            ChildOutcome.crashed(job_id, f"the fork server sent a malformed outcome: {e}")
+            if isinstance(job_id, str)
+            else None
+        )

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import errno
 import re
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 from typing import Any
 
 from accelerate_core.constants import (
@@ -99,16 +99,6 @@ class ChildOutcome:
     pid: int | None = None
     traceback: str | None = None
     log_tail: str | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain JSON-serialisable data."""
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> ChildOutcome:
-        """Rebuild from ``to_dict()`` output (unknown keys are ignored, for forward compatibility)."""
-        names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in names})
 
     @classmethod
     def failure(cls, job_id: str, error_class: str, error_type: str, message: str, **extra: Any) -> ChildOutcome:

@@ -2,8 +2,8 @@
 
 Client -> server (the server's stdin), one JSON object per line::
 
-    {"op": "submit", "job": {"job_id": ..., "payload": {...}, "env": {...}, "time_limit_s": 30, "mem_cap_mb": 2048,
-                             "max_tasks": 1024, "max_file_mb": 4096}}
+    {"op": "submit", "job": {"v": "1.0", "job_id": ..., "payload": {...}, "env": {...}, "time_limit_s": 30,
+                             "mem_cap_mb": 2048, "max_tasks": 1024, "max_file_mb": 4096}}
     {"op": "cancel", "job_id": "..."}
     {"op": "ping"}
     {"op": "shutdown"}
@@ -13,12 +13,13 @@ stderr so that a stray ``print`` can never corrupt the stream)::
 
     {"event": "ready", "pid": 123, "mode": "fork", "preload_s": 4.2, "box": {"mode": "cgroup", "cgroup": ...}}
     {"event": "started", "job_id": "...", "pid": 456}
-    {"event": "outcome", "outcome": {...ChildOutcome.to_dict()...}}
+    {"event": "outcome", "outcome": {...an encoded ChildOutcome...}}
     {"event": "pong"}
     {"event": "fatal", "message": "..."}     (the server cannot start, e.g. the entry does not import)
 
 A child writes exactly one JSON object (the outcome fields it knows) to its own result pipe, then exits.
-JSON only, never pickle: a payload is data, not code.
+JSON only, never pickle: a payload is data, not code. ``JobRequest`` and ``ChildOutcome`` travel encoded by
+:mod:`accelerate_core.wire` (its one decoding rule, like every other message).
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 from accelerate_core.errors import RunnerError
@@ -84,26 +85,6 @@ class JobRequest:
             raise RunnerError(f"max_tasks={self.max_tasks} is invalid: give 2 or more (the job's own process counts)")
         if self.max_file_mb < 1:
             raise RunnerError(f"max_file_mb={self.max_file_mb} is invalid: give a positive number of MiB")
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain JSON data."""
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> JobRequest:
-        """Rebuild from ``to_dict()`` output; raises RunnerError when malformed."""
-        try:
-            return cls(
-                job_id=str(data["job_id"]),
-                payload=dict(data["payload"]),
-                time_limit_s=float(data["time_limit_s"]),
-                mem_cap_mb=int(data["mem_cap_mb"]),
-                env={str(k): str(v) for k, v in dict(data.get("env") or {}).items()},
-                max_tasks=int(data.get("max_tasks", DEFAULT_MAX_TASKS)),
-                max_file_mb=int(data.get("max_file_mb", DEFAULT_MAX_FILE_MB)),
-            )
-        except (KeyError, TypeError, ValueError) as e:
-            raise RunnerError(f"malformed job request ({e!r}): send JobRequest.to_dict()") from e
 
 
 def encode(message: dict[str, Any]) -> bytes:

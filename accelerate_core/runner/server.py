@@ -30,6 +30,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from accelerate_core import wire
 from accelerate_core.constants import ERR_CRASHED
 from accelerate_core.errors import AccelerateError, RunnerError
 from accelerate_core.runner.box import BOX_MODES, Boxes, open_boxes
@@ -103,7 +104,7 @@ class Server:
             key.data(mask)
         for child, outcome in self.sup.reap():
             self._unwatch(child.result_fd)
-            self.send({"event": "outcome", "outcome": outcome.to_dict()})
+            self._send_outcome(outcome)
         if self.stopping:  # again each turn: a SIGTERM may have landed while a child was being forked
             self.sup.kill_all()
         self.sup.enforce()
@@ -145,7 +146,7 @@ class Server:
         op = message.get("op")
         if op == "submit":
             try:
-                self.queue.append(JobRequest.from_dict(message.get("job") or {}))
+                self.queue.append(wire.decode(JobRequest, message.get("job")))
             except AccelerateError as e:
                 job_id = str((message.get("job") or {}).get("job_id", "?"))
                 self._send_outcome(ChildOutcome.crashed(job_id, f"rejected by the fork server: {e}"))
@@ -172,7 +173,7 @@ class Server:
                 self.sup.kill(child, ERR_CRASHED, "Cancelled", "cancelled by the client", graceful=False)
 
     def _send_outcome(self, outcome: ChildOutcome) -> None:
-        self.send({"event": "outcome", "outcome": outcome.to_dict()})
+        self.send({"event": "outcome", "outcome": wire.encode(outcome)})
 
     def send(self, message: dict[str, Any]) -> None:
         """Queue one message for the client and write what the pipe takes now (never blocks)."""

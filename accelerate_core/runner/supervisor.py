@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from accelerate_core import wire
 from accelerate_core.constants import ERR_CRASHED, ERR_FILE_SIZE, ERR_OOM, ERR_PROCESS_LIMIT, ERR_TIMEOUT
 from accelerate_core.runner.box import Boxes, JobBox, Usage
 from accelerate_core.runner.child import Entry, run_forked
@@ -165,7 +166,7 @@ class Supervisor:
 
     def _spawn(self, request: JobRequest, box: JobBox, write_fd: int, log_fd: int) -> subprocess.Popen[bytes]:
         job_file = self.workdir / f"job-{time.monotonic_ns()}.json"
-        job_file.write_text(json.dumps(request.to_dict()))
+        job_file.write_text(json.dumps(wire.encode(request)))
         spec = self.entry if isinstance(self.entry, str) else f"{self.entry.__module__}:{self.entry.__name__}"
         argv = [sys.executable, "-m", "accelerate_core.runner.child", "--entry", spec,
                 "--result-fd", str(write_fd), "--preload", ",".join(self.preload)]  # fmt: skip

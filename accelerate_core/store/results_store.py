@@ -22,7 +22,8 @@ from accelerate_core.store import export, reads, schema, snapshot, writes
 if TYPE_CHECKING:
     from duckdb import DuckDBPyConnection
 
-    from accelerate_core.contracts import JobResult, JobSpec, RunPlan, WorkerInfo
+    from accelerate_core.contracts import JobResult, JobSpec, RunParams, RunPlan, RunRecord, StatusSnapshot, WorkerInfo
+    from accelerate_core.store.reads import RunListing
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -50,6 +51,9 @@ class ResultsStore:
     def open(cls, path: Path | str, *, read_only: bool = False) -> ResultsStore:
         """Open (and, read-write, create or migrate) the store at ``path``.
 
+        A file of an older schema opened read-only is migrated first (read-write, for a moment): nobody
+        else can hold it read-write while it is open read-only here.
+
         Raises:
             StoreLockedError: another process, or this one, already holds the file read-write.
             StoreError: the file is missing (read-only), unreadable, or of a newer schema.
@@ -58,7 +62,12 @@ class ResultsStore:
         store = cls(conn, str(path), read_only=read_only)
         try:
             if read_only:
-                schema.check_readable(schema.current_version(conn), path=str(path))
+                found = schema.current_version(conn)
+                schema.check_readable(found, path=str(path))
+                if 0 < found < schema.SCHEMA_VERSION:
+                    store.close()
+                    cls.open(path).close()
+                    return cls.open(path, read_only=True)
             else:
                 schema.migrate(conn, path=str(path))
         except BaseException:
@@ -108,6 +117,10 @@ class ResultsStore:
         """Record a run and its planned jobs (``queued``); idempotent."""
         self._write(writes.record_run, plan)
 
+    def update_run_params(self, run_id: str, params: RunParams) -> None:
+        """Replace a recorded run's params (its executor's figures: slots, makespan)."""
+        self._write(writes.update_run_params, run_id, params)
+
     def record_results(self, results: Sequence[JobResult]) -> int:
         """Upsert a batch of results by job key in one transaction; return the number of jobs written."""
         return self._write(writes.record_results, results)
@@ -132,7 +145,7 @@ class ResultsStore:
 
     def write_status_snapshot(self, run_id: str, directory: Path) -> Path:
         """Write the run's progress atomically as JSON in ``directory``; return the file."""
-        return snapshot.write_snapshot(self.run_progress(run_id), run_id, directory)
+        return snapshot.write_snapshot(self.run_progress(run_id), directory)
 
     # -- reads --------------------------------------------------------------------------------------
 
@@ -140,11 +153,11 @@ class ResultsStore:
         """The schema version of the open file."""
         return self._read(schema.current_version)
 
-    def list_runs(self) -> list[dict[str, Any]]:
+    def list_runs(self) -> list[RunListing]:
         """Every run, newest first, with job counts."""
         return self._read(reads.list_runs)
 
-    def get_run(self, run_id: str) -> dict[str, Any]:
+    def get_run(self, run_id: str) -> RunRecord:
         """One run (raises UnknownRunError)."""
         return self._read(reads.get_run, run_id)
 
@@ -152,7 +165,7 @@ class ResultsStore:
         """The newest run's id, if any."""
         return self._read(reads.latest_run)
 
-    def run_progress(self, run_id: str, *, now: float | None = None) -> dict[str, Any]:
+    def run_progress(self, run_id: str, *, now: float | None = None) -> StatusSnapshot:
         """Counts by status and hardware, failures so far and expected seconds left."""
         return self._read(reads.run_progress, run_id, now=now)
 

@@ -5,8 +5,8 @@ store written by an older version is brought up to date when it is opened read-w
 transaction, and ``schema_version`` records each step. A store written by a *newer* version is refused
 rather than misread.
 
-Times are unix seconds (``DOUBLE``), as in :mod:`accelerate_core.contracts`; JSON columns hold
-``to_dict()`` data. There is no surrogate id anywhere: jobs are keyed by their deterministic job key
+Times are unix seconds (``DOUBLE``), as in :mod:`accelerate_core.contracts`; JSON columns hold contracts
+encoded by ``accelerate_core.wire``. There is no surrogate id anywhere: jobs are keyed by their deterministic job key
 (``contracts.job_key``), so a redelivered result updates its row instead of adding one.
 """
 
@@ -14,9 +14,11 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from accelerate_core.constants import STATUS_DONE, STATUS_SKIPPED, TERMINAL_STATUSES
 from accelerate_core.database import transaction
 from accelerate_core.errors import StoreError
 
@@ -25,14 +27,21 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+TERMINAL_SQL = "(" + ", ".join(f"'{s}'" for s in sorted(TERMINAL_STATUSES)) + ")"
+"""The terminal job statuses as an SQL list, for ``status IN ...``."""
+
+NOT_FAILED_SQL = f"('{STATUS_DONE}', '{STATUS_SKIPPED}')"
+"""The terminal statuses that are not failures, as an SQL list."""
+
 
 @dataclass(frozen=True, slots=True)
 class Migration:
-    """One schema step: its version number, a one-line description and its statements."""
+    """One schema step: its version number, a one-line description, its statements and a data rewrite."""
 
     version: int
     description: str
     statements: tuple[str, ...]
+    transform: Callable[[DuckDBPyConnection], None] | None = None
 
 
 _V1 = (
@@ -124,8 +133,16 @@ _V1 = (
     )""",
 )
 
+
+def _versioned_json(conn: DuckDBPyConnection) -> None:
+    from accelerate_core.store.legacy import upgrade_json_columns
+
+    upgrade_json_columns(conn)
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "runs, jobs, measurements, workers, import_timings, job_templates", _V1),
+    Migration(2, "runs.params and jobs.spec in the versioned wire format", (), _versioned_json),
 )
 """Every schema step, in order. Append; never edit a released step."""
 
@@ -165,6 +182,8 @@ def migrate(conn: DuckDBPyConnection, *, path: str) -> int:
                 continue
             for statement in step.statements:
                 conn.execute(statement)
+            if step.transform is not None:
+                step.transform(conn)
             conn.execute("INSERT INTO schema_version VALUES (?, ?, ?)", [step.version, step.description, time.time()])
             log.info("results store %s migrated to schema version %d", path, step.version)
     return SCHEMA_VERSION

@@ -1,6 +1,6 @@
 """Synthetic runs for tests and benchmarks: plans and results with made-up timings, labelled as such.
 
-Every run made here carries ``params["synthetic"] = True`` and the report says so, so synthetic numbers
+Every run made here carries ``params.synthetic = True`` and the report says so, so synthetic numbers
 can never pass for measured ones.
 """
 
@@ -10,12 +10,13 @@ import random
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
+from accelerate_core.config import BenchConfig
 from accelerate_core.constants import STATUS_DONE, STATUS_FAILED
-from accelerate_core.contracts import JobResult, JobSpec, RunPlan, job_key
+from accelerate_core.contracts import JobResult, JobSpec, Measurement, RunParams, RunPlan, TemplateRef, job_key
 
 SYNTHETIC_SHA = "0" * 40
 """The template sha every synthetic job carries."""
-SYNTHETIC_TEMPLATE: dict[str, object] = {"name": "synthetic", "sha": "0" * 40, "body": "# synthetic\n", "version": 1}
+SYNTHETIC_TEMPLATE = TemplateRef(name="synthetic", sha=SYNTHETIC_SHA, body="# synthetic\n", version=1)
 """The template every synthetic job carries."""
 
 
@@ -40,22 +41,31 @@ class SyntheticRun:
 
     def plan(self) -> RunPlan:
         """The run's plan: every model on every hardware kind, one test job each."""
-        jobs = [
+        bench = BenchConfig(
+            batch_sizes=tuple(sorted({b for b, _ in self.shapes})), seq_lens=tuple(sorted({s for _, s in self.shapes}))
+        )
+        jobs = tuple(
             JobSpec(
                 key=self.key(m, hw),
                 run_id=self.run_id,
                 model_type=m,
                 hardware=hw,
                 kind="test",
-                template=dict(SYNTHETIC_TEMPLATE),
-                batch_sizes=sorted({b for b, _ in self.shapes}),
-                seq_lens=sorted({s for _, s in self.shapes}),
+                template=SYNTHETIC_TEMPLATE,
+                bench=bench,
                 expected_s=1.0,
-            ).to_dict()
+            )
             for m in self.models
             for hw in self.hardware
-        ]
-        params = {"synthetic": True, "slots": self.slots, "modalities": dict(self.modalities)}
+        )
+        params = RunParams(
+            hardware=tuple(self.hardware),
+            bench=bench,
+            n_jobs=len(jobs),
+            slots=self.slots,
+            synthetic=True,
+            modalities=dict(self.modalities),
+        )
         return RunPlan(self.run_id, self.phase, self.created_at, params, jobs, code_version="synthetic")
 
     def result(
@@ -74,7 +84,7 @@ class SyntheticRun:
         """One job's result; ``latency`` is the centre (or the exact raw samples) of every shape's samples."""
         rng = random.Random(f"{self.seed}:{model}:{hardware}")
         started = self.created_at + 1.0 if start is None else start
-        measurements = [] if status != STATUS_DONE else self._measurements(rng, latency, spread)
+        measurements = () if status != STATUS_DONE else self._measurements(rng, latency, spread)
         error_class, error_type, message = error or (None, None, None)
         if status == STATUS_FAILED and error is None:
             error_class, error_type, message = "forward-error", "RuntimeError", f"{model} failed"
@@ -105,8 +115,8 @@ class SyntheticRun:
 
     def _measurements(
         self, rng: random.Random, latency: float | Sequence[float], spread: float
-    ) -> list[dict[str, object]]:
-        out: list[dict[str, object]] = []
+    ) -> tuple[Measurement, ...]:
+        out: list[Measurement] = []
         for batch, seq in self.shapes:
             if isinstance(latency, int | float):
                 scale = latency * batch
@@ -117,10 +127,10 @@ class SyntheticRun:
             out.append(_metric("throughput", "samples/s", batch, seq, [batch / x for x in samples]))
             out.append(_metric("peak_memory", "MiB", batch, seq, [100.0 + batch]))
         out.append(_metric("load_time", "s", 1, 0, [0.5 + 0.1 * rng.random()]))
-        return out
+        return tuple(out)
 
 
-def _metric(metric: str, unit: str, batch: int, seq: int, samples: Sequence[float]) -> dict[str, object]:
+def _metric(metric: str, unit: str, batch: int, seq: int, samples: Sequence[float]) -> Measurement:
     """A measurement with its statistics, as ``accelerate_core.bench.sample_stats`` would give them."""
     ordered = sorted(samples)
     n = len(ordered)
@@ -133,5 +143,4 @@ def _metric(metric: str, unit: str, batch: int, seq: int, samples: Sequence[floa
 
     mean = sum(ordered) / n
     stdev = (sum((x - mean) ** 2 for x in ordered) / (n - 1)) ** 0.5 if n > 1 else 0.0
-    stats = {"n": n, "p50": pct(0.5), "p90": pct(0.9), "p99": pct(0.99), "mean": mean, "stdev": stdev}
-    return {"metric": metric, "unit": unit, "batch_size": batch, "seq_len": seq, "samples": list(samples), **stats}
+    return Measurement(metric, unit, batch, seq, tuple(samples), n, pct(0.5), pct(0.9), pct(0.99), mean, stdev)

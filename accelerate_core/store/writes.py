@@ -3,6 +3,9 @@
 Jobs are upserted by their deterministic key (``INSERT ... ON CONFLICT DO UPDATE``): recording the
 same result twice leaves one row with ``attempts`` raised, never a second row, and replaces that
 job's measurements. Callers hold the store's lock; these functions take the bare connection.
+
+JSON columns (``runs.params``, ``jobs.spec``, ``jobs.environment``, ``workers.versions``) are written
+through :mod:`accelerate_core.wire`, the one encoder of the contracts.
 """
 
 from __future__ import annotations
@@ -11,23 +14,21 @@ import json
 import math
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
+from accelerate_core import wire
 from accelerate_core.bench.stats import sample_stats
-from accelerate_core.constants import STATUS_QUEUED, STATUS_RUNNING, TERMINAL_STATUSES
+from accelerate_core.constants import RUN_PLANNED, RUN_STATUSES, STATUS_QUEUED, STATUS_RUNNING
 from accelerate_core.database import transaction
 from accelerate_core.errors import ConfigError, UnknownRunError
 from accelerate_core.store.batch import registered
+from accelerate_core.store.schema import TERMINAL_SQL
 
 if TYPE_CHECKING:
     from duckdb import DuckDBPyConnection
 
-    from accelerate_core.contracts import JobResult, RunPlan, WorkerInfo
-
-RUN_STATUSES = ("planned", "running", "interrupted", "complete")
-"""Every status a run can have; ``planned`` until its executor starts it."""
-
-_TERMINAL_SQL = "(" + ", ".join(f"'{s}'" for s in sorted(TERMINAL_STATUSES)) + ")"
+    from accelerate_core.contracts import JobResult, RunParams, RunPlan, WorkerInfo
 
 
 def _json(value: Any) -> str:
@@ -35,17 +36,17 @@ def _json(value: Any) -> str:
 
 
 def record_run(conn: DuckDBPyConnection, plan: RunPlan) -> None:
-    """Record a run and its planned jobs (status ``queued``); recording it again changes no job status."""
+    """Record a run and its planned jobs (status ``queued``); recording it again changes nothing recorded.
+
+    The run's params change only through :func:`update_run_params`.
+    """
     now = time.time()
-    specs = plan.job_specs()
     with transaction(conn, f"record run {plan.run_id}"):
         conn.execute(
-            """INSERT INTO runs VALUES (?, ?, ?, ?, ?, 'planned', ?)
-               ON CONFLICT (run_id) DO UPDATE SET params = excluded.params,
-                   code_version = excluded.code_version, updated_at = excluded.updated_at""",
-            [plan.run_id, plan.phase, plan.created_at, _json(plan.params), plan.code_version, now],
+            f"INSERT INTO runs VALUES (?, ?, ?, ?, ?, '{RUN_PLANNED}', ?) ON CONFLICT (run_id) DO NOTHING",
+            [plan.run_id, plan.phase, plan.created_at, _json(wire.encode(plan.params)), plan.code_version, now],
         )
-        templates = {t.sha: t for t in (s.template_ref() for s in specs) if t is not None}
+        templates = {j.template.sha: j.template for j in plan.jobs if j.template is not None}
         if templates:
             cols: dict[str, list[Any]] = {
                 "sha": list(templates),
@@ -56,23 +57,23 @@ def record_run(conn: DuckDBPyConnection, plan: RunPlan) -> None:
             types = {"sha": "VARCHAR", "name": "VARCHAR", "version": "INTEGER", "body": "VARCHAR"}
             with registered(conn, cols, types) as src:
                 conn.execute(f"INSERT INTO job_templates SELECT {src} ON CONFLICT DO NOTHING")
-        if specs:
+        if plan.jobs:
             _insert_planned_jobs(conn, plan, now)
 
 
 def _insert_planned_jobs(conn: DuckDBPyConnection, plan: RunPlan, now: float) -> None:
-    specs = plan.job_specs()
-    refs = [s.template_ref() for s in specs]
+    specs = plan.jobs
     cols: dict[str, list[Any]] = {
         "job_key": [s.key for s in specs],
         "run_id": [s.run_id for s in specs],
         "model_type": [s.model_type for s in specs],
         "hardware": [s.hardware for s in specs],
         "kind": [s.kind for s in specs],
-        "spec": [_json({**s.to_dict(), "template": None}) for s in specs],
+        # The template lives once in job_templates (by sha), not in every job's spec.
+        "spec": [_json(wire.encode(replace(s, template=None))) for s in specs],
         "expected_s": [s.expected_s for s in specs],
-        "template_name": [r.name if r else None for r in refs],
-        "template_sha": [r.sha if r else None for r in refs],
+        "template_name": [s.template.name if s.template else None for s in specs],
+        "template_sha": [s.template.sha if s.template else None for s in specs],
     }
     types = {k: "VARCHAR" for k in cols} | {"spec": "JSON", "expected_s": "DOUBLE"}
     with registered(conn, cols, types) as src:
@@ -83,6 +84,21 @@ def _insert_planned_jobs(conn: DuckDBPyConnection, plan: RunPlan, now: float) ->
                 SELECT *, '{STATUS_QUEUED}', 0, {now!r}, 0, 0, {now!r} FROM (SELECT {src})
                 ON CONFLICT (job_key) DO UPDATE SET spec = excluded.spec, expected_s = excluded.expected_s"""
         )
+
+
+def update_run_params(conn: DuckDBPyConnection, run_id: str, params: RunParams) -> None:
+    """Replace a recorded run's params (its executor's figures: slots, makespan).
+
+    Raises:
+        UnknownRunError: no such run.
+    """
+    with transaction(conn, f"update run {run_id} params"):
+        done = conn.execute(
+            "UPDATE runs SET params = ?, updated_at = ? WHERE run_id = ? RETURNING run_id",
+            [_json(wire.encode(params)), time.time(), run_id],
+        ).fetchall()
+    if not done:
+        raise UnknownRunError(f"run {run_id!r} is not in the results store: check `accel runs list`")
 
 
 _RESULT_TYPES = {
@@ -118,7 +134,7 @@ _UPSERT_RESULTS = f"""
 INSERT INTO jobs (job_key, run_id, model_type, {", ".join(_COPIED)}, attempts, updated_at)
 SELECT b.job_key, b.run_id, b.model_type, {", ".join("b." + c for c in _COPIED)},
     CASE WHEN j.job_key IS NULL THEN greatest(b.attempt, 1) + b.repeats
-         WHEN j.status IN {_TERMINAL_SQL} THEN greatest(j.attempts + 1 + b.repeats, b.attempt)
+         WHEN j.status IN {TERMINAL_SQL} THEN greatest(j.attempts + 1 + b.repeats, b.attempt)
          ELSE greatest(j.attempts, b.attempt, 1) + b.repeats END,
     $now
 FROM (SELECT {{src}}) b LEFT JOIN jobs j ON j.job_key = b.job_key
@@ -169,7 +185,7 @@ def _result_columns(jobs: Sequence[JobResult], repeats: Mapping[str, int]) -> di
         if name == "repeats":
             cols[name] = [repeats[r.key] for r in jobs]
         elif name == "environment":
-            cols[name] = [_json(r.environment) for r in jobs]
+            cols[name] = [_json(dict(r.environment)) for r in jobs]
         else:
             attr = _ATTRS.get(name, name)
             cols[name] = [getattr(r, attr) for r in jobs]
@@ -214,17 +230,17 @@ def _measurement_columns(jobs: Sequence[JobResult]) -> dict[str, list[Any]]:
         (
             r.key,
             r.run_id,
-            m.get("metric"),
-            m.get("unit"),
-            int(m.get("batch_size", 1)),
-            int(m.get("seq_len", 0)),
-            m.get("samples") or [],
-            m.get("n"),
-            m.get("p50"),
-            m.get("p90"),
-            m.get("p99"),
-            m.get("mean"),
-            m.get("stdev"),
+            m.metric,
+            m.unit,
+            int(m.batch_size),
+            int(m.seq_len),
+            list(m.samples),
+            m.n or len(m.samples),
+            m.p50,
+            m.p90,
+            m.p99,
+            m.mean,
+            m.stdev,
         )
         for r in jobs
         for m in r.measurements
@@ -233,9 +249,7 @@ def _measurement_columns(jobs: Sequence[JobResult]) -> dict[str, list[Any]]:
         if not row[2] or not row[3]:
             raise ConfigError(f"a measurement of job {row[0]} has no metric or unit: every measurement needs both")
     columns = [list(c) for c in zip(*rows, strict=True)] if rows else [[] for _ in _MEASUREMENT_TYPES]
-    cols = dict(zip(_MEASUREMENT_TYPES, columns, strict=True))
-    cols["n"] = [n or len(samples) for n, samples in zip(cols["n"], cols["samples"], strict=True)]
-    return cols
+    return dict(zip(_MEASUREMENT_TYPES, columns, strict=True))
 
 
 def _finite(value: Any) -> float | None:
@@ -253,7 +267,7 @@ def mark_running(conn: DuckDBPyConnection, keys: Sequence[str], worker_id: str, 
         row = conn.execute(
             f"""UPDATE jobs SET status = '{STATUS_RUNNING}', worker_id = $worker, started_at = $started,
                     attempts = attempts + 1, updated_at = $now
-                WHERE job_key IN (SELECT unnest($keys)) AND status NOT IN {_TERMINAL_SQL}
+                WHERE job_key IN (SELECT unnest($keys)) AND status NOT IN {TERMINAL_SQL}
                 RETURNING job_key""",
             {"worker": worker_id, "started": started_at, "now": time.time(), "keys": list(keys)},
         ).fetchall()
@@ -278,7 +292,7 @@ def register_worker(conn: DuckDBPyConnection, info: WorkerInfo, *, now: float | 
                 "dev": info.device_name,
                 "mem": info.memory_mb,
                 "driver": info.driver,
-                "versions": _json(info.versions),
+                "versions": _json(dict(info.versions)),
                 "seen": seen,
             },
         )

@@ -8,13 +8,15 @@ to the device by environment, under the test job's hard time limit and the memor
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from accelerate_core import wire
 from accelerate_core.config import BenchConfig
 from accelerate_core.constants import JOB_KIND_TEST
-from accelerate_core.errors import ConfigError
+from accelerate_core.contracts import BenchReport, BenchRequest, Measurement
+from accelerate_core.errors import ConfigError, ContractError
 from scheduler.cli.common import EXIT_JOB_FAILED, EXIT_USAGE, emit_json, err, fail, out, state
 
 if TYPE_CHECKING:
@@ -64,11 +66,11 @@ def bench(
         config = replace(config, image_size=image_size)
     env = _pin(hardware, device, threads)
     outcome = _run(model_type, hardware, config, env, settings.time_limit(JOB_KIND_TEST).hard_s, settings.mem_cap_mb)
-    value = _checked(outcome, model_type, hardware)
+    report = _checked(outcome, model_type, hardware)
     if as_json:
-        emit_json(value)
+        emit_json(wire.encode(report))
     else:
-        print_table(value)
+        print_table(report)
 
 
 def _bench_config(base: BenchConfig, batch: tuple[int, ...] | None, seq: tuple[int, ...] | None) -> BenchConfig:
@@ -90,7 +92,7 @@ def _run(
 
     from accelerate_core.runner import ForkServer
 
-    payload = {"model_type": model_type, "hardware": hardware, "bench": _config_dict(config)}
+    payload = wire.encode(BenchRequest(model_type, hardware, config))
     with (
         err.status(Text(f"benchmarking {model_type} on {hardware}..."), spinner="dots"),
         ForkServer(ENTRY) as runner,
@@ -98,21 +100,21 @@ def _run(
         return runner.run(f"bench-{model_type}-{hardware}", payload, env=env, time_limit_s=limit_s, mem_cap_mb=cap_mb)
 
 
-def _config_dict(config: BenchConfig) -> dict[str, Any]:
-    return {name: getattr(config, name) for name in config.__dataclass_fields__}
-
-
-def _checked(outcome: ChildOutcome, model_type: str, hardware: str) -> dict[str, Any]:
-    """The result value; a failed job exits 1 and a usage error exits 2, each with one line."""
+def _checked(outcome: ChildOutcome, model_type: str, hardware: str) -> BenchReport:
+    """The child's report; a failed job exits 1 and a usage error exits 2, each with one line."""
     if not outcome.ok or outcome.value is None:
         raise fail(
             f"bench {model_type} on {hardware} failed: {outcome.error_class} ({outcome.error_type}: "
             f"{outcome.error_message})",
             EXIT_JOB_FAILED,
         )
-    if "usage_error" in outcome.value:
-        raise fail(str(outcome.value["usage_error"]), EXIT_USAGE)
-    return outcome.value
+    try:
+        report = wire.decode(BenchReport, outcome.value)
+    except ContractError as e:
+        raise fail(f"bench {model_type} on {hardware} returned a malformed report: {e}", EXIT_JOB_FAILED) from e
+    if report.usage_error is not None:
+        raise fail(report.usage_error, EXIT_USAGE)
+    return report
 
 
 _COLUMNS = (
@@ -138,46 +140,49 @@ def _fmt(value: float | None, digits: int = 1) -> str:
     return "-" if value is None else f"{value:,.{digits}f}"
 
 
-def print_table(value: dict[str, Any]) -> None:
+def print_table(report: BenchReport) -> None:
     """Print the benchmark result as a rich table, one row per shape."""
     from rich.console import Console
 
     from scheduler.cli.text import PlainTable
 
-    by_metric: dict[tuple[int, int], dict[str, dict[str, Any]]] = {}
+    by_metric: dict[tuple[int, int], dict[str, Measurement]] = {}
     single: dict[str, float | None] = {}
-    for m in value["measurements"]:
-        if m["metric"] in ("load_time", "first_call"):
-            single[m["metric"]] = m["p50"]
+    for m in report.measurements:
+        if m.metric in ("load_time", "first_call"):
+            single[m.metric] = m.p50
         else:
-            by_metric.setdefault((m["batch_size"], m["seq_len"]), {})[m["metric"]] = m
-    env = value.get("environment", {})
-    title = f"{value['model_type']} ({value['model_class']}) on {value['hardware']}: {env.get('device_name')}"
-    if value.get("image_size"):
-        title += f", images {value['image_size']}x{value['image_size']}"
+            by_metric.setdefault((m.batch_size, m.seq_len), {})[m.metric] = m
+    env = report.environment
+    title = f"{report.model_type} ({report.model_class}) on {report.hardware}: {env.get('device_name')}"
+    if report.image_size:
+        title += f", images {report.image_size}x{report.image_size}"
     table = PlainTable(title=title)
     for column in _COLUMNS:
         table.add_column(column, justify="right", no_wrap=True)
     for (batch, seq), metrics in sorted(by_metric.items()):
-        lat = metrics.get("latency", {})
+        lat = metrics.get("latency")
         table.add_row(
-            str(batch), str(seq), str(lat.get("n", "-")),
-            *(_fmt_ms(lat.get(k)) for k in ("p50", "p90", "p99", "mean", "stdev")),
-            _fmt(metrics.get("throughput", {}).get("p50")),
-            _fmt(metrics.get("tokens_per_s", {}).get("p50")),
-            _fmt(metrics.get("peak_memory", {}).get("p50")),
+            str(batch), str(seq), str(lat.n if lat else "-"),
+            *(_fmt_ms(getattr(lat, k) if lat else None) for k in ("p50", "p90", "p99", "mean", "stdev")),
+            *(_fmt(_p50(metrics, k)) for k in ("throughput", "tokens_per_s", "peak_memory")),
         )  # fmt: skip
     # Piped output has no terminal width (rich assumes 80): give the table room rather than truncate it.
     console = out if out.is_terminal else Console(highlight=False, emoji=False, width=max(out.width, 140))
     console.print(table)
     out.print(
         f"load {_fmt_ms(single.get('load_time'))} ms, first call {_fmt_ms(single.get('first_call'))} ms; "
-        f"params {value.get('param_count'):,}; torch {env.get('torch')}, transformers {env.get('transformers')}, "
+        f"params {report.param_count or 0:,}; torch {env.get('torch')}, transformers {env.get('transformers')}, "
         f"{env.get('torch_threads')} threads; percentiles: linear interpolation",
         markup=False,
     )
-    for note in value.get("notes") or []:
+    for note in report.notes:
         err.print(f"note: {note}", markup=False)
+
+
+def _p50(metrics: dict[str, Measurement], metric: str) -> float | None:
+    found = metrics.get(metric)
+    return found.p50 if found else None
 
 
 def register(app: typer.Typer) -> None:

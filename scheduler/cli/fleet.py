@@ -123,10 +123,10 @@ def worker(
     """Start one pinned Celery worker node per device, consuming hw.<kind> (checks the hardware first)."""
     settings = state(ctx).settings
     wanted = _devices_checked(hardware, parse_devices(devices))
-    from scheduler.remote import broker_url, check_broker, live_nodes
+    from accelerate_core import broker
+    from scheduler.remote import live_nodes
 
-    broker_url(settings)
-    check_broker(settings)
+    broker.check(broker.require_url(settings))
     nodes = node_plan(hardware, wanted, live_nodes(settings))
     threads = max(1, (os.cpu_count() or 1) // (len(nodes) * concurrency))
     commands = []
@@ -146,10 +146,9 @@ def writer(
 ) -> None:
     """Start the results writer: the one process that writes the results DB (queue results)."""
     settings = state(ctx).settings
-    from scheduler.remote import broker_url, check_broker
+    from accelerate_core import broker
 
-    broker_url(settings)
-    check_broker(settings)
+    broker.check(broker.require_url(settings))
     cmd = [sys.executable, "-m", "workers", "writer", "--loglevel", loglevel]
     raise typer.Exit(_run_nodes([cmd], _child_env(state(ctx).config_file)))
 
@@ -181,7 +180,7 @@ def flower_env(settings: Settings, address: str, port: int, *, allow_control: bo
     Raises:
         ConfigError: no Flower password, or no broker, is configured.
     """
-    from scheduler.remote import broker_url
+    from accelerate_core import broker
 
     if not settings.flower_password:
         raise ConfigError(
@@ -190,7 +189,7 @@ def flower_env(settings: Settings, address: str, port: int, *, allow_control: bo
         )
     env = {k: v for k, v in os.environ.items() if not k.startswith(("FLOWER_", "CELERY_"))}
     env.update(
-        CELERY_BROKER_URL=broker_url(settings),
+        CELERY_BROKER_URL=broker.require_url(settings),
         FLOWER_BASIC_AUTH=f"{settings.flower_user}:{settings.flower_password}",
         FLOWER_ADDRESS=address,
         FLOWER_PORT=str(port),
@@ -218,9 +217,9 @@ def flower(
     if not is_host(address):
         raise ConfigError(f"--address {address!r} is not an IP address or host name: e.g. 127.0.0.1")
     env = flower_env(settings, address, settings.flower_port, allow_control=allow_control)
-    from scheduler.remote import check_broker
+    from accelerate_core import broker
 
-    check_broker(settings)
+    broker.check(broker.require_url(settings))
     if address not in ("127.0.0.1", "localhost", "::1"):
         err.print(f"accel flower: binding {address}: /metrics and /healthcheck answer without a password", markup=False)
     if allow_control:

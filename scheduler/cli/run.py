@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from accelerate_core.constants import RUN_COMPLETE
 from scheduler.cli.common import EXIT_OK, emit_json, err, fail, is_tty, out, state
 
 if TYPE_CHECKING:
@@ -61,15 +62,16 @@ def run_command(
     else:
         plan = _plan(settings, phase or "", models, modality, hardware, local=True)
         if not as_json:
-            _print_plan(plan.run_id, plan.params, settings.effective_concurrency())
+            _print_plan(plan, settings.effective_concurrency())
         summary = run_local(settings, plan, show_progress=is_tty() and not as_json)
     _print_summary(summary, as_json)
-    raise typer.Exit(EXIT_OK if summary.status == "complete" else EXIT_INTERRUPTED)
+    raise typer.Exit(EXIT_OK if summary.status == RUN_COMPLETE else EXIT_INTERRUPTED)
 
 
 def _plan(settings: Settings, phase: str, models: str, modality: str | None, hardware: str, *, local: bool) -> RunPlan:
     from accelerate_core.backends import detect
-    from scheduler.plan import PlanOptions, plan_with_stores, resolve_hardware
+    from scheduler.plan import PlanOptions, resolve_hardware
+    from scheduler.planning_inputs import plan_with_stores
 
     auto = hardware.strip() in ("", "auto")
     if local:
@@ -124,14 +126,11 @@ def _run_remote(
         )
 
 
-def _print_plan(run_id: str, params: dict[str, Any], slots: int) -> None:
-    n_jobs = int(str(params.get("n_jobs", 0)))
-    n_skipped = int(str(params.get("n_skipped", 0)))
-    expected = float(str(params.get("expected_work_s", 0.0)))
+def _print_plan(plan: RunPlan, slots: int) -> None:
+    p = plan.params
     err.print(
-        f"run {run_id}: {n_jobs} jobs ({n_jobs - n_skipped} to run, {n_skipped} skipped) on "
-        f"{', '.join(str(h) for h in params.get('hardware') or [])}, {slots} at a time; "
-        f"expected ~{expected / max(1, slots) / 60:.1f} min",
+        f"run {plan.run_id}: {p.n_jobs} jobs ({p.n_jobs - p.n_skipped} to run, {p.n_skipped} skipped) on "
+        f"{', '.join(p.hardware)}, {slots} at a time; expected ~{p.expected_work_s / max(1, slots) / 60:.1f} min",
         markup=False,
     )
 
@@ -150,7 +149,7 @@ def _print_summary(summary: RunSummary, as_json: bool) -> None:
     if summary.report_dir is not None:
         main = summary.report_files.get("md") or summary.report_files.get("html") or str(summary.report_dir)
         out.print(f"report: {main}", markup=False)
-    elif summary.status != "complete":
+    elif summary.status != RUN_COMPLETE:
         out.print(f"resume with: accel run --resume {summary.run_id}", markup=False)
 
 
@@ -173,7 +172,7 @@ def status_command(
         check_name(run_id, "RUN")
     status = run_status(state(ctx).settings, run_id)
     if as_json:
-        emit_json(status)
+        emit_json(status.to_json())
         return
     for line in format_status(status):
         out.print(line, markup=False)

@@ -11,11 +11,12 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from accelerate_core import wire
 from scheduler.cli.common import emit_json, out, state
 
 if TYPE_CHECKING:
     from accelerate_core.config import Settings
-    from accelerate_core.store import ResultsStore
+    from accelerate_core.store import ResultsStore, RunListing
 
 runs_app = typer.Typer(help="Runs in the results store: list, show, export.", no_args_is_help=True)
 LATEST = "latest"
@@ -43,7 +44,7 @@ def _resolve(store: ResultsStore, run_id: str) -> str:
     from accelerate_core.errors import UnknownRunError
 
     if run_id != LATEST:
-        return store.get_run(run_id)["run_id"]  # type: ignore[no-any-return]
+        return store.get_run(run_id).run_id
     found = store.latest_run()
     if found is None:
         raise UnknownRunError(f"the results store {store.path} has no runs yet: start one with `accel run`")
@@ -120,12 +121,13 @@ def list_runs(ctx: typer.Context, as_json: _JsonOpt = False) -> None:
 
     settings = state(ctx).settings
     if not settings.results_db.is_file():
-        runs: list[dict[str, Any]] = []
+        runs: list[RunListing] = []
     else:
         with ResultsStore.open(settings.results_db, read_only=True) as store:
             runs = store.list_runs()
     if as_json:
-        emit_json(runs)
+        emit_json([{**wire.encode(r.run), "jobs": r.jobs, "terminal": r.terminal, "done": r.done, "failed": r.failed}
+                   for r in runs])  # fmt: skip
         return
     from accelerate_core.report.tables import fmt_time
     from scheduler.cli.text import PlainTable
@@ -133,8 +135,8 @@ def list_runs(ctx: typer.Context, as_json: _JsonOpt = False) -> None:
     table = PlainTable("run", "phase", "created", "status", "jobs", "done", "failed", "finished")
     for r in runs:
         table.add_row(
-            r["run_id"], r["phase"], fmt_time(r["created_at"]), r["status"],
-            str(r["jobs"]), str(r["done"]), str(r["failed"]), str(r["terminal"]),
+            r.run.run_id, r.run.phase, fmt_time(r.run.created_at), r.run.status,
+            str(r.jobs), str(r.done), str(r.failed), str(r.terminal),
         )  # fmt: skip
     out.print(table)
     out.print(f"{len(runs)} runs in {settings.results_db}", markup=False)
@@ -145,25 +147,20 @@ def show_run(ctx: typer.Context, run_id: _RunArg, as_json: _JsonOpt = False) -> 
     """Show one run: parameters, counts by status and hardware, failures so far, time left."""
     with _open(state(ctx).settings) as store:
         rid = _resolve(store, run_id)
-        data = {"run": store.get_run(rid), "progress": store.run_progress(rid)}
+        run, prog = store.get_run(rid), store.run_progress(rid)
     if as_json:
-        emit_json(data)
+        emit_json({"run": wire.encode(run), "progress": wire.encode(prog)})
         return
-    run, prog = data["run"], data["progress"]
-    out.print(
-        f"run {rid}  phase {run['phase']}  status {run['status']}  code {run['code_version'] or '-'}", markup=False
-    )
-    out.print(
-        f"{prog['terminal']}/{prog['total']} jobs finished; expected {prog['expected_s_left']:.0f}s left", markup=False
-    )
-    for hw, counts in sorted(prog["by_hardware"].items()):
+    out.print(f"run {rid}  phase {run.phase}  status {run.status}  code {run.code_version or '-'}", markup=False)
+    out.print(f"{prog.terminal}/{prog.total} jobs finished; expected {prog.expected_s_left:.0f}s left", markup=False)
+    for hw, counts in sorted(prog.by_hardware.items()):
         detail = ", ".join(f"{k} {v}" for k, v in sorted(counts.items()) if k != "total")
         out.print(f"  {hw:6} {counts['total']:5} jobs: {detail}", markup=False)
-    if prog["failures_total"]:
-        out.print(f"{prog['failures_total']} failures (latest first):", markup=False)
-        for f in prog["failures"][:20]:
-            message = (f["error_message"] or "").splitlines()[0] if f["error_message"] else ""
-            out.print(f"  {f['model_type']}@{f['hardware']} {f['error_class'] or f['status']}: {message}", markup=False)
+    if prog.failures_total:
+        out.print(f"{prog.failures_total} failures (latest first):", markup=False)
+        for f in prog.failures[:20]:
+            message = f.error_message.splitlines()[0] if f.error_message else ""
+            out.print(f"  {f.model_type}@{f.hardware} {f.error_class or f.status}: {message}", markup=False)
 
 
 @runs_app.command("export")

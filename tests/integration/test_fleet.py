@@ -25,17 +25,25 @@ from typing import Any
 import psutil
 import pytest
 
+from accelerate_core import wire
 from accelerate_core.config import Settings
-from accelerate_core.constants import ERR_REDELIVERY_CAP, TERMINAL_STATUSES
-from accelerate_core.contracts import JobSpec, RunPlan, job_key
+from accelerate_core.constants import (
+    ERR_REDELIVERY_CAP,
+    ERR_VERSION_SKEW,
+    TASK_RECORD_RUN,
+    TASK_RUN_JOB,
+    TERMINAL_STATUSES,
+    WRITER_LOCK_KEY,
+)
+from accelerate_core.contracts import JobSpec, RunParams, RunPlan, StatusSnapshot, job_key
 from accelerate_core.errors import BrokerError
 from accelerate_core.store import ResultsStore
-from scheduler.plan import PlanOptions, plan_with_stores, template_lookup
+from scheduler.plan import PlanOptions
+from scheduler.planning_inputs import plan_with_stores, template_lookup
 from scheduler.remote import client_app, dispatch, live_nodes, read_status, run_remote
 from tests.support import processes
 from tests.support.processes import wait_for
 from tests.support.redis_server import RedisServer, free_port
-from workers.writer import LOCK_KEY
 
 pytestmark = pytest.mark.redis
 
@@ -114,7 +122,7 @@ def fleet(redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory) -
     fl.start("cpu0", "worker", "--hardware", "cpu")
     try:
         wait_for(lambda: f"cpu0@{HOST}" in _live(fl), 120, "worker cpu0")
-        wait_for(lambda: _redis(fl).exists(LOCK_KEY), 30, "the writer")
+        wait_for(lambda: _redis(fl).exists(WRITER_LOCK_KEY), 30, "the writer")
         wait_for(lambda: flower_get(fl, "/api/workers")[0] == 200, 60, "flower")
         yield fl
     finally:
@@ -136,18 +144,19 @@ def _redis(fleet: Fleet) -> Any:
 
 
 def _dry_plan(run_id: str, n: int, sleep_s: float) -> RunPlan:
-    jobs = [
+    jobs = tuple(
         JobSpec(
             key=job_key(run_id, f"sleepy{i}", "cpu", "dry"),
             run_id=run_id,
             model_type=f"sleepy{i}",
             hardware="cpu",
             kind="dry",
-            bench={"sleep_s": sleep_s},
-        ).to_dict()
+            sleep_s=sleep_s,
+        )
         for i in range(n)
-    ]
-    return RunPlan(run_id=run_id, phase="fleet-faults", created_at=time.time(), params={"kind": "dry"}, jobs=jobs)
+    )
+    params = RunParams(kind="dry", n_jobs=n)
+    return RunPlan(run_id=run_id, phase="fleet-faults", created_at=time.time(), params=params, jobs=jobs)
 
 
 _killed: set[int] = set()
@@ -175,16 +184,18 @@ def _kill_pool_process_running(fleet: Fleet, key: str) -> int:
     return int(pid)
 
 
-def _status(fleet: Fleet, run_id: str) -> dict[str, Any]:
-    """The writer's snapshot of the run ({} before the first, or when a loaded machine misses a poll)."""
+def _status(fleet: Fleet, run_id: str) -> StatusSnapshot:
+    """The writer's snapshot of the run (an empty one before the first, or when a loaded machine misses a poll)."""
     try:
-        return read_status(fleet.settings, run_id) or {}
+        found = read_status(fleet.settings, run_id)
     except BrokerError:
-        return {}
+        found = None
+    return found or StatusSnapshot(run_id=run_id, phase="", status="")
 
 
-def _done(fleet: Fleet, run_id: str, timeout_s: float) -> dict[str, Any]:
-    return dict(wait_for(lambda: (s := _status(fleet, run_id)).get("phase_done") and s, timeout_s, f"run {run_id}"))
+def _done(fleet: Fleet, run_id: str, timeout_s: float) -> StatusSnapshot:
+    snap: StatusSnapshot = wait_for(lambda: (s := _status(fleet, run_id)).phase_done and s, timeout_s, f"run {run_id}")
+    return snap
 
 
 # -- refusals (no fleet needed) ------------------------------------------------------------------------
@@ -219,12 +230,12 @@ def test_a_worker_killed_mid_job_gets_it_redelivered_and_recorded_once(fleet: Fl
     # Given a job that takes a few seconds
     plan = _dry_plan("fleet-kill", 1, sleep_s=3.0)
     dispatch(fleet.settings, plan)
-    key = plan.jobs[0]["key"]
+    key = plan.jobs[0].key
     # When the pool process running it is SIGKILLed mid-job
     _kill_pool_process_running(fleet, key)
     # Then the job is delivered again and its result lands once
     snap = _done(fleet, plan.run_id, 90)
-    assert snap["by_status"] == {"done": 1}
+    assert snap.by_status == {"done": 1}
     fleet.attempts[plan.run_id] = 2  # checked in the store by the last test
 
 
@@ -232,15 +243,55 @@ def test_a_job_that_keeps_killing_its_worker_stops_at_the_redelivery_cap(fleet: 
     # Given the cap is 2 deliveries, and a job whose every run loses its worker
     plan = _dry_plan("fleet-cap", 1, sleep_s=30.0)
     dispatch(fleet.settings, plan)
-    key = plan.jobs[0]["key"]
+    key = plan.jobs[0].key
     for _ in range(2):
         _kill_pool_process_running(fleet, key)
         time.sleep(0.5)
     # Then the third delivery is recorded failed with redelivery-cap, without running it
     snap = _done(fleet, plan.run_id, 60)
-    assert snap["by_status"] == {"failed": 1}
-    assert snap["failures"][0]["error_class"] == ERR_REDELIVERY_CAP
+    assert snap.by_status == {"failed": 1}
+    assert snap.failures[0].error_class == ERR_REDELIVERY_CAP
     fleet.attempts[plan.run_id] = 3
+
+
+# -- schema versions between processes --------------------------------------------------------------------
+
+
+def _send_by_name(fleet: Fleet, plan: RunPlan, spec_message: dict[str, Any]) -> None:
+    """Record ``plan`` through the writer, then put one raw job message on the worker's queue by task name."""
+    app = client_app(fleet.settings)
+    try:
+        app.send_task(TASK_RECORD_RUN, kwargs={"plan": wire.encode(plan)}, queue=fleet.settings.results_queue)
+        app.send_task(TASK_RUN_JOB, kwargs={"spec": spec_message}, task_id=plan.jobs[0].key,
+                      queue=fleet.settings.queue_for("cpu"))  # fmt: skip
+    finally:
+        app.close()
+
+
+def test_a_job_of_a_newer_major_schema_becomes_a_version_skew_row_not_a_vanished_message(fleet: Fleet) -> None:
+    # Given a job message written by a scheduler of the next major schema (a renamed key, say)
+    plan = _dry_plan("fleet-skew", 1, sleep_s=0.0)
+    newer = f"{wire.SCHEMA_MAJOR + 1}.0"
+    message = {**wire.encode(plan.jobs[0]), "v": newer, "limits_v2": {"hard_s": 10}}
+    # When it reaches this (older) prefork worker and the real writer
+    _send_by_name(fleet, plan, message)
+    # Then the job still ends in exactly one terminal row: version-skew, naming both versions
+    snap = _done(fleet, plan.run_id, 60)
+    assert snap.by_status == {"failed": 1}
+    failure = snap.failures[0]
+    assert failure.error_class == ERR_VERSION_SKEW and failure.error_type == "VersionSkewError"
+    assert newer in (failure.error_message or "") and wire.SCHEMA_VERSION in (failure.error_message or "")
+    fleet.attempts[plan.run_id] = 1
+
+
+def test_a_job_of_a_newer_minor_schema_with_an_unknown_key_runs_normally(fleet: Fleet) -> None:
+    # Given a job message of the next minor schema, with an optional key this worker does not know
+    plan = _dry_plan("fleet-minor", 1, sleep_s=0.0)
+    message = {**wire.encode(plan.jobs[0]), "v": f"{wire.SCHEMA_MAJOR}.{wire.SCHEMA_MINOR + 1}", "signature": "ab"}
+    # When it reaches the worker, Then it runs and is recorded done
+    _send_by_name(fleet, plan, message)
+    assert _done(fleet, plan.run_id, 60).by_status == {"done": 1}
+    fleet.attempts[plan.run_id] = 1
 
 
 # -- the phase run ----------------------------------------------------------------------------------------
@@ -255,8 +306,8 @@ def test_run_with_hardware_auto_plans_for_the_queues_live_workers_consume(fleet:
     assert result.returncode == 0, result.stderr
     run_id = json.loads(result.stdout)["run_id"]
     snap = _status(fleet, run_id)
-    assert snap.get("phase_done") and snap["terminal"] == snap["total"] == 2, snap
-    assert set(snap.get("by_hardware", {})) == {"cpu"}, snap
+    assert snap.phase_done and snap.terminal == snap.total == 2, snap
+    assert set(snap.by_hardware) == {"cpu"}, snap
 
 
 def test_run_with_hardware_auto_and_no_live_worker_is_one_line(tmp_path: Path) -> None:
@@ -285,12 +336,12 @@ def test_phase_run_over_two_workers_records_every_job_once_and_reports(fleet: Fl
     assert len(plan.jobs) >= 20
     # When it is sent, and a second worker joins once the first results landed
     assert run_remote(fleet.settings, plan, wait=False) == plan.run_id
-    wait_for(lambda: _status(fleet, plan.run_id).get("by_status", {}).get("done"), 240, "the first result")
+    wait_for(lambda: _status(fleet, plan.run_id).by_status.get("done"), 240, "the first result")
     fleet.start("cpu1", "worker", "--hardware", "cpu")
     snap = _done(fleet, plan.run_id, 420)
     # Then every job is terminal, and the report is written
-    assert snap["terminal"] == snap["total"] == len(plan.jobs)
-    report_dir = Path(snap["report_dir"])
+    assert snap.terminal == snap.total == len(plan.jobs)
+    report_dir = Path(snap.report_dir or "")
     assert (report_dir / "report.json").is_file() and (report_dir / "report.md").is_file()
     _check_flower(fleet, plan)
     _check_node_never_loaded_torch(fleet.procs["cpu0"].pid)
@@ -298,7 +349,7 @@ def test_phase_run_over_two_workers_records_every_job_once_and_reports(fleet: Fl
     fleet.stop("writer")
     with ResultsStore.open(fleet.settings.results_db, read_only=True) as store:
         rows = store.query("SELECT job_key, status, worker_id, attempts FROM jobs WHERE run_id = ?", [plan.run_id])
-        assert sorted(r[0] for r in rows) == sorted(j["key"] for j in plan.jobs)
+        assert sorted(r[0] for r in rows) == sorted(j.key for j in plan.jobs)
         assert all(r[1] in TERMINAL_STATUSES for r in rows)
         ran = {r[2] for r in rows if r[2]}
         assert {f"cpu0@{HOST}", f"cpu1@{HOST}"} <= ran, f"workers seen: {ran}\n{fleet.log('cpu1')}"
@@ -329,7 +380,7 @@ def _check_flower(fleet: Fleet, plan: RunPlan) -> None:
     status, tasks = flower_get(fleet, "/api/tasks?limit=1000")
     assert status == 200
     succeeded = {tid for tid, t in tasks.items() if t.get("state") == "SUCCESS" and t.get("name") == "accel.run_job"}
-    keys = {j["key"] for j in plan.jobs}
+    keys = {j.key for j in plan.jobs}
     assert len(succeeded & keys) >= len(keys) - 2  # events of a job's last moments may trail
     some = tasks[next(iter(succeeded & keys))]
     assert "model_type" in str(some.get("kwargs")) and "'hardware': 'cpu'" in str(some.get("kwargs"))

@@ -1,4 +1,4 @@
-"""The job body (``workers.job:execute``) in a real fork server: results and their error classes.
+"""The job body (``constants.JOB_ENTRY``) in a real fork server: results and their error classes.
 
 Each case carries its own small template, so the classification rules are exercised on real pytest runs
 in forked children: a passing test, a failing assertion, an exception in the forward test, a failing
@@ -12,6 +12,8 @@ from collections.abc import Iterator
 
 import pytest
 
+from accelerate_core import wire
+from accelerate_core.config import BenchConfig
 from accelerate_core.constants import (
     ERR_BUILD,
     ERR_FORWARD,
@@ -19,12 +21,13 @@ from accelerate_core.constants import (
     ERR_RENDER,
     ERR_TEST_FAILED,
     ERR_TIMEOUT,
+    JOB_ENTRY,
     STATUS_DONE,
     STATUS_FAILED,
     STATUS_TIMEOUT,
 )
-from accelerate_core.contracts import JobResult, JobSpec, TemplateRef, job_key
-from accelerate_core.results import outcome_to_result
+from accelerate_core.contracts import JobLimits, JobResult, JobSpec, TemplateRef, job_key
+from accelerate_core.job_outcome import outcome_to_result
 from accelerate_core.runner import ForkServer
 from templates_db.model import sha256_text
 
@@ -63,20 +66,22 @@ def _spec(body: str, *, name: str = "case", model_type: str = "bert", limit: flo
         model_type=model_type,
         hardware="cpu",
         kind="test",
-        template=template.to_dict(),
-        hard_limit_s=limit,
-        bench={"warmup": 0, "min_iters": 1, "min_duration_s": 0.0, "max_duration_s": 0.1},
+        template=template,
+        limits=JobLimits(soft_s=limit / 2, hard_s=limit, mem_cap_mb=4096),
+        bench=BenchConfig(warmup=0, min_iters=1, min_duration_s=0.0, max_duration_s=0.1),
     )
 
 
 @pytest.fixture(scope="module")
 def server() -> Iterator[ForkServer]:
-    with ForkServer("workers.job:execute", max_children=2) as runner:
+    with ForkServer(JOB_ENTRY, max_children=2) as runner:
         yield runner
 
 
 def _run(server: ForkServer, spec: JobSpec) -> JobResult:
-    outcome = server.run(spec.key, spec.to_dict(), time_limit_s=spec.hard_limit_s, mem_cap_mb=4096)
+    outcome = server.run(
+        spec.key, wire.encode(spec), time_limit_s=spec.limits.hard_s, mem_cap_mb=spec.limits.mem_cap_mb
+    )
     return outcome_to_result(spec, outcome, "test-worker", "test-host")
 
 
@@ -84,7 +89,8 @@ def test_a_passing_test_is_done_with_its_measurements_and_source(server: ForkSer
     result = _run(server, _spec(PASSING))
     assert result.status == STATUS_DONE, result.error_message
     assert (result.tests_passed, result.tests_failed) == (2, 0)
-    assert [m["metric"] for m in result.measurements] == ["latency"]
+    assert [m.metric for m in result.measurements] == ["latency"]
+    assert result.measurements[0].samples == (0.01, 0.02)
     assert result.environment["host"] == "test"
     assert result.generated_source is not None and "'bert' == \"bert\"" in result.generated_source
     assert result.worker_id == "test-worker" and result.template_sha == sha256_text(PASSING)

@@ -18,12 +18,15 @@ from pathlib import Path
 
 import pytest
 
+from accelerate_core import wire
 from accelerate_core.config import Settings
 from accelerate_core.constants import STATUS_DONE, TERMINAL_STATUSES
-from accelerate_core.store import ResultsStore, read_status_snapshot
+from accelerate_core.contracts import StatusSnapshot
+from accelerate_core.store import ResultsStore, read_status_snapshot, snapshot_dir
 from scheduler.local import run_local
-from scheduler.plan import PlanOptions, plan_with_stores, template_lookup
-from scheduler.status import format_status, run_status, snapshot_dir
+from scheduler.plan import PlanOptions
+from scheduler.planning_inputs import plan_with_stores, template_lookup
+from scheduler.status import RunStatus, format_status, run_status
 
 REPO = Path(__file__).resolve().parents[2]
 ACCEL = [sys.executable, "-m", "scheduler"]
@@ -87,7 +90,7 @@ def test_local_run_records_every_job_and_writes_the_report(run_settings: Setting
     # Then every job has one terminal row, most pass with measurements, and the report exists
     assert summary.status == "complete"
     rows = _rows(run_settings, plan.run_id)
-    assert sorted(r[0] for r in rows) == sorted(j["key"] for j in plan.jobs)
+    assert sorted(r[0] for r in rows) == sorted(j.key for j in plan.jobs)
     assert all(n == 1 and status in TERMINAL_STATUSES for _, status, n in rows)
     assert summary.counts.get(STATUS_DONE, 0) >= 5, summary.counts
     assert 0 < summary.efficiency <= 1.0
@@ -96,10 +99,10 @@ def test_local_run_records_every_job_and_writes_the_report(run_settings: Setting
             "SELECT count(DISTINCT job_key) FROM measurements WHERE run_id = ? AND metric = 'latency' AND p50 > 0",
             [plan.run_id],
         )[0][0]
-        params = store.get_run(plan.run_id)["params"]
+        params = store.get_run(plan.run_id).params
         source = store.query("SELECT generated_source FROM jobs WHERE run_id = ? AND status = 'done'", [plan.run_id])
     assert latency == summary.counts[STATUS_DONE]
-    assert params["makespan_efficiency"] == summary.efficiency
+    assert params.makespan[-1].efficiency == summary.efficiency and params.slots == 2
     assert all("def test_forward" in s for (s,) in source)
     assert summary.report_dir is not None
     assert {p.suffix for p in summary.report_dir.iterdir()} >= {".md", ".html", ".json"}
@@ -109,10 +112,11 @@ def test_local_run_records_every_job_and_writes_the_report(run_settings: Setting
     assert out.returncode == 0, out.stderr
     status = json.loads(out.stdout)
     assert status["source"] == "db" and status["phase_done"] and status["total"] == len(SIX)
-    assert any("cpu:" in line for line in format_status(status))
+    snap = wire.decode(StatusSnapshot, {k: v for k, v in status.items() if k not in ("source", "snapshot_path")})
+    assert any("cpu:" in line for line in format_status(RunStatus(snap, "db")))
     # And the snapshot (what `accel status` reads while another process holds the DB) shows the end too
     snapshot = read_status_snapshot(plan.run_id, snapshot_dir(run_settings))
-    assert snapshot["status"] == "complete" and snapshot["phase_done"], snapshot
+    assert snapshot.status == "complete" and snapshot.phase_done, snapshot
 
 
 @pytest.fixture
@@ -155,9 +159,9 @@ def _resume_and_check(settings: Settings, run_id: str) -> None:
     assert all(status in TERMINAL_STATUSES for _, status, _ in rows)
     assert (settings.reports_dir / run_id).is_dir()
     with ResultsStore.open(settings.results_db, read_only=True) as store:
-        params = store.get_run(run_id)["params"]
-    assert params["makespan"][-1]["status"] == "complete" and params["slots"] == 2
-    assert params["makespan_efficiency"] == params["makespan"][-1]["efficiency"]
+        params = store.get_run(run_id).params
+    assert params.makespan[-1].status == "complete" and params.slots == 2
+    assert summary["efficiency"] == params.makespan[-1].efficiency
 
 
 @pytest.fixture
@@ -185,15 +189,15 @@ def test_sigint_stops_cleanly_and_resume_completes(
     # Then it exits 130, the run is marked interrupted, finished results are kept and some jobs are left
     assert proc.returncode == 130, stderr
     with ResultsStore.open(run_settings.results_db, read_only=True) as store:
-        assert store.get_run(run_id)["status"] == "interrupted"
+        assert store.get_run(run_id).status == "interrupted"
     statuses = [s for _, s, _ in _rows(run_settings, run_id)]
     assert sum(s in TERMINAL_STATUSES for s in statuses) >= 2
     assert any(s not in TERMINAL_STATUSES for s in statuses)
     # And --resume completes it with exactly one row per job; both invocations' makespans are kept
     _resume_and_check(run_settings, run_id)
     with ResultsStore.open(run_settings.results_db, read_only=True) as store:
-        makespans = store.get_run(run_id)["params"]["makespan"]
-    assert [m["status"] for m in makespans] == ["interrupted", "complete"]
+        makespans = store.get_run(run_id).params.makespan
+    assert [m.status for m in makespans] == ["interrupted", "complete"]
 
 
 def test_sigkill_of_the_parent_then_resume_completes(

@@ -57,9 +57,11 @@ def test_bench_json_reports_every_shape_from_a_child_without_torch_in_the_cli(be
 
 
 def test_the_table_shows_each_shape_and_the_one_off_timings(bench_run, capsys):
+    from accelerate_core import wire
+    from accelerate_core.contracts import BenchReport
     from scheduler.cli.bench import print_table
 
-    print_table(json.loads(bench_run.stdout))
+    print_table(wire.decode(BenchReport, json.loads(bench_run.stdout)))
 
     text = capsys.readouterr().out
     assert "p50 ms" in text and "bert (BertModel) on cpu" in text and "first call" in text

@@ -15,7 +15,7 @@ from accelerate_core.config import Settings
 from accelerate_core.contracts import JobResult, RunPlan, TemplateRef
 from accelerate_core.errors import StoreLockedError, UnknownRunError
 from accelerate_core.store import ResultsStore
-from scheduler.plan import PlanOptions, plan_run, runnable_jobs, skipped_results
+from scheduler.plan import PlanOptions, plan_run
 from scheduler.status import format_status, run_status
 
 
@@ -30,7 +30,7 @@ def _recorded_run(settings: Settings) -> RunPlan:
     ref = TemplateRef(name="t", sha="0" * 64, body="def test_x():\n    pass\n")
     plan = plan_run(PlanOptions(phase="st", models="all"), index, settings, template_for=lambda e, hw: ref,
                     now=1_790_000_000.0, token="abcd")  # fmt: skip
-    jobs = runnable_jobs(plan)
+    jobs = plan.runnable()
     done = JobResult(key=jobs[0].key, run_id=plan.run_id, model_type=jobs[0].model_type, hardware="cpu",
                      kind="test", status="done", duration_s=1.0, finished_at=1.0)  # fmt: skip
     failed = JobResult(key=jobs[1].key, run_id=plan.run_id, model_type=jobs[1].model_type, hardware="cpu",
@@ -39,15 +39,15 @@ def _recorded_run(settings: Settings) -> RunPlan:
     settings.results_db.parent.mkdir(parents=True, exist_ok=True)
     with ResultsStore.open(settings.results_db) as store:
         store.record_run(plan)
-        store.record_results([*skipped_results(plan), done, failed])
+        store.record_results([*plan.skipped_results(now=1.0), done, failed])
     return plan
 
 
 def test_status_reads_the_db_and_names_failures(settings: Settings) -> None:
     plan = _recorded_run(settings)
     status = run_status(settings)  # latest run
-    assert status["run_id"] == plan.run_id and status["source"] == "db"
-    assert status["by_status"] == {"done": 1, "failed": 1, "queued": 1, "skipped": 1}
+    assert status.snapshot.run_id == plan.run_id and status.source == "db"
+    assert status.snapshot.by_status == {"done": 1, "failed": 1, "queued": 1, "skipped": 1}
     lines = format_status(status)
     assert "2/4 finished" not in lines[0] and "3/4 finished" in lines[0]
     assert any("forward-error: boom" in line for line in lines)
@@ -73,14 +73,15 @@ def test_status_falls_back_to_the_snapshot_while_another_process_holds_the_db(se
         with pytest.raises(StoreLockedError):
             ResultsStore.open(settings.results_db, read_only=True).close()
         status = run_status(settings)  # latest snapshot, no run id given
-        assert status["source"] == "snapshot" and status["run_id"] == plan.run_id
-        assert status["terminal"] == 3 and status["total"] == 4
+        assert status.source == "snapshot" and status.snapshot.run_id == plan.run_id
+        assert status.snapshot.terminal == 3 and status.snapshot.total == 4
+        assert status.snapshot_path is not None and status.to_json()["snapshot_path"] == status.snapshot_path
     finally:
         proc.communicate("\n", timeout=30)
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:  # and the DB again once the holder is gone
         try:
-            assert run_status(settings, plan.run_id)["source"] == "db"
+            assert run_status(settings, plan.run_id).source == "db"
             break
         except StoreLockedError:
             time.sleep(0.1)

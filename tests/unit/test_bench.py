@@ -148,15 +148,15 @@ def test_a_summary_fits_a_measurement():
 def test_measurements_file_round_trips_and_appends(tmp_path: Path):
     path = tmp_path / "m.json"
     first = Measurement(
-        metric="latency", unit="s", batch_size=2, seq_len=8, samples=[0.1, 0.3], **sample_stats([0.1, 0.3])
+        metric="latency", unit="s", batch_size=2, seq_len=8, samples=(0.1, 0.3), **sample_stats([0.1, 0.3])
     )
-    second = {"metric": "peak_memory", "unit": "MiB", "samples": [300.0], "n": 1, "p50": 300.0}
+    second = Measurement(metric="peak_memory", unit="MiB", samples=(300.0,), n=1, p50=300.0)
 
     write_measurements(path, [first], {"torch": "x"})
     write_measurements(path, [second], {"torch": "y"}, append=True)
     back = read_measurements(path)
 
-    assert back.measurements == [first, Measurement.from_dict(second)]
+    assert back.measurements == (first, second)
     assert back.environment == {"torch": "y"}
     assert json.loads(path.read_text())["format"] == "accel-measurements"
     assert [p.name for p in tmp_path.iterdir()] == ["m.json"]  # no temporary file left behind
@@ -171,8 +171,15 @@ def test_malformed_measurements_files_raise_one_clear_error(tmp_path: Path):
     (tmp_path / "other.json").write_text('{"format": "something-else", "version": 1}')
     with pytest.raises(ConfigError, match="not an accel-measurements"):
         read_measurements(tmp_path / "other.json")
+    bogus = {
+        "v": "1.0",
+        "format": "accel-measurements",
+        "environment": {},
+        "measurements": [{"metric": "x", "bogus": 1}],
+    }
+    (tmp_path / "bad.json").write_text(json.dumps(bogus))
     with pytest.raises(ConfigError, match="unknown keys"):
-        write_measurements(tmp_path / "bad.json", [{"metric": "latency", "unit": "s", "bogus": 1}], {})
+        read_measurements(tmp_path / "bad.json")
 
 
 # ---------------------------------------------------------------- a real model

@@ -12,44 +12,54 @@ from pathlib import Path
 
 import pytest
 
+from accelerate_core import broker, wire
 from accelerate_core.config import Settings, TimeLimit
 from accelerate_core.constants import (
+    DELIVERIES_PREFIX,
+    DELIVERIES_TTL_S,
     ERR_REDELIVERY_CAP,
+    ERR_VERSION_SKEW,
+    ERR_WORKER,
     STATUS_DONE,
     STATUS_FAILED,
     TASK_RECORD_RESULT,
     TASK_RECORD_RUN,
+    TASK_REGISTER_WORKER,
     TASK_RUN_JOB,
 )
-from accelerate_core.contracts import JobResult, JobSpec, RunPlan, job_key
-from accelerate_core.errors import BrokerError, ConfigError, HardwareUnavailableError
+from accelerate_core.contracts import JobResult, JobSpec, RunParams, RunPlan, StatusSnapshot, job_key
+from accelerate_core.errors import BrokerError, ConfigError, ContractError, HardwareUnavailableError
+from accelerate_core.limits import backstop_limits, visibility_timeout_s
 from accelerate_core.store import ResultsStore
 from scheduler.cli.fleet import flower_env, node_plan, parse_devices
-from scheduler.remote import celery_limits, client_app, job_labels
+from scheduler.remote import client_app, job_labels
 from workers import pinning, tasks, writer
-from workers.app import backstop_limits, broker_error, check_broker, make_app, visibility_timeout_s
+from workers.app import make_app
+
+NEWER_MINOR = f"{wire.SCHEMA_MAJOR}.{wire.SCHEMA_MINOR + 1}"
+NEWER_MAJOR = f"{wire.SCHEMA_MAJOR + 1}.0"
 
 
-def _dry_plan(run_id: str, n: int, **bench: float) -> RunPlan:
-    jobs = [
+def _dry_plan(run_id: str, n: int, sleep_s: float = 0.0) -> RunPlan:
+    jobs = tuple(
         JobSpec(
             key=job_key(run_id, f"m{i}", "cpu", "dry"),
             run_id=run_id,
             model_type=f"m{i}",
             hardware="cpu",
             kind="dry",
-            bench=dict(bench),
-        ).to_dict()
+            sleep_s=sleep_s,
+        )
         for i in range(n)
-    ]
-    return RunPlan(run_id=run_id, phase="unit", created_at=time.time(), params={"kind": "dry"}, jobs=jobs)
+    )
+    return RunPlan(run_id=run_id, phase="unit", created_at=time.time(), params=RunParams(kind="dry"), jobs=jobs)
 
 
-def _done(spec: dict, worker: str = "cpu0@h") -> JobResult:
+def _done(spec: JobSpec, worker: str = "cpu0@h") -> JobResult:
     return JobResult(
-        key=spec["key"],
-        run_id=spec["run_id"],
-        model_type=spec["model_type"],
+        key=spec.key,
+        run_id=spec.run_id,
+        model_type=spec.model_type,
         hardware="cpu",
         kind="dry",
         status=STATUS_DONE,
@@ -77,7 +87,7 @@ def test_app_is_json_only_acks_late_prefetch_one_and_routes_results_to_the_write
     assert conf.task_acks_late is True and conf.worker_prefetch_multiplier == 1
     assert conf.task_reject_on_worker_lost is True
     # and Redis redelivers only after the longest Celery hard limit
-    longest_hard = max(backstop_limits(t)[1] for t in settings.time_limits.values())
+    longest_hard = max(backstop_limits(t.hard_s)[1] for t in settings.time_limits.values())
     assert conf.broker_transport_options["visibility_timeout"] > longest_hard >= 600
     # and task events are on for Flower, with no result backend
     assert conf.worker_send_task_events is True and conf.task_send_sent_event is True
@@ -91,10 +101,11 @@ def test_run_job_task_has_soft_below_hard_limits_above_the_runners() -> None:
     task = make_app(settings).tasks[TASK_RUN_JOB]
     assert task.acks_late and task.reject_on_worker_lost
     assert settings.longest_hard_limit_s < task.soft_time_limit < task.time_limit
+    visibility = make_app(settings).conf.broker_transport_options["visibility_timeout"]
+    assert visibility == visibility_timeout_s(t.hard_s for t in settings.time_limits.values())
     for limit in settings.time_limits.values():
-        soft, hard = celery_limits(limit)
-        assert (soft, hard) == backstop_limits(limit)
-        assert limit.hard_s < soft < hard < visibility_timeout_s(settings)
+        soft, hard = backstop_limits(limit.hard_s)
+        assert limit.hard_s < soft < hard < visibility
 
 
 def test_app_without_broker_is_a_one_line_config_error() -> None:
@@ -104,14 +115,16 @@ def test_app_without_broker_is_a_one_line_config_error() -> None:
 
 def test_unreachable_broker_is_one_line_naming_host_and_fix() -> None:
     with pytest.raises(BrokerError) as info:
-        check_broker("redis://:secret@127.0.0.1:1/0", timeout_s=1)
+        broker.check("redis://:secret@127.0.0.1:1/0", timeout_s=1)
     text = str(info.value)
     assert "\n" not in text and "secret" not in text
     assert text == (
         "cannot reach redis at redis://127.0.0.1:1 (connection refused): start redis-server or fix ACCEL_BROKER_URL"
     )
     assert (
-        broker_error("redis://h:7/0", TimeoutError("timed out")).args[0].startswith("cannot reach redis at redis://h:7")
+        broker.broker_error("redis://h:7/0", TimeoutError("timed out"))
+        .args[0]
+        .startswith("cannot reach redis at redis://h:7")
     )
 
 
@@ -124,7 +137,7 @@ def test_dispatch_to_an_unreachable_broker_is_one_line() -> None:
 
 
 def test_job_labels_are_short_and_readable() -> None:
-    spec = JobSpec.from_dict(_dry_plan("r1", 1).jobs[0])
+    spec = _dry_plan("r1", 1).jobs[0]
     assert job_labels(spec) == {"model_type": "m0", "hardware": "cpu", "kind": "dry", "run_id": "r1"}
     assert client_app(Settings(broker_url="redis://127.0.0.1:1/0")).conf.task_send_sent_event is True
 
@@ -184,61 +197,129 @@ def test_first_delivery_costs_no_count_redeliveries_count_and_the_cap_records_fa
 
     settings = Settings(broker_url=redis_url, redelivery_cap=2)
     client = redis.Redis.from_url(redis_url)
-    ex = tasks.Executor(settings, "cpu0@h", "h", tasks.DeliveryCounter(client))
-    spec = JobSpec.from_dict(_dry_plan("r1", 1).jobs[0])
+    ctx = tasks.WorkerContext(settings, "cpu0@h", "h", tasks.DeliveryCounter(client))
+    spec = _dry_plan("r1", 1).jobs[0]
     # Given a first delivery: attempt 1, nothing counted in Redis
-    first = tasks.execute(spec, ex, redelivered=False)
+    first = tasks.handle_delivery(spec, ctx, redelivered=False)
     assert (first.status, first.attempt, first.worker_id) == (STATUS_DONE, 1, "cpu0@h")
-    assert client.get(tasks.DELIVERIES_PREFIX + spec.key) is None
+    assert client.get(DELIVERIES_PREFIX + spec.key) is None
     # When it is redelivered: attempt 2 runs (cap 2)
-    assert tasks.execute(spec, ex).attempt == 2
+    assert tasks.handle_delivery(spec, ctx).attempt == 2
     # Then the next redelivery is beyond the cap: failed with redelivery-cap, not run
-    capped = tasks.execute(spec, ex)
+    capped = tasks.handle_delivery(spec, ctx)
     assert (capped.status, capped.error_class, capped.attempt) == (STATUS_FAILED, ERR_REDELIVERY_CAP, 3)
-    assert 0 < client.ttl(tasks.DELIVERIES_PREFIX + spec.key) <= tasks.DELIVERIES_TTL_S
+    assert 0 < client.ttl(DELIVERIES_PREFIX + spec.key) <= DELIVERIES_TTL_S
+
+
+@pytest.mark.redis
+def test_a_job_message_the_worker_cannot_decode_still_becomes_its_row(redis_url: str) -> None:
+    import redis
+
+    ctx = tasks.WorkerContext(
+        Settings(broker_url=redis_url), "cpu0@h", "h", tasks.DeliveryCounter(redis.Redis.from_url(redis_url))
+    )
+    spec = _dry_plan("r2", 1).jobs[0]
+    encoded = wire.encode(spec)
+    # Given a job of a newer major schema: a version-skew row naming both versions, keyed by the task id
+    skew = tasks.run_message(spec.key, {**encoded, "v": NEWER_MAJOR, "renamed": 1}, ctx, redelivered=False)
+    assert skew is not None and (skew.key, skew.status, skew.error_class) == (spec.key, STATUS_FAILED, ERR_VERSION_SKEW)
+    assert NEWER_MAJOR in (skew.error_message or "") and wire.SCHEMA_VERSION in (skew.error_message or "")
+    assert (skew.run_id, skew.model_type, skew.hardware, skew.kind) == ("r2", "m0", "cpu", "dry")
+    # a message with no payload at all (another kwarg name) is the same: the task id names the job
+    assert tasks.run_message(spec.key, None, ctx, redelivered=False).error_class == ERR_WORKER  # type: ignore[union-attr]
+    # a newer minor with an unknown optional key runs normally
+    ran = tasks.run_message(spec.key, {**encoded, "v": NEWER_MINOR, "signature": "x"}, ctx, redelivered=False)
+    assert ran is not None and ran.status == STATUS_DONE
+    # and a task id that is no job key names nothing to record
+    assert tasks.run_message("not-a-key", {"v": NEWER_MAJOR}, ctx, redelivered=False) is None
 
 
 # -- the writer ----------------------------------------------------------------------------------------
 
 
-def _writer(tmp_path: Path, store: ResultsStore, published: dict[str, str]) -> writer.ResultWriter:
+def _writer(tmp_path: Path, store: ResultsStore, published: dict[str, StatusSnapshot]) -> writer.ResultWriter:
     settings = Settings(results_db=tmp_path / "r.duckdb", reports_dir=tmp_path / "reports")
-    return writer.ResultWriter(store, settings, publish=lambda run, text: published.__setitem__(run, text))
+    return writer.ResultWriter(store, settings, publish=lambda snap: published.__setitem__(snap.run_id, snap))
 
 
 def test_writer_records_run_and_results_once_then_reports_the_finished_run(tmp_path: Path) -> None:
-    published: dict[str, str] = {}
+    published: dict[str, StatusSnapshot] = {}
     plan = _dry_plan("run-w", 3)
     with ResultsStore.open(tmp_path / "r.duckdb") as store:
         w = _writer(tmp_path, store, published)
         # Given the run recorded and two results, one of them twice (a redelivery)
-        w.handle(TASK_RECORD_RUN, {"plan": plan.to_dict()})
-        w.handle(TASK_RECORD_RESULT, {"result": _done(plan.jobs[0]).to_dict()})
-        w.handle(TASK_RECORD_RESULT, {"results": [_done(plan.jobs[0]).to_dict(), _done(plan.jobs[1]).to_dict()]})
+        w.handle(TASK_RECORD_RUN, {"plan": wire.encode(plan)})
+        w.handle(TASK_RECORD_RESULT, {"result": wire.encode(_done(plan.jobs[0]))})
+        w.handle(TASK_RECORD_RESULT, {"results": [wire.encode(_done(plan.jobs[0])), wire.encode(_done(plan.jobs[1]))]})
         assert w.flush() == 3
         # Then the run is not done yet, and nothing is reported
         assert not store.is_phase_done("run-w") and "run-w" not in w.reported
         # When the last result lands
-        w.handle(TASK_RECORD_RESULT, {"result": _done(plan.jobs[2], "cpu1@h").to_dict()})
+        w.handle(TASK_RECORD_RESULT, {"result": wire.encode(_done(plan.jobs[2], "cpu1@h"))})
         w.flush()
         rows = store.query("SELECT job_key, count(*) FROM jobs WHERE run_id = 'run-w' GROUP BY job_key")
         # Then there is one row per job, the run is complete, its report and snapshot are written
         assert sorted(n for _, n in rows) == [1, 1, 1]
-        assert store.get_run("run-w")["status"] == "complete"
+        assert store.get_run("run-w").status == "complete"
         assert (tmp_path / "reports" / "run-w" / "report.json").is_file()
-        snap = json.loads(published["run-w"])
-        assert snap["phase_done"] and snap["terminal"] == 3 and snap["report_dir"].endswith("run-w")
+        snap = published["run-w"]
+        assert snap.phase_done and snap.terminal == 3 and (snap.report_dir or "").endswith("run-w")
+        # and the file snapshot next to the DB is the same snapshot
+        from accelerate_core.store import read_status_snapshot
+
+        assert read_status_snapshot("run-w", tmp_path) == snap
+
+
+def test_writer_records_a_newer_minor_result_and_a_newer_major_one_as_version_skew(tmp_path: Path) -> None:
+    plan = _dry_plan("run-v", 3)
+    with ResultsStore.open(tmp_path / "r.duckdb") as store:
+        w = _writer(tmp_path, store, {})
+        w.handle(TASK_RECORD_RUN, {"plan": wire.encode(plan)})
+        # Given a result of a newer minor schema with an optional key this writer does not know
+        newer = {**wire.encode(_done(plan.jobs[0])), "v": NEWER_MINOR, "gpu_clock_mhz": 1980}
+        # and one of a newer major schema, and one with no schema version at all
+        skewed = {**wire.encode(_done(plan.jobs[1])), "v": NEWER_MAJOR}
+        unversioned = {k: v for k, v in wire.encode(_done(plan.jobs[2])).items() if k != "v"}
+        w.handle(TASK_RECORD_RESULT, {"results": [newer, skewed, unversioned]})
+        w.flush()
+        rows = dict(
+            (k, (s, c, m)) for k, s, c, m in store.query("SELECT job_key, status, error_class, error_message FROM jobs")
+        )
+    # Then the first is recorded as sent; the others are version-skew rows naming both versions
+    assert rows[plan.jobs[0].key][:2] == (STATUS_DONE, None)
+    for job, theirs in ((plan.jobs[1], NEWER_MAJOR), (plan.jobs[2], wire.UNVERSIONED)):
+        status, error_class, message = rows[job.key]
+        assert (status, error_class) == (STATUS_FAILED, ERR_VERSION_SKEW)
+        assert theirs in message and wire.SCHEMA_VERSION in message
+
+
+def test_writer_records_the_jobs_of_a_run_it_cannot_decode(tmp_path: Path) -> None:
+    plan = _dry_plan("run-s", 2)
+    with ResultsStore.open(tmp_path / "r.duckdb") as store:
+        w = _writer(tmp_path, store, {})
+        # Given a run message of a newer major schema
+        w.handle(TASK_RECORD_RUN, {"plan": {**wire.encode(plan), "v": NEWER_MAJOR}})
+        w.flush()
+        # Then the run is recorded by its id, each of its jobs has a version-skew row, and the run completes
+        classes = store.query("SELECT error_class, count(*) FROM jobs WHERE run_id = 'run-s' GROUP BY ALL")
+        assert classes == [(ERR_VERSION_SKEW, 2)]
+        assert store.get_run("run-s").status == "complete"
+        # while a run message that names no job is refused, not guessed at
+        with pytest.raises(ContractError, match="schema"):
+            w.handle(TASK_RECORD_RUN, {"plan": {"v": NEWER_MAJOR}})
+        with pytest.raises(ContractError, match="WorkerInfo"):
+            w.handle(TASK_REGISTER_WORKER, {"info": {"v": wire.SCHEMA_VERSION}})
 
 
 def test_writer_refuses_unknown_messages(tmp_path: Path) -> None:
-    with ResultsStore.open(tmp_path / "r.duckdb") as store, pytest.raises(ConfigError, match=r"accel\.run_job"):
+    with ResultsStore.open(tmp_path / "r.duckdb") as store, pytest.raises(ContractError, match=r"accel\.run_job"):
         _writer(tmp_path, store, {}).handle(TASK_RUN_JOB, {})
 
 
 def test_decode_refuses_non_json_messages() -> None:
-    with pytest.raises(ConfigError):
+    with pytest.raises(ContractError):
         writer.decode_message(json.dumps({"content-type": "application/x-python-serialize", "body": ""}).encode())
-    with pytest.raises(ConfigError):
+    with pytest.raises(ContractError):
         writer.decode_message(b"not json")
 
 
@@ -257,7 +338,7 @@ def test_intake_takes_celery_messages_in_order_and_a_dead_writers_batch_comes_ba
     # When a writer claims them and dies before settling
     batch = intake.claim(10)
     keys = [writer.decode_message(raw)[1]["result"]["key"] for raw in batch]
-    assert keys == [j["key"] for j in plan.jobs]
+    assert keys == [j.key for j in plan.jobs]
     # Then the next writer gets the same batch again, in the same order, before anything new
     assert writer.Intake(client, "results").claim(10) == batch
     intake.settle()

@@ -7,21 +7,20 @@ from pathlib import Path
 
 import pytest
 
+from accelerate_core import wire
 from accelerate_core.catalog.index import IndexEntry
 from accelerate_core.config import Settings
 from accelerate_core.constants import JOB_KIND_DRY, STATUS_SKIPPED
-from accelerate_core.contracts import RunPlan, TemplateRef, job_key
+from accelerate_core.contracts import JobLimits, RunPlan, SkipReason, TemplateRef, job_key
 from accelerate_core.errors import ConfigError, HardwareUnavailableError, UnknownModelError
 from scheduler.plan import (
-    SKIPPED_PARAM,
+    PHASE_LOOP,
     PlanOptions,
     estimate_seconds,
     new_run_id,
     parse_models,
     plan_run,
     resolve_hardware,
-    runnable_jobs,
-    skipped_results,
 )
 
 NOW = 1_790_000_000.0
@@ -78,8 +77,8 @@ def test_keys_are_deterministic_and_cover_every_architecture(settings: Settings)
     # When the same selection is planned twice with the same run id
     first, second = _plan(settings), _plan(settings)
     # Then the keys are the same and each is job_key(run, model, hardware, kind)
-    assert [j["key"] for j in first.jobs] == [j["key"] for j in second.jobs]
-    assert {j["key"] for j in first.jobs} == {job_key(first.run_id, e.model_type, "cpu", "test") for e in INDEX}
+    assert [j.key for j in first.jobs] == [j.key for j in second.jobs]
+    assert {j.key for j in first.jobs} == {job_key(first.run_id, e.model_type, "cpu", "test") for e in INDEX}
     assert first.run_id == "2026-q4-20260921T141320-beef"
 
 
@@ -87,20 +86,23 @@ def test_skipped_entries_are_planned_with_their_reason(settings: Settings) -> No
     # Given a catalog entry that is not runnable
     plan = _plan(settings)
     # Then it is planned, listed as skipped, last, and not among the jobs to run
-    assert plan.jobs[-1]["model_type"] == "blt_patcher"
-    assert plan.jobs[-1]["template"] is None
-    assert "blt_patcher" not in {j.model_type for j in runnable_jobs(plan)}
-    results = skipped_results(plan, now=NOW)
+    last = plan.jobs[-1]
+    assert last.model_type == "blt_patcher" and last.template is None and last.expected_s == 0.0
+    assert last.skip is not None and last.skip.reason_class == "component"
+    assert "blt_patcher" not in {j.model_type for j in plan.runnable()}
+    results = plan.skipped_results(now=NOW)
     assert [(r.model_type, r.status, r.error_class) for r in results] == [("blt_patcher", STATUS_SKIPPED, "component")]
     assert "sub-model" in (results[0].error_message or "")
-    assert plan.params["n_skipped"] == 1 and len(plan.params[SKIPPED_PARAM]) == 1
+    assert plan.params.n_skipped == 1 and plan.params.n_jobs == len(INDEX)
 
 
 def test_plan_survives_a_json_round_trip(settings: Settings) -> None:
+    import json
+
     plan = _plan(settings)
-    again = RunPlan.from_dict(plan.to_dict())
-    assert skipped_results(again, now=NOW) == skipped_results(plan, now=NOW)
-    assert [j.key for j in again.job_specs()] == [j["key"] for j in plan.jobs]
+    again = wire.decode(RunPlan, json.loads(json.dumps(wire.encode(plan))))
+    assert again == plan
+    assert again.skipped_results(now=NOW) == plan.skipped_results(now=NOW)
 
 
 def test_models_list_and_file(settings: Settings, tmp_path: Path) -> None:
@@ -112,7 +114,7 @@ def test_models_list_and_file(settings: Settings, tmp_path: Path) -> None:
     assert parse_models("@models.txt", base_dir=tmp_path) == ["vit", "bert", "whisper"]
     assert parse_models("all") is None
     plan = _plan(settings, models="bert,gpt2")
-    assert sorted(j["model_type"] for j in plan.jobs) == ["bert", "gpt2"]
+    assert sorted(j.model_type for j in plan.jobs) == ["bert", "gpt2"]
 
 
 def test_bad_selections_fail_with_one_line(settings: Settings, tmp_path: Path) -> None:
@@ -128,17 +130,17 @@ def test_bad_selections_fail_with_one_line(settings: Settings, tmp_path: Path) -
 
 def test_modality_filter(settings: Settings) -> None:
     plan = _plan(settings, modality="vision")
-    assert [j["model_type"] for j in plan.jobs] == ["vit"]
+    assert [j.model_type for j in plan.jobs] == ["vit"]
 
 
 def test_order_without_history_follows_the_size_estimate(settings: Settings) -> None:
     # Given no past durations
     plan = _plan(settings)
-    expected = [j["expected_s"] for j in plan.jobs[:-1]]
+    expected = [j.expected_s for j in plan.jobs[:-1]]
     # Then jobs are longest expected first, and the estimate grows with size within a modality
     assert expected == sorted(expected, reverse=True)
     assert estimate_seconds(INDEX[1]) > estimate_seconds(INDEX[0])
-    assert plan.params["history_used"] is False
+    assert plan.params.history_used is False
 
 
 def test_order_with_history_follows_past_durations(settings: Settings) -> None:
@@ -146,31 +148,36 @@ def test_order_with_history_follows_past_durations(settings: Settings) -> None:
     history = {"cpu": {"bert": 30.0, "vit": 0.5, "gpt2": 1.0, "whisper": 2.0}}
     plan = _plan(settings, past_durations=history)
     # Then bert goes first and the expected times are the past durations
-    assert [j["model_type"] for j in plan.jobs] == ["bert", "whisper", "gpt2", "vit", "blt_patcher"]
-    assert plan.jobs[0]["expected_s"] == 30.0
-    assert plan.params["history_used"] is True
+    assert [j.model_type for j in plan.jobs] == ["bert", "whisper", "gpt2", "vit", "blt_patcher"]
+    assert plan.jobs[0].expected_s == 30.0
+    assert plan.params.history_used is True
 
 
 def test_jobs_carry_template_limits_and_phase_bench(settings: Settings) -> None:
-    job = runnable_jobs(_plan(settings))[0]
-    assert job.template_ref() == _template(None, "cpu")
-    assert job.hard_limit_s == settings.time_limit("test").hard_s
-    assert job.mem_cap_mb == settings.mem_cap_mb
-    assert 0 < job.bench["min_duration_s"] <= job.bench["max_duration_s"]
+    plan = _plan(settings)
+    job = plan.runnable()[0]
+    assert job.template == _template(None, "cpu")
+    limit = settings.time_limit("test")
+    assert job.limits == JobLimits(soft_s=limit.soft_s, hard_s=limit.hard_s, mem_cap_mb=settings.mem_cap_mb)
+    # The phase's short loop, with the settings' shapes; the run records the same settings
+    assert (job.bench.warmup, job.bench.min_iters) == (PHASE_LOOP["warmup"], PHASE_LOOP["min_iters"])
+    assert job.bench.batch_sizes == settings.bench.batch_sizes and job.bench.seq_lens == settings.bench.seq_lens
+    assert plan.params.bench == job.bench
 
 
 def test_two_hardware_kinds_double_the_jobs_with_distinct_keys(settings: Settings) -> None:
     plan = _plan(settings, hardware=("cpu", "cuda"))
     assert len(plan.jobs) == 2 * len(INDEX)
-    assert len({j["key"] for j in plan.jobs}) == len(plan.jobs)
+    assert len({j.key for j in plan.jobs}) == len(plan.jobs)
 
 
 def test_dry_jobs_need_no_template(settings: Settings) -> None:
     options = PlanOptions(phase="fleet", models="bert,vit", kind=JOB_KIND_DRY)
     plan = plan_run(options, INDEX, settings, now=NOW)
-    assert {j["kind"] for j in plan.jobs} == {JOB_KIND_DRY}
-    assert all(j["template"] is None for j in plan.jobs)
-    assert skipped_results(plan) == []
+    assert {j.kind for j in plan.jobs} == {JOB_KIND_DRY}
+    assert all(j.template is None for j in plan.jobs)
+    assert plan.skipped_results(now=NOW) == ()
+    assert plan.runnable() == plan.jobs
 
 
 def test_test_jobs_need_the_templates(settings: Settings) -> None:
@@ -207,7 +214,9 @@ def test_a_model_no_device_can_hold_is_skipped_on_that_kind(settings: Settings) 
     options = PlanOptions(phase="p", models="huge,bert")
     plan = plan_run(options, [*INDEX, big], settings, template_for=_template, now=NOW, inventory=inventory)
     # Then it is planned, but skipped as unsupported with the device's reason; bert still runs
-    (result,) = skipped_results(plan, now=NOW)
+    (result,) = plan.skipped_results(now=NOW)
     assert result.model_type == "huge" and result.error_class == "unsupported"
     assert "MiB" in (result.error_message or "")
-    assert [j.model_type for j in runnable_jobs(plan)] == ["bert"]
+    assert [j.model_type for j in plan.runnable()] == ["bert"]
+    huge = next(j for j in plan.jobs if j.model_type == "huge")
+    assert huge.skip == SkipReason("unsupported", result.error_message) and huge.expected_s == 0.0

@@ -165,8 +165,13 @@ def test_tables_summaries_speedups_failures_and_efficiency(store: ResultsStore) 
 def test_efficiency_prefers_the_executors_records_across_resumes(store: ResultsStore) -> None:
     run = _run("cur", 1.0, models=("bert",))
     plan = run.plan()
-    makespan = [{"slots": 2, "wall_s": 10.0, "busy_s": 18.0}, {"slots": 2, "wall_s": 5.0, "busy_s": 6.0}]
-    store.record_run(type(plan)(plan.run_id, plan.phase, plan.created_at, {**plan.params, "makespan": makespan}, []))
+    from dataclasses import replace
+
+    from accelerate_core.contracts import Makespan
+
+    makespan = (Makespan(slots=2, wall_s=10.0, busy_s=18.0), Makespan(slots=2, wall_s=5.0, busy_s=6.0))
+    store.record_run(plan)
+    store.update_run_params(plan.run_id, replace(plan.params, makespan=makespan))
     store.record_results([run.result("bert", "cpu", start=0.0, duration=1.0)])
     eff = build_report(store, "cur", use_catalog=False).efficiency
     assert eff.efficiency == pytest.approx(24.0 / 30.0) and eff.wall_s == 15.0 and "2 invocations" in eff.note

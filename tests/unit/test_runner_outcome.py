@@ -7,8 +7,9 @@ import os
 
 import pytest
 
+from accelerate_core import wire
 from accelerate_core.constants import ERR_BUILD, ERR_FILE_SIZE, ERR_FORWARD, ERR_MISSING_DEPENDENCY, ERR_OOM
-from accelerate_core.errors import RunnerError
+from accelerate_core.errors import ContractError, RunnerError
 from accelerate_core.runner import ChildOutcome, JobFailure, classify_exception
 from accelerate_core.runner.protocol import DEFAULT_MAX_FILE_MB, DEFAULT_MAX_TASKS, JobRequest, LineReader, encode
 
@@ -66,22 +67,29 @@ def test_job_failure_is_not_an_error_of_the_fleet():
     assert not isinstance(JobFailure(ERR_BUILD, "x"), AccelerateError)
 
 
-def test_outcome_round_trips_and_ignores_unknown_keys():
+def test_outcome_round_trips_by_the_one_wire_rule():
     outcome = ChildOutcome.failure("j", ERR_OOM, "MemoryError", "too big", peak_rss_mb=12.5)
-    data = outcome.to_dict()
+    data = wire.encode(outcome)
 
-    assert ChildOutcome.from_dict({**data, "future_field": 1}) == outcome
+    assert wire.decode(ChildOutcome, data) == outcome
     assert data["ok"] is False and data["error_class"] == ERR_OOM
+    # an unknown key is ignored only when a newer minor schema wrote it
+    newer = f"{wire.SCHEMA_MAJOR}.{wire.SCHEMA_MINOR + 1}"
+    assert wire.decode(ChildOutcome, {**data, "v": newer, "future_field": 1}) == outcome
+    with pytest.raises(ContractError, match="future_field"):
+        wire.decode(ChildOutcome, {**data, "future_field": 1})
 
 
 def test_job_request_validates_and_round_trips():
     request = JobRequest("j", {"a": 1}, 2.5, 100, {"OMP_NUM_THREADS": "1"})
 
-    assert JobRequest.from_dict(request.to_dict()) == request
+    assert wire.decode(JobRequest, wire.encode(request)) == request
     with pytest.raises(RunnerError, match="time_limit_s"):
         JobRequest("j", {}, 0, 100)
-    with pytest.raises(RunnerError, match="malformed"):
-        JobRequest.from_dict({"job_id": "j"})
+    with pytest.raises(ContractError, match="payload"):
+        wire.decode(JobRequest, {"v": wire.SCHEMA_VERSION, "job_id": "j"})
+    with pytest.raises(ContractError, match="time_limit_s"):
+        wire.decode(JobRequest, {**wire.encode(request), "time_limit_s": 0})
     with pytest.raises(RunnerError, match="max_tasks=1"):
         JobRequest("j", {}, 1, 100, max_tasks=1)
     with pytest.raises(RunnerError, match="max_file_mb=0"):
@@ -89,10 +97,10 @@ def test_job_request_validates_and_round_trips():
 
 
 def test_a_request_without_box_limits_gets_the_defaults():
-    data = JobRequest("j", {}, 1, 100).to_dict()
+    data = wire.encode(JobRequest("j", {}, 1, 100))
     del data["max_tasks"], data["max_file_mb"]
 
-    request = JobRequest.from_dict(data)
+    request = wire.decode(JobRequest, data)
 
     assert (request.max_tasks, request.max_file_mb) == (DEFAULT_MAX_TASKS, DEFAULT_MAX_FILE_MB)
 

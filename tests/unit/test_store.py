@@ -5,12 +5,13 @@ from __future__ import annotations
 import csv
 import json
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import duckdb
 import pytest
 
-from accelerate_core.contracts import WorkerInfo
+from accelerate_core.contracts import Makespan, Measurement, SkipReason, WorkerInfo
 from accelerate_core.errors import ConfigError, StoreError, StoreLockedError, UnknownRunError
 from accelerate_core.store import SCHEMA_VERSION, ResultsStore, read_status_snapshot, schema
 from accelerate_core.store.synthetic import SyntheticRun
@@ -96,7 +97,7 @@ def test_a_new_result_replaces_the_measurements(store: ResultsStore) -> None:
 def test_running_then_result_counts_one_attempt(store: ResultsStore) -> None:
     store.record_run(RUN.plan())
     assert store.mark_running([RUN.key("bert", "cpu")], "w-1", time.time()) == 1
-    assert store.run_progress("run-a")["by_status"]["running"] == 1
+    assert store.run_progress("run-a").by_status["running"] == 1
     store.record_results([RUN.result("bert", "cpu")])
     assert store.query("SELECT status, attempts, worker_id FROM jobs WHERE model_type='bert' AND hardware='cpu'") == [
         ("done", 1, "synthetic-cpu-0")
@@ -105,13 +106,16 @@ def test_running_then_result_counts_one_attempt(store: ResultsStore) -> None:
     assert store.mark_running([RUN.key("bert", "cpu")], "w-2", time.time()) == 0
 
 
+def _with_measurement(result, m: Measurement):  # type: ignore[no-untyped-def]
+    return replace(result, measurements=(*result.measurements, m))
+
+
 def test_a_malformed_batch_writes_nothing(store: ResultsStore) -> None:
     good = RUN.result("bert", "cpu")
-    bad = RUN.result("gpt2", "cpu")
-    bad.measurements.append({"metric": "latency"})  # no unit
+    bad = _with_measurement(RUN.result("gpt2", "cpu"), Measurement(metric="latency", unit=""))  # no unit
     with pytest.raises(ConfigError, match="unit"):
         store.record_results([good, bad])
-    bad.measurements[-1].update(unit="s", batch_size="one")
+    bad = _with_measurement(RUN.result("gpt2", "cpu"), Measurement("latency", "s", batch_size="one"))  # type: ignore[arg-type]
     with pytest.raises(ConfigError, match="malformed"):
         store.record_results([good, bad])
     assert _count(store, "jobs") == 0
@@ -120,8 +124,7 @@ def test_a_malformed_batch_writes_nothing(store: ResultsStore) -> None:
 def test_a_batch_failing_inside_duckdb_is_rolled_back_whole(store: ResultsStore) -> None:
     # Given a batch whose jobs upsert succeeds but whose measurements cannot be cast
     good = RUN.result("bert", "cpu")
-    bad = RUN.result("gpt2", "cpu")
-    bad.measurements.append({"metric": "latency", "unit": "s", "samples": ["not a number"]})
+    bad = _with_measurement(RUN.result("gpt2", "cpu"), Measurement("latency", "s", samples=("not a number",)))  # type: ignore[arg-type]
     # When it is recorded, Then the store error says so and neither job nor measurement was kept
     with pytest.raises(StoreError, match="rolled back"):
         store.record_results([good, bad])
@@ -134,10 +137,10 @@ def test_progress_unfinished_and_phase_done(store: ResultsStore) -> None:
     store.record_run(RUN.plan())
     store.record_results([RUN.result("bert", "cpu"), RUN.result("gpt2", "cpu", status="failed")])
     progress = store.run_progress("run-a")
-    assert progress["total"] == 6 and progress["terminal"] == 2
-    assert progress["by_hardware"]["cpu"] == {"total": 3, "done": 1, "failed": 1, "queued": 1}
-    assert progress["failures_total"] == 1 and progress["failures"][0]["model_type"] == "gpt2"
-    assert progress["expected_s_left"] == pytest.approx(4 * 1.0 / RUN.slots)
+    assert progress.total == 6 and progress.terminal == 2
+    assert progress.by_hardware["cpu"] == {"total": 3, "done": 1, "failed": 1, "queued": 1}
+    assert progress.failures_total == 1 and progress.failures[0].model_type == "gpt2"
+    assert progress.expected_s_left == pytest.approx(4 * 1.0 / RUN.slots)
     left = store.unfinished_jobs("run-a")
     assert sorted((s.model_type, s.hardware) for s in left) == [
         ("bert", "cuda"),
@@ -145,7 +148,10 @@ def test_progress_unfinished_and_phase_done(store: ResultsStore) -> None:
         ("t5", "cpu"),
         ("t5", "cuda"),
     ]
-    assert left[0].template_ref() is not None and left[0].template_ref().body == "# synthetic\n"
+    assert left[0].template is not None and left[0].template.body == "# synthetic\n"
+    # a resumed job is the planned one: everything but the template comes from its spec column
+    planned = {j.key: j for j in RUN.plan().jobs}
+    assert all(job == planned[job.key] for job in left)
     assert not store.is_phase_done("run-a")
     store.record_results(
         [RUN.result(m, hw) for m in ("bert", "gpt2", "t5") for hw in ("cuda",)]
@@ -160,9 +166,9 @@ def test_runs_previous_and_status(store: ResultsStore) -> None:
     store.record_run(SyntheticRun("other", phase="2027-q1", created_at=999.0).plan())
     assert store.previous_run("2026-q4", "new") == "mid"
     assert store.previous_run("2026-q4", "old") is None
-    assert [r["run_id"] for r in store.list_runs()] == ["new", "mid", "old", "other"]
+    assert [r.run.run_id for r in store.list_runs()] == ["new", "mid", "old", "other"]
     store.set_run_status("new", "complete")
-    assert store.get_run("new")["status"] == "complete"
+    assert store.get_run("new").status == "complete"
     with pytest.raises(UnknownRunError):
         store.set_run_status("nope", "complete")
     with pytest.raises(ConfigError):
@@ -189,7 +195,8 @@ def test_status_snapshot_round_trip(store: ResultsStore, tmp_path: Path) -> None
     path = store.write_status_snapshot("run-a", tmp_path / "status")
     assert not list(path.parent.glob("*.tmp"))
     snap = read_status_snapshot("run-a", tmp_path / "status")
-    assert snap["total"] == 6 and snap["by_status"] == {"queued": 6}
+    assert snap == store.run_progress("run-a", now=snap.updated_at)
+    assert snap.total == 6 and snap.by_status == {"queued": 6}
     with pytest.raises(StoreError, match="no status snapshot"):
         read_status_snapshot("other", tmp_path / "status")
 
@@ -228,11 +235,11 @@ def test_second_writer_in_the_same_process_is_refused(tmp_path: Path) -> None:
             ResultsStore.open(path)
         writer.record_run(RUN.plan())
         with ResultsStore.open(path, read_only=True) as reader:  # shares the writer's database
-            assert reader.list_runs()[0]["jobs"] == 6
+            assert reader.list_runs()[0].jobs == 6
             with pytest.raises(StoreError, match="read-only"):
                 reader.record_run(RUN.plan())
     with ResultsStore.open(path) as again:  # the file is free once closed
-        assert again.get_run("run-a")["phase"] == "synthetic"
+        assert again.get_run("run-a").phase == "synthetic"
 
 
 def test_read_only_on_a_missing_file(tmp_path: Path) -> None:
@@ -251,4 +258,63 @@ def test_unusable_paths_give_store_errors(tmp_path: Path) -> None:
 def test_memory_store_has_the_same_api() -> None:
     with ResultsStore.memory() as s:
         s.record_run(RUN.plan())
-        assert s.run_progress("run-a")["total"] == 6
+        assert s.run_progress("run-a").total == 6
+
+
+def test_run_params_change_only_through_update_run_params(store: ResultsStore) -> None:
+    # Given a recorded run
+    plan = RUN.plan()
+    store.record_run(plan)
+    # When the same run is recorded again with other params, nothing changes
+    store.record_run(replace(plan, params=replace(plan.params, slots=99)))
+    assert store.get_run("run-a").params == plan.params
+    # When its executor records its figures, Then exactly those are stored
+    figures = replace(plan.params, makespan=(Makespan(slots=2, wall_s=10.0, busy_s=15.0),))
+    store.update_run_params("run-a", figures)
+    assert store.get_run("run-a").params == figures and figures.makespan[0].efficiency == 0.75
+    with pytest.raises(UnknownRunError):
+        store.update_run_params("nope", figures)
+
+
+def _legacy_store(path: Path) -> None:
+    """A schema-1 file as the code before the versioned wire format wrote it."""
+    conn = duckdb.connect(str(path))
+    conn.execute(schema._VERSION_TABLE)
+    for statement in schema.MIGRATIONS[0].statements:
+        conn.execute(statement)
+    conn.execute("INSERT INTO schema_version VALUES (1, 'v1', 0)")
+    params = {"models": "bert,blt", "modality": None, "hardware": ["cpu"], "kind": "test", "n_jobs": 2,
+              "bench": {"warmup": 5, "min_iters": 10, "min_duration_s": 0.3, "max_duration_s": 2.0, "new_tokens": 4},
+              "batch_sizes": [1, 4], "seq_lens": [16], "n_skipped": 1, "expected_work_s": 1.2, "history_used": False,
+              "skipped": {"k-blt": {"reason_class": "component", "reason": "a sub-model"}}, "slots": 2,
+              "makespan": [{"run_id": "old", "status": "complete", "slots": 2, "wall_s": 4.0,
+                            "busy_s": 6.0}]}  # fmt: skip
+    conn.execute("INSERT INTO runs VALUES ('old', 'p', 1.0, ?, '0.1', 'complete', 2.0)", [json.dumps(params)])
+    for key, model in (("k-bert", "bert"), ("k-blt", "blt")):
+        spec = {"key": key, "run_id": "old", "model_type": model, "hardware": "cpu", "kind": "test",
+                "template": None, "batch_sizes": [1, 4], "seq_lens": [16], "soft_limit_s": 60.0,
+                "hard_limit_s": 90.0, "mem_cap_mb": 2048, "expected_s": 1.2, "bench": {"warmup": 5}}  # fmt: skip
+        conn.execute(
+            "INSERT INTO jobs (job_key, run_id, model_type, hardware, kind, status, attempts, spec, updated_at) "
+            "VALUES (?, 'old', ?, 'cpu', 'test', 'queued', 0, ?, 0)",
+            [key, model, json.dumps(spec)],
+        )
+    conn.close()
+
+
+def test_a_store_from_before_the_wire_format_is_upgraded_on_first_read(tmp_path: Path) -> None:
+    # Given a schema-1 file with unversioned params and specs
+    path = tmp_path / "results.duckdb"
+    _legacy_store(path)
+    # When it is opened read-only (as `accel status` or `accel report` would)
+    with ResultsStore.open(path, read_only=True) as store:
+        run = store.get_run("old")
+        jobs = {j.key: j for j in store.unfinished_jobs("old")}
+        version = store.schema_version()
+    # Then it was migrated once, and every old value reads back as its contract
+    assert version == SCHEMA_VERSION
+    assert run.params.slots == 2 and run.params.bench.batch_sizes == (1, 4) and run.params.bench.warmup == 5
+    assert run.params.makespan == (Makespan(slots=2, wall_s=4.0, busy_s=6.0, status="complete"),)
+    assert jobs["k-bert"].skip is None and jobs["k-bert"].limits.hard_s == 90.0
+    assert jobs["k-bert"].bench.batch_sizes == (1, 4) and jobs["k-bert"].limits.mem_cap_mb == 2048
+    assert jobs["k-blt"].skip == SkipReason("component", "a sub-model")

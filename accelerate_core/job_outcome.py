@@ -1,11 +1,14 @@
-"""Turning what the job runner returns into the :class:`~accelerate_core.contracts.JobResult` that is recorded.
+"""A job's outcome in the job runner turned into the :class:`~accelerate_core.contracts.JobResult` that is recorded.
 
 Both executors (the local one in ``scheduler.local`` and the Celery task in ``workers.tasks``) run a job
 through the fork server and get a ``ChildOutcome`` back. A job whose child returned normally carries its
-own result (``workers.job.execute`` never raises for a model failure); a child that was killed (time
+own result, encoded (``workers.job.job_entry`` never raises for a model failure); a child that was killed (time
 limit, memory cap), crashed or raised an infrastructure error has no result of its own, and one is made
 here from the outcome. Keeping this in one place means both executors record the same row for the same
 outcome.
+
+A job message (or a job's result) that cannot be decoded is not a vanished job either:
+:func:`undecodable_result` makes its row from the job key alone (``version-skew`` or ``worker-error``).
 """
 
 from __future__ import annotations
@@ -14,14 +17,17 @@ import time
 from dataclasses import replace
 from typing import Any, Protocol
 
+from accelerate_core import wire
 from accelerate_core.constants import (
     ERR_CRASHED,
     ERR_TIMEOUT,
+    ERR_VERSION_SKEW,
+    ERR_WORKER,
     STATUS_FAILED,
     STATUS_TIMEOUT,
 )
-from accelerate_core.contracts import JobResult, JobSpec
-from accelerate_core.errors import ConfigError
+from accelerate_core.contracts import JobResult, JobSpec, parse_job_key
+from accelerate_core.errors import AccelerateError, ContractError, VersionSkewError
 
 
 class Outcome(Protocol):
@@ -72,8 +78,8 @@ def outcome_to_result(
     """
     if outcome.ok and outcome.value is not None:
         try:
-            result = JobResult.from_dict(outcome.value)
-        except ConfigError as e:
+            result = wire.decode(JobResult, outcome.value)
+        except ContractError as e:
             return _infrastructure_result(spec, outcome, worker_id, host, attempt, now, malformed=str(e))
         return replace(result, worker_id=worker_id, host=host, attempt=attempt)
     return _infrastructure_result(spec, outcome, worker_id, host, attempt, now)
@@ -118,3 +124,61 @@ def _describe(outcome: Outcome) -> str:
     if outcome.exit_signal:
         return f"the job's process died from signal {outcome.exit_signal}"
     return "the job's process ended without a result"
+
+
+def undecodable_result(
+    key: object,
+    error: ContractError,
+    *,
+    worker_id: str | None,
+    host: str | None,
+    now: float | None = None,
+) -> JobResult | None:
+    """The row of a job whose message or result could not be decoded, or None when ``key`` names no job.
+
+    The job is named by its key alone (``contracts.parse_job_key``), so this works whatever the payload's
+    shape. A :class:`VersionSkewError` (another schema major) is recorded ``version-skew``, its message
+    naming both versions; any other decoding error ``worker-error``.
+
+    Args:
+        key: the job key (a job message's task id; a result's ``key``).
+        error: why it could not be decoded.
+        worker_id: the recording process.
+        host: its host name.
+        now: the clock (unix seconds).
+    """
+    identity = parse_job_key(key) if isinstance(key, str) else None
+    if identity is None:
+        return None
+    stamp = time.time() if now is None else now
+    try:
+        return _undecodable_row(str(key), identity, error, worker_id, host, stamp)
+    except AccelerateError:  # the key's names are not names (a forged run id): nothing safe to record
+        return None
+
+
+def _undecodable_row(
+    key: str,
+    identity: tuple[str, str, str, str],
+    error: ContractError,
+    worker_id: str | None,
+    host: str | None,
+    stamp: float,
+) -> JobResult:
+    run_id, model_type, hardware, kind = identity
+    return JobResult(
+        key=key,
+        run_id=run_id,
+        model_type=model_type,
+        hardware=hardware,
+        kind=kind,
+        status=STATUS_FAILED,
+        error_class=ERR_VERSION_SKEW if isinstance(error, VersionSkewError) else ERR_WORKER,
+        error_type=type(error).__name__,
+        error_message=str(error),
+        started_at=stamp,
+        finished_at=stamp,
+        duration_s=0.0,
+        worker_id=worker_id,
+        host=host,
+    )

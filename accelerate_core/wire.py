@@ -1,0 +1,260 @@
+"""The wire format: every encode and decode of a contract, at a process edge, in one place.
+
+A contract (:mod:`accelerate_core.contracts`, and the runner's ``JobRequest``/``ChildOutcome``) is an object
+inside a process. It becomes JSON only where it leaves one: a broker message, the fork-server pipe, a
+DuckDB JSON column, a status snapshot, a measurements file. :func:`encode` makes that JSON; :func:`decode`
+is the only way back.
+
+Versions
+    Every encoded message carries the schema version under ``"v"``, as ``"MAJOR.MINOR"`` (nested objects
+    do not: they share their message's). A new field *with a default* is a minor change; renaming,
+    removing or retyping a field, or adding one without a default, is a major change.
+
+The decoding rule (one rule, for every message)
+    1. A message that is not an object, or whose ``"v"`` is not ``"MAJOR.MINOR"``, is a :class:`ContractError`.
+    2. Another MAJOR (older or newer; a message without ``"v"`` predates versioning) is a
+       :class:`VersionSkewError` naming both versions. Its receiver records it as a row with error class
+       ``version-skew`` (the worker for a job it cannot decode, the writer for a result or run whose job
+       keys it can still read), never a vanished message.
+    3. The same MAJOR and a newer MINOR: keys this code does not know are ignored, each logged once per
+       contract and key (an older reader meeting a newer optional field).
+    4. The same MAJOR and the same or an older MINOR: an unknown key is a :class:`ContractError`
+       (nothing newer can have written it: it is a typo or corruption).
+    5. A missing required key, a value of the wrong type (``bool`` is not an ``int``; an ``int`` is
+       accepted as a ``float``) or a value the contract's own checks refuse is a :class:`ContractError`
+       naming the path (``JobSpec.bench.warmup``).
+
+Whatever the input (any JSON value), :func:`decode` returns the contract or raises exactly one
+:class:`ContractError`; no other exception escapes (a property test holds it to that).
+
+The decoder walks the dataclasses' own type hints, so a contract is declared once, as a dataclass, and
+needs no converter of its own. The hints it understands: ``str``, ``int``, ``float``, ``bool``, ``X | None``,
+``tuple[X, ...]``, ``Mapping[str, X]``, ``dict[str, X]``, ``Any`` (free JSON) and nested dataclasses.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import logging
+import re
+import types
+import typing
+from collections.abc import Mapping
+from typing import Any, Final, TypeVar
+
+from accelerate_core.errors import AccelerateError, ContractError, VersionSkewError
+
+__all__ = ["SCHEMA_MAJOR", "SCHEMA_MINOR", "SCHEMA_VERSION", "VERSION_KEY", "decode", "encode", "message_version"]
+
+logger = logging.getLogger(__name__)
+
+SCHEMA_MAJOR: Final = 1
+"""The major schema version: messages of another major are not read (``version-skew`` rows)."""
+
+SCHEMA_MINOR: Final = 0
+"""The minor schema version: bump it with every new optional field of any contract."""
+
+SCHEMA_VERSION: Final = f"{SCHEMA_MAJOR}.{SCHEMA_MINOR}"
+"""This code's schema version, as every message it writes carries it."""
+
+VERSION_KEY: Final = "v"
+"""The key of the schema version in every encoded message."""
+
+UNVERSIONED: Final = "0 (unversioned)"
+"""The version :class:`VersionSkewError` names for a message without ``"v"`` (written before versioning)."""
+
+T = TypeVar("T")
+_VERSION = re.compile(r"^(\d{1,6})\.(\d{1,6})$", re.ASCII)
+_logged_unknown: set[tuple[str, str]] = set()
+
+
+def encode(obj: Any) -> dict[str, Any]:
+    """A contract as a JSON-ready message: its fields (nested contracts too) plus ``"v"``.
+
+    Raises:
+        TypeError: ``obj`` is not a dataclass instance (a programming error, not bad input).
+    """
+    if not dataclasses.is_dataclass(obj) or isinstance(obj, type):
+        raise TypeError(f"encode() takes a contract (a dataclass instance), not {type(obj).__name__}")
+    return {VERSION_KEY: SCHEMA_VERSION, **_plain_fields(obj)}
+
+
+def _plain_fields(obj: Any) -> dict[str, Any]:
+    return {f.name: _plain(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+
+
+_JSON_SCALARS: Final = (str, int, float, bool, type(None))
+
+
+def _plain(value: Any) -> Any:
+    if type(value) in _JSON_SCALARS:
+        return value
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return _plain_fields(value)
+    if isinstance(value, tuple | list):
+        return [_plain(v) for v in value]
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    return value
+
+
+def message_version(cls: type[Any], data: object) -> tuple[int, int]:
+    """The ``(major, minor)`` of a message meant to be a ``cls``, checked against this code's major.
+
+    Raises:
+        ContractError: not an object, or a malformed ``"v"``.
+        VersionSkewError: another major version (or none at all).
+    """
+    name = cls.__name__
+    if not isinstance(data, dict):
+        raise ContractError(f"a {name} message must be a JSON object, got {_kind(data)}")
+    if VERSION_KEY not in data:
+        raise _skew(name, UNVERSIONED, newer=False)
+    raw = data[VERSION_KEY]
+    match = _VERSION.match(raw) if isinstance(raw, str) else None
+    if match is None:
+        raise ContractError(f"a {name} message has a malformed schema version {raw!r:.40}: expected 'MAJOR.MINOR'")
+    major, minor = int(match[1]), int(match[2])
+    if major != SCHEMA_MAJOR:
+        raise _skew(name, raw, newer=major > SCHEMA_MAJOR)
+    return major, minor
+
+
+def _skew(name: str, theirs: str, *, newer: bool) -> VersionSkewError:
+    advice = "upgrade this process" if newer else "upgrade its sender"
+    return VersionSkewError(
+        f"a {name} message of schema {theirs} cannot be read by this accelerate-fleet (schema {SCHEMA_VERSION}): "
+        f"{advice} so both run the same major version",
+        theirs=theirs,
+        ours=SCHEMA_VERSION,
+    )
+
+
+def decode(cls: type[T], data: object) -> T:
+    """The contract ``cls`` from an encoded message, by the rule in this module's docstring.
+
+    Raises:
+        ContractError: the message does not decode (one line naming the path and the problem).
+        VersionSkewError: it was written by another major schema version (both versions named).
+    """
+    _major, minor = message_version(cls, data)
+    assert isinstance(data, dict)  # message_version checked it
+    body = {k: v for k, v in data.items() if k != VERSION_KEY}
+    return _Decoder(lenient=minor > SCHEMA_MINOR).dataclass(cls, body, cls.__name__)
+
+
+def _kind(value: object) -> str:
+    if value is None:
+        return "null"
+    return {
+        bool: "a boolean",
+        int: "an integer",
+        float: "a number",
+        str: "a string",
+        list: "a list",
+        dict: "an object",
+    }.get(type(value), type(value).__name__)
+
+
+@functools.cache
+def _fields(cls: Any) -> tuple[tuple[str, Any, bool], ...]:
+    """``(name, type hint, required)`` of each init field of a dataclass."""
+    hints = typing.get_type_hints(cls)
+    out = []
+    for f in dataclasses.fields(cls):
+        if f.init:
+            required = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+            out.append((f.name, hints[f.name], required))
+    return tuple(out)
+
+
+class _Decoder:
+    """One decoding pass; ``lenient`` ignores unknown keys (a newer minor wrote them)."""
+
+    def __init__(self, *, lenient: bool) -> None:
+        self.lenient = lenient
+
+    def dataclass(self, cls: type[T], data: object, path: str) -> T:
+        if not isinstance(data, dict):
+            raise ContractError(f"{path} must be an object, got {_kind(data)}")
+        known = _fields(typing.cast(Any, cls))
+        names = {name for name, _, _ in known}
+        self._unknown(cls.__name__, path, [k for k in data if k not in names])
+        kwargs: dict[str, Any] = {}
+        for name, hint, required in known:
+            if name in data:
+                kwargs[name] = self.value(hint, data[name], f"{path}.{name}")
+            elif required:
+                raise ContractError(f"{path} has no {name!r}: a required key is missing")
+        try:
+            return cls(**kwargs)
+        except ContractError as e:
+            raise ContractError(f"{path}: {e}") from e
+        except (AccelerateError, TypeError, ValueError) as e:
+            raise ContractError(f"{path} is invalid: {e}") from e
+
+    def _unknown(self, name: str, path: str, keys: list[str]) -> None:
+        if not keys:
+            return
+        if not self.lenient:
+            raise ContractError(
+                f"{path} has unknown keys {sorted(map(str, keys))}: not in schema {SCHEMA_VERSION} of {name}"
+            )
+        for key in keys:
+            if (name, key) not in _logged_unknown:
+                _logged_unknown.add((name, key))
+                logger.warning("ignoring %s key %r of a newer schema minor (this is %s)", name, key, SCHEMA_VERSION)
+
+    def value(self, hint: Any, value: object, path: str) -> Any:
+        origin = typing.get_origin(hint)
+        if hint is Any:
+            return value
+        if origin in (typing.Union, types.UnionType):
+            return self._union(typing.get_args(hint), value, path)
+        if origin is tuple:
+            return self._tuple(typing.get_args(hint), value, path)
+        if origin in (Mapping, dict):
+            return self._mapping(typing.get_args(hint)[1], value, path)
+        if dataclasses.is_dataclass(hint):
+            return self.dataclass(hint, value, path)  # type: ignore[arg-type]
+        if hint in (str, int, float, bool):
+            return _scalar(hint, value, path)
+        raise TypeError(f"wire cannot decode type {hint!r} at {path}: extend accelerate_core.wire")
+
+    def _union(self, args: tuple[Any, ...], value: object, path: str) -> Any:
+        if value is None and type(None) in args:
+            return None
+        others = [a for a in args if a is not type(None)]
+        if len(others) != 1:
+            raise TypeError(f"wire decodes only 'X | None' unions, not {args!r} at {path}")
+        return self.value(others[0], value, path)
+
+    def _tuple(self, args: tuple[Any, ...], value: object, path: str) -> tuple[Any, ...]:
+        if not isinstance(value, list | tuple):
+            raise ContractError(f"{path} must be a list, got {_kind(value)}")
+        item = args[0]
+        if item in (str, int, float, bool):  # raw samples: no path string per element unless one is wrong
+            try:
+                return tuple(_scalar(item, v, path) for v in value)
+            except ContractError:
+                pass  # find the element again, to name it
+        return tuple(self.value(item, v, f"{path}[{i}]") for i, v in enumerate(value))
+
+    def _mapping(self, item: Any, value: object, path: str) -> dict[str, Any]:
+        if not isinstance(value, dict):
+            raise ContractError(f"{path} must be an object, got {_kind(value)}")
+        out: dict[str, Any] = {}
+        for k, v in value.items():
+            if not isinstance(k, str):
+                raise ContractError(f"{path} must have string keys, got {_kind(k)}")
+            out[k] = self.value(item, v, f"{path}.{k}")
+        return out
+
+
+def _scalar(kind: type, value: object, path: str) -> Any:
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if isinstance(value, kind) and not (kind is int and isinstance(value, bool)):
+        return value
+    raise ContractError(f"{path} must be {_kind(kind())}, got {_kind(value)}")

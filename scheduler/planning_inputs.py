@@ -1,0 +1,90 @@
+"""What the planner needs from the outside world, gathered in one place so that ``scheduler.plan`` stays pure.
+
+:func:`plan_with_stores` reads the catalog index (no torch here), the templates store (syncing the shipped
+templates into an empty one: the one write of planning), the results store's past durations (when the file
+exists and is not held by another process) and, for a local run, this machine's devices; then it calls
+:func:`scheduler.plan.plan_run`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from accelerate_core.constants import JOB_KIND_TEST
+from scheduler.plan import CatalogEntry, PlanOptions, TemplateLookup, plan_run
+
+if TYPE_CHECKING:
+    from accelerate_core.config import Settings
+    from accelerate_core.contracts import RunPlan, TemplateRef
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["past_durations", "plan_with_stores", "template_lookup"]
+
+
+def plan_with_stores(
+    settings: Settings,
+    options: PlanOptions,
+    *,
+    local: bool = True,
+    base_dir: Path | None = None,
+    code_version: str = "",
+) -> RunPlan:
+    """Gather the planner's inputs (catalog index, templates, past durations, devices) and plan a run."""
+    from accelerate_core.backends import detect
+    from accelerate_core.catalog.index import load_index
+
+    index = load_index()
+    inventory = detect() if local else None
+    template_for = template_lookup(settings) if options.kind == JOB_KIND_TEST else None
+    history = past_durations(settings, options.hardware)
+    return plan_run(
+        options,
+        index,
+        settings,
+        template_for=template_for,
+        past_durations=history,
+        code_version=code_version,
+        base_dir=base_dir,
+        inventory=inventory,
+    )
+
+
+def template_lookup(settings: Settings) -> TemplateLookup:
+    """A lookup over the latest templates in ``settings.templates_db`` (shipped ones synced into an empty store)."""
+    from accelerate_core.errors import TemplateNotFoundError
+    from templates_db.model import pick
+    from templates_db.store import TemplateStore
+
+    store = TemplateStore(settings.templates_db)
+    versions = store.list() if settings.templates_db.exists() else []
+    if not versions:
+        logger.info("templates store %s is empty: syncing the shipped templates", settings.templates_db)
+        store.sync_shipped(collect=False)
+        versions = store.list()
+
+    def lookup(entry: CatalogEntry, hardware: str) -> TemplateRef | None:
+        try:
+            return pick(versions, entry.model_type, entry.modality, entry.family, hardware).to_ref()
+        except TemplateNotFoundError:
+            return None
+
+    return lookup
+
+
+def past_durations(settings: Settings, hardware: Sequence[str]) -> dict[str, dict[str, float]]:
+    """``{hardware: {model_type: median seconds}}`` from the results store; empty when it cannot be read."""
+    from accelerate_core.errors import StoreError
+    from accelerate_core.store import ResultsStore
+
+    if not settings.results_db.exists():
+        return {}
+    try:
+        with ResultsStore.open(settings.results_db, read_only=True) as store:
+            return {hw: store.past_durations(hw) for hw in hardware}
+    except StoreError as e:
+        logger.warning("no past durations (%s): ordering by size estimates", e)
+        return {}
