@@ -17,9 +17,12 @@ def free_port() -> int:
 
 
 class RedisServer:
-    """One redis-server process with AOF on (the broker's production setting), data in ``workdir``."""
+    """One redis-server process with AOF on (the broker's production setting), data in ``workdir``.
 
-    def __init__(self, workdir: Path, port: int | None = None) -> None:
+    With ``password`` the server requires it (``--requirepass``), as ``deploy/redis.conf`` does.
+    """
+
+    def __init__(self, workdir: Path, port: int | None = None, *, password: str | None = None) -> None:
         binary = shutil.which("redis-server")
         if binary is None:
             raise RuntimeError(
@@ -29,11 +32,13 @@ class RedisServer:
         self.binary = binary
         self.workdir = workdir
         self.port = port or free_port()
+        self.password = password
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        auth = f":{self.password}@" if self.password else ""
+        return f"redis://{auth}127.0.0.1:{self.port}/0"
 
     def start(self) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -54,6 +59,7 @@ class RedisServer:
                 "noeviction",
                 "--logfile",
                 str(self.workdir / "redis.log"),
+                *(["--requirepass", self.password] if self.password else []),
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -63,7 +69,7 @@ class RedisServer:
             try:
                 with socket.create_connection(("127.0.0.1", self.port), timeout=0.2) as s:
                     s.sendall(b"PING\r\n")
-                    if s.recv(16).startswith(b"+PONG"):
+                    if s.recv(16).startswith((b"+PONG", b"-NOAUTH")):
                         return
             except OSError:
                 time.sleep(0.05)
@@ -88,5 +94,8 @@ class RedisServer:
 
     def flushall(self) -> None:
         with socket.create_connection(("127.0.0.1", self.port), timeout=2) as s:
+            if self.password:
+                s.sendall(f"AUTH {self.password}\r\n".encode())
+                s.recv(16)
             s.sendall(b"FLUSHALL\r\n")
             s.recv(16)
