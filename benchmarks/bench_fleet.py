@@ -140,13 +140,14 @@ def fleet_rate(url: str, n: int, work: Path) -> dict[str, float]:
         t0 = time.perf_counter()
         dispatch(settings, plan)
         sent = time.perf_counter() - t0
-        _wait_for(lambda: bool((read_status(settings, plan.run_id) or {}).get("phase_done")), 600, "the run")
+        _wait_for(lambda: (s := read_status(settings, plan.run_id)) is not None and s.phase_done, 600, "the run")
         total = time.perf_counter() - t0
-        status = read_status(settings, plan.run_id) or {}
+        status = read_status(settings, plan.run_id)
     finally:
         _stop(procs)
-    if status.get("by_status", {}).get("done") != n:
-        raise SystemExit(f"bench_fleet: expected {n} done rows, the store says {status.get('by_status')}")
+    done = status.by_status.get("done") if status is not None else None
+    if done != n:
+        raise SystemExit(f"bench_fleet: expected {n} done rows, the store says {status}")
     return {"rate": n / total, "seconds": total, "send_seconds": sent}
 
 

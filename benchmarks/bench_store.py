@@ -101,7 +101,7 @@ def bench_ingest(tmp: Path, jobs: int, batch: int, repeats: int) -> dict[str, ob
 def _executemany(results: list[JobResult]) -> tuple[int, float]:
     """The slow path, same rows, same table shape: one INSERT per row (in one transaction)."""
     rows = [
-        (r.key, r.run_id, m["metric"], m["unit"], m["batch_size"], m["seq_len"], m["samples"], len(m["samples"]))
+        (r.key, r.run_id, m.metric, m.unit, m.batch_size, m.seq_len, list(m.samples), len(m.samples))
         for r in results
         for m in r.measurements
     ]
