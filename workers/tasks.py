@@ -284,8 +284,8 @@ def run_message(task_id: str, payload: object, ctx: WorkerContext, *, redelivere
     """The result of one ``run_job`` message: its job's, or one saying why it could not be run.
 
     Returns:
-        None only for a message that names no job at all (its task id is not a job key and its payload
-        has none): logged, nothing to record.
+        None only for a message that names no job at all (its task id is not a job key whose names are
+        valid): logged, nothing to record.
     """
     try:
         spec = wire.decode(JobSpec, payload)

@@ -16,14 +16,14 @@ from typing import Any
 
 import pytest
 
+from accelerate_core import wire
 from accelerate_core.config import Settings
-from accelerate_core.constants import TASK_RECORD_RESULT, TASK_RECORD_RUN
-from accelerate_core.contracts import job_key
+from accelerate_core.constants import TASK_RECORD_RESULT, TASK_RECORD_RUN, WRITER_LOCK_KEY
+from accelerate_core.contracts import RunParams, job_key
 from scheduler.remote import client_app
 from tests.support import processes
 from tests.support.processes import wait_for
 from tests.support.redis_server import RedisServer
-from workers.writer import LOCK_KEY
 
 pytestmark = pytest.mark.redis
 
@@ -31,12 +31,15 @@ FORGED = "../../etc/x"
 
 
 def _job(run_id: str) -> dict[str, Any]:
+    # Written by hand, as a forger would: the contracts themselves refuse such a run id.
     return {"key": job_key(run_id, "bert", "cpu", "dry"), "run_id": run_id, "model_type": "bert",
             "hardware": "cpu", "kind": "dry"}  # fmt: skip
 
 
 def _run(run_id: str, phase: str) -> dict[str, Any]:
-    return {"run_id": run_id, "phase": phase, "created_at": time.time(), "params": {}, "jobs": [_job(run_id)]}
+    params = {k: v for k, v in wire.encode(RunParams(kind="dry", n_jobs=1)).items() if k != "v"}
+    return {"v": wire.SCHEMA_VERSION, "run_id": run_id, "phase": phase, "created_at": time.time(),
+            "params": params, "jobs": [_job(run_id)]}  # fmt: skip
 
 
 def test_a_forged_run_id_reaches_the_writer_and_nothing_is_written_outside_reports_dir(
@@ -59,11 +62,11 @@ def test_a_forged_run_id_reaches_the_writer_and_nothing_is_written_outside_repor
         import redis
 
         client = redis.Redis.from_url(redis_server.url)
-        wait_for(lambda: client.exists(LOCK_KEY), 60, "the writer")
+        wait_for(lambda: client.exists(WRITER_LOCK_KEY), 60, "the writer")
         # When a forged run (and its finished job) is sent straight to the results queue, then a valid one
         for run_id, phase in ((FORGED, "q4"), ("ok-1", "q4")):
             app.send_task(TASK_RECORD_RUN, kwargs={"plan": _run(run_id, phase)}, queue=settings.results_queue)
-            result = {**_job(run_id), "status": "done"}
+            result = {"v": wire.SCHEMA_VERSION, **_job(run_id), "status": "done"}
             app.send_task(TASK_RECORD_RESULT, kwargs={"result": result}, queue=settings.results_queue)
         # Then the valid run is reported where it belongs ...
         wait_for(lambda: (reports / "ok-1" / "report.md").is_file(), 60, "the valid run's report")
@@ -78,5 +81,6 @@ def test_a_forged_run_id_reaches_the_writer_and_nothing_is_written_outside_repor
     assert sorted(p.name for p in reports.iterdir()) == ["ok-1"]
     dropped = [ln for ln in log.read_text().splitlines() if "dropping a message" in ln]
     assert len(dropped) == 2, log.read_text()[-3000:]
-    assert "RunPlan.run_id '../../etc/x' is not a valid name" in dropped[0]
+    # (the run's first field to fail is its job's run id: the decoder names the path to it)
+    assert "RunPlan.jobs[0] is invalid: JobSpec.run_id '../../etc/x' is not a valid name" in dropped[0]
     assert "JobResult.run_id '../../etc/x' is not a valid name" in dropped[1]

@@ -8,8 +8,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from accelerate_core import wire
 from accelerate_core.contracts import JobResult, JobSpec, RunPlan
-from accelerate_core.errors import ConfigError
+from accelerate_core.errors import ConfigError, ContractError
 from accelerate_core.names import NAME_MAX, check_name, check_node_name, is_name
 
 HOSTILE = [
@@ -77,14 +78,18 @@ def test_any_text_is_a_name_or_one_config_error_and_a_name_stays_inside_its_fold
 
 @pytest.mark.parametrize("run_id", ["../../etc/x", "q4[/x]"])
 def test_messages_refuse_bad_run_ids_phases_and_model_types(run_id: str) -> None:
-    spec = {"key": "k", "run_id": "r1", "model_type": "bert", "hardware": "cpu", "kind": "dry"}
+    v = wire.SCHEMA_VERSION
+    spec = {"v": v, "key": "k", "run_id": "r1", "model_type": "bert", "hardware": "cpu", "kind": "dry"}
+    with pytest.raises(ContractError, match=r"JobSpec\.run_id"):
+        wire.decode(JobSpec, {**spec, "run_id": run_id})
+    with pytest.raises(ContractError, match=r"JobSpec\.model_type"):
+        wire.decode(JobSpec, {**spec, "model_type": run_id})
+    with pytest.raises(ContractError, match=r"JobResult\.run_id"):
+        wire.decode(JobResult, {**spec, "run_id": run_id, "status": "done"})
+    with pytest.raises(ContractError, match=r"RunPlan\.phase"):
+        wire.decode(RunPlan, {"v": v, "run_id": "r1", "phase": run_id, "created_at": 0.0, "params": {}, "jobs": []})
+    with pytest.raises(ContractError, match=r"RunPlan\.run_id"):
+        wire.decode(RunPlan, {"v": v, "run_id": run_id, "phase": "q4", "created_at": 0.0, "params": {}, "jobs": []})
+    # and the contracts refuse them when built in a process, too
     with pytest.raises(ConfigError, match=r"JobSpec\.run_id"):
-        JobSpec.from_dict({**spec, "run_id": run_id})
-    with pytest.raises(ConfigError, match=r"JobSpec\.model_type"):
-        JobSpec.from_dict({**spec, "model_type": run_id})
-    with pytest.raises(ConfigError, match=r"JobResult\.run_id"):
-        JobResult.from_dict({**spec, "run_id": run_id, "status": "done"})
-    with pytest.raises(ConfigError, match=r"RunPlan\.phase"):
-        RunPlan.from_dict({"run_id": "r1", "phase": run_id, "created_at": 0.0, "params": {}, "jobs": []})
-    with pytest.raises(ConfigError, match=r"RunPlan\.run_id"):
-        RunPlan.from_dict({"run_id": run_id, "phase": "q4", "created_at": 0.0, "params": {}, "jobs": []})
+        JobSpec(key="k", run_id=run_id, model_type="bert", hardware="cpu", kind="dry")

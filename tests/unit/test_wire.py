@@ -112,7 +112,17 @@ SCALARS: dict[Any, st.SearchStrategy[Any]] = {
     bool: st.booleans(),
 }
 
+names = st.from_regex(r"[A-Za-z0-9][A-Za-z0-9_-]{0,10}", fullmatch=True)
+"""Run ids, phases, model types, template names: the names pattern (accelerate_core.names)."""
+
 FIELD_STRATEGIES: dict[tuple[type[Any], str], st.SearchStrategy[Any]] = {
+    (TemplateRef, "name"): names,
+    (JobSpec, "run_id"): names,
+    (JobSpec, "model_type"): names,
+    (JobResult, "run_id"): names,
+    (JobResult, "model_type"): names,
+    (RunPlan, "run_id"): names,
+    (RunPlan, "phase"): names,
     (JobSpec, "hardware"): st.sampled_from(HARDWARE_KINDS),
     (JobSpec, "kind"): st.sampled_from(JOB_KINDS),
     (JobResult, "status"): st.sampled_from(sorted(TERMINAL_STATUSES)),
