@@ -1,16 +1,19 @@
 """What each endpoint and page shows, as plain data read from one :class:`~accelerate_core.service.source.ReadView`.
 
-The JSON API returns these dicts as they are; the pages render the same dicts. Nothing here knows HTTP.
+The JSON API returns these dicts as they are; the pages render the same dicts. Nothing here knows HTTP. The
+store's contracts (runs, status snapshots) become JSON here, through :mod:`accelerate_core.wire`: this is the
+process edge where they leave.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from accelerate_core.constants import STATUS_DONE, STATUS_SKIPPED, TERMINAL_STATUSES
+from accelerate_core import wire
+from accelerate_core.constants import RUN_PLANNED, RUN_RUNNING, STATUS_DONE, STATUS_SKIPPED, TERMINAL_STATUSES
 from accelerate_core.errors import ConfigError, UnknownRunError
 from accelerate_core.report.stats import pass_rate
 from accelerate_core.store import browse
@@ -20,7 +23,7 @@ if TYPE_CHECKING:
 
 LATEST = "latest"
 """A run id that names the newest run."""
-LIVE_STATUSES = ("planned", "running")
+LIVE_STATUSES = (RUN_PLANNED, RUN_RUNNING)
 """Run statuses of a run still in progress (its pages refresh themselves)."""
 
 
@@ -31,14 +34,14 @@ def resolve_run(view: ReadView, run_id: str) -> str:
         UnknownRunError: no such run (or no run at all).
     """
     if run_id != LATEST:
-        return str(view.store.get_run(run_id)["run_id"])
+        return view.store.get_run(run_id).run_id
     found = view.store.latest_run()
     if found is None:
         raise UnknownRunError(f"results store {view.store.path} has no runs yet: start one with `accel run`")
     return found
 
 
-def status_pass_rate(by_status: dict[str, int]) -> float | None:
+def status_pass_rate(by_status: Mapping[str, int]) -> float | None:
     """The pass rate of jobs counted by status: done / judged (None before any verdict)."""
     total = sum(by_status.values())
     pending = sum(n for s, n in by_status.items() if s not in TERMINAL_STATUSES)
@@ -47,11 +50,20 @@ def status_pass_rate(by_status: dict[str, int]) -> float | None:
 
 def runs_index(view: ReadView) -> list[dict[str, Any]]:
     """Every run, newest first, with its counts, pass rate and whether it is live."""
-    out = view.store.list_runs()
-    for run in out:
-        skipped = run["terminal"] - run["done"] - run["failed"]
-        run["pass_rate"] = pass_rate(run["done"], run["jobs"], skipped, run["jobs"] - run["terminal"])
-        run["live"] = run["status"] in LIVE_STATUSES
+    out = []
+    for r in view.store.list_runs():
+        skipped = r.terminal - r.done - r.failed
+        out.append(
+            {
+                **wire.encode(r.run),
+                "jobs": r.jobs,
+                "terminal": r.terminal,
+                "done": r.done,
+                "failed": r.failed,
+                "pass_rate": pass_rate(r.done, r.jobs, skipped, r.jobs - r.terminal),
+                "live": r.run.status in LIVE_STATUSES,
+            }
+        )
     return out
 
 
@@ -61,11 +73,11 @@ def run_detail(view: ReadView, run_id: str) -> dict[str, Any]:
     run = view.store.get_run(rid)
     progress = view.store.run_progress(rid)
     return {
-        "run": run,
-        "progress": progress,
-        "pass_rate": status_pass_rate(progress["by_status"]),
-        "live": run["status"] in LIVE_STATUSES,
-        "previous_run": view.store.previous_run(str(run["phase"]), rid),
+        "run": wire.encode(run),
+        "progress": wire.encode(progress),
+        "pass_rate": status_pass_rate(progress.by_status),
+        "live": run.status in LIVE_STATUSES,
+        "previous_run": view.store.previous_run(run.phase, rid),
     }
 
 
@@ -138,8 +150,8 @@ def _modalities(view: ReadView, run_id: str) -> dict[str, str]:
     from accelerate_core.report.modality import resolve_modalities
 
     models = browse.run_models(view.conn, run_id)
-    params = view.store.get_run(run_id)["params"]
-    return resolve_modalities(models, params, store_path=view.store.path)
+    params = view.store.get_run(run_id).params
+    return resolve_modalities(models, params.modalities, store_path=view.store.path)
 
 
 def history(
@@ -173,9 +185,9 @@ def compare_runs(
 
     rid = resolve_run(view, run_id)
     current = collect_run(view.store, rid)
-    base_id = resolve_run(view, baseline) if baseline else view.store.previous_run(str(current.run["phase"]), rid)
+    base_id = resolve_run(view, baseline) if baseline else view.store.previous_run(current.run.phase, rid)
     if base_id is None:
-        raise ConfigError(f"run {rid} has no earlier run of phase {current.run['phase']!r}: give ?baseline=RUN")
+        raise ConfigError(f"run {rid} has no earlier run of phase {current.run.phase!r}: give ?baseline=RUN")
     if base_id == rid:
         raise ConfigError(f"the baseline of run {rid} cannot be the run itself: pick an earlier run")
     chosen = DEFAULT_THRESHOLD if threshold is None else threshold
@@ -205,7 +217,7 @@ def report_document(view: ReadView, run_id: str, fmt: str, reports_dir: Path) ->
     rid = resolve_run(view, run_id)
     run = view.store.get_run(rid)
     saved = _saved_report(reports_dir, rid, chosen)
-    if saved is not None and run["status"] not in LIVE_STATUSES and saved.stat().st_mtime >= run["updated_at"]:
+    if saved is not None and run.status not in LIVE_STATUSES and saved.stat().st_mtime >= run.updated_at:
         return saved.read_text(encoding="utf-8"), "file"
     return render_report(build_report(view.store, rid), chosen), "built"
 
