@@ -10,15 +10,38 @@ import typer
 
 from accelerate_core.errors import AccelerateError
 from scheduler.cli import bench, core, endpoint, fleet, models, run, runs, serve, templates
-from scheduler.cli.common import EXIT_USAGE, CliState, report_error
+from scheduler.cli.common import CliState, out, report_error, report_usage_error
 
 app = typer.Typer(
     name="accel",
     help="accelerate-fleet: test and benchmark every transformers architecture on a hardware fleet.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
-    add_completion=False,
 )
+
+
+def _show_version(value: bool) -> None:
+    if value:
+        out.print(version_line(), markup=False)
+        raise typer.Exit(0)
+
+
+def version_line() -> str:
+    """``accel 0.1.0 (transformers 5.24.0, torch 2.13.0+cpu, python 3.11.9)``, read without importing them."""
+    python = ".".join(map(str, sys.version_info[:3]))
+    return (
+        f"accel {_installed('accelerate-fleet')} (transformers {_installed('transformers')}, "
+        f"torch {_installed('torch')}, python {python})"
+    )
+
+
+def _installed(distribution: str) -> str:
+    from importlib import metadata
+
+    try:
+        return metadata.version(distribution)
+    except metadata.PackageNotFoundError:
+        return "not installed"
 
 
 @app.callback()
@@ -27,6 +50,10 @@ def _root(
     config: Annotated[
         Path | None, typer.Option("--config", help="TOML settings file (default: $ACCEL_CONFIG or ./accel.toml)")
     ] = None,
+    version: Annotated[
+        bool,
+        typer.Option("--version", is_eager=True, callback=_show_version, help="Show the versions and exit."),
+    ] = False,
 ) -> None:
     ctx.obj = CliState(config_file=config)
 
@@ -43,20 +70,25 @@ def main(argv: list[str] | None = None) -> int:
             return result
     except AccelerateError as e:
         return report_error(e)
+    except typer.TyperException as e:  # every click-level error: usage, bad value, missing argument
+        return report_usage_error(e, _command_path(sys.argv[1:] if argv is None else argv))
     except typer.Exit as e:
         return int(e.exit_code)
-    except typer.Abort:
+    except (typer.Abort, KeyboardInterrupt):
         return 130
-    except KeyboardInterrupt:
-        return 130
-    except Exception as e:  # click usage errors arrive here in non-standalone mode
-        import click
-
-        if isinstance(e, click.ClickException):
-            e.show()
-            return e.exit_code if e.exit_code else EXIT_USAGE
-        raise
     return 0
+
+
+def _command_path(argv: list[str]) -> str:
+    """``accel templates diff``: the (sub)commands named in ``argv`` (click raises some errors without a context)."""
+    words = ["accel"]
+    command = typer.main.get_command(app)
+    for word in argv:
+        sub = getattr(command, "commands", {}).get(word)
+        if sub is not None:
+            words.append(word)
+            command = sub
+    return " ".join(words)
 
 
 if __name__ == "__main__":

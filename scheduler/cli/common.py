@@ -65,6 +65,22 @@ def report_error(e: AccelerateError) -> int:
     return e.exit_code
 
 
+def report_usage_error(e: typer.TyperException, command_path: str) -> int:
+    """Print one line for a command-line mistake (click's error, seen through typer) and return 2.
+
+    The line says what was wrong and where to look: ``accel: error: no such option: -Q (see `accel worker
+    --help`)``. A bare group (``accel``, ``accel config``) is answered with its help on stdout, as
+    ``--help`` would, but still exits 2: ``accel "$EMPTY"`` in a script must fail, not succeed silently.
+    """
+    if type(e).__name__ == "NoArgsIsHelpError":  # typer vendors click: the class is not public
+        # typer's rich help prints itself while the error is built; plain help comes back as the message
+        sys.stdout.write(e.format_message())
+        return EXIT_USAGE
+    message = " ".join(e.format_message().split()).rstrip(".")
+    err.print(f"accel: error: {message[:1].lower()}{message[1:]} (see `{command_path} --help`)", markup=False)
+    return EXIT_USAGE
+
+
 def emit_json(data: Any) -> None:
     """Write ``data`` as JSON on stdout (for ``--json``)."""
     sys.stdout.write(json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")

@@ -3,27 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from accelerate_core.selfbench_report import SECTIONS
-
-ACCEL = Path(sys.executable).with_name("accel")
-
-
-def accel(
-    *args: str, cwd: Path, env: dict[str, str] | None = None, timeout: float = 180
-) -> subprocess.CompletedProcess[str]:
-    """Run the installed ``accel`` with a clean ACCEL_* environment in ``cwd``."""
-    base = {k: v for k, v in os.environ.items() if not k.startswith("ACCEL_")}
-    command = [str(ACCEL)] if ACCEL.exists() else [sys.executable, "-m", "scheduler"]
-    return subprocess.run(
-        [*command, *args], cwd=cwd, env={**base, **(env or {})}, capture_output=True, text=True, timeout=timeout
-    )
+from tests.support.cli import accel
 
 
 def test_detect_json_lists_the_cpu(tmp_path: Path) -> None:

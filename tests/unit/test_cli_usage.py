@@ -1,0 +1,128 @@
+"""Every usage mistake a user can make, through the real ``accel`` console script.
+
+Each must end with exit 2 and exactly one line on stderr saying what was wrong and what to do: never a
+traceback. The cases run concurrently in one fixture (each is a fresh interpreter, ~1 s) and are then
+asserted one by one, so a failure names its case.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import NamedTuple
+
+import pytest
+
+from accelerate_core.catalog.index import index_path, load_index
+from tests.support.cli import accel
+
+
+class Mistake(NamedTuple):
+    args: tuple[str, ...]
+    says: str
+    """A fragment the one line must contain."""
+    env: dict[str, str] = {}  # noqa: RUF012 - a NamedTuple default, never mutated
+
+
+FILES = {
+    "broken.toml": b"broker_url = [\n",
+    "wrong-type.toml": b"concurrency = [1]\n",
+    "latin1.toml": b"\xff\xfe = 1\n",
+    "empty-models.txt": b"# nothing here\n",
+}
+
+MISTAKES: dict[str, Mistake] = {
+    "unknown command": Mistake(("frobnicate",), "no such command 'frobnicate' (see `accel --help`)"),
+    "typo in a command": Mistake(("stauts",), "Did you mean 'status'? (see `accel --help`)"),
+    "unknown subcommand": Mistake(("templates", "lst"), "(see `accel templates --help`)"),
+    "unknown option": Mistake(("worker", "-Q", "x"), "no such option: -Q (see `accel worker --help`)"),
+    "unknown root option": Mistake(("--verbose", "detect"), "no such option: --verbose"),
+    "missing argument": Mistake(("report",), "missing argument 'RUN' (see `accel report --help`)"),
+    "option without its value": Mistake(("run", "--models"), "'--models' requires an argument (see `accel run"),
+    "extra argument": Mistake(("status", "a", "b"), "unexpected extra argument"),
+    "--jobs 0": Mistake(("run", "--phase", "p", "--jobs", "0"), "'--jobs'"),
+    "not a number": Mistake(("flower", "--port", "abc"), "'--port'"),
+    "not a number (argument)": Mistake(("templates", "diff", "default", "one", "2"), "'v1'"),
+    "run without --phase": Mistake(("run", "--models", "bert"), "give --phase NAME"),
+    "empty --models": Mistake(("run", "--phase", "p", "--models", ""), "names no model"),
+    "--models @file with no model": Mistake(("run", "--phase", "p", "--models", "@empty-models.txt"), "no model"),
+    "--models @file unreadable": Mistake(("run", "--phase", "p", "--models", "@absent.txt"), "cannot be read"),
+    "--models unknown type": Mistake(("run", "--phase", "p", "--models", "nosuchmodel"), "accel models list"),
+    "run --hardware unknown": Mistake(("run", "--phase", "p", "--hardware", "tpu"), "'tpu' is unknown"),
+    "worker --hardware unknown": Mistake(("worker", "--hardware", "tpu"), "'tpu' is unknown"),
+    "worker --devices bad": Mistake(("worker", "--devices", "x"), "--devices 'x' is invalid"),
+    "bad broker URL": Mistake(("run", "--phase", "p"), "is not a Redis URL", {"ACCEL_BROKER_URL": "http://x"}),
+    "bad number in env": Mistake(("detect",), "'many' is not a valid int", {"ACCEL_CONCURRENCY": "many"}),
+    "--config absent": Mistake(("--config", "absent.toml", "detect"), "absent.toml does not exist"),
+    "--config malformed TOML": Mistake(("--config", "broken.toml", "detect"), "broken.toml is not valid TOML"),
+    "--config not UTF-8": Mistake(("--config", "latin1.toml", "detect"), "latin1.toml is not valid TOML"),
+    "--config wrong TOML type": Mistake(("--config", "wrong-type.toml", "detect"), "concurrency=[1] has the wrong"),
+}
+
+
+@pytest.fixture(scope="module")
+def outcomes(tmp_path_factory: pytest.TempPathFactory) -> dict[str, subprocess.CompletedProcess[str]]:
+    load_index()  # the catalog index says a model type is unknown: build it once (cached), not once per case
+    with ThreadPoolExecutor(4) as pool:
+        futures = {
+            name: pool.submit(accel, *m.args, cwd=_workdir(tmp_path_factory), env=m.env, timeout=120)
+            for name, m in MISTAKES.items()
+        }
+    return {name: future.result() for name, future in futures.items()}
+
+
+def _workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A folder of its own per case (two runs in one folder would share, and lock, its templates DB)."""
+    where = tmp_path_factory.mktemp("usage")
+    for name, content in FILES.items():
+        (where / name).write_bytes(content)
+    (where / "accel-data").mkdir()
+    shutil.copy(index_path(), where / index_path())
+    return where
+
+
+@pytest.mark.parametrize("case", list(MISTAKES))
+def test_a_usage_mistake_is_one_line_and_exit_2(
+    outcomes: dict[str, subprocess.CompletedProcess[str]], case: str
+) -> None:
+    # Given a mistake; When accel runs it; Then one line on stderr says what was wrong, and the exit is 2
+    done = outcomes[case]
+    lines = done.stderr.splitlines()
+    assert done.returncode == 2, (done.returncode, done.stderr)
+    assert "Traceback" not in done.stderr and done.stdout == ""
+    assert len(lines) == 1 and lines[0].startswith("accel: error: "), done.stderr
+    assert MISTAKES[case].says in lines[0], lines[0]
+
+
+def test_a_bare_accel_shows_the_help_and_exits_2(tmp_path: Path) -> None:
+    # exit 2, not 0: `accel "$EMPTY"` in a script must fail; the help goes where --help puts it
+    for args, usage in ((), "Usage: accel [OPTIONS] COMMAND"), (("config",), "Usage: accel config [OPTIONS]"):
+        done = accel(*args, cwd=tmp_path, env={"COLUMNS": "120"})
+        assert done.returncode == 2 and done.stderr == "", done.stderr
+        assert usage in done.stdout and "show" in done.stdout
+
+
+def test_version_names_the_distribution_transformers_and_torch(tmp_path: Path) -> None:
+    from importlib import metadata
+
+    done = accel("--version", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith(f"accel {metadata.version('accelerate-fleet')} (")
+    assert f"transformers {metadata.version('transformers')}" in done.stdout
+    assert f"torch {metadata.version('torch')}" in done.stdout
+
+
+def test_shell_completion_script_and_answers(tmp_path: Path) -> None:
+    # Given the bash script typer ships; When bash asks for completions the way that script does; Then accel answers
+    script = accel("--show-completion", "bash", cwd=tmp_path)
+    assert script.returncode == 0 and "_ACCEL_COMPLETE=complete_bash" in script.stdout
+    for words, expected in (("accel sta", "status"), ("accel worker --hard", "--hardware")):
+        env = {"_ACCEL_COMPLETE": "complete_bash", "COMP_WORDS": words, "COMP_CWORD": str(len(words.split()) - 1)}
+        done = accel(cwd=tmp_path, env=env)
+        assert done.returncode == 0 and expected in done.stdout.split(), (done.stdout, done.stderr)
+    installed = accel("--install-completion", "bash", cwd=tmp_path, env={"HOME": str(tmp_path)})
+    assert installed.returncode == 0, installed.stderr
+    assert "_ACCEL_COMPLETE" in (tmp_path / ".bash_completions" / "accel.sh").read_text()
+    assert ".bash_completions/accel.sh" in (tmp_path / ".bashrc").read_text()
