@@ -6,6 +6,7 @@ validation of device indices); each kind implements a few small private hooks:
 
 - ``_probe()``: enumerate the devices, preferably without importing torch;
 - ``_visible_env(index)``: the variables that make only one device visible to a child process;
+- ``_check_access()``: that this user may open the devices (sysfs shows them to everyone);
 - ``_sync()``, ``_reset_peak()``, ``_peak_mb()``: device-side work, called only in a process that
   runs models (they may import torch).
 
@@ -161,6 +162,10 @@ class Backend(ABC):
         env.update(self._visible_env(0 if device_index is None else device_index))
         return env
 
+    def check_access(self) -> None:
+        """Raise HardwareUnavailableError (one line) when this process may see the devices but not use them."""
+        self._check_access()
+
     def synchronize(self) -> None:
         """Wait for queued device work to finish (no-op on cpu)."""
         self._sync()
@@ -181,6 +186,9 @@ class Backend(ABC):
 
     def _visible_env(self, index: int) -> dict[str, str]:
         return {}
+
+    def _check_access(self) -> None:
+        return None
 
     def _sync(self) -> None:
         return None

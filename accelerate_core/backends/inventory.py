@@ -159,12 +159,15 @@ def require(kind: str, devices: Sequence[int] | None = None, inventory: Inventor
 
     Raises:
         ConfigError: ``kind`` is not a hardware kind.
-        HardwareUnavailableError: no device of ``kind``, or a requested index is missing.
+        HardwareUnavailableError: no device of ``kind``, a requested index is missing, or this user may not
+            open the devices (``/dev/kfd`` for rocm).
     """
     if kind not in HARDWARE_KINDS:
         raise ConfigError(f"unknown hardware kind {kind!r}: use one of {', '.join(HARDWARE_KINDS)}")
     inv = detect() if inventory is None else inventory
     present = inv.of(kind)
+    if present and inventory is None:  # devices of this machine: also check this user may open them
+        get_backend(kind).check_access()
     if not present:
         have = ", ".join(inv.kinds()) or "nothing"
         raise HardwareUnavailableError(

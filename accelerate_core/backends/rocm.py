@@ -9,17 +9,23 @@ the CUDA one, reports those devices (``torch.version.hip`` tells them apart).
 
 from __future__ import annotations
 
+import getpass
+import grp
 import logging
+import os
 from collections.abc import Sequence
 from pathlib import Path
 
 from accelerate_core.backends import torch_ops
 from accelerate_core.backends.base import Backend, DeviceInfo
 from accelerate_core.backends.cuda import probe_loaded_torch
+from accelerate_core.errors import HardwareUnavailableError
 
 logger = logging.getLogger(__name__)
 
 KFD_NODES = Path("/sys/class/kfd/kfd/topology/nodes")
+KFD_DEVICE = Path("/dev/kfd")
+"""The ROCm compute device every HIP process opens read-write; group ``render`` on current distributions."""
 _ROCM_VERSION_FILES = (Path("/opt/rocm/.info/version"), Path("/opt/rocm/.info/version-dev"))
 
 
@@ -113,6 +119,39 @@ def rocm_smi_names(exe: str = "rocm-smi") -> list[str]:
     return [str(f.get("card series") or f.get("card sku") or "") for f in fields]
 
 
+def check_kfd_access(device: Path = KFD_DEVICE) -> None:
+    """Open ``device`` read-write as HIP will, and say in one line what to do when that is refused.
+
+    The KFD topology in sysfs is readable by everyone, so detection finds the GPUs even for a user who
+    may not use them; without this check the worker would start and every job would fail.
+
+    Raises:
+        HardwareUnavailableError: the device is missing or this user may not open it.
+    """
+    try:
+        fd = os.open(device, os.O_RDWR | os.O_CLOEXEC)
+    except FileNotFoundError as e:
+        raise HardwareUnavailableError(
+            f"{device} does not exist: load the amdgpu driver, or pass --device={device} --device=/dev/dri "
+            "to the container"
+        ) from e
+    except PermissionError as e:
+        group, user = _group_name(device), getpass.getuser()
+        raise HardwareUnavailableError(
+            f"user {user} may not open {device} (permission denied): add it to the {group} group "
+            f"(sudo usermod -aG {group} {user}, then log in again; in a container: --group-add {group})"
+        ) from e
+    os.close(fd)
+
+
+def _group_name(path: Path) -> str:
+    gid = path.stat().st_gid
+    try:
+        return grp.getgrgid(gid).gr_name
+    except KeyError:  # a group the container's /etc/group does not name (a host's render gid)
+        return str(gid)
+
+
 class RocmBackend(Backend):
     """AMD GPUs (ROCm/HIP)."""
 
@@ -138,6 +177,9 @@ class RocmBackend(Backend):
         # HIP_VISIBLE_DEVICES only: HIP also honours CUDA_VISIBLE_DEVICES and ROCR_VISIBLE_DEVICES,
         # and setting two of them filters twice (index 1 of a one-device list is no device).
         return {"HIP_VISIBLE_DEVICES": str(index)}
+
+    def _check_access(self) -> None:
+        check_kfd_access()
 
     def _sync(self) -> None:
         torch_ops.synchronize("rocm")
