@@ -11,6 +11,7 @@ inside URLs (the password, a ``?password=`` parameter) are never printed: use :f
 TOML layout (every key optional)::
 
     broker_url = "redis://127.0.0.1:6379/0"
+    broker_password = "secret"        # joined to broker_url; see deploy/accel.env.example
     results_db = "accel-data/results.duckdb"
     templates_db = "accel-data/templates.duckdb"
     reports_dir = "reports"
@@ -49,7 +50,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Final
-from urllib.parse import parse_qsl, unquote, urlsplit
+from urllib.parse import parse_qsl, quote, unquote, urlsplit, urlunsplit
 
 from accelerate_core.constants import ENV_PREFIX, JOB_KIND_DRY, JOB_KIND_TEST, JOB_KINDS, QUEUE_PREFIX, RESULTS_QUEUE
 from accelerate_core.errors import ConfigError
@@ -149,6 +150,26 @@ def _query_problem(scheme: str, query: str) -> str | None:
             "add ?ssl_cert_reqs=required (and &ssl_ca_certs=/path/ca.pem for a private CA)"
         )
     return None
+
+
+def with_password(url: str, password: str | None) -> str:
+    """``url`` carrying ``password`` (``ACCEL_BROKER_PASSWORD``), so a fleet sets its broker password once.
+
+    Redis is started with the same variable (``--requirepass "$ACCEL_BROKER_PASSWORD"``), so the URLs in
+    env files, units and commands need no copy of it. A URL that already holds this password is kept.
+
+    Raises:
+        ValueError: the URL holds a different password (the message says what to do).
+    """
+    if not password:
+        return url
+    parts = urlsplit(url)
+    if parts.password is not None:
+        if unquote(parts.password) == password:
+            return url
+        raise ValueError("holds a password and ACCEL_BROKER_PASSWORD another: give it once, in ACCEL_BROKER_PASSWORD")
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit(parts._replace(netloc=f"{parts.username or ''}:{quote(password, safe='')}@{host}"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -269,6 +290,7 @@ class Settings:
     """
 
     broker_url: str | None = None
+    broker_password: str | None = None
     results_db: Path = Path("accel-data/results.duckdb")
     templates_db: Path = Path("accel-data/templates.duckdb")
     reports_dir: Path = Path("reports")
@@ -292,6 +314,10 @@ class Settings:
             problem = broker_url_problem(self.broker_url)
             if problem:
                 raise ConfigError(f"{self._subject('broker_url', redact_url(self.broker_url))} {problem}")
+            try:
+                object.__setattr__(self, "broker_url", with_password(self.broker_url, self.broker_password))
+            except ValueError as e:
+                raise ConfigError(f"{self._subject('broker_url', redact_url(self.broker_url))} {e}") from None
         for name, (low, high, meaning) in _INT_RANGES.items():
             value = getattr(self, name)
             if not low <= value <= high:
@@ -537,6 +563,7 @@ def _as_sizes(value: object, from_env: bool) -> tuple[int, ...]:
 Parser = Callable[[object, bool], Any]
 _PARSERS: Final[dict[str, Parser]] = {
     "broker_url": _as_optional_str,
+    "broker_password": _as_optional_str,
     "results_db": _as_path,
     "templates_db": _as_path,
     "reports_dir": _as_path,
@@ -554,7 +581,7 @@ _PARSERS: Final[dict[str, Parser]] = {
 }
 """The top-level settings a TOML file or an ``ACCEL_<NAME>`` variable may set, with their parsers."""
 
-_SECRETS: Final = ("flower_password", "serve_token")
+_SECRETS: Final = ("flower_password", "broker_password", "serve_token")
 """Settings never printed: :meth:`Settings.describe` and error messages show ``***``."""
 
 _BENCH_PARSERS: Final[dict[str, Parser]] = {
