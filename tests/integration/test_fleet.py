@@ -7,7 +7,6 @@ tests run in file order and share it: a worker killed mid-job, the redelivery ca
 
 from __future__ import annotations
 
-import base64
 import json
 import os
 import signal
@@ -15,8 +14,6 @@ import socket
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,7 +38,7 @@ from accelerate_core.store import ResultsStore
 from scheduler.plan import PlanOptions
 from scheduler.planning_inputs import plan_with_stores, template_lookup
 from scheduler.remote import client_app, dispatch, live_nodes, read_status, run_remote
-from tests.support import processes
+from tests.support import http, processes
 from tests.support.processes import wait_for
 from tests.support.redis_server import RedisServer, free_port
 
@@ -89,15 +86,9 @@ class Fleet:
 
 
 def flower_get(fleet: Fleet, path: str, auth: bool = True) -> tuple[int, Any]:
-    request = urllib.request.Request(f"http://127.0.0.1:{fleet.settings.flower_port}{path}")
-    if auth:
-        token = base64.b64encode(f"admin:{PASSWORD}".encode()).decode()
-        request.add_header("Authorization", f"Basic {token}")
-    try:
-        with urllib.request.urlopen(request, timeout=10) as response:
-            return response.status, json.loads(response.read() or b"null")
-    except urllib.error.HTTPError as e:
-        return e.code, None
+    url = f"http://127.0.0.1:{fleet.settings.flower_port}{path}"
+    status, body = http.get(url, auth=("admin", PASSWORD) if auth else None, timeout_s=10)
+    return status, json.loads(body or b"null") if status < 400 else None
 
 
 @pytest.fixture(scope="module")

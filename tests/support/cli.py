@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -20,3 +21,17 @@ def accel(
     return subprocess.run(
         [*command, *args], cwd=cwd, env={**base, **(env or {})}, capture_output=True, text=True, timeout=timeout
     )
+
+
+def seed_catalog_index(where: Path) -> None:
+    """Put the catalog index (built once and cached in this checkout) where ``accel`` in ``where`` looks for it.
+
+    Building it takes about 25 s of CPU (it imports transformers' every config); a fresh folder would
+    build it again for each test that plans a run or checks a model name.
+    """
+    from accelerate_core.catalog.index import index_path, load_index
+
+    load_index()
+    target = where / index_path()
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy(index_path(), target)

@@ -7,7 +7,6 @@ asserted one by one, so a failure names its case.
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -15,8 +14,7 @@ from typing import NamedTuple
 
 import pytest
 
-from accelerate_core.catalog.index import index_path, load_index
-from tests.support.cli import accel
+from tests.support.cli import accel, seed_catalog_index
 
 
 class Mistake(NamedTuple):
@@ -57,14 +55,13 @@ MISTAKES: dict[str, Mistake] = {
     "bad number in env": Mistake(("detect",), "'many' is not a valid int", {"ACCEL_CONCURRENCY": "many"}),
     "--config absent": Mistake(("--config", "absent.toml", "detect"), "absent.toml does not exist"),
     "--config malformed TOML": Mistake(("--config", "broken.toml", "detect"), "broken.toml is not valid TOML"),
-    "--config not UTF-8": Mistake(("--config", "latin1.toml", "detect"), "latin1.toml is not valid TOML"),
+    "--config not UTF-8": Mistake(("--config", "latin1.toml", "detect"), "config file latin1.toml is not"),
     "--config wrong TOML type": Mistake(("--config", "wrong-type.toml", "detect"), "concurrency=[1] has the wrong"),
 }
 
 
 @pytest.fixture(scope="module")
 def outcomes(tmp_path_factory: pytest.TempPathFactory) -> dict[str, subprocess.CompletedProcess[str]]:
-    load_index()  # the catalog index says a model type is unknown: build it once (cached), not once per case
     with ThreadPoolExecutor(4) as pool:
         futures = {
             name: pool.submit(accel, *m.args, cwd=_workdir(tmp_path_factory), env=m.env, timeout=120)
@@ -78,8 +75,7 @@ def _workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     where = tmp_path_factory.mktemp("usage")
     for name, content in FILES.items():
         (where / name).write_bytes(content)
-    (where / "accel-data").mkdir()
-    shutil.copy(index_path(), where / index_path())
+    seed_catalog_index(where)  # the catalog says a model type is unknown: build it once, not once per case
     return where
 
 
