@@ -4,8 +4,8 @@ The block is taken from README.md as it is and run by bash in a fresh folder (th
 links to this checkout's). Only what must differ on a shared machine is substituted: the broker's port
 (``--port`` added to the ``redis-server`` line, the URL's 6379), Flower's port (``ACCEL_FLOWER_PORT`` in the
 environment) and the models (``--models all`` becomes two tiny ones). The catalog index is seeded into
-the folder, as a cache. Then, on that live fleet: Flower's pages and metrics, the compose worker
-healthcheck, and what a wrong or missing broker password says.
+the folder, as a cache. Then, on that live fleet: Flower's pages and metrics, the Grafana dashboard's
+queries, the compose worker healthcheck, and what a wrong or missing broker password says.
 """
 
 from __future__ import annotations
@@ -135,6 +135,33 @@ def test_flower_of_the_recipe_asks_for_the_password_but_serves_metrics_without(r
     assert status == 200 and any(name.startswith("cpu0@") for name in json.loads(body)), body[:500]
     status, metrics = _flower(recipe, "/metrics", auth=False)  # why deploy/README keeps Flower on loopback
     assert status == 200 and b"flower_events_total" in metrics
+
+
+def _metric_names(exposition: str) -> set[str]:
+    """Every series name Flower's /metrics can carry: sampled names, and each family's (histogram suffixes)."""
+    names = {line.split("{", 1)[0].split(" ", 1)[0] for line in exposition.splitlines() if line and line[0] != "#"}
+    for family, kind in re.findall(r"^# TYPE (\S+) (\S+)$", exposition, re.M):
+        names.add(family)
+        if kind == "histogram":
+            names |= {f"{family}_bucket", f"{family}_sum", f"{family}_count"}
+    return names
+
+
+def test_the_grafana_dashboard_queries_only_metrics_flower_exports(recipe: Recipe) -> None:
+    status, metrics = _flower(recipe, "/metrics", auth=False)
+    assert status == 200
+    exported = _metric_names(metrics.decode())
+    dashboard = json.loads((REPO / "deploy" / "grafana-dashboard.json").read_text())
+    assert dashboard["panels"] and len({p["id"] for p in dashboard["panels"]}) == len(dashboard["panels"])
+    used: set[str] = set()
+    for panel in dashboard["panels"]:
+        assert panel["targets"], panel["title"]
+        for target in panel["targets"]:
+            names = set(re.findall(r"\b(flower_[a-z_]+)", target["expr"]))
+            assert names, (panel["title"], target["expr"])
+            assert names <= exported, (panel["title"], sorted(names - exported))
+            used |= names
+    assert {"flower_worker_online", "flower_events_total", "flower_task_runtime_seconds_bucket"} <= used
 
 
 def test_the_compose_worker_healthcheck_answers_for_the_live_node_only(recipe: Recipe) -> None:
