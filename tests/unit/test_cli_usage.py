@@ -52,11 +52,13 @@ MISTAKES: dict[str, Mistake] = {
     "worker --hardware unknown": Mistake(("worker", "--hardware", "tpu"), "'tpu' is unknown"),
     "worker --devices bad": Mistake(("worker", "--devices", "x"), "--devices 'x' is invalid"),
     "bad broker URL": Mistake(("run", "--phase", "p"), "is not a Redis URL", {"ACCEL_BROKER_URL": "http://x"}),
-    "bad number in env": Mistake(("detect",), "'many' is not a valid int", {"ACCEL_CONCURRENCY": "many"}),
+    "bad number in env": Mistake(
+        ("detect",), "ACCEL_CONCURRENCY='many' is not an integer", {"ACCEL_CONCURRENCY": "many"}
+    ),
     "--config absent": Mistake(("--config", "absent.toml", "detect"), "absent.toml does not exist"),
     "--config malformed TOML": Mistake(("--config", "broken.toml", "detect"), "broken.toml is not valid TOML"),
     "--config not UTF-8": Mistake(("--config", "latin1.toml", "detect"), "config file latin1.toml is not"),
-    "--config wrong TOML type": Mistake(("--config", "wrong-type.toml", "detect"), "concurrency=[1] has the wrong"),
+    "--config wrong TOML type": Mistake(("--config", "wrong-type.toml", "detect"), "concurrency = [1] is an array"),
 }
 
 
