@@ -13,10 +13,8 @@ from __future__ import annotations
 import json
 import os
 import re
-import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +22,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.support import http
+from tests.support import http, processes
 from tests.support.cli import seed_catalog_index
 from tests.support.redis_server import free_port
 
@@ -84,33 +82,13 @@ def recipe(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Recipe]:
     env.update(PATH=f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}", ACCEL_FLOWER_PORT=str(flower_port))
     exports = {k: v.replace(":6379/", f":{port}/") for k, v in _exports(fleet_block()).items()}
     log = where / "recipe.log"  # a file, not a pipe: the background processes keep their stdout open
-    with log.open("w") as out:
-        proc = subprocess.Popen(
-            ["bash", "-e", "-c", script], cwd=where, env=env, stdout=out, stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )  # fmt: skip
+    proc = processes.start(["bash", "-e", "-c", script], env=env, cwd=where, log=log)
     try:
         proc.wait(timeout=600)
         done = subprocess.CompletedProcess(proc.args, proc.returncode, log.read_text(errors="replace"))
         yield Recipe(where, env, exports, flower_port, done)
     finally:
-        _stop_group(proc.pid)
-
-
-def _stop_group(pgid: int) -> None:
-    """Stop what the block left in the background (Redis, writer, worker, Flower) as Ctrl-C would."""
-    for sig, grace in ((signal.SIGTERM, 30.0), (signal.SIGKILL, 5.0)):
-        try:
-            os.killpg(pgid, sig)
-        except ProcessLookupError:
-            return
-        deadline = time.monotonic() + grace
-        while time.monotonic() < deadline:
-            try:
-                os.killpg(pgid, 0)
-            except ProcessLookupError:
-                return
-            time.sleep(0.2)
+        processes.stop(proc)  # Redis, writer, worker and Flower, left in the background by the block
 
 
 def test_the_readme_fleet_recipe_completes_a_run_with_its_report(recipe: Recipe) -> None:

@@ -23,14 +23,37 @@ def start(argv: Sequence[str], *, env: dict[str, str], cwd: Path, log: Path) -> 
 
 
 def stop(proc: subprocess.Popen[bytes], timeout_s: float = 30) -> None:
-    """SIGTERM the process group, then SIGKILL it if it has not ended within ``timeout_s``."""
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)
+    """SIGTERM the process group, then SIGKILL what is left after ``timeout_s``.
+
+    The whole group, not only ``proc``: a shell that started servers in the background (``cmd &``) has
+    exited long before them.
+    """
+    for sig, grace_s in ((signal.SIGTERM, timeout_s), (signal.SIGKILL, 10.0)):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            break
+        if _gone(proc, grace_s):
+            break
+    proc.wait(10)
+
+
+def _gone(proc: subprocess.Popen[bytes], within_s: float) -> bool:
+    """True once ``proc`` is reaped (its zombie would hold the group) and no process of its group is left."""
+    deadline = time.monotonic() + within_s
+    while proc.poll() is None or _group_alive(proc.pid):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.1)
+    return True
+
+
+def _group_alive(pgid: int) -> bool:
     try:
-        proc.wait(timeout_s)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(10)
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    return True
 
 
 def wait_for(check: Callable[[], Any], timeout_s: float, what: str, every_s: float = 0.3) -> Any:
