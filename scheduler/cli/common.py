@@ -69,15 +69,19 @@ def report_usage_error(e: typer.TyperException, command_path: str) -> int:
     """Print one line for a command-line mistake (click's error, seen through typer) and return 2.
 
     The line says what was wrong and where to look: ``accel: error: no such option: -Q (see `accel worker
-    --help`)``. A bare group (``accel``, ``accel config``) is answered with its help on stdout, as
-    ``--help`` would, but still exits 2: ``accel "$EMPTY"`` in a script must fail, not succeed silently.
+    --help`)``; the command is the one click was parsing, else ``command_path`` (the commands named on the
+    command line: click raises some errors without its context). A bare group (``accel``, ``accel config``)
+    is answered with its help on stdout, as ``--help`` would, but still exits 2: ``accel "$EMPTY"`` in a
+    script must fail, not succeed silently.
     """
     if type(e).__name__ == "NoArgsIsHelpError":  # typer vendors click: the class is not public
         # typer's rich help prints itself while the error is built; plain help comes back as the message
         sys.stdout.write(e.format_message())
         return EXIT_USAGE
+    ctx = getattr(e, "ctx", None)
+    where = ctx.command_path if ctx is not None else command_path
     message = " ".join(e.format_message().split()).rstrip(".")
-    err.print(f"accel: error: {message[:1].lower()}{message[1:]} (see `{command_path} --help`)", markup=False)
+    err.print(f"accel: error: {message[:1].lower()}{message[1:]} (see `{where} --help`)", markup=False)
     return EXIT_USAGE
 
 

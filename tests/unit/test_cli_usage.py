@@ -36,7 +36,9 @@ MISTAKES: dict[str, Mistake] = {
     "typo in a command": Mistake(("stauts",), "Did you mean 'status'? (see `accel --help`)"),
     "unknown subcommand": Mistake(("templates", "lst"), "(see `accel templates --help`)"),
     "unknown option": Mistake(("worker", "-Q", "x"), "no such option: -Q (see `accel worker --help`)"),
-    "unknown root option": Mistake(("--verbose", "detect"), "no such option: --verbose"),
+    "unknown root option": Mistake(
+        ("--verbose", "detect"), "no such option: --verbose (Possible options: --version) (see `accel --help`)"
+    ),
     "missing argument": Mistake(("report",), "missing argument 'RUN' (see `accel report --help`)"),
     "option without its value": Mistake(("run", "--models"), "'--models' requires an argument (see `accel run"),
     "extra argument": Mistake(("status", "a", "b"), "unexpected extra argument"),
