@@ -93,11 +93,10 @@ def deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
     """
     out = dict(base)
     for key, value in extra.items():
-        same_kind = isinstance(value, dict) and value.get("model_type", out.get(key, {}).get("model_type")) == (
-            out.get(key, {}).get("model_type") if isinstance(out.get(key), dict) else None
-        )
-        if isinstance(value, dict) and isinstance(out.get(key), dict) and same_kind:
-            out[key] = deep_merge(out[key], value)
+        current = out.get(key)
+        if isinstance(value, dict) and isinstance(current, dict):
+            kind = current.get("model_type")
+            out[key] = deep_merge(current, value) if value.get("model_type", kind) == kind else value
         else:
             out[key] = value
     return out

@@ -178,7 +178,7 @@ def _token_ids(tree: Any, found: set[int]) -> set[int]:
     return found
 
 
-_LINKED = re.compile(r"(hidden|_dim$|_dims?_|^dim_|_size$|channels|d_model)")
+_LINKED = re.compile(r"(hidden|_dim$|_dims?_|^dim_|_size$|channels|d_model|_groups$)")
 _NOT_LINKED = re.compile(r"(vocab|position|image|patch|num_|window|length|sampling|bins|frames|chunk|stride|kernel)")
 
 

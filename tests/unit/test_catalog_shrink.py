@@ -82,6 +82,23 @@ def test_linked_widths_follow_the_model_width() -> None:
     assert tiny["image_size"] == 224  # images are capped, not tied to widths
 
 
+def test_group_counts_repeating_a_width_shrink_with_it() -> None:
+    # Given a codec whose upsampling is depthwise (groups == width) and a group norm with 32 groups
+    tiny = shrink.shrink_config({"hidden_size": 512, "upsample_groups": 512, "num_groups": 32})
+    # Then the depthwise groups follow the width, the group norm's count does not
+    assert tiny["upsample_groups"] == tiny["hidden_size"] == 32
+    assert tiny["num_groups"] == 32
+
+
+def test_table_fills_a_sub_table_the_default_leaves_none() -> None:
+    # Given a default config with no value for a checkpoint setting
+    merged = overrides.deep_merge({"blocks": None, "sub": {"model_type": "a", "x": 1}}, {"blocks": {"k": [1, 1, 0]}})
+    # Then the table's value fills it, and untouched sub-configs stay
+    assert merged == {"blocks": {"k": [1, 1, 0]}, "sub": {"model_type": "a", "x": 1}}
+    swapped = overrides.deep_merge({"sub": {"model_type": "a", "x": 1}}, {"sub": {"model_type": "b"}})
+    assert swapped == {"sub": {"model_type": "b"}}  # another model type replaces the sub-config whole
+
+
 def test_exceptions_table_is_well_formed() -> None:
     from transformers.models.auto.configuration_auto import CONFIG_MAPPING_NAMES
 
