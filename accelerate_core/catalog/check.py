@@ -82,6 +82,7 @@ def check_one(model_type: str) -> dict[str, Any]:
     import torch
 
     from accelerate_core.catalog import api
+    from accelerate_core.catalog.components import watch
     from accelerate_core.catalog.outputs import check_outputs
     from accelerate_core.catalog.overrides import override_for
 
@@ -94,7 +95,7 @@ def check_one(model_type: str) -> dict[str, Any]:
     t1 = time.perf_counter()
     params = sum(p.numel() for p in built.model.parameters())
     try:
-        with torch.no_grad():
+        with torch.no_grad(), watch(built.model) as ran:
             outputs = built.model(**built.inputs)
     except Exception as e:
         return {**_error("forward", e), "param_count": params}
@@ -112,6 +113,7 @@ def check_one(model_type: str) -> dict[str, Any]:
         "forward_s": round(t2 - t1, 4),
         "output": summary,
         "input_names": sorted(built.inputs),
+        "components_run": sorted(ran),
         "generate": gen,
     }
 
@@ -134,6 +136,7 @@ def _static(model_type: str) -> dict[str, Any]:
         "reason_class": info.reason_class,
         "reason": info.reason,
         "needs": list(info.needs),
+        "tested_through": info.tested_through,
     }
 
 
@@ -181,6 +184,7 @@ def count_outcomes(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
     return {
         "total": len(rows),
         "passed": sum(r["status"] == STATUS_PASS for r in rows),
+        "passed_through_parent": sum(r["status"] == STATUS_PASS and bool(r.get("tested_through")) for r in rows),
         "status": dict(Counter(r["status"] for r in rows)),
         "by_modality": dict(sorted(by_modality.items())),
         "by_reason_class": dict(failures.most_common()),
@@ -210,6 +214,7 @@ def run_check(
     import os
     import warnings
 
+    from accelerate_core.catalog import components
     from accelerate_core.catalog.runners import fork_server
 
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
@@ -220,4 +225,4 @@ def run_check(
         rows.append(row)
         if on_row is not None:
             on_row(row)
-    return sorted(rows, key=lambda r: r["model_type"])
+    return sorted(components.resolve(rows), key=lambda r: r["model_type"])

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Iterator
 from functools import lru_cache
 from typing import Any
 
 from accelerate_core.catalog.classes import family_of, is_generative_class, modality_of, resolve_class_name
+from accelerate_core.catalog.components import find_parent, holders
 from accelerate_core.catalog.index import IndexEntry
 from accelerate_core.catalog.overrides import Override, deep_merge, override_for
 from accelerate_core.catalog.shrink import fix_derived, shrink_config
@@ -92,10 +94,22 @@ def reads_mrope(model_type: str) -> bool:
         return "mrope_section" in f.read()
 
 
+def _drop(config: dict[str, Any], path: str) -> None:
+    """Remove the key at a dotted ``path`` (``text_config.head_dim``) from a config dict, if it is there."""
+    *parents, key = path.split(".")
+    node: Any = config
+    for part in parents:
+        node = node.get(part) if isinstance(node, dict) else None
+    if isinstance(node, dict):
+        node.pop(key, None)
+
+
 @lru_cache(maxsize=1024)
 def _tiny(model_type: str) -> dict[str, Any]:
     ov = override_for(model_type)
     shrunk = shrink_config(default_config_dict(model_type), keep=ov.keep, profile=ov.shrink or "tiny")
+    for path in ov.derived:  # the config class derives these from the tiny sizes
+        _drop(shrunk, path)
     merged = _with_start_token(deep_merge(shrunk, ov.config))
     # Round trip through the config class: validates, and fills derived fields consistently.
     tiny = _jsonable(make_config(model_type, merged).to_dict())
@@ -109,14 +123,41 @@ def tiny_config_dict(model_type: str) -> dict[str, Any]:
     return json.loads(json.dumps(_tiny(model_type)))  # type: ignore[no-any-return]
 
 
-def _skip_fields(ov: Override, class_name: str | None) -> tuple[bool, str | None, str | None]:
+@lru_cache(maxsize=1)
+def _holders() -> dict[str, list[str]]:
+    """Sub-config model type -> the types whose default config holds it."""
+
+    def configs() -> Iterator[tuple[str, dict[str, Any]]]:
+        for model_type in all_model_types():
+            try:
+                yield model_type, default_config_dict(model_type)
+            except ModelBuildError:
+                continue
+
+    return holders(configs())
+
+
+def _own_runnable(model_type: str) -> bool:
+    """True when a type has a class and no table entry that skips it or makes it a component."""
+    ov = override_for(model_type)
+    if ov.skip or ov.component_of:
+        return False
+    try:
+        family = ov.family or family_of(model_type, default_config_dict(model_type))
+    except ModelBuildError:
+        return False
+    return (ov.model_class or resolve_class_name(model_type, family, config_class(model_type))) is not None
+
+
+def _skip_fields(ov: Override, class_name: str | None) -> tuple[bool, str | None, str | None, str | None]:
+    """(runnable, reason class, reason, tested through) of a type."""
     if ov.skip:
-        return False, ov.skip, ov.reason
-    if ov.component_of and class_name is None:
-        return False, "component", ov.reason or f"a component of {ov.component_of}, tested through its parent"
-    if class_name is None:
-        return False, "component", "no model class of its own: a sub-configuration used inside a composite model"
-    return True, None, None
+        return False, ov.skip, ov.reason, None
+    if not ov.component_of and class_name is not None:
+        return True, None, None, None
+    parent = ov.component_of or find_parent(ov.model_type, _holders().get(ov.model_type, []), _own_runnable)
+    why = ov.reason or "no model class of its own: a sub-configuration used inside a composite model"
+    return False, "component", why if parent else f"{why}; no type holds it", parent
 
 
 @lru_cache(maxsize=1024)
@@ -130,7 +171,7 @@ def describe(model_type: str) -> IndexEntry:
         cfg = {}
     family = ov.family or family_of(model_type, cfg)
     class_name = ov.model_class or resolve_class_name(model_type, family, cls)
-    runnable, reason_class, reason = _skip_fields(ov, class_name)
+    runnable, reason_class, reason, parent = _skip_fields(ov, class_name)
     generative = is_generative_class(model_type, class_name) and ov.generate is not False
     return IndexEntry(
         model_type=model_type,
@@ -143,4 +184,5 @@ def describe(model_type: str) -> IndexEntry:
         reason=reason,
         needs=list(ov.needs),
         generative=generative,
+        tested_through=parent,
     )

@@ -84,7 +84,7 @@ def _mask(config: Any, batch: int, seq: int, out: dict[str, Any]) -> Any:
     return torch.ones(batch, seq, dtype=torch.long)
 
 
-@filler("pixel_values", "prompt_pixel_values")
+@filler("pixel_values", "prompt_pixel_values", "image")
 def _pixels(config: Any, batch: int, seq: int, out: dict[str, Any]) -> Any:
     return pixel_values(vision_of(config), batch)
 

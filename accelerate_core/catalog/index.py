@@ -67,6 +67,7 @@ class IndexEntry:
     needs: list[str] = field(default_factory=list)
     generative: bool = False
     param_count: int | None = None
+    tested_through: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-able data."""

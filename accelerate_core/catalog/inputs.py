@@ -111,10 +111,18 @@ def generic(model: Any, batch: int, seq: int, args: dict[str, Any]) -> dict[str,
     return out
 
 
+def _dim(size: int | str, batch: int, seq: int) -> int:
+    """One dimension of a table shape: a number, ``B`` (batch), ``S`` (sequence) or ``B*k`` (k rows per sample)."""
+    name, _, factor = str(size).partition("*")
+    base = batch if name == "B" else seq if name == "S" else int(name)
+    return base * int(factor or 1)
+
+
 def _materialize(spec: Any, batch: int, seq: int) -> Any:
     """A fixed extra input from the table: ``{shape = [...], dtype = "long"|"float"|"bool", fill = x}``.
 
-    ``B`` and ``S`` in a shape stand for the batch size and sequence length; ``ones_first = n`` makes a
+    ``B`` and ``S`` in a shape stand for the batch size and sequence length (``"B*4"``: four rows per
+    sample, e.g. one per audio codebook); ``ones_first = n`` makes a
     mask with the first n positions set; ``high`` bounds random integers; ``{value = [...]}`` is a
     literal tensor, stacked once per sample with ``per_sample = true``; a list of specs is a list of tensors.
     """
@@ -128,7 +136,7 @@ def _materialize(spec: Any, batch: int, seq: int) -> Any:
         return torch.stack([value] * batch) if spec.get("per_sample") else value
     if not isinstance(spec, dict) or "shape" not in spec:
         return spec
-    shape = [batch if d == "B" else seq if d == "S" else int(d) for d in spec["shape"]]
+    shape = [_dim(d, batch, seq) for d in spec["shape"]]
     dtype = {"long": torch.long, "float": torch.float32, "bool": torch.bool}[spec.get("dtype", "float")]
     if "fill" in spec:
         return torch.full(shape, spec["fill"], dtype=dtype)

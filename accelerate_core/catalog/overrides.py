@@ -5,6 +5,8 @@ mechanisms; the table says which type uses which, and why:
 
 - ``config``: values merged into the tiny config (nested tables reach sub-configs);
 - ``keep``: config keys the shrinker must leave at their default;
+- ``derived``: config keys (dotted paths reach sub-configs) the config class derives from other sizes
+  at construction: dropped from the tiny config, so they are derived from the tiny sizes;
 - ``shrink = "depth"``: shrink only depth/experts/vocab/images, keep default widths (linked widths);
 - ``model_class``: the class to build instead of the resolved one;
 - ``inputs`` / ``input_args``: a named input builder and its arguments; ``extra_inputs``: fixed extra tensors;
@@ -37,6 +39,7 @@ _FIELDS = frozenset(
         "reason",
         "config",
         "keep",
+        "derived",
         "model_class",
         "inputs",
         "input_args",
@@ -64,6 +67,7 @@ class Override:
     reasons: tuple[str, ...] = ()
     config: dict[str, Any] = field(default_factory=dict)
     keep: tuple[str, ...] = ()
+    derived: tuple[str, ...] = ()
     model_class: str | None = None
     inputs: str | None = None
     input_args: dict[str, Any] = field(default_factory=dict)
@@ -119,7 +123,7 @@ def _apply(current: dict[str, Any], table: dict[str, Any]) -> dict[str, Any]:
             merged["reasons"] = (*merged.get("reasons", ()), value)
         elif key in ("config", "input_args", "extra_inputs") and isinstance(value, dict):
             merged[key] = deep_merge(merged.get(key, {}), value)
-        elif key in ("keep", "drop_inputs", "needs", "post_build"):
+        elif key in ("keep", "derived", "drop_inputs", "needs", "post_build"):
             merged[key] = (*merged.get(key, ()), *value)
         else:
             merged[key] = value

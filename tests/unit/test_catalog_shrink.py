@@ -119,3 +119,20 @@ def test_a_table_entry_without_reason_is_rejected(tmp_path) -> None:
     path.write_text("[types.bert]\nconfig = { hidden_size = 8 }\n")
     with pytest.raises(ConfigError, match="no reason"):
         overrides.load_table(path)
+
+
+def test_sizes_the_config_derives_are_derived_from_the_tiny_sizes() -> None:
+    from accelerate_core.catalog.describe import tiny_config_dict
+
+    # Given Zamba2, whose config derives its attention and mamba head widths from the model width
+    tiny = tiny_config_dict("zamba2")
+    # Then the table's `derived` keys follow the tiny width instead of keeping the full-size values
+    assert tiny["attention_hidden_size"] == 2 * tiny["hidden_size"]
+    assert tiny["mamba_headdim"] * tiny["n_mamba_heads"] == tiny["mamba_expand"] * tiny["hidden_size"]
+
+
+def test_table_shapes_scale_with_the_batch() -> None:
+    from accelerate_core.catalog.inputs import _materialize
+
+    codes = _materialize({"shape": ["B*4", "S"], "dtype": "long", "high": 100}, 2, 3)
+    assert tuple(codes.shape) == (8, 3) and int(codes.max()) < 100
