@@ -157,9 +157,14 @@ _STAGE_HEAD_KEYS = frozenset({"num_heads", "num_attention_heads", "heads"})
 _LAYER_LIST_KEYS = ("layer_types", "layers_block_type", "block_types", "hybrid_override_pattern")
 
 
+def is_layer_table(value: Any) -> bool:
+    """True for a per-layer table: a dict keyed by layer index (``{"07": {...}}``)."""
+    return isinstance(value, dict) and bool(value) and all(str(k).isdigit() for k in value)
+
+
 def is_subconfig(key: str, value: Any) -> bool:
     """True when ``value`` is a nested config dict (``*_config`` or carrying a ``model_type``)."""
-    if not isinstance(value, dict) or (value and all(str(k).isdigit() for k in value)):
+    if not isinstance(value, dict) or is_layer_table(value):
         return False  # a per-layer table keyed by layer index, not a sub-config
     return key.endswith("_config") or "model_type" in value
 
@@ -289,9 +294,7 @@ def _truncate_layer_lists(cfg: dict[str, Any], old_layers: int, keep: list[int])
             cfg[key] = [value[i] for i in keep]
         elif key in _LAYER_LIST_KEYS and isinstance(value, str) and len(value) == old_layers:
             cfg[key] = "".join(value[i] for i in keep)
-        elif (
-            isinstance(value, dict) and value and all(str(k).isdigit() for k in value) and not is_subconfig(key, value)
-        ):
+        elif is_layer_table(value):
             where = {int(k): k for k in value}
             cfg[key] = {f"{new:0{len(where[old])}d}": value[where[old]] for new, old in enumerate(keep) if old in where}
 
@@ -388,6 +391,10 @@ def _shrink_level(
             out[key] = value
         elif is_subconfig(key, value):
             out[key] = _shrink_level(value, ids, keep, widths, stages)
+        elif is_layer_table(value):  # per-layer overrides of sizes shrink like the sizes they override
+            out[key] = {
+                k: _shrink_level(v, ids, keep, widths, stages) if isinstance(v, dict) else v for k, v in value.items()
+            }
         elif key == "vocab_size" and isinstance(value, int) and value > VOCAB:
             out[key] = _vocab(value, ids)
         elif isinstance(value, int) and not isinstance(value, bool):

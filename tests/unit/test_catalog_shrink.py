@@ -47,7 +47,7 @@ def test_hybrid_models_keep_one_layer_of_each_type_and_cut_per_layer_fields() ->
     )
     assert sorted(set(tiny["layer_types"])) == ["attention", "mamba"]
     assert tiny["num_hidden_layers"] == len(tiny["layer_types"]) == len(tiny["per_layer"]) == 2
-    assert tiny["per_layer_config"] == {"01": {"head_dim": 512}}
+    assert tiny["per_layer_config"] == {"01": {"head_dim": 8}}  # per-layer overrides shrink too
 
 
 def test_backbone_outputs_point_at_existing_stages() -> None:
