@@ -13,7 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 from accelerate_core.catalog.fillers import fill, has_filler
-from accelerate_core.catalog.multimodal import add_images, add_text
+from accelerate_core.catalog.multimodal import add_audio, add_images, add_text
 from accelerate_core.catalog.tensors import attr, audio_features, audio_values, pixel_values, seeded, token_ids
 
 DECODER_LEN = 4
@@ -105,6 +105,8 @@ def generic(model: Any, batch: int, seq: int, args: dict[str, Any]) -> dict[str,
     add_text(model, out, batch, seq, params)
     if args.get("images", True):
         add_images(model, out, batch, params)
+    if args.get("audio", False):
+        add_audio(model, out, batch, seq, params)
     fill(model, out, batch, seq, required_params(model))
     if getattr(config, "is_encoder_decoder", False) and "decoder_input_ids" in params and main != "past_values":
         out["decoder_input_ids"] = token_ids(config, batch, DECODER_LEN)

@@ -105,17 +105,20 @@ def pixel_values(config: Any, batch: int, *, frames: int | None = None) -> Any:
 def audio_features(config: Any, batch: int) -> Any:
     """Seeded audio features in the layout the config implies.
 
-    Whisper-style encoders (mel bins, no conformer subsampling) take (B, mel bins, frames: 2 x
-    ``max_source_positions`` when set); conformers and the others take (B, frames, feature dim).
+    Whisper-style encoders (mel bins, no conformer subsampling) take (B, mel bins, frames: one
+    window of 2 x ``n_window`` frames for windowed encoders, else 2 x ``max_source_positions`` when
+    set); conformers and the others take (B, frames, feature dim).
     """
     import torch
 
     cfg = sub(config, "audio_config", "encoder_config", "encoder")
     src = getattr(cfg, "max_source_positions", None)
+    window = getattr(cfg, "n_window", None)
     mel = attr(cfg, ("num_mel_bins", "feature_size", "n_mels"), 80)
     conformer = hasattr(cfg, "subsampling_conv_channels") or hasattr(cfg, "subsampling_factor")
     if hasattr(cfg, "num_mel_bins") and not conformer:
         frames = src * 2 if isinstance(src, int) and src <= 3000 else 64
+        frames = 2 * window if isinstance(window, int) and 0 < window <= frames else frames
         return torch.randn(batch, int(mel), frames, generator=seeded())
     per_channel = getattr(cfg, "input_feat_per_channel", None)
     if isinstance(per_channel, int):

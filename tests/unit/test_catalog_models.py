@@ -76,3 +76,19 @@ def test_check_outputs_rejects_missing_batch_and_non_finite() -> None:
     assert (
         catalog.check_outputs({"logits": torch.tensor([[float("-inf")]])}, 1, allow_nonfinite=True)["main"] == "logits"
     )
+
+
+def test_audio_language_model_gets_audio_and_its_tower_runs() -> None:
+    import torch
+
+    from accelerate_core.catalog.components import watch
+
+    # Given an audio-language model the table asks audio inputs for
+    built = catalog.build("qwen3_asr")
+    token = built.model.config.audio_token_id
+    # Then its inputs carry audio features and one placeholder per audio-tower output frame
+    assert "input_features" in built.inputs and int((built.inputs["input_ids"] == token).sum()) > 0
+    # And its forward pass runs the audio tower (the component qwen3_asr_encoder is checked through it)
+    with torch.no_grad(), watch(built.model) as ran:
+        built.model(**built.inputs)
+    assert "qwen3_asr_encoder" in ran
