@@ -14,7 +14,16 @@ from typing import Any
 
 from accelerate_core.catalog.fillers import fill, has_filler
 from accelerate_core.catalog.multimodal import add_audio, add_images, add_text
-from accelerate_core.catalog.tensors import attr, audio_features, audio_values, pixel_values, seeded, token_ids
+from accelerate_core.catalog.tensors import (
+    attr,
+    audio_features,
+    audio_values,
+    image_hw,
+    pixel_values,
+    seeded,
+    sub,
+    token_ids,
+)
 
 DECODER_LEN = 4
 
@@ -111,6 +120,36 @@ def generic(model: Any, batch: int, seq: int, args: dict[str, Any]) -> dict[str,
     if getattr(config, "is_encoder_decoder", False) and "decoder_input_ids" in params and main != "past_values":
         out["decoder_input_ids"] = token_ids(config, batch, DECODER_LEN)
     return out
+
+
+@builder("video_session")
+def video_session(model: Any, batch: int, seq: int, args: dict[str, Any]) -> dict[str, Any]:
+    """A tracking session for SAM-style video models: ``frames`` seeded frames and one prompt on frame 0.
+
+    The session is the model's own ``*InferenceSession`` class (what its processor would build),
+    filled without the processor: the point sits at the centre of the model's input image.
+    """
+    import sys
+
+    import torch
+
+    module = sys.modules[type(model).__module__]
+    session_class = next(v for k, v in vars(module).items() if k.endswith("VideoInferenceSession"))
+    h, w = image_hw(sub(model.config, "vision_config"))
+    video = torch.randn(int(args.get("frames", 2)), 3, h, w, generator=seeded())
+    session = session_class(video=video, video_height=h, video_width=w, dtype=torch.float32)
+    if hasattr(session, "add_prompt"):  # text-prompted (SAM3 video): a tokenized prompt
+        prompt = session.add_prompt("object")
+        session.prompt_input_ids[prompt] = token_ids(sub(model.config, "text_config"), 1, 8)
+        session.prompt_attention_masks[prompt] = torch.ones(1, 8, dtype=torch.long)
+    else:  # point-prompted (SAM2 video, SAM3 tracker): one positive point at the image centre
+        point = {
+            "point_coords": torch.tensor([[[[w / 2, h / 2]]]], dtype=torch.float32),
+            "point_labels": torch.tensor([[[1]]], dtype=torch.int32),
+        }
+        session.add_point_inputs(session.obj_id_to_idx(1), 0, point)
+        session.obj_with_new_inputs = [1]
+    return {"inference_session": session, "frame_idx": 0}
 
 
 def _dim(size: int | str, batch: int, seq: int) -> int:

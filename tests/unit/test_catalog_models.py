@@ -92,3 +92,16 @@ def test_audio_language_model_gets_audio_and_its_tower_runs() -> None:
     with torch.no_grad(), watch(built.model) as ran:
         built.model(**built.inputs)
     assert "qwen3_asr_encoder" in ran
+
+
+def test_video_tracker_runs_on_a_prompted_session() -> None:
+    import torch
+
+    # Given a SAM video tracker, whose forward reads an inference session instead of tensors
+    built = catalog.build("sam3_tracker_video")
+    session = built.inputs["inference_session"]
+    # Then the session holds the frames and one prompted object, and tracking frame 0 yields its mask
+    assert session.num_frames == 2 and session.get_obj_num() == 1
+    with torch.no_grad():
+        outputs = built.model(**built.inputs)
+    assert catalog.check_outputs(outputs, 1)["shape"][0] == 1
