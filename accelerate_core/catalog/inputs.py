@@ -165,12 +165,15 @@ def _materialize(spec: Any, batch: int, seq: int) -> Any:
     ``B`` and ``S`` in a shape stand for the batch size and sequence length (``"B*4"``: four rows per
     sample, e.g. one per audio codebook); ``ones_first = n`` makes a
     mask with the first n positions set; ``high`` bounds random integers; ``{value = [...]}`` is a
-    literal tensor, stacked once per sample with ``per_sample = true``; a list of specs is a list of tensors.
+    literal tensor, stacked once per sample with ``per_sample = true``; a list of specs is a list of
+    tensors and a table of specs a dict of them.
     """
     import torch
 
     if isinstance(spec, list) and spec and all(isinstance(item, dict) for item in spec):
         return [_materialize(item, batch, seq) for item in spec]  # a list of tensors (feature pyramid)
+    if isinstance(spec, dict) and spec and "shape" not in spec and "value" not in spec:
+        return {key: _materialize(item, batch, seq) for key, item in spec.items()}  # named tensors (KV states)
     if isinstance(spec, dict) and "value" in spec:  # a literal tensor, e.g. a (t, h, w) grid row per sample
         dtype = {"long": torch.long, "float": torch.float32}[spec.get("dtype", "long")]
         value = torch.tensor(spec["value"], dtype=dtype)

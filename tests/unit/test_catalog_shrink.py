@@ -136,3 +136,5 @@ def test_table_shapes_scale_with_the_batch() -> None:
 
     codes = _materialize({"shape": ["B*4", "S"], "dtype": "long", "high": 100}, 2, 3)
     assert tuple(codes.shape) == (8, 3) and int(codes.max()) < 100
+    states = _materialize({"full": [{"shape": ["B", 2, "S", 8]}, {"shape": ["B", 2, "S", 8]}]}, 2, 3)
+    assert [tuple(t.shape) for t in states["full"]] == [(2, 2, 3, 8)] * 2  # a table of specs: named tensors
