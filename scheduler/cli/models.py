@@ -37,7 +37,8 @@ def list_models(
 
     table = PlainTable("model type", "modality", "family", "class", "runnable")
     for e in entries:
-        table.add_row(e.model_type, e.modality, e.family, e.model_class or "-", "yes" if e.runnable else e.reason_class)
+        why = f"{e.reason_class} (via {e.tested_through})" if e.tested_through else e.reason_class
+        table.add_row(e.model_type, e.modality, e.family, e.model_class or "-", "yes" if e.runnable else why)
     out.print(table)
     out.print(f"{len(entries)} model types", markup=False)
 
@@ -70,7 +71,12 @@ def show_model(
 def _print_summary(summary: dict[str, Any]) -> None:
     from scheduler.cli.text import PlainTable
 
-    out.print(f"{summary['passed']} of {summary['total']} model types passed in {summary['wall_s']:.0f}s", markup=False)
+    through = summary.get("passed_through_parent", 0)
+    out.print(
+        f"{summary['passed']} of {summary['total']} model types passed in {summary['wall_s']:.0f}s"
+        f" ({summary['passed'] - through} by their own forward pass, {through} as components run in a parent's)",
+        markup=False,
+    )
     table = PlainTable("modality", "passed", "total")
     for name, counts in summary["by_modality"].items():
         table.add_row(name, str(counts["pass"]), str(counts["total"]))
