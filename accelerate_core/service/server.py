@@ -42,18 +42,24 @@ from accelerate_core.service.web import NotFound, ServiceContext, pattern
 log = logging.getLogger(__name__)
 
 
-def yield_to_host(nice: int) -> None:
-    """Make the calling thread ``nice`` steps nicer than it is (Linux: priorities are per thread there).
+def host_priority_plus(nice: int) -> int | None:
+    """The priority ``nice`` steps nicer than the calling (host) thread's; None where threads have none (macOS)."""
+    if nice <= 0 or not sys.platform.startswith("linux"):
+        return None
+    return min(19, os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) + nice)
+
+
+def yield_to_host(priority: int | None) -> None:
+    """Run the calling thread at ``priority`` (from :func:`host_priority_plus`; None: leave it as it is).
 
     The service's threads call this when they start, so they never take the CPU from the host's own
-    threads (the writer's ingest) when both want it. Elsewhere (macOS) a thread has no priority of its
-    own to lower this way, and the call does nothing.
+    threads (the writer's ingest) when both want it. The priority is absolute, not relative: a read thread
+    started by the (already nicer) serving thread must not end up nicer still.
     """
-    if nice <= 0 or not sys.platform.startswith("linux"):
+    if priority is None:
         return
-    tid = threading.get_native_id()
     try:
-        os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + nice))
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), priority)
     except OSError as e:  # a sandbox may forbid it; the service works the same, only less politely
         log.info("results service threads keep their priority: %s", e)
 
@@ -82,11 +88,12 @@ class ResultsService:
     def __init__(self, source: ReadSource, config: ServiceConfig, *, hooks: HostHooks | None = None) -> None:
         self.config = config
         hooks = hooks or HostHooks()
+        self._priority = host_priority_plus(config.read_nice)
         self._pool = ThreadPoolExecutor(
             config.read_threads,
             thread_name_prefix="accel-read",
             initializer=yield_to_host,
-            initargs=(config.read_nice,),
+            initargs=(self._priority,),
         )
         self.cache = AnswerCache(config.cache_mb << 20)
         self.budget = ReadBudget(config.read_share, config.read_threads, hooks.busy)
@@ -127,7 +134,7 @@ class ResultsService:
         return self.url
 
     def _serve(self) -> None:
-        yield_to_host(self.config.read_nice)
+        yield_to_host(self._priority)
         loop = asyncio.new_event_loop()
         asyncio.set_event_loop(loop)
         server = tornado.httpserver.HTTPServer(application(self._ctx), xheaders=False)
