@@ -61,6 +61,27 @@ WRITER_LOCK_KEY: Final = "acc:writer:lock"
 WRITER_LOCK_TTL_S: Final = 15
 """The writer lock's lifetime, in seconds; the writer renews it every loop."""
 
+WRITER_HEARTBEAT_KEY: Final = "acc:writer:heartbeat"
+"""Redis key of the live writer's heartbeat (an encoded ``WriterHeartbeat``); it expires when the writer dies."""
+
+WRITER_HEARTBEAT_EVERY_S: Final = 1.0
+"""How often the writer publishes its heartbeat, in seconds."""
+
+WRITER_HEARTBEAT_TTL_S: Final = 10
+"""The heartbeat's lifetime, in seconds: no heartbeat for this long means no writer is alive."""
+
+WRITER_STATES: Final = ("writing", "waiting-lock", "waiting-store", "store-failing")
+"""What a live writer is doing (``WriterHeartbeat.state``)."""
+
+DEAD_LETTER_KEY: Final = "acc:writer:dead-letters"
+"""Redis list of the messages the writer could not decode or apply (newest first), each with its reason."""
+
+DEAD_LETTER_COUNT_KEY: Final = "acc:writer:dead-letter-count"
+"""Redis counter of every message ever dead-lettered (the list keeps the latest ``DEAD_LETTER_KEEP``)."""
+
+DEAD_LETTER_KEEP: Final = 10_000
+"""How many dead letters the list keeps; older ones are dropped from it (the counter keeps counting)."""
+
 JOB_KIND_TEST: Final = "test"
 """Job kind: generate the model's test from its template, run it and its benchmark."""
 

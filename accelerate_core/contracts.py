@@ -388,6 +388,37 @@ class StatusSnapshot:
 
 
 @dataclass(frozen=True, slots=True)
+class WriterHeartbeat:
+    """The results writer's liveness and lag, as it publishes them to Redis (see ``accelerate_core.liveness``).
+
+    Attributes:
+        host, pid: where the writer runs; ``started_at``: when it started (unix seconds).
+        at: when this heartbeat was published (unix seconds).
+        state: ``writing`` (it holds the lock and the store), ``waiting-lock`` (another writer's lock is
+            live), ``waiting-store`` (the results DB is held by another process) or ``store-failing``
+            (commits fail: a full disk, say; ``last_error`` says why, the batch is kept and retried).
+        backlog: messages waiting for it (the ``results`` queue plus the batch it claimed).
+        oldest_s: how long the oldest waiting result has been finished, in seconds (None: none waiting).
+        dead_letters: malformed messages it set aside (``accel writer dead-letters``).
+        duplicates: late results it ignored because their job already had a terminal row.
+        api_url: where its results service answers, when it hosts one.
+        last_error: the last commit failure, while ``state`` is ``store-failing``.
+    """
+
+    host: str
+    pid: int
+    started_at: float
+    at: float
+    state: str = "writing"
+    backlog: int = 0
+    oldest_s: float | None = None
+    dead_letters: int = 0
+    duplicates: int = 0
+    api_url: str | None = None
+    last_error: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class BenchRequest:
     """``accel bench``'s job for the fork server: one model type on one hardware kind, measured by ``bench``."""
 

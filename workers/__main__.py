@@ -84,7 +84,7 @@ def run_writer(args: argparse.Namespace) -> int:
     settings = Settings.load()
     from accelerate_core import broker
     from accelerate_core.store import ResultsStore
-    from workers import writer
+    from workers import keeper, writer
 
     client = broker.connect(broker.require_url(settings), timeout_s=5, reply_timeout_s=writer.WAIT_S + 30)
     lock = writer.WriterLock(client)
@@ -94,8 +94,10 @@ def run_writer(args: argparse.Namespace) -> int:
         signal.signal(sig, lambda *_: stop.set())
     try:
         settings.results_db.parent.mkdir(parents=True, exist_ok=True)
-        with ResultsStore.open(settings.results_db) as store:
-            w = writer.ResultWriter(store, settings, publish=writer.redis_publisher(client))
+        state = keeper.WriterState()
+        beats = keeper.Keeper(client, settings.results_queue, state)
+        with ResultsStore.open(settings.results_db) as store, beats:
+            w = writer.ResultWriter(store, settings, publish=writer.redis_publisher(client), state=state)
             logger.info("writer ready: queue %s -> %s", settings.results_queue, settings.results_db)
             n = writer.serve(w, writer.Intake(client, settings.results_queue), stop, lock=lock)
             logger.info("writer stopped after %d messages", n)

@@ -56,6 +56,7 @@ from accelerate_core.errors import BrokerError, ContractError, StoreError, Unkno
 from accelerate_core.finish import finish_run
 from accelerate_core.job_outcome import undecodable_result
 from accelerate_core.store.snapshot import snapshot_dir, write_snapshot
+from workers.keeper import WriterState
 
 if TYPE_CHECKING:
     import redis
@@ -99,6 +100,7 @@ class ResultWriter:
         settings: where reports and snapshots go.
         publish: where a run's status snapshot is published besides the file (Redis in the fleet).
         clock: a monotonic clock (tests pass their own).
+        state: what the writer is doing, for its heartbeat (the keeper publishes it).
     """
 
     def __init__(
@@ -108,8 +110,10 @@ class ResultWriter:
         *,
         publish: Publish | None = None,
         clock: Callable[[], float] = time.monotonic,
+        state: WriterState | None = None,
     ) -> None:
         self.store = store
+        self.state = state or WriterState()
         self.settings = settings
         self.publish = publish
         self.clock = clock
@@ -371,7 +375,12 @@ def serve(w: ResultWriter, intake: Intake, stop: threading.Event, *, lock: Write
             if raws:
                 total += process_batch(w, raws)
                 intake.settle()
-        except (StoreError, redis_lib.RedisError) as e:
+            w.state.state, w.state.last_error = "writing", None
+        except StoreError as e:
+            w.state.state, w.state.last_error = "store-failing", str(e)
+            logger.error("writer: %s; keeping the batch and retrying in 1 s", e)
+            stop.wait(1.0)
+        except redis_lib.RedisError as e:
             logger.error("writer: %s; keeping the batch and retrying in 1 s", e)
             stop.wait(1.0)
     return total

@@ -1,0 +1,146 @@
+"""The writer's keeper: a thread that publishes its heartbeat (and renews its lock) every second.
+
+A thread, not the writer's loop: the loop can be busy for longer than a lock's lifetime (a report build,
+a commit retried against a full disk), and the fleet must still see a live writer and its lag. A writer
+that stalls as a whole (SIGSTOP, a machine gone) stops its keeper too, so its heartbeat expires.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import os
+import socket
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from accelerate_core import liveness
+from accelerate_core.constants import WRITER_HEARTBEAT_EVERY_S, WRITER_HEARTBEAT_KEY, WRITER_PROCESSING_KEY
+from accelerate_core.contracts import WriterHeartbeat
+
+if TYPE_CHECKING:
+    import redis
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class WriterState:
+    """What the writer is doing, as its heartbeat tells the fleet (the loop sets it, the keeper reads it)."""
+
+    state: str = "writing"
+    dead_letters: int = 0
+    duplicates: int = 0
+    last_error: str | None = None
+    api_url: str | None = None
+    host: str = field(default_factory=socket.gethostname)
+    pid: int = field(default_factory=os.getpid)
+    started_at: float = field(default_factory=time.time)
+
+
+def backlog(client: redis.Redis, queue: str) -> tuple[int, float | None]:
+    """Messages waiting for the writer (queue + claimed batch), and how long the oldest waiting result is done.
+
+    The oldest message is the queue's tail (or the claimed batch's first); a result carries its
+    ``finished_at``, other messages (a run, a worker) say nothing about age.
+    """
+    pipe = client.pipeline(transaction=False)
+    pipe.llen(queue)
+    pipe.llen(WRITER_PROCESSING_KEY)
+    pipe.lindex(WRITER_PROCESSING_KEY, -1)
+    pipe.lindex(queue, -1)
+    waiting, claimed, first_claimed, oldest_queued = pipe.execute()
+    oldest = first_claimed if first_claimed is not None else oldest_queued
+    finished = _finished_at(oldest) if oldest is not None else None
+    age = max(0.0, time.time() - finished) if finished is not None else None
+    return int(waiting) + int(claimed), age
+
+
+def _finished_at(raw: bytes) -> float | None:
+    """The ``finished_at`` of the first result in a raw Celery message, or None (not a result, or unreadable)."""
+    try:
+        envelope = json.loads(raw)
+        body = envelope["body"]
+        if envelope.get("properties", {}).get("body_encoding") == "base64":
+            body = base64.b64decode(body)
+        kwargs = json.loads(body)[1]
+        result = kwargs.get("result") or (kwargs.get("results") or [None])[0]
+        value = result.get("finished_at") if isinstance(result, dict) else None
+        return float(value) if isinstance(value, int | float) else None
+    except (ValueError, KeyError, TypeError, IndexError, AttributeError):
+        return None
+
+
+class Keeper:
+    """Publishes the writer's heartbeat every ``every_s`` and calls ``renew`` (its lock) on the same beat.
+
+    Args:
+        client: the broker.
+        queue: the results queue (its length is the backlog).
+        state: the writer's state (read on each beat).
+        renew: called on each beat before the heartbeat (the lock's renewal); an exception stops nothing.
+        every_s: the beat.
+    """
+
+    def __init__(
+        self,
+        client: redis.Redis,
+        queue: str,
+        state: WriterState,
+        *,
+        renew: Callable[[], None] | None = None,
+        every_s: float = WRITER_HEARTBEAT_EVERY_S,
+    ) -> None:
+        self.client = client
+        self.queue = queue
+        self.state = state
+        self.renew = renew
+        self.every_s = every_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="writer-keeper", daemon=True)
+
+    def __enter__(self) -> Keeper:
+        self.beat()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        import redis as redis_lib
+
+        self._stop.set()
+        self._thread.join(10)
+        try:  # a writer that stops says so at once; another writer's heartbeat stays
+            beat = liveness.read_writer(self.client)
+            if beat is not None and (beat.host, beat.pid) == (self.state.host, self.state.pid):
+                self.client.delete(WRITER_HEARTBEAT_KEY)
+        except redis_lib.RedisError as e:
+            logger.warning("writer: cannot clear its heartbeat: %s", e)
+
+    def beat(self) -> None:
+        """Renew, then publish one heartbeat; a broker failure is logged, never raised."""
+        import redis as redis_lib
+
+        try:
+            if self.renew is not None:
+                self.renew()
+            waiting, oldest = backlog(self.client, self.queue)
+            liveness.publish_writer(self.client, self.heartbeat(waiting, oldest))
+        except redis_lib.RedisError as e:
+            logger.warning("writer: cannot publish its heartbeat: %s", e)
+
+    def heartbeat(self, waiting: int, oldest: float | None) -> WriterHeartbeat:
+        """The heartbeat of the writer's current state."""
+        s = self.state
+        return WriterHeartbeat(
+            host=s.host, pid=s.pid, started_at=s.started_at, at=time.time(), state=s.state, backlog=waiting,
+            oldest_s=oldest, dead_letters=s.dead_letters, duplicates=s.duplicates, api_url=s.api_url,
+            last_error=s.last_error,
+        )  # fmt: skip
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.every_s):
+            self.beat()
