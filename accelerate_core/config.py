@@ -16,6 +16,7 @@ TOML layout (every key optional)::
     templates_db = "accel-data/templates.duckdb"
     reports_dir = "reports"
     redelivery_cap = 3
+    writer_lock_ttl_s = 15            # a dead writer's lock keeps a new one waiting this long at most
     mem_cap_mb = 6144
     concurrency = 2
     flower_user = "admin"
@@ -274,6 +275,7 @@ class BenchConfig:
 
 _INT_RANGES: Final[dict[str, tuple[int, int, str]]] = {
     "redelivery_cap": (1, 1000, "deliveries of one job before it is recorded as failed"),
+    "writer_lock_ttl_s": (2, 3600, "seconds a dead writer's lock outlives it"),
     "mem_cap_mb": (64, 2**24, "MiB per job"),
     "concurrency": (0, 4096, "jobs at once; 0 means one per core"),
     "flower_port": (1, 65535, "a TCP port"),
@@ -298,6 +300,7 @@ class Settings:
     results_queue: str = RESULTS_QUEUE
     time_limits: Mapping[str, TimeLimit] = field(default_factory=_default_time_limits)
     redelivery_cap: int = 3
+    writer_lock_ttl_s: int = 15
     mem_cap_mb: int = 6144
     concurrency: int = 0
     flower_user: str = "admin"
@@ -570,6 +573,7 @@ _PARSERS: Final[dict[str, Parser]] = {
     "queue_prefix": _as_str,
     "results_queue": _as_str,
     "redelivery_cap": _as_int,
+    "writer_lock_ttl_s": _as_int,
     "mem_cap_mb": _as_int,
     "concurrency": _as_int,
     "flower_user": _as_str,

@@ -56,10 +56,8 @@ WRITER_PROCESSING_KEY: Final = "acc:writer:processing"
 """Redis list holding the batch the writer is writing (deleted once the batch is committed)."""
 
 WRITER_LOCK_KEY: Final = "acc:writer:lock"
-"""Redis key held (``SET NX EX``) by the one live writer: its host, pid and start time."""
-
-WRITER_LOCK_TTL_S: Final = 15
-"""The writer lock's lifetime, in seconds; the writer renews it every loop."""
+"""Redis key of the one-writer lock (a redis-py ``Lock``: a random owner token, renewed by the live writer;
+who holds it is in its heartbeat, ``WRITER_HEARTBEAT_KEY``)."""
 
 WRITER_HEARTBEAT_KEY: Final = "acc:writer:heartbeat"
 """Redis key of the live writer's heartbeat (an encoded ``WriterHeartbeat``); it expires when the writer dies."""

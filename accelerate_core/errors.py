@@ -21,6 +21,7 @@ Every error this project raises on purpose derives from :class:`AccelerateError`
     │   └── UnknownRunError           no run with that id is in the store (exit 2)
     ├── RunnerError                   the job runner (fork server) itself failed, not a job
     ├── BrokerError                   the Celery broker (Redis) is unreachable or misbehaves
+    │   └── LockLostError             the writer's lock expired and another writer holds it (fencing)
     └── ContractError                 a message or stored payload does not match its contract (wire.py)
         └── VersionSkewError          it was written by an incompatible (other major) schema version
 
@@ -104,6 +105,10 @@ class RunnerError(AccelerateError):
 
 class BrokerError(AccelerateError):
     """Raised when the Celery broker (Redis) is unreachable or misbehaves."""
+
+
+class LockLostError(BrokerError):
+    """Raised when a writer finds another writer holding its lock: it must write nothing more."""
 
 
 class ContractError(AccelerateError):

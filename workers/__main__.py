@@ -14,13 +14,18 @@ import os
 import signal
 import sys
 import threading
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from accelerate_core.config import Settings
 from accelerate_core.constants import HARDWARE_KINDS
 from accelerate_core.errors import AccelerateError
 from accelerate_core.names import check_node_name
 from workers import pinning
+
+if TYPE_CHECKING:
+    import redis
+
+    from workers.keeper import WriterLock, WriterState
 
 logger = logging.getLogger(__name__)
 
@@ -79,31 +84,43 @@ def run_worker(args: argparse.Namespace) -> int:
 
 
 def run_writer(args: argparse.Namespace) -> int:
-    """Take the writer lock, open the results DB read-write and serve the results queue until signalled."""
+    """Take the writer lock (waiting while another's is live), open the results DB and serve until signalled."""
     logging.basicConfig(level=args.loglevel.upper(), format="[%(asctime)s: %(levelname)s/writer] %(message)s")
     settings = Settings.load()
     from accelerate_core import broker
-    from accelerate_core.store import ResultsStore
     from workers import keeper, writer
 
     client = broker.connect(broker.require_url(settings), timeout_s=5, reply_timeout_s=writer.WAIT_S + 30)
-    lock = writer.WriterLock(client)
-    lock.acquire()
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
+    lock = keeper.WriterLock(client, settings.writer_lock_ttl_s)
     try:
-        settings.results_db.parent.mkdir(parents=True, exist_ok=True)
+        if not lock.acquire(stop):
+            return 0
         state = keeper.WriterState()
-        beats = keeper.Keeper(client, settings.results_queue, state)
-        with ResultsStore.open(settings.results_db) as store, beats:
-            w = writer.ResultWriter(store, settings, publish=writer.redis_publisher(client), state=state)
-            logger.info("writer ready: queue %s -> %s", settings.results_queue, settings.results_db)
-            n = writer.serve(w, writer.Intake(client, settings.results_queue), stop, lock=lock)
-            logger.info("writer stopped after %d messages", n)
+        with keeper.Keeper(client, settings.results_queue, state, renew=lock.renew):
+            return _serve_store(settings, client, lock, state, stop)
     finally:
         lock.release()
         client.close()
+
+
+def _serve_store(
+    settings: Settings, client: redis.Redis, lock: WriterLock, state: WriterState, stop: threading.Event
+) -> int:
+    """Open the results DB (waiting while another process holds it) and serve the results queue."""
+    from workers import writer
+
+    store = writer.open_store(settings.results_db, state, stop)
+    if store is None:
+        return 0
+    with store:
+        w = writer.ResultWriter(store, settings, publish=writer.redis_publisher(client), state=state,
+                                fence=lock.check)  # fmt: skip
+        logger.info("writer ready: queue %s -> %s", settings.results_queue, settings.results_db)
+        n = writer.serve(w, writer.Intake(client, settings.results_queue), stop, lock=lock)
+        logger.info("writer stopped after %d messages", n)
     return 0
 
 

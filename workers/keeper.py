@@ -1,13 +1,20 @@
-"""The writer's keeper: a thread that publishes its heartbeat (and renews its lock) every second.
+"""The writer's claim on the broker: its lock, and a keeper thread that renews it and publishes its heartbeat.
 
-A thread, not the writer's loop: the loop can be busy for longer than a lock's lifetime (a report build,
-a commit retried against a full disk), and the fleet must still see a live writer and its lag. A writer
-that stalls as a whole (SIGSTOP, a machine gone) stops its keeper too, so its heartbeat expires.
+:class:`WriterLock` is redis-py's ``Lock``: a random owner token, renewed only by its owner (a Lua check
+of the token), released atomically. A writer started while another's lock is live (a writer killed a
+moment ago) waits for the lock, saying so in one line, instead of exiting. Before each write the writer
+checks it still owns the lock (:meth:`WriterLock.check`, fencing): a writer that stalled past its lock's
+lifetime (SIGSTOP) and woke to find another writer in its place writes nothing more.
+
+The :class:`Keeper` is a thread, not the writer's loop: the loop can be busy for longer than the lock's
+lifetime (a report build, a commit retried against a full disk), and the fleet must still see a live
+writer and its lag. A writer that stalls as a whole stops its keeper too, so its lock and heartbeat expire.
 """
 
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import logging
 import os
@@ -19,8 +26,14 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from accelerate_core import liveness
-from accelerate_core.constants import WRITER_HEARTBEAT_EVERY_S, WRITER_HEARTBEAT_KEY, WRITER_PROCESSING_KEY
+from accelerate_core.constants import (
+    WRITER_HEARTBEAT_EVERY_S,
+    WRITER_HEARTBEAT_KEY,
+    WRITER_LOCK_KEY,
+    WRITER_PROCESSING_KEY,
+)
 from accelerate_core.contracts import WriterHeartbeat
+from accelerate_core.errors import LockLostError
 
 if TYPE_CHECKING:
     import redis
@@ -75,6 +88,82 @@ def _finished_at(raw: bytes) -> float | None:
         return None
 
 
+class WriterLock:
+    """The one-writer-per-broker lock: redis-py's ``Lock`` (owner token, renewal, atomic release).
+
+    Args:
+        client: the broker.
+        ttl_s: the lock's lifetime; the keeper renews it every beat, well within it.
+        key: the lock's Redis key.
+    """
+
+    def __init__(self, client: redis.Redis, ttl_s: int, key: str = WRITER_LOCK_KEY) -> None:
+        self.client = client
+        self.ttl_s = ttl_s
+        self.key = key
+        self._lock = client.lock(key, timeout=ttl_s, thread_local=False)
+
+    def acquire(self, stop: threading.Event, say: Callable[[str], None] = logger.warning) -> bool:
+        """Take the lock, waiting (one line said through ``say``) while another writer's is live.
+
+        Returns:
+            True once held; False when ``stop`` was set first.
+        """
+        if self._lock.acquire(blocking=False):
+            return True
+        say(self.waiting_line())
+        while not stop.is_set():
+            if self._lock.acquire(blocking=True, blocking_timeout=0.5):
+                logger.info("writer: the other writer's lock expired: this writer holds it now")
+                return True
+        return False
+
+    def waiting_line(self) -> str:
+        """What a writer waiting for the lock says: who holds it (from its heartbeat) and for how long at most."""
+        left_ms = self.client.pttl(self.key)
+        left = f"{max(0, int(left_ms)) / 1000:.0f} s" if isinstance(left_ms, int) and left_ms > 0 else "a moment"
+        beat = liveness.read_writer(self.client)
+        who = (f"the writer on {beat.host} (pid {beat.pid}, {beat.state})" if beat is not None
+               else "a writer with no heartbeat (it died or stalls)")  # fmt: skip
+        return (f"another writer holds this broker: {who}; waiting for its lock to expire (at most {left}, "
+                f"ttl {self.ttl_s} s) before writing; stop this one if the other should keep writing")  # fmt: skip
+
+    def renew(self) -> None:
+        """Reset the lock's lifetime to ``ttl_s`` (only the owner can).
+
+        Raises:
+            LockLostError: the lock expired and another writer holds it, or nobody does.
+        """
+        from redis.exceptions import LockNotOwnedError
+
+        try:
+            self._lock.reacquire()
+        except LockNotOwnedError as e:
+            raise LockLostError(self._lost_line()) from e
+
+    def check(self) -> None:
+        """Fencing, before each write: raise unless this writer still owns the lock.
+
+        Raises:
+            LockLostError: another writer holds it (this one stalled past its lifetime), or nobody does.
+        """
+        if not self._lock.owned():
+            raise LockLostError(self._lost_line())
+
+    def _lost_line(self) -> str:
+        return (
+            f"this writer lost its lock (it stalled past the {self.ttl_s} s lifetime, and another writer may hold "
+            "it now): it writes nothing more and stops; its unacknowledged batch stays queued"
+        )
+
+    def release(self) -> None:
+        """Drop the lock if this writer still holds it (atomic: never another writer's)."""
+        from redis.exceptions import LockError
+
+        with contextlib.suppress(LockError):
+            self._lock.release()
+
+
 class Keeper:
     """Publishes the writer's heartbeat every ``every_s`` and calls ``renew`` (its lock) on the same beat.
 
@@ -82,7 +171,9 @@ class Keeper:
         client: the broker.
         queue: the results queue (its length is the backlog).
         state: the writer's state (read on each beat).
-        renew: called on each beat before the heartbeat (the lock's renewal); an exception stops nothing.
+        renew: called on each beat before the heartbeat (the lock's renewal). When it raises
+            :class:`LockLostError` the keeper stops beating (the heartbeat is the new writer's now) and
+            sets :attr:`lost`.
         every_s: the beat.
     """
 
@@ -100,6 +191,7 @@ class Keeper:
         self.state = state
         self.renew = renew
         self.every_s = every_s
+        self.lost = threading.Event()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="writer-keeper", daemon=True)
 
@@ -112,7 +204,10 @@ class Keeper:
         import redis as redis_lib
 
         self._stop.set()
-        self._thread.join(10)
+        if self._thread.is_alive():
+            self._thread.join(10)
+        if self.lost.is_set():
+            return
         try:  # a writer that stops says so at once; another writer's heartbeat stays
             beat = liveness.read_writer(self.client)
             if beat is not None and (beat.host, beat.pid) == (self.state.host, self.state.pid):
@@ -127,6 +222,14 @@ class Keeper:
         try:
             if self.renew is not None:
                 self.renew()
+        except LockLostError as e:
+            logger.error("writer: %s", e)
+            self.lost.set()
+            self._stop.set()
+            return
+        except redis_lib.RedisError as e:
+            logger.warning("writer: cannot renew its lock: %s", e)
+        try:
             waiting, oldest = backlog(self.client, self.queue)
             liveness.publish_writer(self.client, self.heartbeat(waiting, oldest))
         except redis_lib.RedisError as e:

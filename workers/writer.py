@@ -13,7 +13,8 @@ to ``BATCH_MAX`` messages from ``results`` to a processing list, the batch is wr
 and only then is the processing list deleted (the batch's acknowledgement). A writer that dies
 mid-batch loses nothing: the next one writes the processing list first, and the upsert by job key
 never makes a second row. Messages are handled in queue order, so a run is recorded before its
-results. A lock (``SET NX EX``) keeps a second writer off the same broker.
+results. A lock (:class:`workers.keeper.WriterLock`) keeps a second writer off the same broker, and the
+writer checks it still holds it before each claim and each write (fencing).
 
 After each batch the writer checks the runs it touched: a run whose every job has a terminal row is
 *done* (counted in the store, no Celery chords): ``accelerate_core.finish.finish_run`` marks it
@@ -31,7 +32,6 @@ from __future__ import annotations
 import base64
 import json
 import logging
-import os
 import socket
 import threading
 import time
@@ -47,16 +47,14 @@ from accelerate_core.constants import (
     TASK_RECORD_RESULT,
     TASK_RECORD_RUN,
     TASK_REGISTER_WORKER,
-    WRITER_LOCK_KEY,
-    WRITER_LOCK_TTL_S,
     WRITER_PROCESSING_KEY,
 )
 from accelerate_core.contracts import JobResult, RunParams, RunPlan, StatusSnapshot, WorkerInfo
-from accelerate_core.errors import BrokerError, ContractError, StoreError, UnknownRunError
+from accelerate_core.errors import ContractError, LockLostError, StoreError, StoreLockedError, UnknownRunError
 from accelerate_core.finish import finish_run
 from accelerate_core.job_outcome import undecodable_result
 from accelerate_core.store.snapshot import snapshot_dir, write_snapshot
-from workers.keeper import WriterState
+from workers.keeper import WriterLock, WriterState
 
 if TYPE_CHECKING:
     import redis
@@ -70,6 +68,12 @@ BATCH_MAX = 1000
 
 WAIT_S = 1.0
 """How long an idle writer blocks waiting for the next message, in seconds (bounds its stop time)."""
+
+RETRY_MIN_S = 0.5
+"""The first pause before a failed batch is tried again, in seconds; it doubles with each failure."""
+
+RETRY_MAX_S = 8.0
+"""The longest pause between two tries of a failed batch, in seconds."""
 
 SNAPSHOT_EVERY_S = 1.0
 """Least time between two status snapshots of one run, in seconds."""
@@ -92,6 +96,16 @@ return out
 """
 
 
+# Delete the processing list when it holds exactly the settled batch (1), else leave it (0).
+_SETTLE_LUA = """
+if redis.call('LLEN', KEYS[1]) == tonumber(ARGV[1]) then
+  redis.call('DEL', KEYS[1])
+  return 1
+end
+return 0
+"""
+
+
 class ResultWriter:
     """Records what arrives on the ``results`` queue; writes results in batches; finishes runs.
 
@@ -101,6 +115,7 @@ class ResultWriter:
         publish: where a run's status snapshot is published besides the file (Redis in the fleet).
         clock: a monotonic clock (tests pass their own).
         state: what the writer is doing, for its heartbeat (the keeper publishes it).
+        fence: called before each write; raises :class:`LockLostError` once this writer lost its lock.
     """
 
     def __init__(
@@ -111,9 +126,11 @@ class ResultWriter:
         publish: Publish | None = None,
         clock: Callable[[], float] = time.monotonic,
         state: WriterState | None = None,
+        fence: Callable[[], None] | None = None,
     ) -> None:
         self.store = store
         self.state = state or WriterState()
+        self.fence = fence or (lambda: None)
         self.settings = settings
         self.publish = publish
         self.clock = clock
@@ -134,6 +151,7 @@ class ResultWriter:
         elif task == TASK_RECORD_RUN:
             self._run_message(kwargs.get("plan"))
         elif task == TASK_REGISTER_WORKER:
+            self.fence()
             self.store.register_worker(wire.decode(WorkerInfo, kwargs.get("info")))
         else:
             raise ContractError(f"the writer got a {task!r} message: only record_* and register_worker go to results")
@@ -181,6 +199,7 @@ class ResultWriter:
     def record_run(self, plan: RunPlan) -> None:
         """Record a run and its planned jobs (``queued``); idempotent."""
         self.flush()  # results held so far belong to earlier messages: keep queue order
+        self.fence()
         self.store.record_run(plan)
         self.store.set_run_status(plan.run_id, RUN_RUNNING)
         self._after_commit({plan.run_id}, force_snapshot=True)
@@ -193,6 +212,7 @@ class ResultWriter:
         """
         if not self._held:
             return 0
+        self.fence()
         rows, self._held = self._held, []
         try:
             self.store.record_results(rows)
@@ -247,6 +267,31 @@ class ResultWriter:
         write_snapshot(snapshot, snapshot_dir(self.settings))
         if self.publish is not None:
             self.publish(snapshot)
+
+
+def open_store(path: Path, state: WriterState, stop: threading.Event) -> ResultsStore | None:
+    """Open the results DB read-write; while another process holds it, wait (saying so once) until ``stop``.
+
+    A writer that stalled and lost its lock may still hold the file on this machine until it notices
+    and exits; the new writer waits for it rather than exiting.
+    """
+    from accelerate_core.store import ResultsStore
+
+    said = False
+    while not stop.is_set():
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            store = ResultsStore.open(path)
+        except StoreLockedError as e:
+            if not said:
+                logger.warning("writer: %s; waiting for it", e)
+                said = True
+            state.state = "waiting-store"
+            stop.wait(0.5)
+            continue
+        state.state = "writing"
+        return store
+    return None
 
 
 def redis_publisher(client: redis.Redis) -> Publish:
@@ -307,35 +352,17 @@ class Intake:
             batch = [first, *self.client.eval(_CLAIM_LUA, 2, self.queue, self.processing_key, limit - 1)]
         return list(batch or [])
 
-    def settle(self) -> None:
-        """Acknowledge the claimed batch: it is committed."""
-        self.client.delete(self.processing_key)
+    def settle(self, batch: Sequence[bytes]) -> None:
+        """Acknowledge the claimed ``batch``: it is committed.
 
-
-class WriterLock:
-    """The one-writer-per-broker lock (``SET NX EX``), renewed while the writer runs."""
-
-    def __init__(self, client: redis.Redis, key: str = WRITER_LOCK_KEY, ttl_s: int = WRITER_LOCK_TTL_S) -> None:
-        self.client = client
-        self.key = key
-        self.ttl_s = ttl_s
-        self.token = json.dumps({"host": socket.gethostname(), "pid": os.getpid(), "since": time.time()})
-
-    def acquire(self) -> None:
-        """Take the lock, or raise BrokerError naming the writer that holds it."""
-        if not self.client.set(self.key, self.token, nx=True, ex=self.ttl_s):
-            holder = self.client.get(self.key)
-            text = holder.decode() if isinstance(holder, bytes) else str(holder)
-            raise BrokerError(f"another writer holds this broker ({text}): run one `accel writer` per fleet")
-
-    def renew(self) -> None:
-        """Extend the lock; called every loop (well within its TTL)."""
-        self.client.set(self.key, self.token, ex=self.ttl_s)
-
-    def release(self) -> None:
-        """Drop the lock if it is still ours."""
-        if self.client.get(self.key) == self.token.encode():
-            self.client.delete(self.key)
+        Exactly those messages leave the processing list: anything else there (a stalled writer's
+        claim, made as it woke up after losing its lock) stays for the next claim.
+        """
+        if not self.client.eval(_SETTLE_LUA, 1, self.processing_key, len(batch)):
+            pipe = self.client.pipeline(transaction=True)
+            for raw in batch:
+                pipe.lrem(self.processing_key, -1, raw)  # type: ignore[arg-type]
+            pipe.execute()
 
 
 def process_batch(w: ResultWriter, raws: Sequence[bytes]) -> int:
@@ -359,28 +386,36 @@ def process_batch(w: ResultWriter, raws: Sequence[bytes]) -> int:
 def serve(w: ResultWriter, intake: Intake, stop: threading.Event, *, lock: WriterLock | None = None) -> int:
     """The writer's loop: claim a batch, apply it, commit, acknowledge; until ``stop`` is set.
 
-    Redis and store failures are logged and retried every second; the claimed batch is kept meanwhile.
+    A store that cannot commit (a full disk) and a broker that fails are logged and retried with
+    backoff (:data:`RETRY_MIN_S` doubling to :data:`RETRY_MAX_S`); the claimed batch stays
+    unacknowledged meanwhile, so nothing is lost and nothing behind it is skipped.
 
     Returns:
         The number of messages applied.
+
+    Raises:
+        LockLostError: ``lock`` is another writer's now (checked before each claim and each write).
     """
     import redis as redis_lib
 
     total = 0
+    pause = RETRY_MIN_S
     while not stop.is_set():
         try:
             if lock is not None:
-                lock.renew()
+                lock.check()
             raws = intake.claim(BATCH_MAX, wait_s=WAIT_S)
             if raws:
                 total += process_batch(w, raws)
-                intake.settle()
+                intake.settle(raws)
             w.state.state, w.state.last_error = "writing", None
-        except StoreError as e:
-            w.state.state, w.state.last_error = "store-failing", str(e)
-            logger.error("writer: %s; keeping the batch and retrying in 1 s", e)
-            stop.wait(1.0)
-        except redis_lib.RedisError as e:
-            logger.error("writer: %s; keeping the batch and retrying in 1 s", e)
-            stop.wait(1.0)
+            pause = RETRY_MIN_S
+        except LockLostError:
+            raise
+        except (StoreError, redis_lib.RedisError) as e:
+            if isinstance(e, StoreError):
+                w.state.state, w.state.last_error = "store-failing", str(e)
+            logger.error("writer: %s; keeping the batch, retrying in %.1f s", e, pause)
+            stop.wait(pause)
+            pause = min(pause * 2, RETRY_MAX_S)
     return total

@@ -40,6 +40,8 @@ REPO = Path(__file__).resolve().parents[2]
 ACCEL = (sys.executable, "-m", "scheduler")
 HOST = socket.gethostname()
 PASSWORD = "faults-broker-pw"
+WRITER_LOCK_TTL_S = 5
+"""The writer lock's lifetime in a fault fleet, in seconds (shorter than production's, so takeovers are quick)."""
 READY_S = 120.0
 """How long a process may take to start on a loaded machine before a scenario fails, in seconds."""
 
@@ -152,6 +154,7 @@ class Fleet:
             ACCEL_REPORTS_DIR=str(workdir / "reports"),
             ACCEL_FLOWER_PASSWORD="faults-flower-pw",
             ACCEL_FLOWER_PORT=str(free_port()),
+            ACCEL_WRITER_LOCK_TTL_S=str(WRITER_LOCK_TTL_S),
             **(env or {}),
         )
         self.settings = Settings.load(environ=self.env)

@@ -7,6 +7,7 @@ store. Worker processes are exercised in ``tests/integration/test_fleet.py``.
 from __future__ import annotations
 
 import json
+import threading
 import time
 from pathlib import Path
 
@@ -26,14 +27,15 @@ from accelerate_core.constants import (
     TASK_RECORD_RUN,
     TASK_REGISTER_WORKER,
     TASK_RUN_JOB,
+    WRITER_LOCK_KEY,
 )
 from accelerate_core.contracts import JobResult, JobSpec, RunParams, RunPlan, StatusSnapshot, job_key
-from accelerate_core.errors import BrokerError, ConfigError, ContractError, HardwareUnavailableError
+from accelerate_core.errors import BrokerError, ConfigError, ContractError, HardwareUnavailableError, LockLostError
 from accelerate_core.limits import backstop_limits, visibility_timeout_s
 from accelerate_core.store import ResultsStore
 from scheduler.cli.fleet import flower_env, node_plan, parse_devices
 from scheduler.remote import client_app, job_labels
-from workers import pinning, tasks, writer
+from workers import keeper, pinning, tasks, writer
 from workers.app import make_app
 
 NEWER_MINOR = f"{wire.SCHEMA_MAJOR}.{wire.SCHEMA_MINOR + 1}"
@@ -341,18 +343,58 @@ def test_intake_takes_celery_messages_in_order_and_a_dead_writers_batch_comes_ba
     assert keys == [j.key for j in plan.jobs]
     # Then the next writer gets the same batch again, in the same order, before anything new
     assert writer.Intake(client, "results").claim(10) == batch
-    intake.settle()
+    intake.settle(batch)
     assert intake.claim(10, wait_s=0.1) == []
 
 
 @pytest.mark.redis
-def test_only_one_writer_per_broker(redis_url: str) -> None:
+def test_settling_a_batch_keeps_what_a_stalled_writer_claimed_meanwhile(redis_url: str) -> None:
+    import redis
+
+    # Given a claimed batch, and a message a stalled writer moved into the processing list as it woke up
+    client = redis.Redis.from_url(redis_url)
+    client.lpush("results", b"m1", b"m2")
+    intake = writer.Intake(client, "results")
+    batch = intake.claim(10)
+    client.lpush(intake.processing_key, b"stray")
+    # When the batch is acknowledged
+    intake.settle(batch)
+    # Then only its own messages leave; the stray one is the next claim
+    assert intake.claim(10) == [b"stray"]
+
+
+@pytest.mark.redis
+def test_a_second_writer_waits_for_the_first_ones_lock_saying_so_once_and_fences_it_out(redis_url: str) -> None:
+    import redis
+
+    # Given a writer holding the lock that stops renewing it (killed, or stalled)
+    client = redis.Redis.from_url(redis_url)
+    first = keeper.WriterLock(client, ttl_s=2)
+    assert first.acquire(threading.Event())
+    # When a second writer starts
+    said: list[str] = []
+    second = keeper.WriterLock(client, ttl_s=2)
+    assert second.acquire(threading.Event(), say=said.append)
+    # Then it waited for the lock to expire, saying so in one line, and took it
+    assert len(said) == 1 and "another writer holds this broker" in said[0] and "waiting" in said[0]
+    second.check()
+    # And the first can neither renew nor pass the fence, nor release the second's lock
+    with pytest.raises(LockLostError, match="lost its lock"):
+        first.check()
+    with pytest.raises(LockLostError):
+        first.renew()
+    first.release()
+    second.check()
+    second.release()
+    assert not client.exists(WRITER_LOCK_KEY)
+
+
+@pytest.mark.redis
+def test_a_writer_waiting_for_the_lock_stops_when_asked(redis_url: str) -> None:
     import redis
 
     client = redis.Redis.from_url(redis_url)
-    first = writer.WriterLock(client)
-    first.acquire()
-    with pytest.raises(BrokerError, match="another writer holds this broker"):
-        writer.WriterLock(client).acquire()
-    first.release()
-    writer.WriterLock(client).acquire()
+    assert keeper.WriterLock(client, ttl_s=60).acquire(threading.Event())
+    stop = threading.Event()
+    stop.set()
+    assert keeper.WriterLock(client, ttl_s=60).acquire(stop, say=lambda _: None) is False
