@@ -17,6 +17,9 @@ TOML layout (every key optional)::
     reports_dir = "reports"
     redelivery_cap = 3
     writer_lock_ttl_s = 15            # a dead writer's lock keeps a new one waiting this long at most
+    reconcile_every_s = 30            # the writer re-sends jobs whose message vanished (at two passes)
+    reconcile_resends = 3             # ... this often, then records them lost
+    stall_s = 900                     # accel run --wait: no job finished for this long is a stall
     mem_cap_mb = 6144
     concurrency = 2
     flower_user = "admin"
@@ -276,6 +279,9 @@ class BenchConfig:
 _INT_RANGES: Final[dict[str, tuple[int, int, str]]] = {
     "redelivery_cap": (1, 1000, "deliveries of one job before it is recorded as failed"),
     "writer_lock_ttl_s": (2, 3600, "seconds a dead writer's lock outlives it"),
+    "reconcile_every_s": (1, 86400, "seconds between two of the writer's reconciliation passes"),
+    "reconcile_resends": (0, 1000, "re-sends of a job whose message vanished before it is recorded lost"),
+    "stall_s": (1, 30 * 86400, "seconds without a finished job before `accel run --wait` reports a stall"),
     "mem_cap_mb": (64, 2**24, "MiB per job"),
     "concurrency": (0, 4096, "jobs at once; 0 means one per core"),
     "flower_port": (1, 65535, "a TCP port"),
@@ -301,6 +307,9 @@ class Settings:
     time_limits: Mapping[str, TimeLimit] = field(default_factory=_default_time_limits)
     redelivery_cap: int = 3
     writer_lock_ttl_s: int = 15
+    reconcile_every_s: int = 30
+    reconcile_resends: int = 3
+    stall_s: int = 900
     mem_cap_mb: int = 6144
     concurrency: int = 0
     flower_user: str = "admin"
@@ -574,6 +583,9 @@ _PARSERS: Final[dict[str, Parser]] = {
     "results_queue": _as_str,
     "redelivery_cap": _as_int,
     "writer_lock_ttl_s": _as_int,
+    "reconcile_every_s": _as_int,
+    "reconcile_resends": _as_int,
+    "stall_s": _as_int,
     "mem_cap_mb": _as_int,
     "concurrency": _as_int,
     "flower_user": _as_str,

@@ -80,6 +80,27 @@ DEAD_LETTER_COUNT_KEY: Final = "acc:writer:dead-letter-count"
 DEAD_LETTER_KEEP: Final = 10_000
 """How many dead letters the list keeps; older ones are dropped from it (the counter keeps counting)."""
 
+RESENDS_PREFIX: Final = "acc:resends:"
+"""Redis key prefix: ``acc:resends:<job key>`` counts how often the reconciler re-sent a job whose message
+vanished (past ``reconcile_resends`` it is recorded ``lost``); it lives as long as a delivery counter."""
+
+RECONCILE_REQUESTS_KEY: Final = "acc:reconcile:requests"
+"""Redis set of run ids the writer reconciles at its next loop (``accel run --resume RUN`` on a fleet)."""
+
+RECONCILE_REPLY_PREFIX: Final = "acc:reconcile:reply:"
+"""Redis key prefix: ``acc:reconcile:reply:<run id>`` holds the writer's last reconciliation of the run (JSON
+``ReconcileReport``)."""
+
+RECONCILE_REPLY_TTL_S: Final = 24 * 3600
+"""How long a reconciliation reply lives in Redis, in seconds."""
+
+KOMBU_UNACKED_KEY: Final = "unacked"
+"""Redis hash where kombu keeps each delivered, unacknowledged message (``[payload, exchange, routing key]``)
+until its worker acknowledges it or the visibility timeout restores it to its queue."""
+
+KOMBU_PRIORITY_QUEUES: Final = ("", "\x06\x163", "\x06\x166", "\x06\x169")
+"""The suffixes of the Redis lists behind one kombu queue (its priority steps): ``hw.cpu``, ``hw.cpu\\x06\\x163``..."""
+
 JOB_KIND_TEST: Final = "test"
 """Job kind: generate the model's test from its template, run it and its benchmark."""
 
@@ -140,6 +161,10 @@ ERR_WORKER: Final = "worker-error"
 """The worker itself failed to run the job (an exception in the task body, a malformed job message)."""
 ERR_VERSION_SKEW: Final = "version-skew"
 """The job or its result was written by an incompatible schema version (the message names both)."""
+ERR_REVOKED: Final = "revoked"
+"""The job was revoked through Celery (Flower's revoke, ``celery control revoke``): recorded ``cancelled``."""
+ERR_MESSAGE_LOST: Final = "message-lost"
+"""The job's message vanished from the broker more often than the reconciler re-sends it: recorded ``lost``."""
 ERROR_CLASSES: Final = (
     ERR_TIMEOUT,
     ERR_OOM,
@@ -155,6 +180,8 @@ ERROR_CLASSES: Final = (
     ERR_FILE_SIZE,
     ERR_WORKER,
     ERR_VERSION_SKEW,
+    ERR_REVOKED,
+    ERR_MESSAGE_LOST,
 )
 """Every error class a job result may carry."""
 

@@ -40,6 +40,7 @@ __all__ = [
     "JobSpec",
     "Makespan",
     "Measurement",
+    "ReconcileReport",
     "RunParams",
     "RunPlan",
     "RunRecord",
@@ -354,6 +355,30 @@ class FailureRow:
     error_type: str | None = None
     error_message: str | None = None
     finished_at: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ReconcileReport:
+    """What one reconciliation of a run found and did (the writer's reply to ``accel run --resume`` on a fleet).
+
+    Attributes:
+        known: the run is in the results store (False: nothing else is meaningful).
+        unfinished: planned jobs without a terminal row; ``in_flight``: of those, with a live message (queued,
+            delivered and unacknowledged) or a result on its way to the writer.
+        resent: jobs sent again (task id = job key); ``lost``: jobs recorded ``lost`` (re-sent too often);
+            ``skipped``: ``skipped`` rows the scheduler never got to send.
+        missing: jobs without a message seen for the first time (re-sent if still missing at the next pass).
+    """
+
+    run_id: str
+    known: bool = True
+    unfinished: int = 0
+    in_flight: int = 0
+    resent: int = 0
+    lost: int = 0
+    skipped: int = 0
+    missing: int = 0
+    updated_at: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)

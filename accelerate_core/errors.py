@@ -22,6 +22,7 @@ Every error this project raises on purpose derives from :class:`AccelerateError`
     ├── RunnerError                   the job runner (fork server) itself failed, not a job
     ├── BrokerError                   the Celery broker (Redis) is unreachable or misbehaves
     │   └── LockLostError             the writer's lock expired and another writer holds it (fencing)
+    ├── RunStalledError               a followed fleet run stopped progressing (no writer, no worker) (exit 3)
     └── ContractError                 a message or stored payload does not match its contract (wire.py)
         └── VersionSkewError          it was written by an incompatible (other major) schema version
 
@@ -109,6 +110,12 @@ class BrokerError(AccelerateError):
 
 class LockLostError(BrokerError):
     """Raised when a writer finds another writer holding its lock: it must write nothing more."""
+
+
+class RunStalledError(AccelerateError):
+    """Raised when ``accel run --wait`` sees a fleet run stop progressing; the message says what to start."""
+
+    exit_code = 3
 
 
 class ContractError(AccelerateError):

@@ -136,9 +136,8 @@ def undecodable_result(
 ) -> JobResult | None:
     """The row of a job whose message or result could not be decoded, or None when ``key`` names no job.
 
-    The job is named by its key alone (``contracts.parse_job_key``), so this works whatever the payload's
-    shape. A :class:`VersionSkewError` (another schema major) is recorded ``version-skew``, its message
-    naming both versions; any other decoding error ``worker-error``.
+    A :class:`VersionSkewError` (another schema major) is recorded ``version-skew``, its message naming both
+    versions; any other decoding error ``worker-error`` (see :func:`keyed_result`).
 
     Args:
         key: the job key (a job message's task id; a result's ``key``).
@@ -147,38 +146,58 @@ def undecodable_result(
         host: its host name.
         now: the clock (unix seconds).
     """
+    error_class = ERR_VERSION_SKEW if isinstance(error, VersionSkewError) else ERR_WORKER
+    return keyed_result(key, STATUS_FAILED, error_class, str(error), error_type=type(error).__name__,
+                        worker_id=worker_id, host=host, now=now)  # fmt: skip
+
+
+def keyed_result(
+    key: object,
+    status: str,
+    error_class: str,
+    message: str,
+    *,
+    error_type: str | None = None,
+    worker_id: str | None,
+    host: str | None,
+    now: float | None = None,
+) -> JobResult | None:
+    """The terminal row of a job known by its key alone, or None when ``key`` names no job.
+
+    The job is named by its key (``contracts.parse_job_key``), so this works whatever its message held: a
+    message that cannot be decoded, a task body that raised, a job revoked before it ran.
+
+    Args:
+        key: the job key (a job message's task id; a result's ``key``).
+        status: the terminal status to record.
+        error_class: the row's error class.
+        message: what happened, and what to do.
+        error_type: the exception's class name, when an exception was the cause.
+        worker_id: the recording process.
+        host: its host name.
+        now: the clock (unix seconds).
+    """
     identity = parse_job_key(key) if isinstance(key, str) else None
     if identity is None:
         return None
     stamp = time.time() if now is None else now
+    run_id, model_type, hardware, kind = identity
     try:
-        return _undecodable_row(str(key), identity, error, worker_id, host, stamp)
+        return JobResult(
+            key=str(key),
+            run_id=run_id,
+            model_type=model_type,
+            hardware=hardware,
+            kind=kind,
+            status=status,
+            error_class=error_class,
+            error_type=error_type,
+            error_message=message,
+            started_at=stamp,
+            finished_at=stamp,
+            duration_s=0.0,
+            worker_id=worker_id,
+            host=host,
+        )
     except AccelerateError:  # the key's names are not names (a forged run id): nothing safe to record
         return None
-
-
-def _undecodable_row(
-    key: str,
-    identity: tuple[str, str, str, str],
-    error: ContractError,
-    worker_id: str | None,
-    host: str | None,
-    stamp: float,
-) -> JobResult:
-    run_id, model_type, hardware, kind = identity
-    return JobResult(
-        key=key,
-        run_id=run_id,
-        model_type=model_type,
-        hardware=hardware,
-        kind=kind,
-        status=STATUS_FAILED,
-        error_class=ERR_VERSION_SKEW if isinstance(error, VersionSkewError) else ERR_WORKER,
-        error_type=type(error).__name__,
-        error_message=str(error),
-        started_at=stamp,
-        finished_at=stamp,
-        duration_s=0.0,
-        worker_id=worker_id,
-        host=host,
-    )

@@ -12,7 +12,10 @@ Every payload is a contract encoded by :mod:`accelerate_core.wire`; broker conne
 come from :mod:`accelerate_core.broker`, shared with the workers and the writer.
 
 The writer consumes ``results`` in order, so the run is recorded before any of its results. Progress
-comes back through the writer's status snapshot in Redis (``acc:status:<run>``).
+comes back through the writer's status snapshot in Redis (``acc:status:<run>``); ``--wait`` follows it and
+reports a stall instead of waiting forever (:mod:`scheduler.stall`). ``accel run --resume RUN`` asks the writer
+to reconcile the run (:func:`resume_remote`): jobs without a terminal row and without a live message are sent
+again, so a scheduler killed mid-dispatch loses nothing.
 """
 
 from __future__ import annotations
@@ -22,12 +25,13 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from accelerate_core import broker, wire
+from accelerate_core import broker, reconcile, wire
 from accelerate_core.config import Settings
-from accelerate_core.constants import HARDWARE_KINDS, TASK_RECORD_RESULT, TASK_RECORD_RUN, TASK_RUN_JOB
-from accelerate_core.contracts import JobSpec, RunPlan, StatusSnapshot
-from accelerate_core.errors import BrokerError
-from accelerate_core.limits import backstop_limits
+from accelerate_core.constants import HARDWARE_KINDS, TASK_RECORD_RESULT, TASK_RECORD_RUN
+from accelerate_core.contracts import ReconcileReport, RunPlan, StatusSnapshot
+from accelerate_core.errors import BrokerError, RunStalledError, UnknownRunError
+from accelerate_core.job_message import send_job
+from scheduler.stall import Liveness, StallWatch
 
 if TYPE_CHECKING:
     from celery import Celery
@@ -42,6 +46,12 @@ POLL_EVERY_S = 0.5
 
 FOLLOW_MISSES = 10
 """``--wait`` gives up after this many polls in a row found the broker unreachable."""
+
+PROBE_EVERY_S = 5.0
+"""How often ``--wait`` checks that a writer and the run's workers are alive, in seconds."""
+
+REPLY_WAIT_S = 30.0
+"""How long ``accel run --resume`` on a fleet waits for the writer's reconciliation, in seconds."""
 
 
 def client_app(settings: Settings, *, sent_events: bool = True) -> Celery:
@@ -94,11 +104,6 @@ def live_nodes(settings: Settings, timeout_s: float = INSPECT_TIMEOUT_S) -> list
     return sorted(live_queues(settings, timeout_s))
 
 
-def job_labels(spec: JobSpec) -> dict[str, Any]:
-    """What Flower shows of a job (the full spec, template body included, is too long to read)."""
-    return {"model_type": spec.model_type, "hardware": spec.hardware, "kind": spec.kind, "run_id": spec.run_id}
-
-
 def dispatch(settings: Settings, plan: RunPlan, app: Celery | None = None) -> int:
     """Record ``plan`` through the writer and send each runnable job to its hardware queue.
 
@@ -119,17 +124,7 @@ def dispatch(settings: Settings, plan: RunPlan, app: Celery | None = None) -> in
             _send_run(quiet, settings, plan, producer)
         with app.producer_or_acquire() as producer:
             for spec in jobs:
-                soft, hard = backstop_limits(spec.limits.hard_s)
-                app.send_task(
-                    TASK_RUN_JOB,
-                    kwargs={"spec": wire.encode(spec)},
-                    task_id=spec.key,
-                    queue=settings.queue_for(spec.hardware),
-                    soft_time_limit=soft,
-                    time_limit=hard,
-                    kwargsrepr=repr(job_labels(spec)),
-                    producer=producer,
-                )
+                send_job(app, settings, spec, producer=producer)
     except BrokerError:
         raise
     except Exception as e:
@@ -170,24 +165,51 @@ def read_status(settings: Settings, run_id: str) -> StatusSnapshot | None:
         client.close()
 
 
+def probe_liveness(settings: Settings, timeout_s: float = INSPECT_TIMEOUT_S) -> Liveness:
+    """Whether a writer is alive (its heartbeat) and which hardware kinds live workers consume now.
+
+    Raises:
+        BrokerError: the broker is unreachable.
+    """
+    from accelerate_core import liveness
+
+    url = broker.require_url(settings)
+    client = broker.connect(url)
+    try:
+        writer = liveness.read_writer(client) is not None
+    except Exception as e:  # redis errors
+        raise broker.broker_error(url, e) from e
+    finally:
+        client.close()
+    return Liveness(writer=writer, served=frozenset(live_hardware(settings, timeout_s)))
+
+
 def follow(
     settings: Settings,
     run_id: str,
     *,
     on_progress: Callable[[StatusSnapshot], None] | None = None,
     poll_s: float = POLL_EVERY_S,
-    timeout_s: float | None = None,
+    probe_every_s: float = PROBE_EVERY_S,
 ) -> StatusSnapshot:
     """Wait until the writer reports ``run_id`` done; call ``on_progress`` with each new snapshot.
 
+    Never waits forever: :class:`scheduler.stall.StallWatch` decides when the run stalled (no progress for
+    ``settings.stall_s``, no live writer, no live worker for a kind with unfinished jobs).
+
     Raises:
-        BrokerError: the broker became unreachable, or ``timeout_s`` passed first.
+        RunStalledError: the run stalled (the message says why and what to do).
+        BrokerError: the broker became unreachable.
     """
-    deadline = None if timeout_s is None else time.monotonic() + timeout_s
-    misses = 0
+    watch = StallWatch(run_id, settings.stall_s, settings.queue_for, started=time.monotonic())
+    misses, probed_at = 0, -1e9
     while True:
+        live: Liveness | None = None
         try:
             snap = read_status(settings, run_id)
+            if time.monotonic() - probed_at >= probe_every_s:
+                probed_at = time.monotonic()
+                live = probe_liveness(settings)
             misses = 0
         except BrokerError:
             misses += 1  # a busy broker machine may miss one poll; a gone broker misses them all
@@ -199,10 +221,9 @@ def follow(
                 on_progress(snap)
             if snap.phase_done and (snap.report_dir or snap.report_error):
                 return snap
-        if deadline is not None and time.monotonic() > deadline:
-            raise BrokerError(
-                f"run {run_id} not done after {timeout_s:.0f} s: check `accel status {run_id}` and Flower"
-            )
+        stalled = watch.observe(snap, live, time.monotonic())
+        if stalled:
+            raise RunStalledError(stalled)
         time.sleep(poll_s)
 
 
@@ -214,12 +235,42 @@ def run_remote(settings: Settings, plan: RunPlan, wait: bool) -> str:
     Raises:
         ConfigError: no broker configured.
         BrokerError: the broker is unreachable.
+        RunStalledError: under ``wait``, the run stalled.
     """
     dispatch(settings, plan)
     _warn_unserved(settings, plan)
     if wait:
-        _follow_with_bar(settings, plan)
+        follow_with_bar(settings, plan.run_id, len(plan.jobs))
     return plan.run_id
+
+
+def resume_remote(settings: Settings, run_id: str, *, reply_wait_s: float = REPLY_WAIT_S) -> ReconcileReport | None:
+    """Ask the writer to reconcile ``run_id`` now (``accel run --resume`` on a fleet) and return its reply.
+
+    The writer re-sends every job of the run without a terminal row and without a live message (task id =
+    job key, so a job sent twice is one row).
+
+    Returns:
+        The writer's reconciliation, or None when no writer answered within ``reply_wait_s`` (the request
+        stays: a writer serves it when it starts).
+
+    Raises:
+        UnknownRunError: the writer's store has no such run.
+        BrokerError: the broker is unreachable.
+    """
+    client = broker.connect(broker.require_url(settings))
+    try:
+        reconcile.request(client, run_id)
+        deadline = time.monotonic() + reply_wait_s
+        report = reconcile.read_reply(client, run_id)
+        while report is None and time.monotonic() < deadline:
+            time.sleep(POLL_EVERY_S)
+            report = reconcile.read_reply(client, run_id)
+    finally:
+        client.close()
+    if report is not None and not report.known:
+        raise UnknownRunError(reconcile.describe(report))
+    return report
 
 
 def _warn_unserved(settings: Settings, plan: RunPlan) -> None:
@@ -234,15 +285,16 @@ def _warn_unserved(settings: Settings, plan: RunPlan) -> None:
         )
 
 
-def _follow_with_bar(settings: Settings, plan: RunPlan) -> None:
+def follow_with_bar(settings: Settings, run_id: str, total: int) -> StatusSnapshot:
+    """:func:`follow` with a progress bar on a terminal (its total follows the writer's snapshots)."""
     from scheduler.cli.common import progress
 
-    total = len(plan.jobs)
-    with progress(total, f"run {plan.run_id}") as bar:
+    with progress(total, f"run {run_id}") as bar:
         task = bar.task_ids[0]
 
         def update(snap: StatusSnapshot) -> None:
             failed = snap.failures_total
-            bar.update(task, completed=snap.terminal, detail=f"{failed} failed" if failed else "")
+            bar.update(task, total=snap.total or total, completed=snap.terminal,
+                       detail=f"{failed} failed" if failed else "")  # fmt: skip
 
-        follow(settings, plan.run_id, on_progress=update)
+        return follow(settings, run_id, on_progress=update)

@@ -20,14 +20,14 @@ from typing import TYPE_CHECKING, Any
 
 from accelerate_core import wire
 from accelerate_core.constants import STATUS_DONE, STATUS_SKIPPED, TERMINAL_STATUSES
-from accelerate_core.errors import StoreError, StoreLockedError, UnknownRunError
+from accelerate_core.errors import BrokerError, StoreError, StoreLockedError, UnknownRunError
 from accelerate_core.store.snapshot import snapshot_dir
 
 if TYPE_CHECKING:
     from rich.progress import Progress, TaskID
 
     from accelerate_core.config import Settings
-    from accelerate_core.contracts import JobResult, StatusSnapshot
+    from accelerate_core.contracts import JobResult, StatusSnapshot, WriterHeartbeat
 
 logger = logging.getLogger(__name__)
 
@@ -37,16 +37,62 @@ SOURCE_BROKER = "broker"
 
 
 @dataclass(frozen=True, slots=True)
+class WriterState:
+    """The fleet writer as ``accel status`` shows it: its heartbeat (None: none alive), or why none could be read."""
+
+    heartbeat: WriterHeartbeat | None = None
+    error: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        """Plain JSON data: ``alive``, the heartbeat's fields (backlog, oldest_s, ...) and ``error``."""
+        beat = wire.encode(self.heartbeat) if self.heartbeat is not None else {}
+        beat.pop(wire.VERSION_KEY, None)
+        return {"alive": self.heartbeat is not None, **beat, "error": self.error}
+
+    def line(self) -> str:
+        """One line: alive or not (and what to do), and how far behind the results queue it is."""
+        from accelerate_core import liveness
+
+        if self.error is not None:
+            return f"  writer: unknown ({self.error})"
+        return "  " + liveness.describe(self.heartbeat)
+
+
+def writer_state(settings: Settings) -> WriterState | None:
+    """The fleet writer's liveness and lag from its heartbeat (None when no broker is configured)."""
+    if not settings.broker_url:
+        return None
+    from accelerate_core import broker, liveness
+
+    try:
+        client = broker.connect(settings.broker_url)
+    except BrokerError as e:
+        return WriterState(error=str(e))
+    try:
+        return WriterState(liveness.read_writer(client))
+    except Exception as e:  # redis errors: status still shows the run
+        return WriterState(error=str(broker.broker_error(settings.broker_url, e)))
+    finally:
+        client.close()
+
+
+@dataclass(frozen=True, slots=True)
 class RunStatus:
-    """A run's status snapshot and where it was read: the DB, a snapshot file (its path) or the broker."""
+    """A run's status snapshot and where it was read: the DB, a snapshot file (its path) or the broker.
+
+    ``writer`` is the fleet writer's state when a broker is configured.
+    """
 
     snapshot: StatusSnapshot
     source: str
     snapshot_path: str | None = None
+    writer: WriterState | None = None
 
     def to_json(self) -> dict[str, Any]:
-        """What ``accel status --json`` prints: the snapshot's fields, ``source`` and ``snapshot_path``."""
-        return {**wire.encode(self.snapshot), "source": self.source, "snapshot_path": self.snapshot_path}
+        """What ``accel status --json`` prints: the snapshot's fields, ``source``, ``snapshot_path``, ``writer``."""
+        writer = self.writer.to_json() if self.writer is not None else None
+        return {**wire.encode(self.snapshot), "source": self.source, "snapshot_path": self.snapshot_path,
+                "writer": writer}  # fmt: skip
 
 
 def run_status(settings: Settings, run_id: str | None = None) -> RunStatus:
@@ -123,6 +169,8 @@ def format_status(status: RunStatus) -> list[str]:
         lines.append(f"  {hw}: {finished}/{total} finished ({detail})")
     if not snap.phase_done:
         lines.append(f"  expected time left: {_duration(snap.expected_s_left)}")
+    if status.writer is not None:
+        lines.append(status.writer.line())
     if snap.failures:
         lines.append(f"  failures so far: {snap.failures_total or len(snap.failures)} (latest first)")
         for f in snap.failures[:20]:
@@ -209,4 +257,13 @@ def wait_for_status(settings: Settings, run_id: str, *, timeout_s: float = 30.0,
             time.sleep(poll_s)
 
 
-__all__ = ["RunProgress", "RunStatus", "format_status", "run_status", "snapshot_dir", "wait_for_status"]
+__all__ = [
+    "RunProgress",
+    "RunStatus",
+    "WriterState",
+    "format_status",
+    "run_status",
+    "snapshot_dir",
+    "wait_for_status",
+    "writer_state",
+]

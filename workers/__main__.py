@@ -76,6 +76,7 @@ def run_worker(args: argparse.Namespace) -> int:
             logger.exception("could not register this worker's inventory with the writer")
 
     signals.worker_ready.connect(on_ready, weak=False)
+    signals.task_revoked.connect(tasks.record_revoked(app, settings, node), weak=False)
     signals.worker_process_shutdown.connect(tasks.close_runner, weak=False)
     argv = ["worker", "-n", node, "-Q", settings.queue_for(args.hardware), "-P", "prefork"]
     argv += ["-c", str(max(1, args.concurrency)), "--loglevel", args.loglevel, *_COMMON_FLAGS]
@@ -110,7 +111,7 @@ def _serve_store(
     settings: Settings, client: redis.Redis, lock: WriterLock, state: WriterState, stop: threading.Event
 ) -> int:
     """Open the results DB (waiting while another process holds it) and serve the results queue."""
-    from workers import writer
+    from workers import reconciler, writer
 
     store = writer.open_store(settings.results_db, state, stop)
     if store is None:
@@ -119,7 +120,8 @@ def _serve_store(
         w = writer.ResultWriter(store, settings, publish=writer.redis_publisher(client), state=state,
                                 fence=lock.check)  # fmt: skip
         logger.info("writer ready: queue %s -> %s", settings.results_queue, settings.results_db)
-        n = writer.serve(w, writer.Intake(client, settings.results_queue), stop, lock=lock)
+        rec = reconciler.for_writer(store, client, settings)
+        n = writer.serve(w, writer.Intake(client, settings.results_queue), stop, lock=lock, reconcile=rec.tick)
         logger.info("writer stopped after %d messages", n)
     return 0
 

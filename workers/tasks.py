@@ -9,7 +9,10 @@
 
 Every payload is a contract encoded by :mod:`accelerate_core.wire`. A job message this worker cannot decode
 is still answered with a result: ``version-skew`` (another schema major; both versions named) or
-``worker-error`` (malformed), keyed by the task id (the job key), so no planned job vanishes. The labels a
+``worker-error`` (malformed), keyed by the task id (the job key), so no planned job vanishes. So is an
+exception anywhere in the task body (``worker-error``: Celery would reject the message without requeue),
+and a job revoked through Celery (Flower's revoke) is recorded ``cancelled`` (``revoked``) by the worker
+that drops it. The labels a
 task also takes (``model_type``, ``hardware``, ...) are there for Flower only.
 """
 
@@ -28,10 +31,12 @@ from accelerate_core.constants import (
     DELIVERIES_PREFIX,
     DELIVERIES_TTL_S,
     ERR_REDELIVERY_CAP,
+    ERR_REVOKED,
     ERR_TIMEOUT,
     ERR_WORKER,
     JOB_ENTRY,
     JOB_KIND_DRY,
+    STATUS_CANCELLED,
     STATUS_DONE,
     STATUS_FAILED,
     STATUS_TIMEOUT,
@@ -41,7 +46,7 @@ from accelerate_core.constants import (
 )
 from accelerate_core.contracts import JobResult, JobSpec, WorkerInfo
 from accelerate_core.errors import ContractError
-from accelerate_core.job_outcome import undecodable_result
+from accelerate_core.job_outcome import keyed_result, undecodable_result
 from accelerate_core.limits import backstop_limits
 from workers import pinning
 
@@ -267,12 +272,29 @@ def _register_run_job(app: Celery, settings: Settings) -> None:
         # No named ``spec`` parameter: a message of another schema (other keyword names) still reaches this
         # body and becomes a result row, instead of a TypeError that Celery would drop.
         node = str(self.request.hostname or pinning.current().node_name())
-        ctx = WorkerContext(settings, node, socket.gethostname(), DeliveryCounter(_redis(settings)))
-        result = run_message(self.request.id, kwargs.get("spec"), ctx, redelivered=_redelivered(self.request))
+        task_id = str(self.request.id)
+        result = task_result(task_id, kwargs.get("spec"), settings, node, redelivered=_redelivered(self.request))
         if result is not None:
             send_result(app, settings, result)
             return result_labels(result) | {"duration_s": result.duration_s, "attempt": result.attempt}
-        return {"dropped": str(self.request.id)}
+        return {"dropped": task_id}
+
+
+def task_result(task_id: str, payload: object, settings: Settings, node: str, *, redelivered: bool) -> JobResult | None:
+    """The result a ``run_job`` delivery sends: :func:`run_message`'s, or a ``worker-error`` row if anything raised.
+
+    Anything raised in a task body (Redis down while counting the delivery, a bug) would make Celery reject
+    the message without requeue: the job would vanish. Its row says why instead.
+    """
+    host = socket.gethostname()
+    try:
+        ctx = WorkerContext(settings, node, host, DeliveryCounter(_redis(settings)))
+        return run_message(task_id, payload, ctx, redelivered=redelivered)
+    except Exception as e:
+        logger.exception("job %s: the task body failed", task_id)
+        message = f"the worker could not run the job: {e}"
+        return keyed_result(task_id, STATUS_FAILED, ERR_WORKER, message, error_type=type(e).__name__, worker_id=node,
+                            host=host)  # fmt: skip
 
 
 def _redelivered(request: Any) -> bool:
@@ -301,6 +323,41 @@ def run_message(task_id: str, payload: object, ctx: WorkerContext, *, redelivere
         return _failure(spec, ctx, 1, time.time(), ERR_WORKER, f"the worker could not run the job: {e}")
 
 
+def revoked_result(
+    task_id: str, node: str, *, terminated: bool, expired: bool, signum: object = None
+) -> JobResult | None:
+    """The ``cancelled`` row of a job revoked through Celery (None for a task that is no job).
+
+    A revoked job's message is acknowledged and dropped by the worker that meets it, and every live worker
+    remembers the revoke, so re-sending it (same task id) would be dropped again: its row says so instead.
+    """
+    if expired:
+        how = "its message expired before a worker took it"
+    elif terminated:
+        how = f"revoked and terminated while it ran (signal {signum})"
+    else:
+        how = "revoked before it ran"
+    message = f"{how} (Flower's revoke or `celery control revoke`); run it again in a new run"
+    return keyed_result(task_id, STATUS_CANCELLED, ERR_REVOKED, message, worker_id=node, host=socket.gethostname())
+
+
+def record_revoked(app: Celery, settings: Settings, node: str) -> Callable[..., None]:
+    """A ``task_revoked`` signal handler that sends the row of each revoked job to the writer."""
+
+    def on_revoked(request: Any = None, terminated: bool = False, signum: object = None, expired: bool = False,
+                   **_: Any) -> None:  # fmt: skip
+        task_id = str(getattr(request, "id", "") or "")
+        try:
+            result = revoked_result(task_id, node, terminated=terminated, expired=expired, signum=signum)
+            if result is not None:
+                logger.warning("job %s was revoked: recording it %s", task_id, result.status)
+                send_result(app, settings, result)
+        except Exception:
+            logger.exception("could not record revoked job %s", task_id)
+
+    return on_revoked
+
+
 def announce(app: Celery, settings: Settings, node: str) -> None:
     """Send this node's inventory to the writer (called once the worker is ready)."""
     info = worker_info(node, pinning.current())
@@ -312,4 +369,14 @@ def announce(app: Celery, settings: Settings, node: str) -> None:
     )
 
 
-__all__ = ["DeliveryCounter", "WorkerContext", "announce", "handle_delivery", "register", "run_message"]
+__all__ = [
+    "DeliveryCounter",
+    "WorkerContext",
+    "announce",
+    "handle_delivery",
+    "record_revoked",
+    "register",
+    "revoked_result",
+    "run_message",
+    "task_result",
+]

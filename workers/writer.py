@@ -383,12 +383,20 @@ def process_batch(w: ResultWriter, raws: Sequence[bytes]) -> int:
     return applied
 
 
-def serve(w: ResultWriter, intake: Intake, stop: threading.Event, *, lock: WriterLock | None = None) -> int:
+def serve(
+    w: ResultWriter,
+    intake: Intake,
+    stop: threading.Event,
+    *,
+    lock: WriterLock | None = None,
+    reconcile: Callable[[], object] | None = None,
+) -> int:
     """The writer's loop: claim a batch, apply it, commit, acknowledge; until ``stop`` is set.
 
     A store that cannot commit (a full disk) and a broker that fails are logged and retried with
     backoff (:data:`RETRY_MIN_S` doubling to :data:`RETRY_MAX_S`); the claimed batch stays
     unacknowledged meanwhile, so nothing is lost and nothing behind it is skipped.
+    ``reconcile`` (``workers.reconciler.Reconciler.tick``) is called after every loop, between batches.
 
     Returns:
         The number of messages applied.
@@ -410,6 +418,8 @@ def serve(w: ResultWriter, intake: Intake, stop: threading.Event, *, lock: Write
                 intake.settle(raws)
             w.state.state, w.state.last_error = "writing", None
             pause = RETRY_MIN_S
+            if reconcile is not None:
+                reconcile()
         except LockLostError:
             raise
         except (StoreError, redis_lib.RedisError) as e:

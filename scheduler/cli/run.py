@@ -109,12 +109,13 @@ def _run_remote(
     wait: bool,
     as_json: bool,
 ) -> None:
-    if resume is not None:
-        raise fail("--resume runs on the embedded default only; on a fleet, redelivery finishes the run")
     import importlib
 
     # The fleet's dispatcher: imported only when a broker is configured (it imports celery).
     remote = importlib.import_module("scheduler.remote")
+    if resume is not None:
+        _resume_remote(settings, resume, wait, as_json)
+        return
     plan = _plan(settings, phase or "", models, modality, hardware, local=False)
     run_id = str(remote.run_remote(settings, plan, wait=wait))
     if as_json:
@@ -124,6 +125,32 @@ def _run_remote(
             f"run {run_id}: {len(plan.jobs)} jobs sent to the fleet; follow it with `accel status {run_id}`",
             markup=False,
         )
+
+
+def _resume_remote(settings: Settings, run_id: str, wait: bool, as_json: bool) -> None:
+    """``accel run --resume RUN`` on a fleet: the writer re-sends the run's jobs that lost their message."""
+    import importlib
+
+    from accelerate_core import reconcile
+
+    remote = importlib.import_module("scheduler.remote")
+    report = remote.resume_remote(settings, run_id)
+    line = (
+        f"run {run_id}: {reconcile.describe(report)}"
+        if report is not None
+        else f"run {run_id}: no writer answered the resume yet; it is served when `accel writer` runs"
+    )
+    if not as_json:
+        err.print(line, markup=False)
+    snapshot = remote.follow_with_bar(settings, run_id, report.unfinished if report else 0) if wait else None
+    if as_json:
+        from accelerate_core import wire
+
+        emit_json({"run_id": run_id, "broker": True, "waited": wait,
+                   "reconciled": wire.encode(report) if report is not None else None,
+                   "status": snapshot.status if snapshot is not None else None})  # fmt: skip
+    elif snapshot is not None:
+        out.print(f"run {run_id} {snapshot.status}: {snapshot.terminal}/{snapshot.total} finished", markup=False)
 
 
 def _print_plan(plan: RunPlan, slots: int) -> None:
@@ -165,12 +192,15 @@ def status_command(
     as_json: Annotated[bool, typer.Option("--json", help="print the status as JSON")] = False,
 ) -> None:
     """Progress of a run per hardware, its failures so far and the expected time left."""
+    from dataclasses import replace
+
     from accelerate_core.names import check_name
-    from scheduler.status import format_status, run_status
+    from scheduler.status import format_status, run_status, writer_state
 
     if run_id is not None:
         check_name(run_id, "RUN")
-    status = run_status(state(ctx).settings, run_id)
+    settings = state(ctx).settings
+    status = replace(run_status(settings, run_id), writer=writer_state(settings))
     if as_json:
         emit_json(status.to_json())
         return

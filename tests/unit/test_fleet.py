@@ -31,10 +31,11 @@ from accelerate_core.constants import (
 )
 from accelerate_core.contracts import JobResult, JobSpec, RunParams, RunPlan, StatusSnapshot, job_key
 from accelerate_core.errors import BrokerError, ConfigError, ContractError, HardwareUnavailableError, LockLostError
+from accelerate_core.job_message import job_labels
 from accelerate_core.limits import backstop_limits, visibility_timeout_s
 from accelerate_core.store import ResultsStore
 from scheduler.cli.fleet import flower_env, node_plan, parse_devices
-from scheduler.remote import client_app, job_labels
+from scheduler.remote import client_app
 from workers import keeper, pinning, tasks, writer
 from workers.app import make_app
 

@@ -1,0 +1,55 @@
+"""A job's message to its hardware queue, built once for everyone who sends one (scheduler and reconciler).
+
+``accel.run_job`` by name to ``hw.<kind>``, the encoded :class:`~accelerate_core.contracts.JobSpec` as its one
+keyword argument, the job key as the Celery task id (a job sent twice is still one row) and Celery's time
+limits from the job's own (:mod:`accelerate_core.limits`). The sender is any Celery app (this module never
+imports Celery: :class:`TaskSender` is what it needs of one).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Protocol
+
+from accelerate_core import wire
+from accelerate_core.constants import TASK_RUN_JOB
+from accelerate_core.limits import backstop_limits
+
+if TYPE_CHECKING:
+    from accelerate_core.config import Settings
+    from accelerate_core.contracts import JobSpec
+
+__all__ = ["TaskSender", "job_labels", "send_job"]
+
+
+class TaskSender(Protocol):
+    """What :func:`send_job` needs of a Celery app."""
+
+    def send_task(self, name: str, *args: Any, **kwargs: Any) -> Any:
+        """Send a task by name (Celery's ``app.send_task``)."""
+
+
+def job_labels(spec: JobSpec) -> dict[str, Any]:
+    """What Flower shows of a job (the full spec, template body included, is too long to read)."""
+    return {"model_type": spec.model_type, "hardware": spec.hardware, "kind": spec.kind, "run_id": spec.run_id}
+
+
+def send_job(app: TaskSender, settings: Settings, spec: JobSpec, *, producer: Any = None) -> None:
+    """Send ``spec`` to its hardware queue (task id = job key).
+
+    Args:
+        app: the sending Celery app.
+        settings: the queue names.
+        spec: the job.
+        producer: a kombu producer to reuse across many sends (None: the app acquires one).
+    """
+    soft, hard = backstop_limits(spec.limits.hard_s)
+    app.send_task(
+        TASK_RUN_JOB,
+        kwargs={"spec": wire.encode(spec)},
+        task_id=spec.key,
+        queue=settings.queue_for(spec.hardware),
+        soft_time_limit=soft,
+        time_limit=hard,
+        kwargsrepr=repr(job_labels(spec)),
+        producer=producer,
+    )
