@@ -77,6 +77,9 @@ DEAD_LETTER_KEY: Final = "acc:writer:dead-letters"
 DEAD_LETTER_COUNT_KEY: Final = "acc:writer:dead-letter-count"
 """Redis counter of every message ever dead-lettered (the list keeps the latest ``DEAD_LETTER_KEEP``)."""
 
+DEAD_LETTER_MAX_CHARS: Final = 16_384
+"""How much of a dead-lettered message is kept, in characters."""
+
 DEAD_LETTER_KEEP: Final = 10_000
 """How many dead letters the list keeps; older ones are dropped from it (the counter keeps counting)."""
 

@@ -444,6 +444,25 @@ class WriterHeartbeat:
 
 
 @dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """A message the writer could not decode or apply, set aside for inspection (``accel writer dead-letters``).
+
+    Attributes:
+        at: when it was set aside (unix seconds).
+        reason: why, in one line.
+        message: the message as text (undecodable bytes replaced), cut at ``DEAD_LETTER_MAX_CHARS``.
+        task: its task name, when it could be read.
+        run_id: the run it names, when it could be read.
+    """
+
+    at: float
+    reason: str
+    message: str
+    task: str | None = None
+    run_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class BenchRequest:
     """``accel bench``'s job for the fork server: one model type on one hardware kind, measured by ``bench``."""
 

@@ -11,7 +11,8 @@ missing one or a failed commit reads the same everywhere and never escapes as a 
   in the writer's own process gets a cursor of the writer's connection (DuckDB refuses a second
   connection to the same file with another configuration).
 - :func:`transaction` commits or rolls back and always raises :class:`StoreError` on a DuckDB failure,
-  including a failed ``COMMIT`` (after which DuckDB has already rolled back by itself).
+  including a failed ``COMMIT`` (after which DuckDB has already rolled back by itself): a failed commit
+  or an I/O error is a :class:`StoreWriteError` (a full disk: trying again later can succeed).
 
 Importing this module does not import duckdb.
 """
@@ -28,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from accelerate_core.errors import StoreError, StoreLockedError
+from accelerate_core.errors import StoreError, StoreLockedError, StoreWriteError
 
 if TYPE_CHECKING:
     from duckdb import DuckDBPyConnection
@@ -193,6 +194,9 @@ def transaction(conn: DuckDBPyConnection, what: str) -> Iterator[None]:
         raise StoreError(f"could not {what}: no transaction could begin ({_first_line(e)})") from e
     try:
         yield
+    except duckdb.IOException as e:
+        _rollback(conn)
+        raise StoreWriteError(f"could not {what} ({_first_line(e)}): rolled back, nothing was written") from e
     except duckdb.Error as e:
         _rollback(conn)
         raise StoreError(f"could not {what} ({_first_line(e)}): rolled back, nothing was written") from e
@@ -204,7 +208,10 @@ def transaction(conn: DuckDBPyConnection, what: str) -> Iterator[None]:
     except duckdb.Error as e:
         _rollback(conn)
         reason = _first_line(e)
-        raise StoreError(f"could not {what}: the commit failed ({reason}), rolled back, nothing was written") from e
+        raise StoreWriteError(
+            f"could not {what}: the commit failed ({reason}), rolled back, nothing was written; "
+            "is the disk under the results DB full?"
+        ) from e
 
 
 def _rollback(conn: DuckDBPyConnection) -> None:

@@ -18,6 +18,7 @@ Every error this project raises on purpose derives from :class:`AccelerateError`
     │   └── TemplateInvalidError      syntax error, undefined variable or invalid rendered Python
     ├── StoreError                    the results/templates DuckDB store failed
     │   ├── StoreLockedError          another process holds the DuckDB file read-write
+    │   ├── StoreWriteError           a write could not be made durable (disk full, I/O): try it again later
     │   └── UnknownRunError           no run with that id is in the store (exit 2)
     ├── RunnerError                   the job runner (fork server) itself failed, not a job
     ├── BrokerError                   the Celery broker (Redis) is unreachable or misbehaves
@@ -92,6 +93,10 @@ class StoreError(AccelerateError):
 
 class StoreLockedError(StoreError):
     """Raised when another process already holds the DuckDB file open read-write."""
+
+
+class StoreWriteError(StoreError):
+    """Raised when a write could not be made durable (a full disk, an I/O error); nothing of it was written."""
 
 
 class UnknownRunError(StoreError):

@@ -43,7 +43,7 @@ def run_one(name: str) -> FaultOutcome:
 
 def table(rows: list[dict[str, Any]]) -> str:
     """The rows as a Markdown table."""
-    head = [*COLUMNS, "vs_none"]
+    head = [*COLUMNS, "vs_none", "note"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         lines.append("| " + " | ".join(str(r.get(c, "")) for c in head) + " |")

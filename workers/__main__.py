@@ -99,7 +99,9 @@ def run_writer(args: argparse.Namespace) -> int:
     try:
         if not lock.acquire(stop):
             return 0
-        state = keeper.WriterState()
+        from accelerate_core import dead_letters
+
+        state = keeper.WriterState(dead_letters=dead_letters.count(client))
         with keeper.Keeper(client, settings.results_queue, state, renew=lock.renew):
             return _serve_store(settings, client, lock, state, stop)
     finally:
@@ -118,7 +120,7 @@ def _serve_store(
         return 0
     with store:
         w = writer.ResultWriter(store, settings, publish=writer.redis_publisher(client), state=state,
-                                fence=lock.check)  # fmt: skip
+                                fence=lock.check, dead_letter=writer.redis_dead_letters(client, state))  # fmt: skip
         logger.info("writer ready: queue %s -> %s", settings.results_queue, settings.results_db)
         rec = reconciler.for_writer(store, client, settings)
         n = writer.serve(w, writer.Intake(client, settings.results_queue), stop, lock=lock, reconcile=rec.tick)

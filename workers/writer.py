@@ -40,7 +40,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from accelerate_core import wire
+from accelerate_core import dead_letters, wire
 from accelerate_core.config import Settings
 from accelerate_core.constants import (
     RUN_RUNNING,
@@ -49,8 +49,16 @@ from accelerate_core.constants import (
     TASK_REGISTER_WORKER,
     WRITER_PROCESSING_KEY,
 )
-from accelerate_core.contracts import JobResult, RunParams, RunPlan, StatusSnapshot, WorkerInfo
-from accelerate_core.errors import ContractError, LockLostError, StoreError, StoreLockedError, UnknownRunError
+from accelerate_core.contracts import DeadLetter, JobResult, RunParams, RunPlan, StatusSnapshot, WorkerInfo
+from accelerate_core.errors import (
+    ConfigError,
+    ContractError,
+    LockLostError,
+    StoreError,
+    StoreLockedError,
+    StoreWriteError,
+    UnknownRunError,
+)
 from accelerate_core.finish import finish_run
 from accelerate_core.job_outcome import undecodable_result
 from accelerate_core.store.snapshot import snapshot_dir, write_snapshot
@@ -116,6 +124,7 @@ class ResultWriter:
         clock: a monotonic clock (tests pass their own).
         state: what the writer is doing, for its heartbeat (the keeper publishes it).
         fence: called before each write; raises :class:`LockLostError` once this writer lost its lock.
+        dead_letter: where a message it cannot use is kept (Redis in the fleet); it is counted either way.
     """
 
     def __init__(
@@ -127,7 +136,9 @@ class ResultWriter:
         clock: Callable[[], float] = time.monotonic,
         state: WriterState | None = None,
         fence: Callable[[], None] | None = None,
+        dead_letter: Callable[[DeadLetter], None] | None = None,
     ) -> None:
+        self.dead_letter = dead_letter
         self.store = store
         self.state = state or WriterState()
         self.fence = fence or (lambda: None)
@@ -138,16 +149,23 @@ class ResultWriter:
         self._snapshot_at: dict[str, float] = {}
         self.reported: dict[str, Path] = {}
         self.report_errors: dict[str, str] = {}
+        self._runs: set[str] = set()
 
     def handle(self, task: str, kwargs: dict[str, Any]) -> None:
         """Apply one message (a task name and its keyword arguments); results are held for :meth:`flush`.
+
+        A result that cannot be decoded is recorded as its job's ``worker-error``/``version-skew`` row when
+        its job key can be read, and set aside as a dead letter either way.
 
         Raises:
             ContractError: the message is not one the writer knows, or it cannot be decoded and names no job.
         """
         if task == TASK_RECORD_RESULT:
             rows = ([kwargs["result"]] if kwargs.get("result") else []) + list(kwargs.get("results") or [])
-            self._held.extend(self._result(r) for r in rows)
+            for payload in rows:
+                row = self._result(payload)
+                if row is not None:
+                    self._held.append(row)
         elif task == TASK_RECORD_RUN:
             self._run_message(kwargs.get("plan"))
         elif task == TASK_REGISTER_WORKER:
@@ -156,15 +174,25 @@ class ResultWriter:
         else:
             raise ContractError(f"the writer got a {task!r} message: only record_* and register_worker go to results")
 
-    def _result(self, payload: object) -> JobResult:
+    def set_aside(
+        self, message: bytes | str, reason: str, *, task: str | None = None, run_id: str | None = None
+    ) -> None:
+        """Dead-letter ``message`` (counted, kept for ``accel writer dead-letters``); the batch goes on."""
+        self.state.dead_letters += 1
+        logger.error("writer: dead-lettered a %s message: %s", task or "results", reason)
+        if self.dead_letter is not None:
+            self.dead_letter(dead_letters.letter(message, reason, task=task, run_id=run_id))
+
+    def _result(self, payload: object) -> JobResult | None:
         try:
             return wire.decode(JobResult, payload)
         except ContractError as e:
             key = payload.get("key") if isinstance(payload, dict) else None
             row = undecodable_result(key, e, worker_id=WRITER_ID, host=socket.gethostname())
-            if row is None:
-                raise
-            logger.error("the result of job %s cannot be decoded (%s): recording %s", key, e, row.error_class)
+            text = json.dumps(payload, default=str)
+            self.set_aside(text, str(e), task=TASK_RECORD_RESULT, run_id=row.run_id if row else None)
+            if row is not None:
+                logger.error("the result of job %s cannot be decoded: recording %s", key, row.error_class)
             return row
 
     def _run_message(self, payload: object) -> None:
@@ -202,37 +230,65 @@ class ResultWriter:
         self.fence()
         self.store.record_run(plan)
         self.store.set_run_status(plan.run_id, RUN_RUNNING)
+        self._runs.add(plan.run_id)
         self._after_commit({plan.run_id}, force_snapshot=True)
 
     def flush(self) -> int:
         """Write every held result in one upsert, then finish the runs it completes; return the rows.
 
+        Results for a run the store does not know, and rows the store refuses on their own while it
+        writes the others (poison), are dead-lettered; the rest of the batch is written.
+
         Raises:
-            StoreError: the store refused the batch and every row of it alone (the store is failing).
+            StoreError: the store cannot write (every row refused, or a commit failed: a full disk); the
+                caller keeps the batch unacknowledged and tries it again.
         """
         if not self._held:
             return 0
         self.fence()
         rows, self._held = self._held, []
+        rows = self._of_known_runs(rows)
         try:
             self.store.record_results(rows)
-        except Exception as e:
-            logger.exception("writing a batch of %d results failed: writing them one at a time", len(rows))
-            self._record_one_by_one(rows, e)
+        except StoreWriteError:
+            raise
+        except (StoreError, ConfigError) as e:
+            logger.error("writing a batch of %d results failed (%s): writing them one at a time", len(rows), e)
+            self._record_one_by_one(rows)
         self._after_commit({r.run_id for r in rows})
         return len(rows)
 
-    def _record_one_by_one(self, rows: Sequence[JobResult], first: Exception) -> None:
+    def _of_known_runs(self, rows: Sequence[JobResult]) -> list[JobResult]:
+        """``rows`` of runs the store knows; the others are dead-lettered (no run message came before them)."""
+        unseen = sorted({r.run_id for r in rows} - self._runs)
+        if unseen:
+            found = self.store.query("SELECT run_id FROM runs WHERE list_contains(?, run_id)", [unseen])
+            self._runs.update(str(f[0]) for f in found)
+        kept = []
+        for row in rows:
+            if row.run_id in self._runs:
+                kept.append(row)
+            else:
+                reason = f"a result for run {row.run_id!r}, which the results store does not know"
+                self.set_aside(json.dumps(wire.encode(row)), reason, task=TASK_RECORD_RESULT, run_id=row.run_id)
+        return kept
+
+    def _record_one_by_one(self, rows: Sequence[JobResult]) -> None:
         written = 0
+        refused: list[tuple[JobResult, str]] = []
         for row in rows:
             try:
                 self.store.record_results([row])
                 written += 1
-            except Exception:
-                # A row the store refuses on its own is poison: log it and drop it, never loop on it.
-                logger.exception("dropping the result of job %s: the store refused it", row.key)
-        if written == 0 and len(rows) > 1:
-            raise StoreError(f"the results store refused every write ({first}): check the disk and the writer log")
+            except StoreWriteError:
+                raise
+            except (StoreError, ConfigError) as e:
+                refused.append((row, str(e)))
+        if written == 0 and refused:
+            raise StoreError(f"the results store refused every row of the batch ({refused[0][1]}): retrying")
+        for row, reason in refused:  # the store took the others: these are poison, never retried
+            self.set_aside(json.dumps(wire.encode(row)), f"the results store refused it: {reason}",
+                           task=TASK_RECORD_RESULT, run_id=row.run_id)  # fmt: skip
 
     def _after_commit(self, run_ids: set[str], *, force_snapshot: bool = False) -> None:
         for run_id in sorted(run_ids):
@@ -309,6 +365,19 @@ def redis_publisher(client: redis.Redis) -> Publish:
     return publish
 
 
+def redis_dead_letters(client: redis.Redis, state: WriterState) -> Callable[[DeadLetter], None]:
+    """A dead-letter sink that keeps each letter in Redis (``accel writer dead-letters``) and its count in ``state``."""
+    import redis as redis_lib
+
+    def keep(dead: DeadLetter) -> None:
+        try:
+            state.dead_letters = dead_letters.push(client, dead)
+        except redis_lib.RedisError as e:
+            logger.warning("cannot keep a dead letter in redis (%s): %s", e, dead.message[:500])
+
+    return keep
+
+
 def decode_message(raw: bytes) -> tuple[str, dict[str, Any]]:
     """The task name and keyword arguments of one kombu/Celery (protocol 2, JSON) message.
 
@@ -325,7 +394,7 @@ def decode_message(raw: bytes) -> tuple[str, dict[str, Any]]:
         _args, kwargs, _embed = json.loads(body)
         return str(envelope["headers"]["task"]), dict(kwargs)
     except (ValueError, KeyError, TypeError) as e:
-        raise ContractError(f"a message on the results queue is not a JSON Celery task ({e}): dropped") from e
+        raise ContractError(f"a message on the results queue is not a JSON Celery task ({e})") from e
 
 
 @dataclass
@@ -368,17 +437,21 @@ class Intake:
 def process_batch(w: ResultWriter, raws: Sequence[bytes]) -> int:
     """Apply a claimed batch in order and write its results; return the messages applied.
 
-    A message that is malformed or names a run the store does not know is logged and dropped (it
-    would fail the same way forever); any other store failure propagates, and the batch is kept.
+    A message that cannot be decoded or applied (malformed, of the wrong shape, a run the store does
+    not know) is dead-lettered: it would fail the same way forever. A store that cannot write raises,
+    and the whole batch is kept.
     """
     applied = 0
     for raw in raws:
+        task = None
         try:
             task, kwargs = decode_message(raw)
             w.handle(task, kwargs)
             applied += 1
-        except (ContractError, UnknownRunError, KeyError) as e:
-            logger.error("dropping a message on the results queue: %s", e)
+        except (ContractError, UnknownRunError, ConfigError) as e:
+            w.set_aside(raw, str(e), task=task)
+        except (KeyError, TypeError, ValueError, AttributeError) as e:
+            w.set_aside(raw, f"the message has the wrong shape ({type(e).__name__}: {e})", task=task)
     w.flush()
     return applied
 

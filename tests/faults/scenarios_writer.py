@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import base64
+import json
 import time
+import uuid
 from collections.abc import Callable
+from dataclasses import replace
+from typing import Any
 
-from accelerate_core import liveness
-from accelerate_core.constants import WRITER_PROCESSING_KEY
+from accelerate_core import liveness, wire
+from accelerate_core.constants import STATUS_DONE, TASK_RECORD_RESULT, TASK_RECORD_RUN, WRITER_PROCESSING_KEY
+from accelerate_core.contracts import JobResult, RunPlan
 from tests.faults.harness import FaultOutcome, Fleet, dry_plan, fault
 
 COMPLETE_S = 90.0
@@ -85,3 +91,53 @@ def _wait_quietly(check: Callable[[], bool], timeout_s: float) -> bool:
             return True
         time.sleep(0.005)
     return False
+
+
+def _envelope(task: str, kwargs: dict[str, Any]) -> bytes:
+    """A Celery (protocol 2, JSON) message as kombu puts it on a Redis list."""
+    embed = {"callbacks": None, "errbacks": None, "chain": None, "chord": None}
+    body = base64.b64encode(json.dumps([[], kwargs, embed]).encode()).decode()
+    return json.dumps({
+        "body": body, "content-encoding": "utf-8", "content-type": "application/json",
+        "headers": {"lang": "py", "task": task, "id": str(uuid.uuid4())},
+        "properties": {"body_encoding": "base64", "delivery_tag": str(uuid.uuid4()), "priority": 0},
+    }).encode()  # fmt: skip
+
+
+def malformed_messages(plan: RunPlan) -> dict[str, bytes]:
+    """One message of each malformed kind, by kind (two name jobs of ``plan``: those become rows too)."""
+    now = time.time()
+    done = JobResult.for_spec(plan.jobs[0], status=STATUS_DONE, started_at=now, finished_at=now, host="nowhere")
+    result = wire.encode(done)
+    stranger = wire.encode(
+        replace(done, key=dry_plan("faults-no-such-run", 1).jobs[0].key, run_id="faults-no-such-run")
+    )
+    garbled = json.loads(_envelope(TASK_RECORD_RESULT, {}))
+    garbled["body"] = "%%% not base64 %%%"
+    return {
+        "not-json": b"\x80\x81 this is not JSON",
+        "undecodable-body": json.dumps(garbled).encode(),
+        "unknown-run": _envelope(TASK_RECORD_RESULT, {"result": stranger}),
+        "unknown-key": _envelope(TASK_RECORD_RESULT, {"result": {**result, "colour": "blue"}}),
+        "wrong-types": _envelope(TASK_RECORD_RESULT, {"result": {**result, "key": plan.jobs[1].key, "attempt": "3"}}),
+        "bad-run-message": _envelope(TASK_RECORD_RUN, {"plan": 42}),
+        "unknown-task": _envelope("accel.no_such_task", {"x": 1}),
+    }
+
+
+@fault("malformed-results")
+def malformed_results(fleet: Fleet) -> FaultOutcome:
+    """Each kind of malformed message on ``results`` mid-run: each is dead-lettered, the rest is written, the run
+    completes (the two that name a planned job record it as a ``worker-error`` row)."""
+    fleet.writer()
+    fleet.worker()
+    plan = dry_plan("faults-malformed", 20, sleep_s=0.05)
+    started = time.monotonic()
+    fleet.dispatch(plan)
+    bad = malformed_messages(plan)
+    fleet.redis().lpush(fleet.settings.results_queue, *bad.values())
+    done = fleet.wait_complete(plan.run_id, COMPLETE_S)
+    listed = fleet.accel("dead-letters", "--json", "--limit", "100")
+    count = json.loads(listed.stdout)["count"] if listed.returncode == 0 else -1
+    note = f"{count} of {len(bad)} malformed messages dead-lettered ({', '.join(bad)})"
+    return fleet.outcome("malformed-results", plan, started, completed=done and count == len(bad), note=note)

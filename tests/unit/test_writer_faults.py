@@ -1,0 +1,81 @@
+"""The writer under bad input and a failing store: dead letters, the rest written, nothing dropped unseen."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from accelerate_core import dead_letters, wire
+from accelerate_core.config import Settings
+from accelerate_core.constants import ERR_WORKER, STATUS_DONE, TASK_RECORD_RESULT, TASK_RECORD_RUN
+from accelerate_core.contracts import DeadLetter, JobResult
+from accelerate_core.errors import StoreWriteError
+from accelerate_core.store import ResultsStore
+from tests.faults.harness import dry_plan
+from tests.faults.scenarios_writer import _envelope, malformed_messages
+from workers import writer
+
+
+def _done(plan_job: object) -> JobResult:
+    return JobResult.for_spec(plan_job, status=STATUS_DONE, started_at=1.0, finished_at=2.0, worker_id="cpu0@h",  # type: ignore[arg-type]
+                              host="h", attempt=1)  # fmt: skip
+
+
+def test_each_malformed_kind_is_dead_lettered_and_the_rest_of_the_batch_is_written(tmp_path: Path) -> None:
+    # Given a batch: a run, one message of each malformed kind, then valid results of the run's other jobs
+    plan = dry_plan("run-bad", 4)
+    bad = malformed_messages(plan)
+    good = [_envelope(TASK_RECORD_RESULT, {"result": wire.encode(_done(j))}) for j in plan.jobs[2:]]
+    raws = [_envelope(TASK_RECORD_RUN, {"plan": wire.encode(plan)}), *bad.values(), *good]
+    letters: list[DeadLetter] = []
+    with ResultsStore.memory() as store:
+        w = writer.ResultWriter(store, Settings(reports_dir=tmp_path / "reports", results_db=tmp_path / "r.duckdb"),
+                                dead_letter=letters.append)  # fmt: skip
+        # When the writer applies it
+        writer.process_batch(w, raws)
+        rows = dict(store.query("SELECT job_key, coalesce(error_class, status) FROM jobs WHERE run_id = 'run-bad'"))
+        strangers = store.query("SELECT count(*) FROM jobs WHERE run_id <> 'run-bad'")[0][0]
+    # Then every malformed message is a dead letter, counted, with its reason
+    assert len(letters) == len(bad) == w.state.dead_letters
+    assert all(d.reason for d in letters)
+    assert {d.task for d in letters} >= {TASK_RECORD_RESULT, TASK_RECORD_RUN, "accel.no_such_task", None}
+    # And the two that name a planned job make its row; the valid results are written; the stranger is not
+    assert rows[plan.jobs[0].key] == rows[plan.jobs[1].key] == ERR_WORKER
+    assert rows[plan.jobs[2].key] == rows[plan.jobs[3].key] == STATUS_DONE
+    assert strangers == 0
+    # And the run completed
+    assert w.reported.keys() == {"run-bad"}
+
+
+class _FullDisk(ResultsStore):
+    def record_results(self, results: object) -> int:  # type: ignore[override]
+        raise StoreWriteError("could not record 1 job results: the commit failed (File too large)")
+
+
+def test_a_batch_the_store_cannot_commit_is_kept_not_dropped_nor_dead_lettered(tmp_path: Path) -> None:
+    plan = dry_plan("run-full", 1)
+    letters: list[DeadLetter] = []
+    with ResultsStore.memory() as mem:
+        store = _FullDisk(mem._conn, ":memory:", read_only=False)  # type: ignore[arg-type]
+        store.record_run(plan)
+        w = writer.ResultWriter(store, Settings(reports_dir=tmp_path / "reports"), dead_letter=letters.append)
+        w._runs.add(plan.run_id)
+        raws = [_envelope(TASK_RECORD_RESULT, {"result": wire.encode(_done(plan.jobs[0]))})]
+        # When the one-row batch cannot be committed, Then the failure reaches the loop (which keeps the batch)
+        with pytest.raises(StoreWriteError):
+            writer.process_batch(w, raws)
+    assert letters == []
+
+
+@pytest.mark.redis
+def test_dead_letters_are_kept_newest_first_and_counted(redis_url: str) -> None:
+    import redis
+
+    client = redis.Redis.from_url(redis_url)
+    assert dead_letters.count(client) == 0 and dead_letters.read(client) == []
+    for i in range(3):
+        dead_letters.push(client, dead_letters.letter(b"\xff" + str(i).encode(), f"reason {i}", now=float(i)))
+    found = dead_letters.read(client, limit=2)
+    assert dead_letters.count(client) == 3
+    assert [d.reason for d in found] == ["reason 2", "reason 1"] and found[0].message == "\ufffd2"
