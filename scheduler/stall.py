@@ -63,6 +63,7 @@ class StallWatch:
     _terminal: int = -1
     _progress_at: float = 0.0
     _writer_gone_since: float | None = None
+    _live: Liveness | None = None
     _unserved_since: dict[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -73,11 +74,14 @@ class StallWatch:
         """The stall line given the latest snapshot (None: none yet) and liveness (None: not probed now), or None."""
         if snapshot is not None and snapshot.terminal != self._terminal:
             self._terminal, self._progress_at = snapshot.terminal, now
-        if live is not None:
-            found = self._writer_line(live, now) or self._worker_line(snapshot, live, now)
+        self._live = live or self._live  # the latest probe stands until the next
+        stalled = now - self._progress_at >= self.stall_s
+        if self._live is not None:
+            # A missing writer or worker is the cause to name, past its grace or once the run stalled anyway.
+            found = self._writer_line(self._live, now, stalled) or self._worker_line(snapshot, self._live, now, stalled)
             if found:
                 return found
-        if now - self._progress_at >= self.stall_s:
+        if stalled:
             done = f"{snapshot.terminal}/{snapshot.total} finished" if snapshot is not None else "no status yet"
             return (
                 f"run {self.run_id} stalled: no job finished for {now - self._progress_at:.0f} s ({done}); "
@@ -86,13 +90,13 @@ class StallWatch:
             )
         return None
 
-    def _writer_line(self, live: Liveness, now: float) -> str | None:
+    def _writer_line(self, live: Liveness, now: float, stalled: bool) -> str | None:
         if live.writer:
             self._writer_gone_since = None
             return None
         if self._writer_gone_since is None:
             self._writer_gone_since = now
-        if now - self._writer_gone_since < self.grace_s:
+        if now - self._writer_gone_since < self.grace_s and not stalled:
             return None
         return (
             f"run {self.run_id} stalled: no live writer on the broker for {now - self._writer_gone_since:.0f} s, "
@@ -100,12 +104,12 @@ class StallWatch:
             f"`accel run --resume {self.run_id} --wait`"
         )
 
-    def _worker_line(self, snapshot: StatusSnapshot | None, live: Liveness, now: float) -> str | None:
+    def _worker_line(self, snapshot: StatusSnapshot | None, live: Liveness, now: float, stalled: bool) -> str | None:
         waiting = waiting_by_kind(snapshot) if snapshot is not None else {}
         unserved = {k for k in waiting if k not in live.served}
         self._unserved_since = {k: self._unserved_since.get(k, now) for k in unserved}
         for kind in sorted(unserved):
-            if now - self._unserved_since[kind] >= self.grace_s:
+            if now - self._unserved_since[kind] >= self.grace_s or stalled:
                 return (
                     f"run {self.run_id} stalled: {waiting[kind]} of its jobs wait on {self.queue_for(kind)} and no "
                     f"live worker has consumed it for {now - self._unserved_since[kind]:.0f} s: start one "

@@ -66,3 +66,10 @@ def test_the_grace_never_exceeds_the_stall_time() -> None:
 def test_waiting_by_kind_counts_unfinished_jobs() -> None:
     assert waiting_by_kind(_snap(3, cuda_left=2)) == {"cpu": 5, "cuda": 2}
     assert waiting_by_kind(_snap(10)) == {}
+
+
+def test_a_missing_writer_is_named_rather_than_the_lack_of_progress_it_causes() -> None:
+    watch = _watch(stall_s=3, grace_s=3)
+    assert watch.observe(None, Liveness(False, frozenset({"cpu"})), 1.5) is None  # found missing late
+    line = watch.observe(None, None, 3)  # not probed again: the last probe stands; the run stalled
+    assert line is not None and "no live writer" in line

@@ -1,0 +1,179 @@
+"""Fault scenarios of reconciliation (registered with ``harness.fault``): jobs whose worker, dispatcher or message
+is gone still end with one terminal row, and the run completes with its report.
+
+- ``worker-node-kill-9``: a whole worker node (main process, pool and fork server) killed mid-job; a second
+  node finishes its jobs, the killed one's too once the (shortened) visibility timeout hands it back;
+- ``scheduler-kill-9-mid-dispatch``: the dispatching process killed after some of its jobs were sent; then
+  ``accel run --resume RUN --wait`` (the writer re-sends the rest) ends when the run is complete;
+- ``job-revoked``: a queued job revoked as Flower does (``control.revoke``): the worker that drops it
+  records it ``cancelled`` (``revoked``);
+- ``job-rejected``: a job message the worker rejects (an unregistered task name): the reconciler finds the
+  message gone and sends the job again.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import textwrap
+import time
+
+from accelerate_core.config import Settings
+from accelerate_core.constants import TASK_RUN_JOB
+from tests.faults.harness import REPO, FaultOutcome, Fleet, dry_plan, fault
+from tests.support import processes
+
+COMPLETE_S = 120.0
+"""How long a scenario's run may take to complete once the fault is over, in seconds (a loaded machine)."""
+
+FAST_RECONCILE = {"ACCEL_RECONCILE_EVERY_S": "1"}
+"""The writer's reconciliation pass every second (the default, 30 s, is for real fleets)."""
+
+SHORT_LIMITS = {"ACCEL_DRY_SOFT_S": "2", "ACCEL_DRY_HARD_S": "3", "ACCEL_TEST_SOFT_S": "3", "ACCEL_TEST_HARD_S": "4"}
+"""Short time limits, so the broker's visibility timeout (derived from them) is short too."""
+
+
+def _configure(fleet: Fleet, env: dict[str, str]) -> None:
+    fleet.env.update(env)
+    fleet.settings = Settings.load(environ=fleet.env)
+
+
+def _running(fleet: Fleet, node_prefix: str) -> str | None:
+    """The key of a job that node ``node_prefix@...`` runs now, if any."""
+    from scheduler.remote import client_app
+
+    app = client_app(fleet.settings)
+    try:
+        active = app.control.inspect(timeout=1.0).active() or {}
+    finally:
+        app.close()
+    for node, tasks in active.items():
+        if node.startswith(node_prefix + "@") and tasks:
+            return str(tasks[0].get("id"))
+    return None
+
+
+@fault("worker-node-kill-9")
+def worker_node_kill(fleet: Fleet) -> FaultOutcome:
+    """kill -9 of a whole worker node mid-job; the other node finishes every job, the killed one's included."""
+    _configure(fleet, SHORT_LIMITS | FAST_RECONCILE)
+    fleet.writer()
+    fleet.worker("cpu0", "--devices", "0")
+    fleet.worker("cpu1", "--devices", "1")
+    plan = dry_plan("faults-node-kill", 8, sleep_s=1.5)
+    fleet.dispatch(plan)
+    victim = fleet.wait_for(lambda: _running(fleet, "cpu0"), 60, "cpu0 to run a job")
+    started = time.monotonic()
+    fleet.kill("cpu0")
+    done = fleet.wait_complete(plan.run_id, COMPLETE_S)
+    return fleet.outcome("worker-node-kill-9", plan, started, completed=done, note=f"killed mid-job: {victim}")
+
+
+_SLOW_DISPATCH = textwrap.dedent(
+    """
+    import sys, time
+    from accelerate_core.config import Settings
+    from scheduler.remote import client_app, dispatch
+    from tests.faults.harness import dry_plan
+
+    class Slow:
+        # The scheduler's client app, pausing before each job so the kill lands mid-dispatch.
+        def __init__(self, app):
+            self.app = app
+        def send_task(self, *args, **kwargs):
+            time.sleep(0.3)
+            print("sent", kwargs.get("task_id"), flush=True)
+            return self.app.send_task(*args, **kwargs)
+        def producer_or_acquire(self):
+            return self.app.producer_or_acquire()
+        def close(self):
+            self.app.close()
+
+    settings = Settings.load()
+    dispatch(settings, dry_plan(sys.argv[1], int(sys.argv[2])), app=Slow(client_app(settings)))
+    """
+)
+
+
+@fault("scheduler-kill-9-mid-dispatch")
+def scheduler_kill(fleet: Fleet) -> FaultOutcome:
+    """kill -9 of the dispatching scheduler after 3 of 12 jobs; then ``accel run --resume RUN --wait``.
+
+    The writer's periodic pass is off (an hour apart), so only the resume can send the nine jobs again.
+    """
+    _configure(fleet, {"ACCEL_RECONCILE_EVERY_S": "3600"})
+    fleet.writer()
+    fleet.worker()
+    run_id, n = "faults-dispatch-kill", 12
+    plan = dry_plan(run_id, n)  # the same plan (keys) the dispatching process builds
+    log = fleet.logs / "dispatch.log"
+    proc = processes.start([sys.executable, "-c", _SLOW_DISPATCH, run_id, str(n)], env=fleet.env, cwd=REPO, log=log)
+    fleet.wait_for(lambda: log.read_text().count("sent ") >= 3, 60, "3 jobs dispatched")
+    started = time.monotonic()
+    os.killpg(proc.pid, signal.SIGKILL)
+    processes.stop(proc, timeout_s=5)
+    sent = log.read_text().count("sent ")
+    resumed = fleet.accel("run", "--resume", run_id, "--wait", timeout_s=COMPLETE_S)
+    done = resumed.returncode == 0 and fleet.wait_complete(run_id, 30)
+    note = f"killed after {sent}/{n} sent; resume exit {resumed.returncode}: {resumed.stderr.strip()[-300:]}"
+    return fleet.outcome("scheduler-kill-9-mid-dispatch", plan, started, completed=done, note=note)
+
+
+@fault("job-revoked")
+def job_revoked(fleet: Fleet) -> FaultOutcome:
+    """A queued job revoked as Flower's revoke does it: recorded ``cancelled``, and the run completes."""
+    from scheduler.remote import client_app
+
+    _configure(fleet, FAST_RECONCILE)
+    fleet.writer()
+    fleet.worker()
+    plan = dry_plan("faults-revoked", 6, sleep_s=0.5)
+    fleet.dispatch(plan)
+    victim = plan.jobs[-1].key  # the last one sent: still queued behind five half-second jobs
+    started = time.monotonic()
+    app = client_app(fleet.settings)
+    try:
+        app.control.revoke(victim)
+    finally:
+        app.close()
+    done = fleet.wait_complete(plan.run_id, COMPLETE_S)
+    outcome = fleet.outcome("job-revoked", plan, started, completed=done)
+    return _with_row_note(fleet, outcome, victim)
+
+
+@fault("job-rejected")
+def job_rejected(fleet: Fleet) -> FaultOutcome:
+    """A job message the worker rejects (its task name is unregistered there): re-sent by the reconciler."""
+    _configure(fleet, FAST_RECONCILE)
+    fleet.writer()
+    plan = dry_plan("faults-rejected", 6)
+    fleet.dispatch(plan)  # no worker yet: every message waits on hw.cpu
+    victim = plan.jobs[2].key
+    client = fleet.redis()
+    queue = fleet.settings.queue_for("cpu")
+    for i, raw in enumerate(client.lrange(queue, 0, -1)):
+        message = json.loads(raw)
+        if message["headers"]["id"] == victim:
+            message["headers"]["task"] = TASK_RUN_JOB + "_unregistered"
+            client.lset(queue, i, json.dumps(message))
+    started = time.monotonic()
+    fleet.worker()
+    done = fleet.wait_complete(plan.run_id, COMPLETE_S)
+    outcome = fleet.outcome("job-rejected", plan, started, completed=done)
+    return _with_row_note(fleet, outcome, victim)
+
+
+def _with_row_note(fleet: Fleet, outcome: FaultOutcome, key: str) -> FaultOutcome:
+    """``outcome`` with the victim job's row (status, error class, attempt) in its note."""
+    from dataclasses import replace
+
+    from accelerate_core.store import ResultsStore
+
+    with ResultsStore.open(fleet.settings.results_db, read_only=True) as store:
+        rows = store.query("SELECT status, error_class, attempts FROM jobs WHERE job_key = ?", [key])
+    return replace(outcome, note=f"{key}: {rows[0] if rows else 'no row'}")
+
+
+__all__ = ["job_rejected", "job_revoked", "scheduler_kill", "worker_node_kill"]
