@@ -44,6 +44,8 @@ def _parse(argv: list[str]) -> argparse.Namespace:
     w.add_argument("--concurrency", type=int, default=1)
     w.add_argument("--threads", type=int, default=0)
     w.add_argument("--loglevel", default="INFO")
+    w.add_argument("--queues", default=None, help="comma-separated queues (default hw.<kind>)")
+    w.add_argument("celery_args", nargs="*", help="Celery worker options, after --")
     r = sub.add_parser("writer", help="the results writer consuming the results queue")
     r.add_argument("--node", default=None)
     r.add_argument("--loglevel", default="INFO")
@@ -60,11 +62,13 @@ def run_worker(args: argparse.Namespace) -> int:
     from celery import signals
 
     from accelerate_core import broker
+    from workers import node as node_report
     from workers import tasks
     from workers.app import make_app
 
     broker.check(broker.require_url(settings))
     app = make_app(settings)
+    node_report.register()
     # The jobs' sent events come from the scheduler; the results this node sends to the writer are
     # bookkeeping that Flower need not list (the writer does not report them either, see below).
     app.conf.task_send_sent_event = False
@@ -78,8 +82,9 @@ def run_worker(args: argparse.Namespace) -> int:
     signals.worker_ready.connect(on_ready, weak=False)
     signals.task_revoked.connect(tasks.record_revoked(app, settings, node), weak=False)
     signals.worker_process_shutdown.connect(tasks.close_runner, weak=False)
-    argv = ["worker", "-n", node, "-Q", settings.queue_for(args.hardware), "-P", "prefork"]
-    argv += ["-c", str(max(1, args.concurrency)), "--loglevel", args.loglevel, *_COMMON_FLAGS]
+    queues = args.queues or settings.queue_for(args.hardware)
+    argv = ["worker", "-n", node, "-Q", queues, "-P", "prefork"]
+    argv += ["-c", str(max(1, args.concurrency)), "--loglevel", args.loglevel, *_COMMON_FLAGS, *args.celery_args]
     app.worker_main(argv)
     return 0
 

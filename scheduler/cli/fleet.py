@@ -108,9 +108,53 @@ def _devices_checked(hardware: str, devices: list[int] | None) -> list[int] | No
 
 def register(app: typer.Typer) -> None:
     """Add ``worker``, ``writer`` and ``flower`` to the root app."""
-    app.command("worker")(worker)
+    app.command("worker", context_settings={"allow_extra_args": True})(worker)
     app.command("writer")(writer)
     app.command("flower")(flower)
+
+
+OWN_CELERY_OPTIONS = (
+    "-A", "--app", "-b", "--broker", "-P", "--pool", "-c", "--concurrency", "-n", "--hostname",
+    "-Q", "--queues", "-X", "--exclude-queues", "--loglevel", "-l",
+)  # fmt: skip
+"""Celery worker options ``accel worker`` sets itself (pinning and the fleet's guarantees depend on them)."""
+
+
+def parse_queues(raw: str | None, hardware: str, settings: Settings) -> list[str]:
+    """``-Q a,b`` -> ``["a", "b"]`` (each a valid name); None -> the hardware's own queue."""
+    from accelerate_core.names import check_name
+
+    if raw is None:
+        return [settings.queue_for(hardware)]
+    queues = [q.strip() for q in raw.split(",") if q.strip()]
+    if not queues:
+        raise ConfigError(f"--queues {raw!r} names no queue: give e.g. {settings.queue_for(hardware)}")
+    if settings.results_queue in queues:
+        raise ConfigError(f"--queues: {settings.results_queue!r} is the writer's queue: start `accel writer` for it")
+    return [check_name(q, "--queues") for q in queues]
+
+
+def celery_options(extra: Sequence[str]) -> list[str]:
+    """The Celery worker options given after ``--``, refusing those ``accel worker`` sets itself."""
+    for arg in extra:
+        name = arg.split("=", 1)[0]
+        if name in OWN_CELERY_OPTIONS or (len(name) > 2 and name[:2] in OWN_CELERY_OPTIONS and name[1] != "-"):
+            raise ConfigError(
+                f"celery option {name!r} after -- is set by accel worker itself: use accel worker's own options "
+                "(--hardware, --devices, --concurrency, --queues, --hostname, --loglevel)"
+            )
+    return list(extra)
+
+
+def _named_plan(name: str | None, plan: list[tuple[int, str]], live: Sequence[str]) -> list[tuple[int, str]]:
+    """Apply ``-n/--hostname`` (already checked) to a one-node plan (a name for several nodes is refused)."""
+    if name is None:
+        return plan
+    if len(plan) != 1:
+        raise ConfigError(f"--hostname names one node but {len(plan)} would start: pick one device with --devices")
+    if name in live:
+        raise HardwareUnavailableError(f"{name} is already running: stop it first, or pick another --hostname")
+    return [(plan[0][0], name)]
 
 
 def worker(
@@ -118,25 +162,40 @@ def worker(
     hardware: Annotated[str, typer.Option("--hardware", help="cpu, cuda, rocm or mps")] = "cpu",
     devices: Annotated[str | None, typer.Option("--devices", help="device indices, e.g. 0,1 (default: all)")] = None,
     concurrency: Annotated[int, typer.Option("--concurrency", min=1, help="jobs at once per device node")] = 1,
+    queues: Annotated[
+        str | None, typer.Option("--queues", "-Q", help="queues to consume, e.g. hw.cpu,hw.big (default: hw.<kind>)")
+    ] = None,
+    hostname: Annotated[
+        str | None, typer.Option("--hostname", "-n", help="node name NAME@HOST (one node; default <kind><i>@<host>)")
+    ] = None,
     loglevel: Annotated[str, typer.Option("--loglevel")] = "INFO",
 ) -> None:
-    """Start one pinned Celery worker node per device, consuming hw.<kind> (checks the hardware first)."""
+    """Start one pinned Celery worker node per device, consuming hw.<kind> (checks the hardware first).
+
+    Celery worker options after ``--`` are passed on (e.g. ``-- --max-tasks-per-child 50``).
+    """
+    from accelerate_core.names import check_node_name
+
     settings = state(ctx).settings
+    extra = celery_options(ctx.args)
+    consumed = parse_queues(queues, hardware, settings)
+    if hostname is not None:
+        check_node_name(hostname, "--hostname")
     wanted = _devices_checked(hardware, parse_devices(devices))
     from accelerate_core import broker
     from scheduler.remote import live_nodes
 
     broker.check(broker.require_url(settings))
-    nodes = node_plan(hardware, wanted, live_nodes(settings))
+    live = live_nodes(settings)
+    nodes = _named_plan(hostname, node_plan(hardware, wanted, live), live)
     threads = max(1, (os.cpu_count() or 1) // (len(nodes) * concurrency))
     commands = []
     for index, name in nodes:
         cmd = [sys.executable, "-m", "workers", "worker", "--hardware", hardware, "--device", str(index)]
         cmd += ["--node", name, "--concurrency", str(concurrency), "--threads", str(threads), "--loglevel", loglevel]
+        cmd += ["--queues", ",".join(consumed), "--", *extra]
         commands.append(cmd)
-    err.print(
-        f"accel worker: starting {', '.join(n for _, n in nodes)} on {settings.queue_for(hardware)}", markup=False
-    )
+    err.print(f"accel worker: starting {', '.join(n for _, n in nodes)} on {', '.join(consumed)}", markup=False)
     raise typer.Exit(_run_nodes(commands, _child_env(state(ctx).config_file)))
 
 

@@ -35,7 +35,7 @@ MISTAKES: dict[str, Mistake] = {
     "unknown command": Mistake(("frobnicate",), "no such command 'frobnicate' (see `accel --help`)"),
     "typo in a command": Mistake(("stauts",), "Did you mean 'status'? (see `accel --help`)"),
     "unknown subcommand": Mistake(("templates", "lst"), "(see `accel templates --help`)"),
-    "unknown option": Mistake(("worker", "-Q", "x"), "no such option: -Q (see `accel worker --help`)"),
+    "unknown option": Mistake(("worker", "-Z", "x"), "no such option: -Z (see `accel worker --help`)"),
     "unknown root option": Mistake(
         ("--verbose", "detect"), "no such option: --verbose (Possible options: --version) (see `accel --help`)"
     ),
@@ -53,6 +53,10 @@ MISTAKES: dict[str, Mistake] = {
     "run --hardware unknown": Mistake(("run", "--phase", "p", "--hardware", "tpu"), "'tpu' is unknown"),
     "worker --hardware unknown": Mistake(("worker", "--hardware", "tpu"), "'tpu' is unknown"),
     "worker --devices bad": Mistake(("worker", "--devices", "x"), "--devices 'x' is invalid"),
+    "worker -Q bad name": Mistake(("worker", "-Q", "hw.cpu,../x"), "--queues '../x' is not a valid name"),
+    "worker -Q results": Mistake(("worker", "-Q", "results"), "is the writer's queue"),
+    "worker -n bad name": Mistake(("worker", "-n", "cpu0"), "--hostname 'cpu0' is not a valid node name"),
+    "worker -- own option": Mistake(("worker", "--", "-P", "solo"), "option '-P' after -- is set by accel worker"),
     "bad broker URL": Mistake(("run", "--phase", "p"), "is not a Redis URL", {"ACCEL_BROKER_URL": "http://x"}),
     "bad number in env": Mistake(
         ("detect",), "ACCEL_CONCURRENCY='many' is not an integer", {"ACCEL_CONCURRENCY": "many"}
