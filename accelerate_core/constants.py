@@ -52,6 +52,9 @@ DELIVERIES_TTL_S: Final = 7 * 24 * 3600
 """How long a delivery counter lives, in seconds. Keys hold the run id, so a counter never outlives its
 use; a delivery after the result was sent (the worker died before acknowledging) counts, as it should."""
 
+NODE_INSPECT_COMMAND: Final = "accel_node"
+"""Celery inspect command every worker node answers with its ``NodeReport`` (``accel workers``)."""
+
 WRITER_PROCESSING_KEY: Final = "acc:writer:processing"
 """Redis list holding the batch the writer is writing (deleted once the batch is committed)."""
 

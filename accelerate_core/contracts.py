@@ -31,6 +31,7 @@ from accelerate_core.errors import ContractError
 from accelerate_core.names import check_name
 
 __all__ = [
+    "ActiveJob",
     "BenchConfig",
     "BenchReport",
     "BenchRequest",
@@ -40,6 +41,7 @@ __all__ = [
     "JobSpec",
     "Makespan",
     "Measurement",
+    "NodeReport",
     "ReconcileReport",
     "RunParams",
     "RunPlan",
@@ -48,6 +50,7 @@ __all__ = [
     "StatusSnapshot",
     "TemplateRef",
     "WorkerInfo",
+    "WriterHeartbeat",
     "job_key",
     "parse_job_key",
 ]
@@ -342,6 +345,35 @@ class WorkerInfo:
     driver: str | None = None
     versions: Mapping[str, str] = field(default_factory=dict)
     started_at: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class ActiveJob:
+    """A job a worker node is running now: its key (the task id) and when it started (unix seconds)."""
+
+    key: str
+    started_at: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class NodeReport:
+    """A live worker node's answer to ``accel workers`` (the inspect command ``constants.NODE_INSPECT_COMMAND``).
+
+    Attributes:
+        node: its Celery node name; ``pid``: its main process; ``queues``: the queues it consumes.
+        active: the jobs it runs now; ``processed``: the tasks it took since it started.
+        uptime_s: seconds since it started; ``at``: its clock when it answered (unix seconds).
+        info: its inventory (hardware, device, versions), None before it has probed it.
+    """
+
+    node: str
+    pid: int = 0
+    queues: tuple[str, ...] = ()
+    active: tuple[ActiveJob, ...] = ()
+    processed: int = 0
+    uptime_s: float = 0.0
+    at: float = 0.0
+    info: WorkerInfo | None = None
 
 
 @dataclass(frozen=True, slots=True)

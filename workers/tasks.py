@@ -360,7 +360,10 @@ def record_revoked(app: Celery, settings: Settings, node: str) -> Callable[..., 
 
 def announce(app: Celery, settings: Settings, node: str) -> None:
     """Send this node's inventory to the writer (called once the worker is ready)."""
+    from workers import node as node_report
+
     info = worker_info(node, pinning.current())
+    node_report.remember(info)
     app.send_task(
         TASK_REGISTER_WORKER,
         kwargs={"info": wire.encode(info)},

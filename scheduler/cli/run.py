@@ -117,6 +117,7 @@ def _run_remote(
         _resume_remote(settings, resume, wait, as_json)
         return
     plan = _plan(settings, phase or "", models, modality, hardware, local=False)
+    warn_without_writer(settings)
     run_id = str(remote.run_remote(settings, plan, wait=wait))
     if as_json:
         emit_json({"run_id": run_id, "jobs": len(plan.jobs), "broker": True, "waited": wait})
@@ -151,6 +152,21 @@ def _resume_remote(settings: Settings, run_id: str, wait: bool, as_json: bool) -
                    "status": snapshot.status if snapshot is not None else None})  # fmt: skip
     elif snapshot is not None:
         out.print(f"run {run_id} {snapshot.status}: {snapshot.terminal}/{snapshot.total} finished", markup=False)
+
+
+NO_WRITER_WARNING = (
+    "accel run: warning: no writer is alive on this broker: the run and its results wait in the queue until one "
+    "starts (accel writer)"
+)
+"""The one line ``accel run`` prints on a fleet whose writer is not running."""
+
+
+def warn_without_writer(settings: Settings) -> None:
+    """Print :data:`NO_WRITER_WARNING` when no writer's heartbeat is on the broker."""
+    from scheduler.nodes import writer_heartbeat
+
+    if writer_heartbeat(settings) is None:
+        err.print(NO_WRITER_WARNING, markup=False)
 
 
 def _print_plan(plan: RunPlan, slots: int) -> None:

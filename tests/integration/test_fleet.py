@@ -38,7 +38,8 @@ from accelerate_core.store import ResultsStore
 from scheduler.plan import PlanOptions
 from scheduler.planning_inputs import plan_with_stores, template_lookup
 from scheduler.remote import client_app, dispatch, live_nodes, read_status, run_remote
-from tests.support import http, processes
+from tests.support import http
+from tests.support.fleet import FleetProcesses
 from tests.support.processes import wait_for
 from tests.support.redis_server import RedisServer, free_port
 
@@ -66,23 +67,8 @@ def _models() -> list[str]:
 
 
 @dataclass
-class Fleet:
-    settings: Settings
-    env: dict[str, str]
-    logs: Path
-    procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+class Fleet(FleetProcesses):
     attempts: dict[str, int] = field(default_factory=dict)  # fault runs of this module -> their job's attempts
-
-    def start(self, name: str, *args: str) -> subprocess.Popen[bytes]:
-        proc = processes.start([*ACCEL, *args], env=self.env, cwd=REPO, log=self.logs / f"{name}.log")
-        self.procs[name] = proc
-        return proc
-
-    def stop(self, name: str) -> None:
-        processes.stop(self.procs.pop(name))
-
-    def log(self, name: str) -> str:
-        return (self.logs / f"{name}.log").read_text(errors="replace")[-3000:]
 
 
 def flower_get(fleet: Fleet, path: str, auth: bool = True) -> tuple[int, Any]:

@@ -1,0 +1,119 @@
+"""The operators' fleet commands on real processes: a redis-server of its own, the writer, prefork worker nodes.
+
+``accel workers`` lists a node started mid-test (with ``-n``, ``-Q`` and Celery options after ``--``).
+The tests share one fleet and run in file order.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from accelerate_core.config import Settings
+from scheduler.cli.run import NO_WRITER_WARNING
+from scheduler.planning_inputs import template_lookup
+from tests.support.cli import seed_catalog_index
+from tests.support.fleet import FleetProcesses
+from tests.support.processes import wait_for
+from tests.support.redis_server import RedisServer
+
+pytestmark = pytest.mark.redis
+
+HOST = socket.gethostname()
+
+
+@pytest.fixture(scope="module")
+def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FleetProcesses]:
+    base = tmp_path_factory.mktemp("fleetcmd")
+    server = RedisServer(base / "redis", password="fleetcmd-pw")
+    server.start()
+    templates = base / "templates.duckdb"
+    template_lookup(Settings(templates_db=templates))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ACCEL_")}
+    env.update(
+        ACCEL_BROKER_URL=server.url,
+        ACCEL_RESULTS_DB=str(base / "data" / "results.duckdb"),
+        ACCEL_TEMPLATES_DB=str(templates),
+        ACCEL_REPORTS_DIR=str(base / "reports"),
+    )
+    fl = FleetProcesses(Settings.load(environ=env), env, base)
+    fl.start("writer", "writer")
+    fl.start("cpu0", "worker", "--hardware", "cpu")
+    try:
+        wait_for(lambda: f"cpu0@{HOST}" in fl.live(), 120, "worker cpu0")
+        yield fl
+    finally:
+        fl.stop_all()
+        server.stop()
+
+
+def _workers(fleet: FleetProcesses) -> dict[str, Any]:
+    done = fleet.accel("workers", "--json", "--timeout", "2")
+    assert done.returncode == 0, done.stderr
+    found: dict[str, Any] = json.loads(done.stdout)
+    return found
+
+
+def test_workers_lists_a_node_started_mid_test_with_its_hardware_versions_and_queues(fleet: FleetProcesses) -> None:
+    # Given one node and the writer
+    before = _workers(fleet)
+    assert [n["node"] for n in before["nodes"]] == [f"cpu0@{HOST}"]
+    assert before["writer"]["host"] == HOST and before["writer"]["pid"] > 0 and before["writer"]["state"] == "writing"
+    # When a second node starts with its own name, queues and a Celery option passed through
+    fleet.start("smoke", "worker", "-n", f"smoke@{HOST}", "-Q", "hw.cpu,hw.smoke", "--", "--max-tasks-per-child", "7")
+    wait_for(lambda: f"smoke@{HOST}" in fleet.live(), 120, "worker smoke")
+    # Then `accel workers --json` lists it with its hardware, device, versions and both queues
+    nodes = {n["node"]: n for n in wait_for(lambda: _with_info(fleet), 60, "both inventories")}
+    smoke = nodes[f"smoke@{HOST}"]
+    assert smoke["queues"] == ["hw.cpu", "hw.smoke"] and smoke["pid"] > 0 and smoke["active"] == []
+    assert smoke["info"]["hardware"] == "cpu" and smoke["info"]["device_name"]
+    from importlib import metadata
+
+    assert smoke["info"]["versions"]["torch"] == metadata.version("torch")
+    assert smoke["info"]["versions"]["transformers"] == metadata.version("transformers")
+    assert nodes[f"cpu0@{HOST}"]["queues"] == ["hw.cpu"]
+    # and the Celery option reached the node (its pool says so)
+    stats = _stats(fleet, f"smoke@{HOST}")
+    assert stats["pool"]["max-tasks-per-child"] == 7
+    # and the table names both nodes and the writer
+    text = fleet.accel("workers", "--timeout", "2")
+    assert text.returncode == 0 and f"smoke@{HOST}" in text.stdout and "2 live nodes; writer: writing on" in text.stdout
+
+
+def _with_info(fleet: FleetProcesses) -> list[dict[str, Any]] | None:
+    nodes: list[dict[str, Any]] = _workers(fleet)["nodes"]
+    return nodes if len(nodes) == 2 and all(n["info"] for n in nodes) else None
+
+
+def _stats(fleet: FleetProcesses, node: str) -> dict[str, Any]:
+    from scheduler.remote import client_app
+
+    app = client_app(fleet.settings)
+    try:
+        found: dict[str, Any] = (app.control.inspect([node], timeout=2.0).stats() or {})[node]
+    finally:
+        app.close()
+    return found
+
+
+# -- last: the writer stops -------------------------------------------------------------------------------
+
+
+def test_run_warns_in_one_line_when_no_writer_is_alive(fleet: FleetProcesses) -> None:
+    # Given a writer alive, a run says nothing about it
+    seed_catalog_index(fleet.logs)
+    alive = fleet.accel("run", "--phase", "warn", "--models", "bert", "--hardware", "cpu", cwd=fleet.logs)
+    assert alive.returncode == 0 and "no writer" not in alive.stderr, alive.stderr
+    # When the writer stops
+    fleet.stop("writer")
+    wait_for(lambda: "writer: none alive" in fleet.accel("workers").stdout, 60, "the writer's heartbeat to end")
+    # Then `accel run` still sends the run, and warns once that nothing records it yet
+    done = fleet.accel("run", "--phase", "warn", "--models", "bert", "--hardware", "cpu", cwd=fleet.logs)
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.count(NO_WRITER_WARNING) == 1, done.stderr
+    assert "jobs sent to the fleet" in done.stdout
