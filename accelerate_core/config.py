@@ -28,6 +28,7 @@ TOML layout (every key optional)::
     serve_host = "127.0.0.1"
     serve_port = 8765
     serve_token = "secret"
+    results_url = "http://writer-host:8765"   # the results API the CLI reads (default: the writer's advertised one)
 
     [time_limits.test]
     soft_s = 120
@@ -96,6 +97,20 @@ def redact_url(url: str | None) -> str:
 def _redact_param(param: str) -> str:
     key, equals, _ = param.partition("=")
     return param if not equals or unquote(key) in BROKER_URL_PARAMS else f"{key}=***"
+
+
+def results_url_problem(url: str) -> str | None:
+    """What is wrong with a results service URL and what to do, or None when it is an http(s) URL of a host."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        return "is not a valid URL: use http://HOST:PORT (an IPv6 host in brackets)"
+    if parts.scheme not in ("http", "https") or not is_host(parts.hostname or "") or port == 0:
+        return "is not a results service URL: use http://HOST:PORT, e.g. http://127.0.0.1:8765"
+    if parts.username or parts.password or parts.query or parts.fragment:
+        return "carries credentials, a query or a fragment: give http://HOST:PORT only (the token is ACCEL_SERVE_TOKEN)"
+    return None
 
 
 def broker_url_problem(url: str) -> str | None:
@@ -318,6 +333,7 @@ class Settings:
     serve_host: str = "127.0.0.1"
     serve_port: int = 8765
     serve_token: str | None = None
+    results_url: str | None = None
     bench: BenchConfig = field(default_factory=BenchConfig)
     sources: Mapping[str, Source] = field(default_factory=dict, compare=False)
 
@@ -338,6 +354,8 @@ class Settings:
             if not is_name(getattr(self, name)):
                 raise ConfigError(f"{self._subject(name, getattr(self, name))} is not a valid queue name: {NAME_RULE}")
         self._check_flower_credentials()
+        if self.results_url is not None and (problem := results_url_problem(self.results_url)):
+            raise ConfigError(f"{self._subject('results_url', redact_url(self.results_url))} {problem}")
         for kind in JOB_KINDS:
             if kind not in self.time_limits:
                 raise ConfigError(f"time_limits has no entry for job kind {kind!r}: add [time_limits.{kind}]")
@@ -594,6 +612,7 @@ _PARSERS: Final[dict[str, Parser]] = {
     "serve_host": _as_str,
     "serve_port": _as_int,
     "serve_token": _as_optional_str,
+    "results_url": _as_optional_str,
 }
 """The top-level settings a TOML file or an ``ACCEL_<NAME>`` variable may set, with their parsers."""
 

@@ -1,9 +1,9 @@
 """What the planner needs from the outside world, gathered in one place so that ``scheduler.plan`` stays pure.
 
 :func:`plan_with_stores` reads the catalog index (no torch here), the templates store (syncing the shipped
-templates into an empty one: the one write of planning), the results store's past durations (when the file
-exists and is not held by another process) and, for a local run, this machine's devices; then it calls
-:func:`scheduler.plan.plan_run`.
+templates into an empty one: the one write of planning), the results store's past durations (from the file, or
+through the writer's results service while it holds the file) and, for a local run, this machine's devices;
+then it calls :func:`scheduler.plan.plan_run`.
 """
 
 from __future__ import annotations
@@ -76,15 +76,13 @@ def template_lookup(settings: Settings) -> TemplateLookup:
 
 
 def past_durations(settings: Settings, hardware: Sequence[str]) -> dict[str, dict[str, float]]:
-    """``{hardware: {model_type: median seconds}}`` from the results store; empty when it cannot be read."""
-    from accelerate_core.errors import StoreError
-    from accelerate_core.store import ResultsStore
+    """``{hardware: {model_type: median seconds}}`` from the results store (or the writer's results service
+    while it holds the store); empty when neither can be read."""
+    from accelerate_core.errors import BrokerError, StoreError
+    from scheduler import results
 
-    if not settings.results_db.exists():
-        return {}
     try:
-        with ResultsStore.open(settings.results_db, read_only=True) as store:
-            return {hw: store.past_durations(hw) for hw in hardware}
-    except StoreError as e:
+        return results.past_durations(settings, hardware)
+    except (StoreError, BrokerError) as e:
         logger.warning("no past durations (%s): ordering by size estimates", e)
         return {}

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
@@ -34,6 +34,7 @@ logger = logging.getLogger(__name__)
 SOURCE_DB = "db"
 SOURCE_SNAPSHOT = "snapshot"
 SOURCE_BROKER = "broker"
+SOURCE_API = "results service"
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,25 +88,38 @@ class RunStatus:
     source: str
     snapshot_path: str | None = None
     writer: WriterState | None = None
+    page_url: str | None = None
 
     def to_json(self) -> dict[str, Any]:
-        """What ``accel status --json`` prints: the snapshot's fields, ``source``, ``snapshot_path``, ``writer``."""
+        """What ``accel status --json`` prints: the snapshot's fields, ``source``, ``snapshot_path``, ``writer``,
+        ``page_url``."""
         writer = self.writer.to_json() if self.writer is not None else None
         return {**wire.encode(self.snapshot), "source": self.source, "snapshot_path": self.snapshot_path,
-                "writer": writer}  # fmt: skip
+                "writer": writer, "page_url": self.page_url}  # fmt: skip
 
 
 def run_status(settings: Settings, run_id: str | None = None) -> RunStatus:
-    """The status of ``run_id`` (the latest run when None), from the DB or, when it is locked, the snapshot.
+    """The status of ``run_id`` (the latest run when None) and the URL of its page when a results service is known.
 
     Raises:
         UnknownRunError: no such run (or no run at all).
         StoreLockedError: the DB is held and no snapshot of that run exists.
     """
+    from scheduler.results import page_url
+
+    found = _read_status(settings, run_id)
+    return replace(found, page_url=page_url(settings, found.snapshot.run_id))
+
+
+def _read_status(settings: Settings, run_id: str | None) -> RunStatus:
+    """The status from the DB or, when it is locked or elsewhere, a snapshot or the writer's results service."""
     from accelerate_core.store import ResultsStore
 
+    through_api = _api_status(settings, run_id) if settings.results_url else None
+    if through_api is not None:
+        return through_api
     if not settings.results_db.exists():
-        remote = _fleet_status(settings, run_id)
+        remote = _fleet_status(settings, run_id) or _api_status(settings, run_id)
         if remote is not None:
             return remote
         raise UnknownRunError(f"no results store at {settings.results_db}: start a run with `accel run`")
@@ -117,7 +131,11 @@ def run_status(settings: Settings, run_id: str | None = None) -> RunStatus:
                     raise UnknownRunError("the results store has no run yet: start one with `accel run`")
             return RunStatus(store.run_progress(run_id), SOURCE_DB)
     except StoreLockedError as locked:
-        found = read_snapshot(snapshot_dir(settings), run_id) or _fleet_status(settings, run_id)
+        found = (
+            read_snapshot(snapshot_dir(settings), run_id)
+            or _fleet_status(settings, run_id)
+            or _api_status(settings, run_id)
+        )
         if found is None:
             raise StoreLockedError(f"{locked} (and it left no status snapshot in {snapshot_dir(settings)})") from locked
         return found
@@ -135,6 +153,18 @@ def _fleet_status(settings: Settings, run_id: str | None) -> RunStatus | None:
     finally:
         client.close()
     return RunStatus(snapshot, SOURCE_BROKER) if snapshot is not None else None
+
+
+def _api_status(settings: Settings, run_id: str | None) -> RunStatus | None:
+    """The run's progress read through the writer's results service; None when none is known."""
+    from accelerate_core.contracts import StatusSnapshot
+    from scheduler.results import LATEST, results_api
+
+    api = results_api(settings)
+    if api is None:
+        return None
+    found = api.json(f"/api/runs/{run_id or LATEST}")
+    return RunStatus(wire.decode(StatusSnapshot, found["progress"]), SOURCE_API)
 
 
 def read_snapshot(directory: Path, run_id: str | None) -> RunStatus | None:
@@ -171,6 +201,8 @@ def format_status(status: RunStatus) -> list[str]:
         lines.append(f"  expected time left: {_duration(snap.expected_s_left)}")
     if status.writer is not None:
         lines.append(status.writer.line())
+    if status.page_url:
+        lines.append(f"  page: {status.page_url}")
     if snap.failures:
         lines.append(f"  failures so far: {snap.failures_total or len(snap.failures)} (latest first)")
         for f in snap.failures[:20]:

@@ -25,6 +25,7 @@ from workers import pinning
 if TYPE_CHECKING:
     import redis
 
+    from accelerate_core.service import ServiceConfig
     from workers.keeper import WriterLock, WriterState
 
 logger = logging.getLogger(__name__)
@@ -94,8 +95,10 @@ def run_writer(args: argparse.Namespace) -> int:
     logging.basicConfig(level=args.loglevel.upper(), format="[%(asctime)s: %(levelname)s/writer] %(message)s")
     settings = Settings.load()
     from accelerate_core import broker
+    from accelerate_core.service import ServiceConfig
     from workers import keeper, writer
 
+    api = ServiceConfig.from_settings(settings)  # an address off loopback without a token: refuse at once
     client = broker.connect(broker.require_url(settings), timeout_s=5, reply_timeout_s=writer.WAIT_S + 30)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -108,17 +111,23 @@ def run_writer(args: argparse.Namespace) -> int:
 
         state = keeper.WriterState(dead_letters=dead_letters.count(client))
         with keeper.Keeper(client, settings.results_queue, state, renew=lock.renew):
-            return _serve_store(settings, client, lock, state, stop)
+            return _serve_store(settings, client, lock, state, stop, api)
     finally:
         lock.release()
         client.close()
 
 
 def _serve_store(
-    settings: Settings, client: redis.Redis, lock: WriterLock, state: WriterState, stop: threading.Event
+    settings: Settings,
+    client: redis.Redis,
+    lock: WriterLock,
+    state: WriterState,
+    stop: threading.Event,
+    api: ServiceConfig,
 ) -> int:
-    """Open the results DB (waiting while another process holds it) and serve the results queue."""
+    """Open the results DB (waiting while another process holds it), host its results service, serve the queue."""
     from workers import reconciler, writer
+    from workers.service import hosted_service
 
     store = writer.open_store(settings.results_db, state, stop)
     if store is None:
@@ -126,9 +135,14 @@ def _serve_store(
     with store:
         w = writer.ResultWriter(store, settings, publish=writer.redis_publisher(client), state=state,
                                 fence=lock.check, dead_letter=writer.redis_dead_letters(client, state))  # fmt: skip
-        logger.info("writer ready: queue %s -> %s", settings.results_queue, settings.results_db)
         rec = reconciler.for_writer(store, client, settings)
-        n = writer.serve(w, writer.Intake(client, settings.results_queue), stop, lock=lock, reconcile=rec.tick)
+        with hosted_service(settings, api, version=lambda: w.commits, last_commit=lambda: w.committed_at) as url:
+            state.api_url = url  # advertised in the heartbeat: the CLI reads through it
+            logger.info("writer ready: queue %s -> %s; results on %s", settings.results_queue, settings.results_db,
+                        url or "no service")  # fmt: skip
+            intake = writer.Intake(client, settings.results_queue)
+            n = writer.serve(w, intake, stop, lock=lock, reconcile=rec.tick)
+            state.api_url = None
         logger.info("writer stopped after %d messages", n)
     return 0
 

@@ -150,6 +150,10 @@ class ResultWriter:
         self.reported: dict[str, Path] = {}
         self.report_errors: dict[str, str] = {}
         self._runs: set[str] = set()
+        self.commits = 0
+        """Batches and runs committed so far: the store's version for the results service's answer cache."""
+        self.committed_at = -1e9
+        """When (``clock``) the last commit was: the service's reads yield to ingest for a while after it."""
 
     def handle(self, task: str, kwargs: dict[str, Any]) -> None:
         """Apply one message (a task name and its keyword arguments); results are held for :meth:`flush`.
@@ -291,6 +295,8 @@ class ResultWriter:
                            task=TASK_RECORD_RESULT, run_id=row.run_id)  # fmt: skip
 
     def _after_commit(self, run_ids: set[str], *, force_snapshot: bool = False) -> None:
+        self.commits += 1
+        self.committed_at = self.clock()
         for run_id in sorted(run_ids):
             done = False
             try:

@@ -11,7 +11,14 @@ from __future__ import annotations
 from accelerate_core.report.build import build_report
 from accelerate_core.report.compare import DEFAULT_ALPHA, DEFAULT_THRESHOLD
 from accelerate_core.report.model import Report
-from accelerate_core.report.write import REPORT_FORMATS, parse_formats, render_json, render_report, write_report
+from accelerate_core.report.write import (
+    REPORT_FORMATS,
+    parse_formats,
+    render_json,
+    render_report,
+    write_documents,
+    write_report,
+)
 
 __all__ = [
     "DEFAULT_ALPHA",
@@ -22,5 +29,6 @@ __all__ = [
     "parse_formats",
     "render_json",
     "render_report",
+    "write_documents",
     "write_report",
 ]

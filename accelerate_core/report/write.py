@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from accelerate_core.errors import ConfigError
@@ -50,12 +50,17 @@ def parse_formats(text: str | Sequence[str]) -> tuple[str, ...]:
 
 def write_report(report: Report, out_dir: Path, formats: Sequence[str] = REPORT_FORMATS) -> dict[str, Path]:
     """Write ``report.<fmt>`` files into ``out_dir``; return their paths by format."""
-    chosen = parse_formats(formats)
+    return write_documents({fmt: render_report(report, fmt) for fmt in parse_formats(formats)}, out_dir)
+
+
+def write_documents(documents: Mapping[str, str], out_dir: Path) -> dict[str, Path]:
+    """Write rendered reports (text by format, e.g. read from the results service) as ``report.<fmt>`` files."""
+    chosen = parse_formats(list(documents))
     out_dir.mkdir(parents=True, exist_ok=True)
     written: dict[str, Path] = {}
     for fmt in chosen:
         target = out_dir / f"report.{fmt}"
-        _atomic_write(target, render_report(report, fmt))
+        _atomic_write(target, documents[fmt])
         written[fmt] = target
     return written
 

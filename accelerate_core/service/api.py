@@ -112,8 +112,10 @@ def report_csp(page: str) -> str:
     return CSP.replace("style-src 'self'", "style-src " + (" ".join(hashes) or "'none'"))
 
 
-def _report(view: ReadView, run_id: str, fmt: str, reports_dir: Path) -> Answer:
-    text, origin = views.report_document(view, run_id, fmt, reports_dir)
+def _report(
+    view: ReadView, run_id: str, fmt: str, reports_dir: Path, baseline: str | None, threshold: float | None
+) -> Answer:
+    text, origin = views.report_document(view, run_id, fmt, reports_dir, baseline=baseline, threshold=threshold)
     headers = [("X-Accel-Report", origin)]
     if fmt == "html":
         headers.append(("Content-Security-Policy", report_csp(text)))
@@ -124,8 +126,37 @@ class Report(BaseHandler):
     """``GET /runs/RUN/report.FMT``: the report document (from its file when fresh, else built now)."""
 
     async def get(self, run_id: str, fmt: str) -> None:
-        """The report of the run as Markdown, HTML or JSON."""
-        await self.respond(_report, run_id, fmt, self.ctx.config.reports_dir)
+        """The report of the run as Markdown, HTML or JSON (``?baseline=RUN&threshold=0.1`` as ``accel report``)."""
+        threshold = self.parse(_float, "threshold", self.get_query_argument("threshold", None))
+        baseline = self.get_query_argument("baseline", None) or None
+        await self.respond(_report, run_id, fmt, self.ctx.config.reports_dir, baseline, threshold)
+
+
+EXPORT_TYPES = {"parquet": "application/vnd.apache.parquet", "csv": "text/csv; charset=utf-8"}
+"""The content type of each export format."""
+
+
+def _export(view: ReadView, run_id: str, table: str, fmt: str) -> Answer:
+    return Answer(views.export_document(view, run_id, table, fmt), EXPORT_TYPES[fmt])
+
+
+class Export(BaseHandler):
+    """``GET /api/runs/RUN/export/TABLE.FMT``: one table of the run's export, as ``accel runs export`` writes it."""
+
+    CACHED = False  # files can be large: never kept in the answer cache
+
+    async def get(self, run_id: str, table: str, fmt: str) -> None:
+        """The table's rows of the run as a Parquet or CSV file."""
+        await self.respond(_export, run_id, table, fmt)
+
+
+class Durations(BaseHandler):
+    """``GET /api/durations?hardware=cpu,cuda``: past durations for the planner."""
+
+    async def get(self) -> None:
+        """Median seconds of each model's finished jobs per hardware kind, over every run."""
+        hardware = self.parse(views.ResultsQuery.from_args, self.arg_list).hardware or ()
+        await self.respond(as_json, views.past_durations, hardware)
 
 
 def _scrape(view: ReadView, latest: int, unfinished: int, writer: WriterProbe | None) -> Answer:
@@ -156,7 +187,9 @@ ROUTES: list[Route] = [
     ("/api/runs/{run}/compare", Compare, "the run against ?baseline=RUN (default: previous run of its phase)"),
     ("/api/runs/{run}/hardware", Hardware, "every hardware kind side by side per model; ?a=cpu&b=cuda: b vs a"),
     ("/api/models/{model}/history", History, "the model across its latest ?runs=50 runs, oldest first"),
-    ("/runs/{run}/report.{fmt}", Report, "the run's report as Markdown, HTML or JSON"),
+    ("/api/runs/{run}/export/{table}.{export}", Export, "one table (runs, jobs, measurements, workers) as a file"),
+    ("/api/durations", Durations, "median past seconds of each model per ?hardware=cpu,cuda (planning order)"),
+    ("/runs/{run}/report.{fmt}", Report, "the run's report as Markdown, HTML or JSON; ?baseline=RUN&threshold="),
     ("/metrics", Metrics, "Prometheus metrics of recent and unfinished runs"),
 ]
 """The API's routes."""

@@ -20,6 +20,7 @@ from accelerate_core.store import browse
 
 if TYPE_CHECKING:
     from accelerate_core.service.source import ReadView
+    from accelerate_core.store import RunListing
 
 LATEST = "latest"
 """A run id that names the newest run."""
@@ -65,6 +66,27 @@ def runs_index(view: ReadView) -> list[dict[str, Any]]:
             }
         )
     return out
+
+
+_LISTING_KEYS = ("jobs", "terminal", "done", "failed", "pass_rate", "live")
+
+
+def listing_of(item: Mapping[str, Any]) -> RunListing:
+    """A :class:`~accelerate_core.store.RunListing` back from one item of :func:`runs_index` (the CLI's side).
+
+    Raises:
+        ContractError: the item is not one.
+    """
+    from accelerate_core.contracts import RunRecord
+    from accelerate_core.errors import ContractError
+    from accelerate_core.store import RunListing
+
+    try:
+        counts = [int(item[k]) for k in _LISTING_KEYS[:4]]
+    except (KeyError, TypeError, ValueError) as e:
+        raise ContractError(f"a run of the results service has no job counts ({e})") from e
+    run = wire.decode(RunRecord, {k: v for k, v in item.items() if k not in _LISTING_KEYS})
+    return RunListing(run, *counts)
 
 
 def run_detail(view: ReadView, run_id: str) -> dict[str, Any]:
@@ -205,21 +227,43 @@ def hardware(view: ReadView, run_id: str, a: str | None = None, b: str | None = 
     return browse.compare_hardware(matrix, a, b)
 
 
-def report_document(view: ReadView, run_id: str, fmt: str, reports_dir: Path) -> tuple[str, str]:
+def report_document(
+    view: ReadView, run_id: str, fmt: str, reports_dir: Path, *, baseline: str | None = None,
+    threshold: float | None = None,
+) -> tuple[str, str]:  # fmt: skip
     """The run's report as ``fmt`` text and where it came from (``"file"`` or ``"built"``).
 
     A finished run's report file in ``reports_dir`` is served as it is when it is newer than the run's last
-    change; anything else (a live run, no file, an older file) is built from the store now.
+    change and no other ``baseline`` or ``threshold`` than the file's defaults is asked; anything else (a live
+    run, no file, an older file, other options) is built from the store now.
     """
-    from accelerate_core.report import build_report, parse_formats, render_report
+    from accelerate_core.report import DEFAULT_THRESHOLD, build_report, parse_formats, render_report
 
     chosen = parse_formats(fmt)[0]
     rid = resolve_run(view, run_id)
     run = view.store.get_run(rid)
-    saved = _saved_report(reports_dir, rid, chosen)
+    base = resolve_run(view, baseline) if baseline else None
+    given = threshold if threshold is not None else DEFAULT_THRESHOLD
+    saved = _saved_report(reports_dir, rid, chosen) if base is None and given == DEFAULT_THRESHOLD else None
     if saved is not None and run.status not in LIVE_STATUSES and saved.stat().st_mtime >= run.updated_at:
         return saved.read_text(encoding="utf-8"), "file"
-    return render_report(build_report(view.store, rid), chosen), "built"
+    return render_report(build_report(view.store, rid, base, threshold=given), chosen), "built"
+
+
+def export_document(view: ReadView, run_id: str, table: str, fmt: str) -> bytes:
+    """One table of the run's export (``accel runs export``) as the bytes of a ``fmt`` file."""
+    import tempfile
+
+    from accelerate_core.store.export import export_table
+
+    rid = resolve_run(view, run_id)
+    with tempfile.TemporaryDirectory(prefix="accel-export-") as tmp:
+        return export_table(view.conn, rid, table, Path(tmp) / f"{table}.{fmt}", fmt).read_bytes()
+
+
+def past_durations(view: ReadView, hardware: Sequence[str]) -> dict[str, dict[str, float]]:
+    """``{hardware: {model_type: median seconds}}`` over every run (the planner's longest-first order)."""
+    return {hw: view.store.past_durations(hw) for hw in hardware}
 
 
 def _saved_report(reports_dir: Path, run_id: str, fmt: str) -> Path | None:

@@ -29,6 +29,7 @@ from accelerate_core.service.cache import Answer, AnswerCache
 from accelerate_core.service.config import ServiceConfig
 from accelerate_core.service.host import HostHooks
 from accelerate_core.service.source import ReadSource, ReadView, read_view
+from accelerate_core.store.export import EXPORT_FORMATS, EXPORT_TABLES
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -193,7 +194,11 @@ class NotFound(BaseHandler):
 Route = tuple[str, type[BaseHandler], str]
 """(path, handler, what it answers): the API's and the pages' route tables; ``{run}`` etc. name a segment."""
 
-_SEGMENTS = {"{fmt}": "(md|html|json)"}
+_SEGMENTS = {
+    "{fmt}": "(md|html|json)",
+    "{table}": f"({'|'.join(EXPORT_TABLES)})",
+    "{export}": f"({'|'.join(EXPORT_FORMATS)})",
+}
 """Placeholders matching something narrower than one path segment."""
 
 

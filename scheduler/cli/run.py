@@ -111,6 +111,8 @@ def _run_remote(
 ) -> None:
     import importlib
 
+    from scheduler.results import page_url
+
     # The fleet's dispatcher: imported only when a broker is configured (it imports celery).
     remote = importlib.import_module("scheduler.remote")
     if resume is not None:
@@ -118,9 +120,12 @@ def _run_remote(
         return
     plan = _plan(settings, phase or "", models, modality, hardware, local=False)
     warn_without_writer(settings)
+    page = page_url(settings, plan.run_id)
+    if page and not as_json:
+        out.print(f"run {plan.run_id}: results at {page}", markup=False)
     run_id = str(remote.run_remote(settings, plan, wait=wait))
     if as_json:
-        emit_json({"run_id": run_id, "jobs": len(plan.jobs), "broker": True, "waited": wait})
+        emit_json({"run_id": run_id, "jobs": len(plan.jobs), "broker": True, "waited": wait, "page_url": page})
     else:
         out.print(
             f"run {run_id}: {len(plan.jobs)} jobs sent to the fleet; follow it with `accel status {run_id}`",

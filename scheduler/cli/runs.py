@@ -1,26 +1,20 @@
 """``accel report`` and ``accel runs list|show|export``: read finished (or running) runs from the store.
 
-Every command here opens the results store read-only; while a writer holds the file, DuckDB lets no
-one else in and the command says so in one line (``accel status`` reads the writer's snapshot instead).
+Every command here reads through :mod:`scheduler.results`: the results DB opened read-only, or, while a
+writer holds it, the writer's results service; the output is the same either way.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import Annotated, Any
 
 import typer
 
 from accelerate_core import wire
 from scheduler.cli.common import emit_json, out, state
 
-if TYPE_CHECKING:
-    from accelerate_core.config import Settings
-    from accelerate_core.store import ResultsStore, RunListing
-
 runs_app = typer.Typer(help="Runs in the results store: list, show, export.", no_args_is_help=True)
-LATEST = "latest"
-"""A RUN argument that names the newest run."""
 
 
 def _run_name(value: str | None) -> str | None:
@@ -32,23 +26,6 @@ def _run_name(value: str | None) -> str | None:
 
 _RunArg = Annotated[str, typer.Argument(help="A run id (or 'latest')", metavar="RUN", callback=_run_name)]
 _JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON")]
-
-
-def _open(settings: Settings) -> ResultsStore:
-    from accelerate_core.store import ResultsStore
-
-    return ResultsStore.open(settings.results_db, read_only=True)
-
-
-def _resolve(store: ResultsStore, run_id: str) -> str:
-    from accelerate_core.errors import UnknownRunError
-
-    if run_id != LATEST:
-        return store.get_run(run_id).run_id
-    found = store.latest_run()
-    if found is None:
-        raise UnknownRunError(f"the results store {store.path} has no runs yet: start one with `accel run`")
-    return found
 
 
 def report(
@@ -66,16 +43,14 @@ def report(
     as_json: _JsonOpt = False,
 ) -> None:
     """Write the aggregate report of a run (Markdown, HTML with plots, JSON) and print where."""
-    from accelerate_core.report import build_report, parse_formats, write_report
+    from accelerate_core.report import parse_formats, write_documents
+    from scheduler.results import report_documents
 
     settings = state(ctx).settings
-    chosen = parse_formats(formats)
-    with _open(settings) as store:
-        rid = _resolve(store, run_id)
-        base = _resolve(store, baseline) if baseline else None
-        built = build_report(store, rid, base, threshold=threshold)
-    paths = write_report(built, out_dir or settings.reports_dir / rid, chosen)
-    summary = _summary(built)
+    found = report_documents(settings, run_id, baseline, parse_formats(formats), threshold)
+    rid = found.run_id
+    paths = write_documents(found.texts, out_dir or settings.reports_dir / rid)
+    summary = _summary(found.data)
     if as_json:
         emit_json({"run_id": rid, "files": {k: str(v) for k, v in paths.items()}, "summary": summary})
         return
@@ -84,22 +59,23 @@ def report(
     out.print(_summary_line(summary), markup=False)
 
 
-def _summary(built: Any) -> dict[str, Any]:
-    t, c = built.totals, built.comparison
+def _summary(report: dict[str, Any]) -> dict[str, Any]:
+    """The headline figures of a report's data (``Report.to_dict()``, the JSON report's content)."""
+    t, c = report["totals"], report["comparison"]
     return {
-        "jobs": t.total,
-        "done": t.done,
-        "failed": t.failed,
-        "skipped": t.skipped,
-        "pending": t.pending,
-        "pass_rate": t.pass_rate,
-        "efficiency": built.efficiency.efficiency,
-        "baseline": c.baseline_run_id if c else None,
-        "regressions": len(c.regressions) if c else 0,
-        "improvements": len(c.improvements) if c else 0,
-        "missing": len(c.missing) if c else 0,
-        "newly_failing": len(c.newly_failing) if c else 0,
-        "synthetic": built.synthetic,
+        "jobs": t["total"],
+        "done": t["done"],
+        "failed": t["failed"],
+        "skipped": t["skipped"],
+        "pending": t["pending"],
+        "pass_rate": t["pass_rate"],
+        "efficiency": report["efficiency"]["efficiency"],
+        "baseline": c["baseline_run_id"] if c else None,
+        "regressions": len(c["regressions"]) if c else 0,
+        "improvements": len(c["improvements"]) if c else 0,
+        "missing": len(c["missing"]) if c else 0,
+        "newly_failing": len(c["newly_failing"]) if c else 0,
+        "synthetic": report["synthetic"],
     }
 
 
@@ -117,14 +93,10 @@ def _summary_line(s: dict[str, Any]) -> str:
 @runs_app.command("list")
 def list_runs(ctx: typer.Context, as_json: _JsonOpt = False) -> None:
     """List the runs in the store, newest first, with their job counts."""
-    from accelerate_core.store import ResultsStore
+    from scheduler.results import run_listings
 
     settings = state(ctx).settings
-    if not settings.results_db.is_file():
-        runs: list[RunListing] = []
-    else:
-        with ResultsStore.open(settings.results_db, read_only=True) as store:
-            runs = store.list_runs()
+    runs = run_listings(settings)
     if as_json:
         emit_json([{**wire.encode(r.run), "jobs": r.jobs, "terminal": r.terminal, "done": r.done, "failed": r.failed}
                    for r in runs])  # fmt: skip
@@ -145,9 +117,10 @@ def list_runs(ctx: typer.Context, as_json: _JsonOpt = False) -> None:
 @runs_app.command("show")
 def show_run(ctx: typer.Context, run_id: _RunArg, as_json: _JsonOpt = False) -> None:
     """Show one run: parameters, counts by status and hardware, failures so far, time left."""
-    with _open(state(ctx).settings) as store:
-        rid = _resolve(store, run_id)
-        run, prog = store.get_run(rid), store.run_progress(rid)
+    from scheduler.results import run_with_progress
+
+    run, prog = run_with_progress(state(ctx).settings, run_id)
+    rid = run.run_id
     if as_json:
         emit_json({"run": wire.encode(run), "progress": wire.encode(prog)})
         return
@@ -177,10 +150,10 @@ def export_run(
 
     if fmt not in EXPORT_FORMATS:
         raise ConfigError(f"--format {fmt!r} is invalid: use one of {', '.join(EXPORT_FORMATS)}")
+    from scheduler.results import export_files
+
     settings = state(ctx).settings
-    with _open(settings) as store:
-        rid = _resolve(store, run_id)
-        files = store.export_run(rid, out_dir or settings.reports_dir / rid / "export", fmt)
+    files = export_files(settings, run_id, fmt, lambda rid: out_dir or settings.reports_dir / rid / "export")
     if as_json:
         emit_json({k: str(v) for k, v in files.items()})
         return

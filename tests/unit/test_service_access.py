@@ -71,3 +71,20 @@ def test_the_token_comes_from_the_environment_and_is_never_shown() -> None:
     assert Settings.load(environ={"ACCEL_SERVE_TOKEN": ""}).serve_token is None
     with pytest.raises(ConfigError, match=r"ACCEL_SERVE_PORT.*is out of range: give 1\.\.65535"):
         Settings.load(environ={"ACCEL_SERVE_PORT": "0"})
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["ftp://host:8765", "http://", "http://host:0", "http://user:pw@host:8765", "http://host:8765/?token=x", "host"],
+)
+def test_a_results_url_that_is_not_a_service_address_is_one_line(url: str) -> None:
+    # When ACCEL_RESULTS_URL is not an http(s) address of a host; Then the settings refuse it, naming the variable
+    with pytest.raises(ConfigError, match=r"ACCEL_RESULTS_URL=.* (is not|carries)") as e:
+        Settings.load(environ={"ACCEL_RESULTS_URL": url})
+    assert "\n" not in str(e.value) and "pw@" not in str(e.value) and "token=x" not in str(e.value)
+
+
+def test_a_results_url_with_a_path_is_kept() -> None:
+    assert (
+        Settings.load(environ={"ACCEL_RESULTS_URL": "https://proxy:443/accel"}).results_url == "https://proxy:443/accel"
+    )
