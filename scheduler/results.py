@@ -6,7 +6,8 @@ here that picks the source and returns the same typed data from either; the comm
 
 - ``results_url`` set (``ACCEL_RESULTS_URL``): always the service at that URL;
 - else the local DB when it can be opened;
-- else (held by a writer, or not on this machine) the service the live writer advertises in the broker;
+- else (held by a writer, or not on this machine) the service the live writer advertises in its heartbeat
+  (:func:`accelerate_core.liveness.read_writer`);
 - else the local DB's own error (held by process N, or missing).
 """
 
@@ -36,16 +37,44 @@ LATEST = "latest"
 
 
 def results_api(settings: Settings) -> ResultsClient | None:
-    """The results service to read through (``results_url``), or None."""
+    """The results service to read through: ``results_url``, else the one the live writer advertises; or None."""
     from accelerate_core.service.client import ResultsClient
 
-    url = settings.results_url
+    url = settings.results_url or advertised_url(settings)
     return ResultsClient(url, settings.serve_token) if url else None
 
 
+def advertised_url(settings: Settings) -> str | None:
+    """The URL of the results service the fleet's live writer advertises in its heartbeat (None: none, no broker).
+
+    Raises:
+        BrokerError: the broker is configured but cannot be read.
+    """
+    if not settings.broker_url:
+        return None
+    import redis
+
+    from accelerate_core import broker, liveness
+
+    client = broker.connect(settings.broker_url)
+    try:
+        beat = liveness.read_writer(client)
+    except redis.RedisError as e:
+        raise broker.broker_error(settings.broker_url, e) from e
+    finally:
+        client.close()
+    return beat.api_url if beat is not None else None
+
+
 def page_url(settings: Settings, run_id: str) -> str | None:
-    """The web page of a run on the known results service (None when none is known)."""
-    api = results_api(settings)
+    """The web page of a run on the known results service (None when none is known, or the broker is down)."""
+    from accelerate_core.errors import BrokerError
+
+    try:
+        api = results_api(settings)
+    except BrokerError as e:
+        logger.info("no results page for run %s: %s", run_id, e)
+        return None
     return api.page_url(run_id) if api is not None else None
 
 

@@ -89,16 +89,26 @@ def setup(redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory) -
         processes.stop(writer)
 
 
-def test_a_held_db_is_refused_in_one_line_without_the_service(setup: Setup) -> None:
-    # Given the writer holds the DB; When the CLI knows no results service; Then one line names the holder
-    done = _accel("runs", "list", "--json", env=setup.env, cwd=setup.base)
-    assert done.returncode == 1 and "is held read-write by" in done.stderr, done.stderr
-    assert "no writer advertises a results service" in done.stderr and "Traceback" not in done.stderr
+def test_a_db_held_by_a_process_that_serves_nothing_is_refused_in_one_line(tmp_path: Path) -> None:
+    # Given a process holding a DB read-write that advertises no results service
+    db = build_store(tmp_path / "results.duckdb", runs=RUNS[:1])
+    code = f"import duckdb,time; c=duckdb.connect({str(db)!r}); print('held', flush=True); time.sleep(120)"
+    holder = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        env = {k: v for k, v in os.environ.items() if not k.startswith("ACCEL_")}
+        # When the CLI lists runs; Then one line names the holder and that no service is advertised
+        done = _accel("runs", "list", "--json", env={**env, "ACCEL_RESULTS_DB": str(db)}, cwd=tmp_path)
+        assert done.returncode == 1 and "is held read-write by" in done.stderr, done.stderr
+        assert "no writer advertises a results service" in done.stderr and "Traceback" not in done.stderr
+    finally:
+        holder.kill()
+        holder.wait()
 
 
 def test_reading_commands_answer_through_the_writer_as_over_the_file(setup: Setup) -> None:
-    # When each command runs with ACCEL_RESULTS_URL while the writer holds the DB
-    through = _read_all({**setup.env, "ACCEL_RESULTS_URL": setup.url}, setup.base, "api")
+    # When each command runs while the writer holds the DB (the service found from the writer's heartbeat)
+    through = _read_all(setup.env, setup.base, "api")
     # Then runs list and runs show print what they printed over the file
     assert through["list"] == setup.local["list"] and len(through["list"]) == len(RUNS)
     assert through["show"]["run"] == setup.local["show"]["run"]
@@ -122,9 +132,20 @@ def test_reading_commands_answer_through_the_writer_as_over_the_file(setup: Setu
         assert rows[0] == rows[1] and (rows[0] or table == "workers")
 
 
+def test_the_writer_advertises_its_service_in_its_heartbeat(setup: Setup) -> None:
+    import redis
+
+    from accelerate_core import liveness
+
+    client = redis.Redis.from_url(setup.env["ACCEL_BROKER_URL"])
+    beat = liveness.read_writer(client)
+    client.close()
+    assert beat is not None and beat.api_url == setup.url
+
+
 def test_status_reads_through_the_writer_and_prints_the_run_page(setup: Setup) -> None:
-    # When accel status runs against the held DB with the service known
-    env = {**setup.env, "ACCEL_RESULTS_URL": setup.url}
+    # When accel status runs against the held DB with the service given by ACCEL_RESULTS_URL (no broker asked)
+    env = {k: v for k, v in setup.env.items() if k != "ACCEL_BROKER_URL"} | {"ACCEL_RESULTS_URL": setup.url}
     status = _ok(_accel("status", "--json", env=env, cwd=setup.base))
     # Then it is the latest run's progress, from the service, with its page
     assert status["run_id"] == RUNS[-1] and status["source"] == "results service"
