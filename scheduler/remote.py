@@ -251,21 +251,28 @@ def resume_remote(settings: Settings, run_id: str, *, reply_wait_s: float = REPL
     job key, so a job sent twice is one row).
 
     Returns:
-        The writer's reconciliation, or None when no writer answered within ``reply_wait_s`` (the request
-        stays: a writer serves it when it starts).
+        The writer's reconciliation, or None when no writer is alive or none answered within ``reply_wait_s``
+        (the request stays: a writer serves it when it starts).
 
     Raises:
         UnknownRunError: the writer's store has no such run.
         BrokerError: the broker is unreachable.
     """
-    client = broker.connect(broker.require_url(settings))
+    from accelerate_core import liveness
+
+    url = broker.require_url(settings)
+    client = broker.connect(url)
     try:
         reconcile.request(client, run_id)
+        if liveness.read_writer(client) is None:
+            return None  # nobody to answer now; the request waits for the next writer
         deadline = time.monotonic() + reply_wait_s
         report = reconcile.read_reply(client, run_id)
         while report is None and time.monotonic() < deadline:
             time.sleep(POLL_EVERY_S)
             report = reconcile.read_reply(client, run_id)
+    except Exception as e:  # redis errors
+        raise broker.broker_error(url, e) from e
     finally:
         client.close()
     if report is not None and not report.known:

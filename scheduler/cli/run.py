@@ -144,7 +144,7 @@ def _resume_remote(settings: Settings, run_id: str, wait: bool, as_json: bool) -
     line = (
         f"run {run_id}: {reconcile.describe(report)}"
         if report is not None
-        else f"run {run_id}: no writer answered the resume yet; it is served when `accel writer` runs"
+        else f"run {run_id}: no live writer answered the resume; it is served once `accel writer` runs"
     )
     if not as_json:
         err.print(line, markup=False)

@@ -92,6 +92,8 @@ def test_app_is_json_only_acks_late_prefetch_one_and_routes_results_to_the_write
     # and Redis redelivers only after the longest Celery hard limit
     longest_hard = max(backstop_limits(t.hard_s)[1] for t in settings.time_limits.values())
     assert conf.broker_transport_options["visibility_timeout"] > longest_hard >= 600
+    # and looks for such jobs on every restore tick (kombu's default looks on every 10th: 100 s apart)
+    assert conf.broker_transport_options["unacked_restore_throttle"] == 1
     # and task events are on for Flower, with no result backend
     assert conf.worker_send_task_events is True and conf.task_send_sent_event is True
     assert conf.result_backend is None

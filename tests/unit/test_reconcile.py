@@ -8,6 +8,7 @@ no message on the broker, so the same job stays missing and runs out of re-sends
 from __future__ import annotations
 
 import json
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
@@ -29,7 +30,7 @@ from accelerate_core.constants import (
     STATUS_SKIPPED,
     WRITER_PROCESSING_KEY,
 )
-from accelerate_core.contracts import JobResult, JobSpec, RunParams, RunPlan, SkipReason, job_key
+from accelerate_core.contracts import JobResult, JobSpec, ReconcileReport, RunParams, RunPlan, SkipReason, job_key
 from accelerate_core.errors import BrokerError
 from accelerate_core.job_message import send_job
 from accelerate_core.store import ResultsStore
@@ -225,3 +226,37 @@ def test_a_revoked_job_is_a_cancelled_row_naming_how() -> None:
     killed = tasks.revoked_result(spec.key, "cpu0@h", terminated=True, expired=False, signum=15)
     assert killed is not None and "terminated while it ran (signal 15)" in (killed.error_message or "")
     assert tasks.revoked_result("celery-task-of-someone-else", "cpu0@h", terminated=False, expired=False) is None
+
+
+def test_resume_on_a_fleet_asks_the_writer_and_returns_its_answer(redis_url: str, client: redis.Redis) -> None:
+    from accelerate_core import liveness
+    from accelerate_core.contracts import WriterHeartbeat
+    from accelerate_core.errors import UnknownRunError
+    from scheduler.remote import resume_remote
+
+    settings = Settings(broker_url=redis_url)
+    # Given no live writer: the request is left for one, and nobody is waited for
+    started = time.monotonic()
+    assert resume_remote(settings, "r9", reply_wait_s=30) is None
+    assert time.monotonic() - started < 5 and client.sismember("acc:reconcile:requests", "r9")
+    client.delete("acc:reconcile:requests")
+    # Given a live writer that answers (published here as the writer would)
+    liveness.publish_writer(client, WriterHeartbeat(host="h", pid=1, started_at=0.0, at=time.time()))
+    reconcile.publish_reply(client, ReconcileReport("r9", resent=99))  # a stale reply: the request drops it
+    _answer_soon(client, ReconcileReport("r9", unfinished=4, resent=4))
+    report = resume_remote(settings, "r9", reply_wait_s=30)
+    assert report is not None and (report.unfinished, report.resent) == (4, 4)
+    # and a run the writer does not know is one line (exit 2)
+    _answer_soon(client, ReconcileReport("gone", known=False))
+    with pytest.raises(UnknownRunError, match="accel runs list"):
+        resume_remote(settings, "gone", reply_wait_s=30)
+
+
+def _answer_soon(client: redis.Redis, report: ReconcileReport) -> None:
+    def answer() -> None:  # as the writer does: once the request is there, take it and reply
+        deadline = time.monotonic() + 30
+        while report.run_id not in reconcile.take_requests(client) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        reconcile.publish_reply(client, report)
+
+    threading.Thread(target=answer, daemon=True).start()
