@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
@@ -26,19 +27,30 @@ if TYPE_CHECKING:
 
 __all__ = [
     "CHECK_TIMEOUT_S",
+    "DROPPING_POLICIES",
+    "Durability",
     "broker_error",
     "check",
     "connect",
+    "durability",
+    "is_full",
+    "is_transient",
     "location",
     "publish_status",
     "read_status",
     "require_url",
+    "sanity",
+    "verify",
 ]
 
 logger = logging.getLogger(__name__)
 
 CHECK_TIMEOUT_S = 3.0
 """How long a connection check waits for Redis to answer, in seconds."""
+
+DROPPING_POLICIES = ("allkeys-", "volatile-")
+"""``maxmemory-policy`` prefixes that evict keys when Redis is full: on a broker that means dropping queued jobs,
+their delivery counters or the writer's lock without a word, so every fleet process refuses to start on one."""
 
 _NEEDS_PASSWORD = ("noauth", "authentication required", "hello must be called")
 _WRONG_PASSWORD = ("wrongpass", "invalid password", "invalid username-password")
@@ -83,12 +95,32 @@ def broker_error(url: str, exc: BaseException) -> BrokerError:
 
 def _messages(exc: BaseException) -> list[str]:
     """The messages of ``exc`` and its causes (kombu wraps redis's errors)."""
-    out: list[str] = []
+    return [f"{type(e).__name__} {e}" for e in _chain(exc)]
+
+
+def _chain(exc: BaseException) -> list[BaseException]:
+    """``exc`` and its causes (kombu wraps redis's errors; redis-py's transaction errors carry the command's)."""
+    out: list[BaseException] = []
     current: BaseException | None = exc
     while current is not None and len(out) < 8:
-        out.append(f"{type(current).__name__} {current}")
+        out.append(current)
         current = current.__cause__ or current.__context__
     return out
+
+
+def is_full(exc: BaseException) -> bool:
+    """True when ``exc`` is the broker refusing a write because it is at ``maxmemory`` (``noeviction``)."""
+    import redis
+
+    return any(isinstance(e, redis.OutOfMemoryError) or "used memory > 'maxmemory'" in str(e) for e in _chain(exc))
+
+
+def is_transient(exc: BaseException) -> bool:
+    """True when ``exc`` says the broker is full, restarting or unreachable for now: worth trying again later."""
+    import redis
+
+    gone = (redis.ConnectionError, redis.TimeoutError, ConnectionError, TimeoutError)
+    return is_full(exc) or any(isinstance(e, gone) for e in _chain(exc))
 
 
 def connect(url: str, *, timeout_s: float = CHECK_TIMEOUT_S, reply_timeout_s: float | None = None) -> redis.Redis:
@@ -141,3 +173,79 @@ def read_status(client: redis.Redis, run_id: str) -> StatusSnapshot | None:
     except (ValueError, ContractError) as e:
         logger.warning("the status snapshot of run %s in redis is unreadable: %s", run_id, e)
         return None
+
+
+@dataclass(frozen=True, slots=True)
+class Durability:
+    """What a broker does with its data when full or restarted, as far as it lets a client read it.
+
+    Attributes:
+        policy: its ``maxmemory-policy`` (None: not readable).
+        aof: append-only file on (None: not readable).
+        rdb_save: RDB snapshot rules set (None: ``CONFIG GET`` refused, e.g. by an ACL).
+    """
+
+    policy: str | None
+    aof: bool | None
+    rdb_save: bool | None
+
+
+def durability(client: redis.Redis) -> Durability:
+    """Read ``client``'s eviction policy and persistence (``INFO``, and ``CONFIG GET save`` where allowed)."""
+    import redis as redis_lib
+
+    info = client.info("memory") | client.info("persistence")
+    policy = info.get("maxmemory_policy")
+    aof = info.get("aof_enabled")
+    try:
+        save = client.config_get("save").get("save")
+    except redis_lib.ResponseError:  # CONFIG is often renamed or denied by an ACL
+        save = None
+    return Durability(
+        policy=str(policy) if policy is not None else None,
+        aof=bool(int(aof)) if aof is not None else None,
+        rdb_save=bool(str(save).strip()) if save is not None else None,
+    )
+
+
+def sanity(url: str, found: Durability) -> str | None:
+    """Judge a broker's durability: raise on a policy that drops jobs; return a warning line, or None.
+
+    Raises:
+        ConfigError: its ``maxmemory-policy`` evicts keys (one line naming the broker and the fix).
+    """
+    where = location(url)
+    if found.policy is not None and found.policy.startswith(DROPPING_POLICIES):
+        raise ConfigError(
+            f"the broker at {where} has maxmemory-policy {found.policy}, which silently drops queued jobs when "
+            "it is full: set maxmemory-policy noeviction (deploy/redis.conf)"
+        )
+    if found.aof is False and found.rdb_save is False:
+        return (
+            f"the broker at {where} keeps nothing on disk (appendonly no, no save rules): a restart loses every "
+            "queued job; set appendonly yes (deploy/redis.conf), or finish a run with `accel run --resume RUN`"
+        )
+    return None
+
+
+def verify(url: str, timeout_s: float = CHECK_TIMEOUT_S) -> None:
+    """The start-up check of every fleet process: the broker answers, does not drop jobs, and keeps them.
+
+    Logs one warning line when it keeps nothing on disk.
+
+    Raises:
+        BrokerError: the broker does not answer or refuses the credentials.
+        ConfigError: its eviction policy drops keys.
+    """
+    import redis as redis_lib
+
+    client = connect(url, timeout_s=timeout_s)
+    try:
+        found = durability(client)
+    except (redis_lib.RedisError, OSError) as e:
+        raise broker_error(url, e) from e
+    finally:
+        client.close()
+    warning = sanity(url, found)
+    if warning is not None:
+        logger.warning("%s", warning)

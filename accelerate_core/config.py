@@ -391,6 +391,13 @@ class Settings:
         """The longest hard time limit of any job kind (the broker's visibility timeout exceeds it)."""
         return max(t.hard_s for t in self.time_limits.values())
 
+    @property
+    def visibility_timeout_s(self) -> int:
+        """Redis's visibility timeout on this fleet, in seconds: above every kind's Celery backstop (``limits``)."""
+        from accelerate_core.limits import visibility_timeout_s
+
+        return visibility_timeout_s([self.longest_hard_limit_s])
+
     def queue_for(self, hardware: str) -> str:
         """Return the Celery queue name of a hardware kind."""
         return f"{self.queue_prefix}{hardware}"

@@ -194,5 +194,9 @@ ERROR_CLASSES: Final = (
 ENV_PREFIX: Final = "ACCEL_"
 """Every setting can be given as an environment variable with this prefix (see ``config``)."""
 
+LIMITS_CLAMPED_KEY: Final = "limits_clamped"
+"""Key of a job result's ``environment``: why the worker ran the job with a shorter hard limit than it carried
+(its own would have reached the worker's visibility timeout, see ``limits.fit_hard_s``)."""
+
 BENCH_OUT_ENV: Final = "ACCEL_BENCH_OUT"
 """Environment variable naming the JSON file a generated benchmark test writes its measurements to."""

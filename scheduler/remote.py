@@ -112,9 +112,10 @@ def dispatch(settings: Settings, plan: RunPlan, app: Celery | None = None) -> in
 
     Raises:
         BrokerError: the broker is unreachable.
+        ConfigError: its eviction policy would drop jobs (``accelerate_core.broker.sanity``).
     """
     url = broker.require_url(settings)
-    broker.check(url)
+    broker.verify(url)
     own = app is None
     app = app or client_app(settings)
     quiet = client_app(settings, sent_events=False)

@@ -67,7 +67,7 @@ def run_worker(args: argparse.Namespace) -> int:
     from workers import tasks
     from workers.app import make_app
 
-    broker.check(broker.require_url(settings))
+    broker.verify(broker.require_url(settings))
     app = make_app(settings)
     node_report.register()
     # The jobs' sent events come from the scheduler; the results this node sends to the writer are
@@ -99,6 +99,7 @@ def run_writer(args: argparse.Namespace) -> int:
     from workers import keeper, writer
 
     api = ServiceConfig.from_settings(settings)  # an address off loopback without a token: refuse at once
+    broker.verify(broker.require_url(settings))
     client = broker.connect(broker.require_url(settings), timeout_s=5, reply_timeout_s=writer.WAIT_S + 30)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -14,6 +14,10 @@ What the configuration guarantees, and why:
   ``timeout``): they are the backstop should the runner itself hang (the rule: ``accelerate_core.limits``).
   A pool process killed at Celery's hard limit is not acknowledged: the job is redelivered and, past the cap,
   recorded as ``redelivery-cap``, so every planned job still ends with a row.
+- A broker at ``maxmemory`` (``noeviction``) or out of reach pauses a node, never ends it: its transport
+  (:mod:`workers.transport`) waits out a full broker, it reconnects for as long as it takes, and a result the
+  broker refuses is sent again with backoff (:func:`workers.tasks.send_result`). A job whose hard limit would
+  reach this node's visibility timeout runs with one cut to fit (``workers.tasks.fit_limits``).
 - Task events (and sent events) on, so Flower shows the fleet live; no result backend: results
   travel to the writer as tasks of their own and land in DuckDB.
 - Routes: a queue per hardware kind (``hw.cpu``, ``hw.cuda``, ...) and ``results`` for the writer.
@@ -35,7 +39,6 @@ from accelerate_core.constants import (
     TASK_RECORD_RUN,
     TASK_REGISTER_WORKER,
 )
-from accelerate_core.limits import visibility_timeout_s
 
 if TYPE_CHECKING:
     from celery import Celery
@@ -49,8 +52,12 @@ def celery_config(settings: Settings) -> dict[str, Any]:
     return {
         "broker_url": broker.require_url(settings),
         "broker_connection_retry_on_startup": True,
+        # A node never gives up on its broker (a restart, a network cut): it reconnects for as long as it takes.
+        "broker_connection_max_retries": None,
+        # kombu's Redis transport, except that a full broker (maxmemory) pauses the node instead of ending it.
+        "broker_transport": "workers.transport:Transport",
         "broker_transport_options": {
-            "visibility_timeout": visibility_timeout_s(t.hard_s for t in settings.time_limits.values()),
+            "visibility_timeout": settings.visibility_timeout_s,
             # kombu scans for messages past their visibility timeout on every 10th 10-s tick by default: a
             # job of a node killed whole would wait up to 100 s more before another node gets it. Every tick.
             "unacked_restore_throttle": 1,

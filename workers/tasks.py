@@ -18,11 +18,12 @@ task also takes (``model_type``, ``hardware``, ...) are there for Flower only.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import socket
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from accelerate_core import wire
@@ -36,6 +37,7 @@ from accelerate_core.constants import (
     ERR_WORKER,
     JOB_ENTRY,
     JOB_KIND_DRY,
+    LIMITS_CLAMPED_KEY,
     STATUS_CANCELLED,
     STATUS_DONE,
     STATUS_FAILED,
@@ -44,10 +46,10 @@ from accelerate_core.constants import (
     TASK_REGISTER_WORKER,
     TASK_RUN_JOB,
 )
-from accelerate_core.contracts import JobResult, JobSpec, WorkerInfo
+from accelerate_core.contracts import JobLimits, JobResult, JobSpec, WorkerInfo
 from accelerate_core.errors import ContractError
 from accelerate_core.job_outcome import keyed_result, undecodable_result
-from accelerate_core.limits import backstop_limits
+from accelerate_core.limits import backstop_limits, fit_hard_s
 from workers import pinning
 
 if TYPE_CHECKING:
@@ -139,9 +141,30 @@ def handle_delivery(spec: JobSpec, ctx: WorkerContext, *, redelivered: bool = Tr
     if attempt > ctx.settings.redelivery_cap:
         logger.warning("job %s delivered %d times: recording redelivery-cap", spec.key, attempt)
         return capped_result(spec, ctx, attempt)
-    if spec.kind == JOB_KIND_DRY:
-        return dry_result(spec, ctx, attempt)
-    return _run_in_child(spec, ctx, attempt)
+    spec, clamped = fit_limits(spec, ctx.settings.visibility_timeout_s)
+    result = dry_result(spec, ctx, attempt) if spec.kind == JOB_KIND_DRY else _run_in_child(spec, ctx, attempt)
+    if clamped is None:
+        return result
+    return replace(result, environment={**result.environment, LIMITS_CLAMPED_KEY: clamped})
+
+
+def fit_limits(spec: JobSpec, visibility_s: float) -> tuple[JobSpec, str | None]:
+    """``spec`` with a hard limit that ends before this worker's visibility timeout, and why it was cut (None: it fit).
+
+    The limits travel with the job from where the run was planned; the visibility timeout is this worker's.
+    """
+    hard_s = fit_hard_s(spec.limits.hard_s, visibility_s)
+    if hard_s == spec.limits.hard_s:
+        return spec, None
+    old = spec.limits
+    soft_s = min(old.soft_s, hard_s * old.soft_s / old.hard_s)
+    why = (
+        f"hard limit cut from {old.hard_s:.0f} s to {hard_s:.0f} s: with its Celery backstop it reached this "
+        f"worker's visibility timeout ({visibility_s:.0f} s), and a second worker could have run it meanwhile; "
+        f"give the workers time_limits.{spec.kind}.hard_s >= {old.hard_s:.0f} (their visibility timeout follows)"
+    )
+    logger.warning("job %s: %s", spec.key, why)
+    return replace(spec, limits=JobLimits(soft_s=soft_s, hard_s=hard_s, mem_cap_mb=old.mem_cap_mb)), why
 
 
 def _run_in_child(spec: JobSpec, ctx: WorkerContext, attempt: int) -> JobResult:
@@ -210,14 +233,50 @@ def result_labels(result: JobResult) -> dict[str, Any]:
     return {"key": result.key, "status": result.status, "error_class": result.error_class}
 
 
-def send_result(app: Celery, settings: Settings, result: JobResult) -> None:
-    """Send ``result`` to the writer by task name (queue ``results``)."""
-    app.send_task(
-        TASK_RECORD_RESULT,
-        kwargs={"result": wire.encode(result)},
-        queue=settings.results_queue,
-        kwargsrepr=repr(result_labels(result)),
-    )
+SEND_RETRY_FIRST_S = 0.5
+"""First wait before sending a result again that the broker refused, in seconds (then doubling)."""
+
+SEND_RETRY_MAX_S = 30.0
+"""Longest wait between two tries of sending one result, in seconds."""
+
+
+def send_result(
+    app: Celery, settings: Settings, result: JobResult, *, sleep: Callable[[float], None] = time.sleep
+) -> None:
+    """Send ``result`` to the writer by task name (queue ``results``), until the broker takes it.
+
+    A full broker (``maxmemory``, e.g. while the writer is down) or a lost connection refuses the send: it is
+    tried again with backoff, never given up (the job's message stays unacknowledged meanwhile, so nothing is
+    lost whatever happens to this process). Celery's soft time limit, should it fire meanwhile, is ignored:
+    its hard limit ends this pool process and the job is redelivered.
+
+    Raises:
+        Exception: a failure that is not the broker being full or unreachable.
+    """
+    from celery.exceptions import SoftTimeLimitExceeded
+
+    from accelerate_core import broker
+
+    delay = SEND_RETRY_FIRST_S
+    for attempt in itertools.count(1):
+        try:
+            app.send_task(
+                TASK_RECORD_RESULT,
+                kwargs={"result": wire.encode(result)},
+                queue=settings.results_queue,
+                kwargsrepr=repr(result_labels(result)),
+            )
+            return
+        except Exception as e:
+            if not (broker.is_transient(e) or isinstance(e, SoftTimeLimitExceeded)):
+                raise
+            logger.warning("job %s: the broker refused its result (try %d: %s); again in %.1f s", result.key,
+                           attempt, str(e).split("\n")[0][:200] or type(e).__name__, delay)  # fmt: skip
+        try:
+            sleep(delay)
+        except SoftTimeLimitExceeded:
+            logger.warning("job %s: Celery's soft limit fired while its result waited for the broker", result.key)
+        delay = min(SEND_RETRY_MAX_S, delay * 2)
 
 
 def worker_info(node: str, pin: pinning.Pinning) -> WorkerInfo:
