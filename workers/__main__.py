@@ -128,7 +128,7 @@ def _serve_store(
 ) -> int:
     """Open the results DB (waiting while another process holds it), host its results service, serve the queue."""
     from workers import reconciler, writer
-    from workers.service import hosted_service
+    from workers.service import hosted_service, writer_probe
 
     store = writer.open_store(settings.results_db, state, stop)
     if store is None:
@@ -137,7 +137,10 @@ def _serve_store(
         w = writer.ResultWriter(store, settings, publish=writer.redis_publisher(client), state=state,
                                 fence=lock.check, dead_letter=writer.redis_dead_letters(client, state))  # fmt: skip
         rec = reconciler.for_writer(store, client, settings)
-        with hosted_service(settings, api, version=lambda: w.commits, last_commit=lambda: w.committed_at) as url:
+        probe = writer_probe(client, settings.results_queue, state)
+        with hosted_service(
+            settings, api, version=lambda: w.commits, last_commit=lambda: w.committed_at, writer=probe
+        ) as url:
             state.api_url = url  # advertised in the heartbeat: the CLI reads through it
             logger.info("writer ready: queue %s -> %s; results on %s", settings.results_queue, settings.results_db,
                         url or "no service")  # fmt: skip

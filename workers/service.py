@@ -20,8 +20,12 @@ from typing import TYPE_CHECKING
 from accelerate_core.errors import ConfigError
 
 if TYPE_CHECKING:
+    import redis
+
     from accelerate_core.config import Settings
     from accelerate_core.service import ServiceConfig
+    from accelerate_core.service.metrics import WriterProbe
+    from workers.keeper import WriterState
 
 logger = logging.getLogger(__name__)
 
@@ -40,9 +44,35 @@ def advertised_url(settings: Settings, bound: str, port: int) -> str:
     return bound
 
 
+def writer_probe(client: redis.Redis, queue: str, state: WriterState) -> WriterProbe:
+    """The writer's figures for ``/metrics``, read on each scrape: backlog and lag from the broker, dead letters.
+
+    A broker that cannot be read makes the scrape fail with one line (a BrokerError), never a stale figure.
+    """
+    import redis as redis_lib
+
+    from accelerate_core.errors import BrokerError
+    from accelerate_core.service import WriterFigures
+    from workers.keeper import backlog
+
+    def figures() -> WriterFigures:
+        try:
+            waiting, oldest_s = backlog(client, queue)
+        except redis_lib.RedisError as e:
+            raise BrokerError(f"the writer cannot read its backlog from the broker ({e})") from e
+        return WriterFigures(waiting, oldest_s or 0.0, state.dead_letters)
+
+    return figures
+
+
 @contextmanager
 def hosted_service(
-    settings: Settings, config: ServiceConfig, *, version: Callable[[], Hashable], last_commit: Callable[[], float]
+    settings: Settings,
+    config: ServiceConfig,
+    *,
+    version: Callable[[], Hashable],
+    last_commit: Callable[[], float],
+    writer: WriterProbe | None = None,
 ) -> Iterator[str | None]:
     """Serve the results of ``settings.results_db`` (which this process holds open) while the block runs.
 
@@ -52,6 +82,7 @@ def hosted_service(
             before it takes the lock).
         version: the writer's count of commits (answers are cached until the next one).
         last_commit: the monotonic time of the writer's last commit (reads yield to ingest after it).
+        writer: the writer's backlog, lag and dead letters for ``/metrics`` (:func:`writer_probe`).
 
     Yields:
         The advertised URL, or None when the address could not be bound (logged; ingest goes on).
@@ -61,7 +92,7 @@ def hosted_service(
 
     source = ReadSource.open(settings.results_db)  # a cursor of this process's own read-write connection
     busy = lambda: time.monotonic() - last_commit() < BUSY_FOR_S  # noqa: E731
-    service = ResultsService(source, config, hooks=HostHooks(version=version, busy=busy))
+    service = ResultsService(source, config, hooks=HostHooks(version=version, writer=writer, busy=busy))
     try:
         try:
             service.start()

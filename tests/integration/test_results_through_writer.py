@@ -19,10 +19,13 @@ from typing import Any
 import duckdb
 import pytest
 
+from accelerate_core.config import Settings
+from scheduler.planning_inputs import past_durations
 from tests.support import http, processes
+from tests.support.cli import seed_catalog_index
 from tests.support.processes import wait_for
 from tests.support.redis_server import RedisServer, free_port
-from tests.support.results_service import RUNS, build_store
+from tests.support.results_service import HARDWARE, RUNS, build_store
 
 pytestmark = pytest.mark.redis
 
@@ -38,6 +41,7 @@ class Setup:
     env: dict[str, str]
     url: str
     local: dict[str, Any]
+    durations: dict[str, dict[str, float]]
 
 
 def _accel(*args: str, env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
@@ -79,12 +83,13 @@ def setup(redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory) -
     env.update(ACCEL_BROKER_URL=redis_server.url, ACCEL_RESULTS_DB=str(db), ACCEL_REPORTS_DIR=str(base / "reports"),
                ACCEL_SERVE_PORT=str(port), ACCEL_SERVE_TOKEN=TOKEN)  # fmt: skip
     local = _read_all(env, base, "local")  # Given what each command says over the file itself
+    durations = past_durations(Settings.load(environ=env), HARDWARE)
     writer = processes.start([sys.executable, "-m", "scheduler", "writer"], env=env, cwd=REPO,
                              log=base / "writer.log")  # fmt: skip
     url = f"http://127.0.0.1:{port}"
     try:
         wait_for(lambda: _answers(f"{url}/api"), 60, "the writer's results service")
-        yield Setup(base, env, url, local)
+        yield Setup(base, env, url, local, durations)
     finally:
         processes.stop(writer)
 
@@ -171,3 +176,29 @@ def test_a_writer_bound_off_loopback_without_a_token_refuses_to_start(tmp_path: 
     done = _accel("writer", env=env, cwd=tmp_path)
     assert done.returncode == 2 and "refusing to serve results on 0.0.0.0 without a token" in done.stderr
     assert not (tmp_path / "r.duckdb").exists()
+
+
+def test_fleet_planning_reads_past_durations_through_the_writer(setup: Setup) -> None:
+    # Given past durations of every model on cpu and cuda in the held DB
+    assert set(setup.durations) == set(HARDWARE) and all(len(d) == 4 for d in setup.durations.values())
+    # When the planner asks for them while the writer holds the DB; Then it gets the same ones through the service
+    assert past_durations(Settings.load(environ=setup.env), HARDWARE) == setup.durations
+
+
+def test_metrics_carry_the_writers_backlog_and_lag(setup: Setup) -> None:
+    status, body = http.get(f"{setup.url}/metrics", auth=("reader", TOKEN))
+    text = body.decode()
+    assert status == 200 and "accel_writer_backlog_messages 0.0" in text
+    assert "accel_writer_lag_seconds 0.0" in text and "accel_writer_dead_letters 0.0" in text
+
+
+def test_run_on_the_fleet_prints_its_page(setup: Setup) -> None:
+    # Given a catalog index where `accel run` looks; When a run is sent to the fleet (this test runs last)
+    seed_catalog_index(setup.base)
+    done = _accel("run", "--phase", "pages", "--models", "bert", "--hardware", "cpu", env=setup.env, cwd=setup.base)
+    # Then it names the page of the run on the writer's service, which the writer then serves
+    assert done.returncode == 0, done.stderr
+    line = next(ln for ln in done.stdout.splitlines() if "results at" in ln)
+    run_id, page = line.split()[1].rstrip(":"), line.split()[-1]
+    assert page == f"{setup.url}/runs/{run_id}"
+    wait_for(lambda: http.get(f"{page}", auth=("reader", TOKEN))[0] == 200, 60, "the new run's page")
