@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any, Final
 from accelerate_core import wire
 from accelerate_core.constants import JOB_ENTRY, RUN_COMPLETE, RUN_INTERRUPTED, RUN_RUNNING
 from accelerate_core.contracts import JobResult, JobSpec, Makespan, RunParams, RunPlan
-from accelerate_core.errors import ConfigError
+from accelerate_core.errors import ConfigError, StoreWriteError
 from accelerate_core.finish import finish_run
 from accelerate_core.job_outcome import outcome_to_result
 from scheduler.plan import order_jobs
@@ -48,6 +48,8 @@ _FLUSH_EVERY_S: Final = 1.0
 _FLUSH_BATCH: Final = 32
 _SNAPSHOT_EVERY_S: Final = 2.0
 _POLL_S: Final = 0.5
+_RETRY_MIN_S: Final = 0.5
+_RETRY_MAX_S: Final = 8.0
 
 
 @dataclass
@@ -189,6 +191,7 @@ class _Feeder:
         self._batch: list[JobResult] = []
         self._last_flush = time.monotonic()
         self._last_snapshot = 0.0
+        self._failing_since: float | None = None  # while the store cannot write (a full disk)
 
     def run(self, pending: Sequence[JobSpec], summary: RunSummary) -> None:
         """Run ``pending`` to the end or until ``stop`` is set; fill ``summary``'s timings."""
@@ -207,7 +210,7 @@ class _Feeder:
                 summary.wall_s = time.monotonic() - started  # to the last outcome, not the server's shutdown
                 if running:  # stopped: end the children; their jobs keep no terminal row
                     server.close()
-        self._flush()
+        self._flush(until_durable=True)
         self._snapshot(force=True)
 
     def _loop(
@@ -232,7 +235,10 @@ class _Feeder:
             running[spec.key] = spec
             submitted.append(spec.key)
         if submitted:
-            self.store.mark_running(submitted, self.worker_id, time.time())
+            try:
+                self.store.mark_running(submitted, self.worker_id, time.time())
+            except StoreWriteError as e:  # only bookkeeping: the results are what must be kept
+                self._store_failed(e)
             if self.progress is not None:
                 self.progress.set_running(len(running))
 
@@ -256,18 +262,45 @@ class _Feeder:
         if len(self._batch) >= _FLUSH_BATCH or (self._batch and time.monotonic() - self._last_flush >= _FLUSH_EVERY_S):
             self._flush()
 
-    def _flush(self) -> None:
-        if self._batch:
-            self.store.record_results(self._batch)
+    def _flush(self, *, until_durable: bool = False) -> None:
+        """Write the held results; while the store cannot (a full disk) keep them, and with ``until_durable``
+        retry with backoff until it can or the run is stopped."""
+        pause = _RETRY_MIN_S
+        while self._batch:
+            try:
+                self.store.record_results(self._batch)
+            except StoreWriteError as e:
+                self._store_failed(e)
+                if not until_durable or self.stop.wait(pause):
+                    break
+                pause = min(pause * 2, _RETRY_MAX_S)
+                continue
             self._batch = []
+            if self._failing_since is not None:
+                logger.info("the results store writes again after %.0f s", time.monotonic() - self._failing_since)
+                self._failing_since = None
         self._last_flush = time.monotonic()
+
+    def _store_failed(self, e: StoreWriteError) -> None:
+        """Say once (one line) that the store cannot write and what happens now."""
+        if self._failing_since is None:
+            self._failing_since = time.monotonic()
+            logger.error(
+                "accel run: %s; keeping %d results in memory and retrying until it writes again (free space under %s)",
+                e,
+                len(self._batch),
+                self.settings.results_db.parent,
+            )
 
     def _snapshot(self, *, force: bool = False) -> None:
         now = time.monotonic()
         if force or now - self._last_snapshot >= _SNAPSHOT_EVERY_S:
             self._flush()
-            self.store.write_status_snapshot(self.run_id, snapshot_dir(self.settings))
             self._last_snapshot = now
+            try:
+                self.store.write_status_snapshot(self.run_id, snapshot_dir(self.settings))
+            except OSError as e:  # the same full disk: the store's line already says so
+                logger.debug("the status snapshot of run %s could not be written: %s", self.run_id, e)
 
 
 def child_env(settings: Settings, slots: int) -> dict[str, str]:

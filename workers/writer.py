@@ -83,6 +83,9 @@ RETRY_MIN_S = 0.5
 RETRY_MAX_S = 8.0
 """The longest pause between two tries of a failed batch, in seconds."""
 
+REPORT_RETRY_S = 5.0
+"""Least time between two tries to finish a run whose report could not be written, in seconds."""
+
 SNAPSHOT_EVERY_S = 1.0
 """Least time between two status snapshots of one run, in seconds."""
 
@@ -154,6 +157,7 @@ class ResultWriter:
         """Batches and runs committed so far: the store's version for the results service's answer cache."""
         self.committed_at = -1e9
         """When (``clock``) the last commit was: the service's reads yield to ingest for a while after it."""
+        self._reports_tried = -1e9
 
     def handle(self, task: str, kwargs: dict[str, Any]) -> None:
         """Apply one message (a task name and its keyword arguments); results are held for :meth:`flush`.
@@ -303,13 +307,33 @@ class ResultWriter:
                 done = run_id not in self.reported and self.store.is_phase_done(run_id)
                 if done:
                     self._finish_run(run_id)
+            except (OSError, StoreError) as e:  # a full disk, say: retried by retry_reports
+                logger.error("finishing run %s failed (%s): trying again every %.0f s", run_id, e, REPORT_RETRY_S)
+                self.report_errors[run_id] = f"{type(e).__name__}: {e}"
             except Exception as e:
                 logger.exception("finishing run %s failed", run_id)
                 self.report_errors[run_id] = f"{type(e).__name__}: {e}"
             try:
                 self._snapshot(run_id, force=force_snapshot or done)
+            except OSError as e:
+                logger.warning("the status snapshot of run %s failed: %s", run_id, e)
             except Exception:
                 logger.exception("the status snapshot of run %s failed", run_id)
+
+    def retry_reports(self) -> None:
+        """Finish again the runs whose finishing failed (a full disk), every :data:`REPORT_RETRY_S` at most."""
+        now = self.clock()
+        if not self.report_errors or now - self._reports_tried < REPORT_RETRY_S:
+            return
+        self._reports_tried = now
+        for run_id in sorted(self.report_errors):
+            try:
+                self._finish_run(run_id)
+            except (OSError, StoreError) as e:
+                self.report_errors[run_id] = f"{type(e).__name__}: {e}"
+                continue
+            del self.report_errors[run_id]
+            self._after_commit({run_id}, force_snapshot=True)
 
     def _finish_run(self, run_id: str) -> None:
         finish_run(self.store, run_id, self.settings.reports_dir)
@@ -487,6 +511,7 @@ def serve(
 
     total = 0
     pause = RETRY_MIN_S
+    failing_since: float | None = None
     while not stop.is_set():
         try:
             if lock is not None:
@@ -495,8 +520,11 @@ def serve(
             if raws:
                 total += process_batch(w, raws)
                 intake.settle(raws)
-            w.state.state, w.state.last_error = "writing", None
+            if failing_since is not None:
+                logger.info("writer: writing again after %.0f s; nothing was lost", time.monotonic() - failing_since)
+            w.state.state, w.state.last_error, failing_since = "writing", None, None
             pause = RETRY_MIN_S
+            w.retry_reports()
             if reconcile is not None:
                 reconcile()
         except LockLostError:
@@ -504,7 +532,9 @@ def serve(
         except (StoreError, redis_lib.RedisError) as e:
             if isinstance(e, StoreError):
                 w.state.state, w.state.last_error = "store-failing", str(e)
-            logger.error("writer: %s; keeping the batch, retrying in %.1f s", e, pause)
+            if failing_since is None:  # one line per outage, not one per try
+                failing_since = time.monotonic()
+                logger.error("writer: %s; keeping the batch unacknowledged and retrying until it is written", e)
             stop.wait(pause)
             pause = min(pause * 2, RETRY_MAX_S)
     return total

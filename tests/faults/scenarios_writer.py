@@ -10,9 +10,11 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
+import psutil
+
 from accelerate_core import liveness, wire
 from accelerate_core.constants import STATUS_DONE, TASK_RECORD_RESULT, TASK_RECORD_RUN, WRITER_PROCESSING_KEY
-from accelerate_core.contracts import JobResult, RunPlan
+from accelerate_core.contracts import JobResult, JobSpec, RunParams, RunPlan
 from tests.faults.harness import FaultOutcome, Fleet, dry_plan, fault
 
 COMPLETE_S = 90.0
@@ -141,3 +143,89 @@ def malformed_results(fleet: Fleet) -> FaultOutcome:
     count = json.loads(listed.stdout)["count"] if listed.returncode == 0 else -1
     note = f"{count} of {len(bad)} malformed messages dead-lettered ({', '.join(bad)})"
     return fleet.outcome("malformed-results", plan, started, completed=done and count == len(bad), note=note)
+
+
+FULL_S = 4.0
+"""How long the disk stays full in the full-disk scenarios, in seconds."""
+
+
+def _fill_disk(pid: int) -> Callable[[], None]:
+    """Make every file write of process ``pid`` past its first byte fail (``RLIMIT_FSIZE``: EFBIG, as a full
+    disk would); return the function that gives the space back."""
+    proc = psutil.Process(pid)
+    before = proc.rlimit(psutil.RLIMIT_FSIZE)
+    proc.rlimit(psutil.RLIMIT_FSIZE, (1, before[1]))
+    return lambda: proc.rlimit(psutil.RLIMIT_FSIZE, before)
+
+
+@fault("full-disk-fleet")
+def full_disk_under_the_writer(fleet: Fleet) -> FaultOutcome:
+    """The disk under the results DB fills mid-run, then space returns: the writer says so in one line, keeps
+    its batch, and writes everything once it can; the run completes."""
+    writer = fleet.writer()
+    fleet.worker("cpu0", "--concurrency", "2")
+    plan = dry_plan("faults-full-fleet", 40, sleep_s=0.1)
+    fleet.dispatch(plan)
+    fleet.wait_for(lambda: (s := fleet.status(plan.run_id)) is not None and s.terminal >= 3, COMPLETE_S, "results")
+    started = time.monotonic()
+    give_back = _fill_disk(writer.pid)
+    failing = _wait_quietly(lambda: _writer_state(fleet) == "store-failing", COMPLETE_S)
+    time.sleep(FULL_S)
+    give_back()
+    done = fleet.wait_complete(plan.run_id, COMPLETE_S)
+    lines = [ln for ln in fleet.log("writer").splitlines() if "the commit failed" in ln]
+    clear = failing and len(lines) == 1 and "Traceback" not in fleet.log("writer")
+    note = f"heartbeat said store-failing: {failing}; {len(lines)} line(s): {lines[0][-160:] if lines else ''}"
+    return fleet.outcome("full-disk-fleet", plan, started, completed=done and clear, note=note)
+
+
+def _writer_state(fleet: Fleet) -> str | None:
+    beat = liveness.read_writer(fleet.redis())
+    return None if beat is None else beat.state
+
+
+LOCAL_LINE = "retrying until it writes again"
+"""What the local run's one line about a store that cannot write says."""
+
+LOCAL_MODELS = "bert,gpt2"
+"""The local full-disk run's models (tiny, quick to build)."""
+
+
+@fault("full-disk-local")
+def full_disk_under_a_local_run(fleet: Fleet) -> FaultOutcome:
+    """The disk under the results DB fills during a local ``accel run`` (no broker), then space returns: one
+    line, no traceback, the run completes with every job recorded once."""
+    env = {"ACCEL_BROKER_URL": "", "ACCEL_BROKER_PASSWORD": ""}
+    run = fleet.spawn("local-run", "run", "--phase", "faults-local", "--models", LOCAL_MODELS, "--hardware", "cpu",
+                      "--jobs", "2", "--json", env=env)  # fmt: skip
+    # The fork server starts after the run is recorded; its jobs must keep their own file limits.
+    fleet.wait_for(lambda: _fork_server_up(run.pid) or run.poll() is not None, COMPLETE_S, "the local fork server")
+    started = time.monotonic()
+    give_back = _fill_disk(run.pid)
+    _wait_quietly(lambda: LOCAL_LINE in fleet.log("local-run") or run.poll() is not None, COMPLETE_S)
+    time.sleep(FULL_S)
+    give_back()
+    fleet.wait_for(lambda: run.poll() is not None, COMPLETE_S * 2, "the local run to end")
+    output = fleet.log("local-run")
+    lines = [ln for ln in output.splitlines() if LOCAL_LINE in ln]
+    run_id = json.loads(output[output.index("{") :])["run_id"] if "{" in output else ""
+    plan = RunPlan(run_id, "faults-local", 0.0, RunParams(), tuple(_planned(fleet, run_id)))
+    clear = run.returncode == 0 and len(lines) == 1 and "Traceback" not in output and len(plan.jobs) == 2
+    note = f"exit {run.returncode}; {len(lines)} line(s) about the store: {lines[0][-160:] if lines else ''}"
+    return fleet.outcome("full-disk-local", plan, started, completed=clear, note=note)
+
+
+def _fork_server_up(pid: int) -> bool:
+    try:
+        return bool(psutil.Process(pid).children())
+    except psutil.NoSuchProcess:
+        return False
+
+
+def _planned(fleet: Fleet, run_id: str) -> list[JobSpec]:
+    """The run's planned jobs as the store lists them (the local run planned them itself)."""
+    from accelerate_core.store import ResultsStore
+
+    with ResultsStore.open(fleet.settings.results_db, read_only=True) as store:
+        keys = [k for (k,) in store.query("SELECT job_key FROM jobs WHERE run_id = ?", [run_id])]
+    return [JobSpec(key=k, run_id=run_id, model_type=k.split(":")[1], hardware="cpu", kind="test") for k in keys]
