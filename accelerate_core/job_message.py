@@ -33,7 +33,7 @@ def job_labels(spec: JobSpec) -> dict[str, Any]:
     return {"model_type": spec.model_type, "hardware": spec.hardware, "kind": spec.kind, "run_id": spec.run_id}
 
 
-def send_job(app: TaskSender, settings: Settings, spec: JobSpec, *, producer: Any = None) -> None:
+def send_job(app: TaskSender, settings: Settings, spec: JobSpec, *, producer: Any = None, queue: Any = None) -> None:
     """Send ``spec`` to its hardware queue (task id = job key).
 
     Args:
@@ -41,13 +41,14 @@ def send_job(app: TaskSender, settings: Settings, spec: JobSpec, *, producer: An
         settings: the queue names.
         spec: the job.
         producer: a kombu producer to reuse across many sends (None: the app acquires one).
+        queue: another queue (a name or a kombu ``Queue``: ``accel run --dry`` sends to each node's own).
     """
     soft, hard = backstop_limits(spec.limits.hard_s)
     app.send_task(
         TASK_RUN_JOB,
         kwargs={"spec": wire.encode(spec)},
         task_id=spec.key,
-        queue=settings.queue_for(spec.hardware),
+        queue=queue if queue is not None else settings.queue_for(spec.hardware),
         soft_time_limit=soft,
         time_limit=hard,
         kwargsrepr=repr(job_labels(spec)),

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 from accelerate_core import broker, reconcile, wire
 from accelerate_core.config import Settings
 from accelerate_core.constants import HARDWARE_KINDS, TASK_RECORD_RESULT, TASK_RECORD_RUN
-from accelerate_core.contracts import ReconcileReport, RunPlan, StatusSnapshot
+from accelerate_core.contracts import JobSpec, ReconcileReport, RunPlan, StatusSnapshot
 from accelerate_core.errors import BrokerError, RunStalledError, UnknownRunError
 from accelerate_core.job_message import send_job
 from scheduler.stall import Liveness, StallWatch
@@ -104,8 +104,13 @@ def live_nodes(settings: Settings, timeout_s: float = INSPECT_TIMEOUT_S) -> list
     return sorted(live_queues(settings, timeout_s))
 
 
-def dispatch(settings: Settings, plan: RunPlan, app: Celery | None = None) -> int:
+def dispatch(
+    settings: Settings, plan: RunPlan, app: Celery | None = None, *, route: Callable[[JobSpec], Any] | None = None
+) -> int:
     """Record ``plan`` through the writer and send each runnable job to its hardware queue.
+
+    ``route`` picks another queue for a job (a name or a kombu ``Queue``; ``accel run --dry`` sends to each
+    node's own queue).
 
     Returns:
         The number of jobs sent.
@@ -125,7 +130,7 @@ def dispatch(settings: Settings, plan: RunPlan, app: Celery | None = None) -> in
             _send_run(quiet, settings, plan, producer)
         with app.producer_or_acquire() as producer:
             for spec in jobs:
-                send_job(app, settings, spec, producer=producer)
+                send_job(app, settings, spec, producer=producer, queue=route(spec) if route else None)
     except BrokerError:
         raise
     except Exception as e:

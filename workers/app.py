@@ -20,7 +20,8 @@ What the configuration guarantees, and why:
   reach this node's visibility timeout runs with one cut to fit (``workers.tasks.fit_limits``).
 - Task events (and sent events) on, so Flower shows the fleet live; no result backend: results
   travel to the writer as tasks of their own and land in DuckDB.
-- Routes: a queue per hardware kind (``hw.cpu``, ``hw.cuda``, ...) and ``results`` for the writer.
+- Routes: a queue per hardware kind (``hw.cpu``, ``hw.cuda``, ...) and ``results`` for the writer; each
+  node also consumes its own direct queue (``worker_direct``), so a smoke test reaches every node.
 
 ``workers.app:app`` is the app of this process, built on first use from ``Settings.load()`` (that
 is, ``ACCEL_CONFIG`` / ``ACCEL_*`` variables), so ``celery -A workers.app:app ...`` works.
@@ -75,6 +76,8 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "task_acks_on_failure_or_timeout": False,
         "task_reject_on_worker_lost": True,
         "worker_prefetch_multiplier": 1,
+        # Each node also consumes a queue of its own (``<node>.dq2``): `accel run --dry` reaches every node.
+        "worker_direct": True,
         "worker_send_task_events": True,
         "task_send_sent_event": True,
         "task_default_queue": settings.queue_for("cpu"),

@@ -12,7 +12,7 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from accelerate_core import wire
-from accelerate_core.constants import STATUS_DONE, STATUS_RUNNING, TERMINAL_STATUSES
+from accelerate_core.constants import JOB_KIND_DRY, STATUS_DONE, STATUS_RUNNING, TERMINAL_STATUSES
 from accelerate_core.contracts import FailureRow, JobSpec, RunParams, RunRecord, StatusSnapshot, TemplateRef
 from accelerate_core.errors import ContractError, StoreError, UnknownRunError
 from accelerate_core.store.schema import NOT_FAILED_SQL, TERMINAL_SQL
@@ -162,7 +162,19 @@ def run_progress(conn: DuckDBPyConnection, run_id: str, *, now: float | None = N
         expected_s_left=work_left / slots,
         elapsed_s=clock - started[0] if started and started[0] is not None else 0.0,
         updated_at=clock,
+        round_trip_s=_round_trips(conn, run_id),
     )
+
+
+def _round_trips(conn: DuckDBPyConnection, run_id: str) -> dict[str, float]:
+    """Per worker node, its slowest ``dry`` job done: from queued (the run recorded) to its result recorded."""
+    rows = conn.execute(
+        f"""SELECT worker_id, max(updated_at - queued_at) FROM jobs
+            WHERE run_id = ? AND kind = '{JOB_KIND_DRY}' AND status = '{STATUS_DONE}' AND worker_id IS NOT NULL
+            GROUP BY worker_id""",
+        [run_id],
+    ).fetchall()
+    return {str(worker): round(float(seconds), 6) for worker, seconds in rows}
 
 
 def _counts(conn: DuckDBPyConnection, run_id: str) -> tuple[dict[str, int], dict[str, dict[str, int]]]:

@@ -8,12 +8,13 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from accelerate_core.constants import RUN_COMPLETE
-from scheduler.cli.common import EXIT_OK, emit_json, err, fail, is_tty, out, state
+from accelerate_core.constants import RUN_COMPLETE, STATUS_DONE
+from scheduler.cli.common import EXIT_JOB_FAILED, EXIT_OK, emit_json, err, fail, is_tty, out, state
 
 if TYPE_CHECKING:
     from accelerate_core.config import Settings
     from accelerate_core.contracts import RunPlan
+    from scheduler.dry import DryRun
     from scheduler.local import RunSummary
 
 EXIT_INTERRUPTED = 130
@@ -36,6 +37,9 @@ def run_command(
     resume: Annotated[str | None, typer.Option("--resume", help="run only the unfinished jobs of RUN")] = None,
     broker: Annotated[str | None, typer.Option("--broker", help="Redis URL: run on the fleet")] = None,
     wait: Annotated[bool, typer.Option("--wait", help="with a broker: wait for the phase to finish")] = False,
+    dry: Annotated[
+        bool, typer.Option("--dry", help="smoke test: one dry job through each live node (--wait: round trips)")
+    ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="print the summary as JSON")] = False,
 ) -> None:
     """Plan a phase-end run over the selected architectures and run it; write its report."""
@@ -46,6 +50,8 @@ def run_command(
         settings = settings.with_overrides(broker_url=broker, source="--broker")
     if jobs:
         settings = settings.with_overrides(concurrency=jobs, source="--jobs")
+    if dry:
+        _run_dry(settings, phase, resume, wait, as_json)
     if resume is None and not phase:
         raise fail("give --phase NAME for a new run (or --resume RUN)")
     if resume is not None:
@@ -172,6 +178,42 @@ def warn_without_writer(settings: Settings) -> None:
 
     if writer_heartbeat(settings) is None:
         err.print(NO_WRITER_WARNING, markup=False)
+
+
+def _run_dry(settings: Settings, phase: str | None, resume: str | None, wait: bool, as_json: bool) -> None:
+    """``accel run --dry``: one dry job through each live node; exits 0 when every node answered (or no --wait)."""
+    from accelerate_core.names import check_name
+
+    if resume is not None:
+        raise fail("--dry starts a new run: drop --resume")
+    if not settings.broker_url:
+        raise fail("--dry sends a dry job to each live worker node: it needs a fleet (ACCEL_BROKER_URL or --broker)")
+    from scheduler.dry import DRY_PHASE, run_dry
+
+    warn_without_writer(settings)
+    result = run_dry(settings, phase=check_name(phase or DRY_PHASE, "--phase"), wait=wait)
+    if as_json:
+        emit_json(result.to_json())
+    else:
+        _print_dry(result)
+    raise typer.Exit(EXIT_OK if result.ok else EXIT_JOB_FAILED)
+
+
+def _print_dry(result: DryRun) -> None:
+    out.print(f"run {result.run_id}: a dry job sent to each of {len(result.trips)} live nodes", markup=False)
+    if not result.waited:
+        out.print(f"follow it with `accel status {result.run_id}`; --wait shows each node's round trip", markup=False)
+        return
+    from scheduler.cli.text import PlainTable
+
+    table = PlainTable("node", "hardware", "round trip", "status")
+    for t in result.trips:
+        trip = f"{1000 * t.round_trip_s:.1f} ms" if t.round_trip_s is not None else "-"
+        table.add_row(t.node, t.hardware, trip, t.status)
+    out.print(table)
+    answered = sum(t.status == STATUS_DONE for t in result.trips)
+    line = f"{answered}/{len(result.trips)} nodes answered; {result.wall_s:.1f} s in all"
+    out.print(line + (f"; report: {result.report_dir}" if result.report_dir else ""), markup=False)
 
 
 def _print_plan(plan: RunPlan, slots: int) -> None:

@@ -1,6 +1,7 @@
 """The operators' fleet commands on real processes: a redis-server of its own, the writer, prefork worker nodes.
 
-``accel workers`` lists a node started mid-test (with ``-n``, ``-Q`` and Celery options after ``--``).
+``accel workers`` lists a node started mid-test (with ``-n``, ``-Q`` and Celery options after ``--``);
+``accel run --dry --wait`` reports each live node's round trip; ``accel run`` warns when no writer is alive.
 The tests share one fleet and run in file order.
 """
 
@@ -10,6 +11,7 @@ import json
 import os
 import socket
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -99,6 +101,28 @@ def _stats(fleet: FleetProcesses, node: str) -> dict[str, Any]:
     finally:
         app.close()
     return found
+
+
+def test_run_dry_wait_reports_each_live_nodes_round_trip(fleet: FleetProcesses) -> None:
+    # Given two live nodes (cpu0 and smoke, from the test above) and the writer
+    # When the smoke test runs and waits
+    done = fleet.accel("run", "--dry", "--wait", "--json")
+    # Then each node ran its own dry job, and its round trip to the store is reported
+    assert done.returncode == 0, done.stderr + fleet.log("writer")[-1500:]
+    result = json.loads(done.stdout)
+    nodes = {n["node"]: n for n in result["nodes"]}
+    assert set(nodes) == {f"cpu0@{HOST}", f"smoke@{HOST}"}
+    for node in nodes.values():
+        assert node["status"] == "done" and node["hardware"] == "cpu", node
+        assert 0 < node["round_trip_s"] < 60, node
+    assert result["ok"] and result["waited"] and Path(result["report_dir"], "report.json").is_file()
+    # and the table says the same for a person
+    text = fleet.accel("run", "--dry", "--wait")
+    assert text.returncode == 0, text.stderr
+    assert "2/2 nodes answered" in text.stdout and f"smoke@{HOST}" in text.stdout and " ms " in text.stdout
+    # and without --wait it says where to follow the run
+    sent = fleet.accel("run", "--dry")
+    assert sent.returncode == 0 and "a dry job sent to each of 2 live nodes" in sent.stdout
 
 
 # -- last: the writer stops -------------------------------------------------------------------------------
