@@ -13,10 +13,12 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from typing import TYPE_CHECKING
 
 from accelerate_core import wire
-from accelerate_core.constants import WRITER_HEARTBEAT_KEY, WRITER_HEARTBEAT_TTL_S
+from accelerate_core.celery_message import envelope, task_kwargs
+from accelerate_core.constants import WRITER_HEARTBEAT_KEY, WRITER_HEARTBEAT_TTL_S, WRITER_PROCESSING_KEY
 from accelerate_core.contracts import WriterHeartbeat
 from accelerate_core.errors import ContractError
 
@@ -49,6 +51,40 @@ def read_writer(client: redis.Redis) -> WriterHeartbeat | None:
     except (ValueError, ContractError) as e:
         logger.warning("the writer's heartbeat in redis is unreadable: %s", e)
         return None
+
+
+def results_backlog(client: redis.Redis, queue: str) -> tuple[int, float | None]:
+    """Messages waiting for the writer (queue + claimed batch), and how long the oldest waiting result is done.
+
+    Read from the queue itself, so it is right with no writer alive too. The oldest message is the claimed
+    batch's first (or the queue's tail); a result carries its ``finished_at``, other messages (a run, a worker)
+    say nothing about age.
+
+    Raises:
+        redis.RedisError: the broker cannot be read.
+    """
+    pipe = client.pipeline(transaction=False)
+    pipe.llen(queue)
+    pipe.llen(WRITER_PROCESSING_KEY)
+    pipe.lindex(WRITER_PROCESSING_KEY, -1)
+    pipe.lindex(queue, -1)
+    waiting, claimed, first_claimed, oldest_queued = pipe.execute()
+    oldest = first_claimed if first_claimed is not None else oldest_queued
+    finished = _finished_at(oldest) if oldest is not None else None
+    age = max(0.0, time.time() - finished) if finished is not None else None
+    return int(waiting) + int(claimed), age
+
+
+def _finished_at(raw: bytes) -> float | None:
+    """The ``finished_at`` of the first result in a raw Celery message, or None (not a result, or unreadable)."""
+    message = envelope(raw)
+    try:
+        kwargs = task_kwargs(message) if message is not None else {}
+    except ContractError:
+        return None
+    result = kwargs.get("result") or (kwargs.get("results") or [None])[0]
+    value = result.get("finished_at") if isinstance(result, dict) else None
+    return float(value) if isinstance(value, int | float) else None
 
 
 def describe(beat: WriterHeartbeat | None) -> str:

@@ -39,24 +39,33 @@ SOURCE_API = "results service"
 
 @dataclass(frozen=True, slots=True)
 class WriterState:
-    """The fleet writer as ``accel status`` shows it: its heartbeat (None: none alive), or why none could be read."""
+    """The fleet writer as ``accel status`` shows it: its heartbeat (None: none alive), or why none could be read.
+
+    ``backlog`` and ``oldest_s`` are read from the ``results`` queue itself when no writer is alive to say them.
+    """
 
     heartbeat: WriterHeartbeat | None = None
+    backlog: int = 0
+    oldest_s: float | None = None
     error: str | None = None
 
     def to_json(self) -> dict[str, Any]:
-        """Plain JSON data: ``alive``, the heartbeat's fields (backlog, oldest_s, ...) and ``error``."""
+        """Plain JSON data: ``alive``, the heartbeat's fields (``backlog``, ``oldest_s``, ...) and ``error``."""
         beat = wire.encode(self.heartbeat) if self.heartbeat is not None else {}
         beat.pop(wire.VERSION_KEY, None)
-        return {"alive": self.heartbeat is not None, **beat, "error": self.error}
+        return {"alive": self.heartbeat is not None, "backlog": self.backlog, "oldest_s": self.oldest_s, **beat,
+                "error": self.error}  # fmt: skip
 
     def line(self) -> str:
-        """One line: alive or not (and what to do), and how far behind the results queue it is."""
+        """One line: alive or not (and what to do), and how far behind the results queue is."""
         from accelerate_core import liveness
 
         if self.error is not None:
             return f"  writer: unknown ({self.error})"
-        return "  " + liveness.describe(self.heartbeat)
+        if self.heartbeat is not None:
+            return "  " + liveness.describe(self.heartbeat)
+        oldest = f", oldest result waiting {self.oldest_s:.0f} s" if self.oldest_s is not None else ""
+        return f"  {liveness.describe(None)}; backlog {self.backlog}{oldest}"
 
 
 def writer_state(settings: Settings) -> WriterState | None:
@@ -70,7 +79,10 @@ def writer_state(settings: Settings) -> WriterState | None:
     except BrokerError as e:
         return WriterState(error=str(e))
     try:
-        return WriterState(liveness.read_writer(client))
+        beat = liveness.read_writer(client)
+        if beat is not None:
+            return WriterState(beat, beat.backlog, beat.oldest_s)
+        return WriterState(None, *liveness.results_backlog(client, settings.results_queue))
     except Exception as e:  # redis errors: status still shows the run
         return WriterState(error=str(broker.broker_error(settings.broker_url, e)))
     finally:

@@ -13,9 +13,7 @@ writer and its lag. A writer that stalls as a whole stops its keeper too, so its
 
 from __future__ import annotations
 
-import base64
 import contextlib
-import json
 import logging
 import os
 import socket
@@ -30,7 +28,6 @@ from accelerate_core.constants import (
     WRITER_HEARTBEAT_EVERY_S,
     WRITER_HEARTBEAT_KEY,
     WRITER_LOCK_KEY,
-    WRITER_PROCESSING_KEY,
 )
 from accelerate_core.contracts import WriterHeartbeat
 from accelerate_core.errors import LockLostError
@@ -53,39 +50,6 @@ class WriterState:
     host: str = field(default_factory=socket.gethostname)
     pid: int = field(default_factory=os.getpid)
     started_at: float = field(default_factory=time.time)
-
-
-def backlog(client: redis.Redis, queue: str) -> tuple[int, float | None]:
-    """Messages waiting for the writer (queue + claimed batch), and how long the oldest waiting result is done.
-
-    The oldest message is the queue's tail (or the claimed batch's first); a result carries its
-    ``finished_at``, other messages (a run, a worker) say nothing about age.
-    """
-    pipe = client.pipeline(transaction=False)
-    pipe.llen(queue)
-    pipe.llen(WRITER_PROCESSING_KEY)
-    pipe.lindex(WRITER_PROCESSING_KEY, -1)
-    pipe.lindex(queue, -1)
-    waiting, claimed, first_claimed, oldest_queued = pipe.execute()
-    oldest = first_claimed if first_claimed is not None else oldest_queued
-    finished = _finished_at(oldest) if oldest is not None else None
-    age = max(0.0, time.time() - finished) if finished is not None else None
-    return int(waiting) + int(claimed), age
-
-
-def _finished_at(raw: bytes) -> float | None:
-    """The ``finished_at`` of the first result in a raw Celery message, or None (not a result, or unreadable)."""
-    try:
-        envelope = json.loads(raw)
-        body = envelope["body"]
-        if envelope.get("properties", {}).get("body_encoding") == "base64":
-            body = base64.b64decode(body)
-        kwargs = json.loads(body)[1]
-        result = kwargs.get("result") or (kwargs.get("results") or [None])[0]
-        value = result.get("finished_at") if isinstance(result, dict) else None
-        return float(value) if isinstance(value, int | float) else None
-    except (ValueError, KeyError, TypeError, IndexError, AttributeError):
-        return None
 
 
 class WriterLock:
@@ -230,7 +194,7 @@ class Keeper:
         except redis_lib.RedisError as e:
             logger.warning("writer: cannot renew its lock: %s", e)
         try:
-            waiting, oldest = backlog(self.client, self.queue)
+            waiting, oldest = liveness.results_backlog(self.client, self.queue)
             liveness.publish_writer(self.client, self.heartbeat(waiting, oldest))
         except redis_lib.RedisError as e:
             logger.warning("writer: cannot publish its heartbeat: %s", e)

@@ -52,12 +52,12 @@ def writer_probe(client: redis.Redis, queue: str, state: WriterState) -> WriterP
     import redis as redis_lib
 
     from accelerate_core.errors import BrokerError
+    from accelerate_core.liveness import results_backlog
     from accelerate_core.service import WriterFigures
-    from workers.keeper import backlog
 
     def figures() -> WriterFigures:
         try:
-            waiting, oldest_s = backlog(client, queue)
+            waiting, oldest_s = results_backlog(client, queue)
         except redis_lib.RedisError as e:
             raise BrokerError(f"the writer cannot read its backlog from the broker ({e})") from e
         return WriterFigures(waiting, oldest_s or 0.0, state.dead_letters)
