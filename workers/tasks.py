@@ -69,12 +69,20 @@ class DeliveryCounter:
         self.ttl_s = ttl_s
 
     def count(self, key: str) -> int:
-        """Count one more redelivery of job ``key`` and return the total so far (1 on the first)."""
-        pipe = self.client.pipeline(transaction=True)
-        pipe.incr(DELIVERIES_PREFIX + key)
-        pipe.expire(DELIVERIES_PREFIX + key, self.ttl_s)
-        n, _ = pipe.execute()
-        return int(n)
+        """Count one more redelivery of job ``key`` and return the total so far (1 on the first).
+
+        A full broker (``maxmemory``) is waited out: counting is no reason to fail the job.
+        """
+        from workers.transport import wait_out_full_broker
+
+        def incr() -> int:
+            pipe = self.client.pipeline(transaction=True)
+            pipe.incr(DELIVERIES_PREFIX + key)
+            pipe.expire(DELIVERIES_PREFIX + key, self.ttl_s)
+            n, _ = pipe.execute()
+            return int(n)
+
+        return wait_out_full_broker(incr, f"count a redelivery of job {key}")
 
     def clear(self, key: str) -> None:
         """Forget job ``key``'s deliveries (its result has been sent)."""

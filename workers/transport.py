@@ -41,17 +41,18 @@ LOG_EVERY_S = 60.0
 T = TypeVar("T")
 
 
-def wait_out_full_broker(step: Callable[[], T], what: str, *, sleep: Callable[[float], None] = time.sleep) -> T:
+def wait_out_full_broker(step: Callable[[], T], what: str, *, sleep: Callable[[float], None] | None = None) -> T:
     """Run ``step``; while the broker refuses it for lack of memory, wait and try again.
 
     Args:
         step: one broker transaction.
         what: what it does, for the log line.
-        sleep: waits (tests pass their own).
+        sleep: waits (default ``time.sleep``; tests pass their own).
 
     Raises:
         Exception: whatever ``step`` raises that is not the broker being full.
     """
+    wait = sleep or time.sleep
     delay = FULL_RETRY_FIRST_S
     waited = 0.0
     logged_at = -LOG_EVERY_S
@@ -69,7 +70,7 @@ def wait_out_full_broker(step: Callable[[], T], what: str, *, sleep: Callable[[f
                     waited,
                 )
                 logged_at = waited
-            sleep(delay)
+            wait(delay)
             waited += delay
             delay = min(FULL_RETRY_MAX_S, delay * 2)
 

@@ -165,3 +165,19 @@ def test_a_node_on_an_evicting_broker_exits_2_with_one_line(
     errors = [ln for ln in done.stderr.splitlines() if ln.startswith("accel: error:")]
     assert len(errors) == 1 and "allkeys-lru" in errors[0] and "noeviction" in errors[0], done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_a_redelivery_is_counted_once_the_full_broker_has_room(client, monkeypatch: pytest.MonkeyPatch) -> None:
+    from workers.tasks import DeliveryCounter
+
+    fill_broker(client)
+    waits: list[float] = []
+
+    def sleep(s: float) -> None:
+        waits.append(s)
+        free_broker(client)
+
+    monkeypatch.setattr(transport.time, "sleep", sleep)
+    # When a redelivered job is counted while the broker is full, Then the count waits for room (no failure)
+    assert DeliveryCounter(client).count("r:m:cpu:dry:0") == 1  # type: ignore[arg-type]
+    assert waits == [0.2]
