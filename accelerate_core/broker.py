@@ -87,6 +87,11 @@ def broker_error(url: str, exc: BaseException) -> BrokerError:
             f"the broker at {where} requires a password: put it in ACCEL_BROKER_URL as "
             f"redis://:PASSWORD@{where.split('://', 1)[1]}/0"
         )
+    if is_full(exc):
+        return BrokerError(
+            f"the broker at {where} is full (maxmemory, noeviction) and refuses new work: start `accel writer` "
+            "so it drains the results queue, or raise maxmemory"
+        )
     reason = getattr(exc, "strerror", None) or str(exc).split("\n")[0] or type(exc).__name__
     if "refused" in reason.lower():
         reason = "connection refused"

@@ -181,3 +181,18 @@ def test_a_redelivery_is_counted_once_the_full_broker_has_room(client, monkeypat
     # When a redelivered job is counted while the broker is full, Then the count waits for room (no failure)
     assert DeliveryCounter(client).count("r:m:cpu:dry:0") == 1  # type: ignore[arg-type]
     assert waits == [0.2]
+
+
+def test_a_run_sent_to_a_full_broker_is_refused_in_one_line_saying_what_to_do(server: RedisServer, client) -> None:
+    from accelerate_core.config import Settings
+    from accelerate_core.errors import BrokerError
+    from scheduler.remote import dispatch
+    from tests.faults.harness import dry_plan
+
+    fill_broker(client)
+    # When `accel run` sends a run to a full broker
+    with pytest.raises(BrokerError) as info:
+        dispatch(Settings(broker_url=server.url), dry_plan("full-run", 2))
+    # Then one line says it is full and what frees it (not "cannot reach")
+    text = str(info.value)
+    assert "\n" not in text and "is full" in text and "accel writer" in text and "cannot reach" not in text
