@@ -123,7 +123,7 @@ class Reconciler:
     def reconcile(self, run_id: str) -> ReconcileReport:
         """One pass over ``run_id``: act on the jobs without a message at this pass and the one before."""
         unfinished = self.store.unfinished_jobs(run_id)
-        inflight = reconcile.read_inflight(self.client, self._job_queues(), self.settings.results_queue)
+        inflight = reconcile.read_inflight(self.client, self._job_queues(unfinished), self.settings.results_queue)
         missing = {j.key for j in unfinished if not inflight.holds(j.key)}
         confirmed = [j for j in unfinished if j.key in missing & self._missing.get(run_id, set())]
         self._missing[run_id] = missing - {j.key for j in confirmed}
@@ -145,8 +145,10 @@ class Reconciler:
             logger.warning("run %s: %s", run_id, reconcile.describe(report))
         return report
 
-    def _job_queues(self) -> list[str]:
-        return [self.settings.queue_for(kind) for kind in HARDWARE_KINDS]
+    def _job_queues(self, jobs: Sequence[JobSpec]) -> list[str]:
+        """Every hardware queue, and any other queue these jobs are sent to (a kind added later, say)."""
+        kinds = dict.fromkeys([*HARDWARE_KINDS, *(j.hardware for j in jobs)])
+        return [self.settings.queue_for(kind) for kind in kinds]
 
     def _resend_or_lose(self, specs: Sequence[JobSpec]) -> tuple[int, list[JobResult]]:
         resent, lost = 0, []
