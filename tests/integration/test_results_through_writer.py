@@ -196,9 +196,40 @@ def test_run_on_the_fleet_prints_its_page(setup: Setup) -> None:
     # Given a catalog index where `accel run` looks; When a run is sent to the fleet (this test runs last)
     seed_catalog_index(setup.base)
     done = _accel("run", "--phase", "pages", "--models", "bert", "--hardware", "cpu", env=setup.env, cwd=setup.base)
-    # Then it names the page of the run on the writer's service, which the writer then serves
+    # Then it planned with the past durations (read through the writer) and names the run's page, then served
     assert done.returncode == 0, done.stderr
+    assert "no past durations" not in done.stderr
     line = next(ln for ln in done.stdout.splitlines() if "results at" in ln)
     run_id, page = line.split()[1].rstrip(":"), line.split()[-1]
     assert page == f"{setup.url}/runs/{run_id}"
     wait_for(lambda: http.get(f"{page}", auth=("reader", TOKEN))[0] == 200, 60, "the new run's page")
+
+
+def test_a_writer_whose_port_is_taken_writes_on_without_a_service(redis_server: RedisServer, tmp_path: Path) -> None:
+    import socket
+
+    import redis
+
+    from accelerate_core import liveness
+
+    # Given the service's port is taken by another process (and a broker DB of its own: no other writer there)
+    url = redis_server.url.rsplit("/", 1)[0] + "/7"
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        env = {k: v for k, v in os.environ.items() if not k.startswith("ACCEL_")}
+        env.update(ACCEL_BROKER_URL=url, ACCEL_RESULTS_DB=str(tmp_path / "r.duckdb"),
+                   ACCEL_SERVE_PORT=str(taken.getsockname()[1]))  # fmt: skip
+        # When a writer starts; Then it writes on: its heartbeat says so and advertises no service
+        writer = processes.start([sys.executable, "-m", "scheduler", "writer"], env=env, cwd=REPO,
+                                 log=tmp_path / "writer.log")  # fmt: skip
+        log = tmp_path / "writer.log"
+        try:
+            wait_for(lambda: "results on no service" in log.read_text(), 120, "the writer ready without a service")
+            client = redis.Redis.from_url(url)
+            beat = liveness.read_writer(client)
+            client.close()
+            assert beat is not None and beat.state == "writing" and beat.api_url is None
+        finally:
+            processes.stop(writer)
+    assert "results service not started (cannot listen on 127.0.0.1:" in log.read_text()
