@@ -116,6 +116,30 @@ JOB_KIND_DRY: Final = "dry"
 JOB_KINDS: Final = (JOB_KIND_TEST, JOB_KIND_DRY)
 """Every job kind the planner can emit."""
 
+SIZE_TINY: Final = "tiny"
+"""Model size: the architecture shrunk to a tiny config (few layers, small widths), random weights."""
+
+SIZE_FULL: Final = "full"
+"""Model size: the architecture at its default configuration (real dimensions), random weights, no download."""
+
+MODEL_SIZES: Final = (SIZE_TINY, SIZE_FULL)
+"""Every model size a job or ``accel bench`` can build."""
+
+DTYPES: Final = ("float32", "bfloat16", "float16")
+"""Every dtype a job or ``accel bench`` can run a model in (``--dtype``), float32 first (the default)."""
+
+SOURCE_TYPE: Final = "type"
+"""Model source: a model type of the installed transformers, built from its config with random weights."""
+
+SOURCE_DIR: Final = "dir"
+"""Model source: a local checkpoint directory (``save_pretrained`` layout, weights from safetensors)."""
+
+SOURCE_HUB: Final = "hub"
+"""Model source: a hub id (``org/name``) resolved offline from the local Hugging Face cache."""
+
+SOURCE_KINDS: Final = (SOURCE_TYPE, SOURCE_DIR, SOURCE_HUB)
+"""Every kind of model source (``accelerate_core.sources``)."""
+
 STATUS_QUEUED: Final = "queued"
 """Job status: planned and recorded, not started yet."""
 STATUS_RUNNING: Final = "running"
@@ -171,6 +195,8 @@ ERR_REVOKED: Final = "revoked"
 """The job was revoked through Celery (Flower's revoke, ``celery control revoke``): recorded ``cancelled``."""
 ERR_MESSAGE_LOST: Final = "message-lost"
 """The job's message vanished from the broker more often than the reconciler re-sends it: recorded ``lost``."""
+ERR_NOT_IN_CACHE: Final = "not-in-cache"
+"""A hub id is not in the local Hugging Face cache (the row's message names the command that fetches it)."""
 ERROR_CLASSES: Final = (
     ERR_TIMEOUT,
     ERR_OOM,
@@ -188,6 +214,7 @@ ERROR_CLASSES: Final = (
     ERR_VERSION_SKEW,
     ERR_REVOKED,
     ERR_MESSAGE_LOST,
+    ERR_NOT_IN_CACHE,
 )
 """Every error class a job result may carry."""
 

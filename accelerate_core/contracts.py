@@ -20,10 +20,15 @@ from typing import Any, Self
 
 from accelerate_core.config import BenchConfig
 from accelerate_core.constants import (
+    DTYPES,
     ERR_UNSUPPORTED,
     HARDWARE_KINDS,
     JOB_KIND_TEST,
     JOB_KINDS,
+    MODEL_SIZES,
+    SIZE_TINY,
+    SOURCE_KINDS,
+    SOURCE_TYPE,
     STATUS_SKIPPED,
     TERMINAL_STATUSES,
 )
@@ -43,6 +48,7 @@ __all__ = [
     "Measurement",
     "NodeReport",
     "ReconcileReport",
+    "ModelSource",
     "RunParams",
     "RunPlan",
     "RunRecord",
@@ -51,9 +57,33 @@ __all__ = [
     "TemplateRef",
     "WorkerInfo",
     "WriterHeartbeat",
+    "check_dtype",
+    "check_size",
     "job_key",
     "parse_job_key",
 ]
+
+
+def check_size(size: str) -> str:
+    """``size`` if it is a model size (``tiny``, ``full``).
+
+    Raises:
+        ContractError: any other value (one line naming the choices).
+    """
+    if size not in MODEL_SIZES:
+        raise ContractError(f"model size {size!r} is unknown: use one of {', '.join(MODEL_SIZES)}")
+    return size
+
+
+def check_dtype(dtype: str) -> str:
+    """``dtype`` if it is a canonical dtype name a job can run in (``float32``, ``bfloat16``, ``float16``).
+
+    Raises:
+        ContractError: any other value, aliases included (the CLI normalises them first).
+    """
+    if dtype not in DTYPES:
+        raise ContractError(f"dtype {dtype!r} is unknown: use one of {', '.join(DTYPES)}")
+    return dtype
 
 
 def job_key(run_id: str, model_type: str, hardware: str, kind: str) -> str:
@@ -118,6 +148,39 @@ class SkipReason:
 
 
 @dataclass(frozen=True, slots=True)
+class ModelSource:
+    """Where a job's model comes from (``accelerate_core.sources`` resolves a name into one).
+
+    Attributes:
+        kind: ``type``, ``dir`` or ``hub``.
+        ref: the name as given: the model type, the directory, the hub id.
+        model_type: the architecture (``config.json``'s ``model_type``); empty for a hub id not in the cache.
+        label: the valid name its rows carry (the type, the directory's name, ``org--name``).
+        revision: the snapshot's commit sha of a hub id, a digest of a directory's config and weights.
+        path: the local directory the weights are read from (a hub id's snapshot folder).
+    """
+
+    kind: str
+    ref: str
+    model_type: str
+    label: str
+    revision: str | None = None
+    path: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.kind not in SOURCE_KINDS:
+            raise ContractError(f"model source kind {self.kind!r} is unknown: use one of {', '.join(SOURCE_KINDS)}")
+        check_name(self.label, "ModelSource.label")
+        if self.model_type:
+            check_name(self.model_type, "ModelSource.model_type")
+
+    @property
+    def available(self) -> bool:
+        """True when the model can be built here: a type, a directory, or a hub id found in the cache."""
+        return self.kind == SOURCE_TYPE or self.path is not None
+
+
+@dataclass(frozen=True, slots=True)
 class JobSpec:
     """One planned job: what a worker (or the local executor) needs to run it, and nothing else.
 
@@ -128,6 +191,10 @@ class JobSpec:
         expected_s: the planner's expected duration (0 for a job not run).
         skip: why the job is not run; None for a job to run.
         sleep_s: a ``dry`` job sleeps this long, standing in for work (fleet benchmarks and tests).
+        source: where the model comes from; None for the model type ``model_type`` (the default). With a
+            source, ``model_type`` is the row's name (the source's label, plus the axes that are not defaults).
+        size: ``tiny`` or ``full`` (a model type's size; a checkpoint is what it is).
+        dtype: the parameters' dtype.
     """
 
     key: str
@@ -141,10 +208,15 @@ class JobSpec:
     expected_s: float = 0.0
     skip: SkipReason | None = None
     sleep_s: float = 0.0
+    source: ModelSource | None = None
+    size: str = SIZE_TINY
+    dtype: str = "float32"
 
     def __post_init__(self) -> None:
         check_name(self.run_id, "JobSpec.run_id")
         check_name(self.model_type, "JobSpec.model_type")
+        check_size(self.size)
+        check_dtype(self.dtype)
         if self.hardware not in HARDWARE_KINDS:
             raise ContractError(f"unknown hardware {self.hardware!r}: use one of {', '.join(HARDWARE_KINDS)}")
         if self.kind not in JOB_KINDS:
@@ -154,6 +226,11 @@ class JobSpec:
     def runnable(self) -> bool:
         """True when the job is to be run (it has no skip reason)."""
         return self.skip is None
+
+    @property
+    def architecture(self) -> str:
+        """The model type the job builds (its source's, else ``model_type``)."""
+        return self.source.model_type if self.source is not None and self.source.model_type else self.model_type
 
 
 @dataclass(frozen=True, slots=True)
@@ -274,6 +351,7 @@ class RunParams:
         n_skipped: planned jobs that are not run.
         expected_work_s: the sum of the jobs' expected durations.
         history_used: past durations from the store ordered the jobs (else size estimates did).
+        dtypes: the dtypes every model runs in (``--dtype``); ``size``: the model types' size (``--size``).
         slots: jobs at once of the executor (the status's time left divides by it); None when unknown.
         makespan: one entry per local executor invocation.
         synthetic: made-up numbers (``accelerate_core.store.synthetic``); the report says so.
@@ -289,6 +367,8 @@ class RunParams:
     n_skipped: int = 0
     expected_work_s: float = 0.0
     history_used: bool = False
+    dtypes: tuple[str, ...] = ("float32",)
+    size: str = SIZE_TINY
     slots: int | None = None
     makespan: tuple[Makespan, ...] = ()
     synthetic: bool = False
@@ -499,11 +579,21 @@ class DeadLetter:
 
 @dataclass(frozen=True, slots=True)
 class BenchRequest:
-    """``accel bench``'s job for the fork server: one model type on one hardware kind, measured by ``bench``."""
+    """``accel bench``'s job for the fork server: one model type on one hardware kind, measured by ``bench``.
+
+    ``size`` is ``tiny`` (the shrunk config) or ``full`` (the default config, random weights, no download);
+    ``dtype`` the parameters' dtype (``float32``, ``bfloat16``, ``float16``).
+    """
 
     model_type: str
     hardware: str
     bench: BenchConfig = field(default_factory=BenchConfig)
+    size: str = SIZE_TINY
+    dtype: str = "float32"
+
+    def __post_init__(self) -> None:
+        check_size(self.size)
+        check_dtype(self.dtype)
 
 
 @dataclass(frozen=True, slots=True)
@@ -515,6 +605,8 @@ class BenchReport:
     usage_error: str | None = None
     model_class: str | None = None
     param_count: int | None = None
+    size: str = SIZE_TINY
+    dtype: str = "float32"
     generative: bool = False
     image_size: int | None = None
     measurements: tuple[Measurement, ...] = ()

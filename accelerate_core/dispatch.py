@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from accelerate_core.backends import Inventory, ModelRequirements, Selection, detect, normalize_dtype, select_hardware
+from accelerate_core.constants import SIZE_FULL, SIZE_TINY
 from accelerate_core.errors import AccelerateError, ModelBuildError, UnknownModelError
 
 logger = logging.getLogger(__name__)
@@ -162,6 +163,43 @@ def load_checkpoint_and_dispatch(
             raise ModelBuildError(f"cannot place {where} on {selection.torch_device} ({e}): try hardware='cpu'") from e
     logger.info("dispatched %s (%s) to %s as %s", where, kind, selection.torch_device, dtype_name)
     return Dispatched(model, selection.torch_device, selection.kind, dtype_name, kind, selection, inputs)
+
+
+def build_model(
+    model_type: str,
+    *,
+    device: str = "cpu",
+    dtype: str = "float32",
+    size: str = SIZE_TINY,
+    checkpoint: str | None = None,
+    config: dict[str, Any] | None = None,
+    model_class: str | None = None,
+) -> Any:
+    """The model a job runs, in eval mode on ``device`` as ``dtype`` (what a generated test builds).
+
+    Args:
+        model_type: the architecture.
+        device: a torch device string.
+        dtype: ``float32``, ``bfloat16`` or ``float16``.
+        size: ``tiny`` (``config``, the catalog's shrunk one by default) or ``full`` (the default config).
+        checkpoint: a local checkpoint directory (a hub id's snapshot folder too): its weights, not random ones.
+        config: the tiny config dict (default: the catalog's).
+        model_class: the tiny model's class (default: the catalog's choice).
+
+    Raises:
+        ModelBuildError: the model cannot be built or its checkpoint is refused (see the module docstring).
+    """
+    if checkpoint is not None:
+        torch, _ = _torch_and_transformers()
+        with _build_lock:
+            return _load_checkpoint(Path(checkpoint), getattr(torch, dtype)).to(device).eval()
+    if size == SIZE_FULL:
+        from accelerate_core.full_size import build_full
+
+        return build_full(model_type, device=device, dtype=dtype)
+    from accelerate_core.catalog import instantiate
+
+    return instantiate(model_type, config, model_class, device=device, dtype=dtype)
 
 
 def _load_checkpoint(directory: Path, torch_dtype: Any) -> Any:

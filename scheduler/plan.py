@@ -27,10 +27,31 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
 from accelerate_core.config import BenchConfig
-from accelerate_core.constants import ERR_UNSUPPORTED, HARDWARE_KINDS, JOB_KIND_DRY, JOB_KIND_TEST, JOB_KINDS
-from accelerate_core.contracts import JobLimits, JobSpec, RunParams, RunPlan, SkipReason, TemplateRef, job_key
-from accelerate_core.errors import ConfigError, HardwareUnavailableError
+from accelerate_core.constants import (
+    ERR_NOT_IN_CACHE,
+    ERR_UNSUPPORTED,
+    HARDWARE_KINDS,
+    JOB_KIND_DRY,
+    JOB_KIND_TEST,
+    JOB_KINDS,
+    SIZE_TINY,
+    SOURCE_TYPE,
+)
+from accelerate_core.contracts import (
+    JobLimits,
+    JobSpec,
+    ModelSource,
+    RunParams,
+    RunPlan,
+    SkipReason,
+    TemplateRef,
+    check_dtype,
+    check_size,
+    job_key,
+)
+from accelerate_core.errors import ConfigError, ContractError, HardwareUnavailableError
 from accelerate_core.selection import parse_models, select_entries  # re-exported: one --models parser
+from accelerate_core.sources import fetch_command, resolve_sources, type_source
 
 if TYPE_CHECKING:
     from accelerate_core.backends import Inventory
@@ -81,15 +102,25 @@ TemplateLookup = Callable[[CatalogEntry, str], TemplateRef | None]
 
 @dataclass(frozen=True, slots=True)
 class PlanOptions:
-    """What a run plans: which phase, models, modality, hardware kinds and job kind."""
+    """What a run plans: which phase, models, modality, hardware kinds, job kind, dtypes and model size."""
 
     phase: str
     models: str = "all"
     modality: str | None = None
     hardware: tuple[str, ...] = ("cpu",)
     kind: str = JOB_KIND_TEST
+    dtypes: tuple[str, ...] = ("float32",)
+    size: str = SIZE_TINY
 
     def __post_init__(self) -> None:
+        try:
+            for dtype in self.dtypes:
+                check_dtype(dtype)
+            check_size(self.size)
+        except ContractError as e:
+            raise ConfigError(str(e)) from e
+        if not self.dtypes:
+            raise ConfigError("no dtype to plan for: pass --dtype float32 (or e.g. float32,bfloat16)")
         if not self.phase or not _RUN_ID_SAFE.sub("", self.phase):
             raise ConfigError(f"phase {self.phase!r} is invalid: give a name such as 2026-q4")
         if self.kind not in JOB_KINDS:
@@ -152,20 +183,27 @@ def plan_run(
     """
     created = time.time() if now is None else now
     run_id = new_run_id(options.phase, created, token)
-    entries = select_entries(index, parse_models(options.models, base_dir=base_dir), options.modality)
+    targets = plan_targets(index, parse_models(options.models, base_dir=base_dir), options.modality)
     if options.kind == JOB_KIND_TEST and template_for is None:
         raise ConfigError("planning test jobs needs the templates store: run `accel templates sync` first")
     jobs: list[JobSpec] = []
+    modalities: dict[str, str] = {}
     for hw in options.hardware:
         history = (past_durations or {}).get(hw, {})
-        for entry in entries:
-            spec = _plan_job(run_id, entry, hw, options.kind, settings, template_for, history)
-            if spec.skip is None and options.kind == JOB_KIND_TEST and inventory is not None:
-                skip = incompatibility(entry, hw, inventory)
-                spec = spec if skip is None else replace(spec, skip=skip, expected_s=0.0)
-            jobs.append(spec)
+        for target in targets:
+            for dtype in options.dtypes:
+                axes = Axes(dtype, options.size if target.source.kind == SOURCE_TYPE else SIZE_TINY)
+                spec = _plan_job(run_id, target, axes, hw, options.kind, settings, template_for, history)
+                if spec.skip is None and options.kind == JOB_KIND_TEST and inventory is not None:
+                    assert target.entry is not None  # a runnable job has its catalog entry
+                    skip = incompatibility(target.entry, hw, inventory, dtype)
+                    spec = spec if skip is None else replace(spec, skip=skip, expected_s=0.0)
+                jobs.append(spec)
+                if target.entry is not None and spec.model_type != target.entry.model_type:
+                    modalities[spec.model_type] = target.entry.modality  # a row the catalog does not name
     ordered = tuple(order_jobs(jobs))
-    params = _plan_params(options, settings, ordered, history_used=bool(past_durations))
+    params = replace(_plan_params(options, settings, ordered, history_used=bool(past_durations)),
+                     modalities=modalities)  # fmt: skip
     return RunPlan(
         run_id=run_id,
         phase=options.phase,
@@ -176,9 +214,77 @@ def plan_run(
     )
 
 
+@dataclass(frozen=True, slots=True)
+class Target:
+    """One selected model: its source and its catalog entry (None for a hub id not in the cache)."""
+
+    source: ModelSource
+    entry: CatalogEntry | None
+
+
+@dataclass(frozen=True, slots=True)
+class Axes:
+    """The axes of one job beside model and hardware: dtype and model size."""
+
+    dtype: str = "float32"
+    size: str = SIZE_TINY
+
+    def row_name(self, label: str) -> str:
+        """``label`` plus each axis that is not its default: ``bert``, ``bert.full``, ``bert.full.bfloat16``."""
+        parts = [
+            label,
+            *([self.size] if self.size != SIZE_TINY else []),
+            *([self.dtype] if self.dtype != "float32" else []),
+        ]
+        return ".".join(parts)
+
+
+def plan_targets(index: Sequence[CatalogEntry], names: Sequence[str] | None, modality: str | None) -> list[Target]:
+    """The selected models: every catalog type for ``all`` (None), else each name resolved to its source.
+
+    Raises:
+        UnknownModelError: a name is no model type, checkpoint directory or hub id.
+        ConfigError: the modality is unknown, or the selection is empty.
+    """
+    if names is None:
+        return [Target(type_source(e.model_type), e) for e in select_entries(index, None, modality)]
+    by_type = {e.model_type: e for e in index}
+    targets = []
+    for source in resolve_sources(names, by_type):
+        entry = by_type.get(source.model_type)
+        if modality is None or entry is None or entry.modality == modality:
+            targets.append(Target(source, entry))
+    if modality is not None:
+        select_entries(index, None, modality)  # an unknown modality is one line
+    if not targets:
+        raise ConfigError("the model selection is empty: widen --models or --modality")
+    return targets
+
+
+def _skip_reason(
+    target: Target, hardware: str, template_for: TemplateLookup | None
+) -> tuple[SkipReason | None, TemplateRef | None]:
+    """Why a test job of ``target`` is not run (None: it is), and the template it renders."""
+    source, entry = target.source, target.entry
+    if not source.available:
+        why = f"{source.ref} is not in the local Hugging Face cache: fetch it with `{fetch_command(source.ref)}`"
+        return SkipReason(ERR_NOT_IN_CACHE, why), None
+    if entry is None:
+        return SkipReason(
+            ERR_UNSUPPORTED, f"{source.ref}: model type {source.model_type!r} is not in this transformers"
+        ), None
+    if not entry.runnable and source.kind == SOURCE_TYPE:
+        return SkipReason(entry.reason_class or ERR_UNSUPPORTED, entry.reason), None
+    template = template_for(entry, hardware) if template_for is not None else None
+    if template_for is not None and template is None:
+        return SkipReason(ERR_UNSUPPORTED, f"no template covers {entry.model_type}"), None
+    return None, template
+
+
 def _plan_job(
     run_id: str,
-    entry: CatalogEntry,
+    target: Target,
+    axes: Axes,
     hardware: str,
     kind: str,
     settings: Settings,
@@ -189,20 +295,16 @@ def _plan_job(
     skip: SkipReason | None = None
     template: TemplateRef | None = None
     if kind == JOB_KIND_TEST:
-        if not entry.runnable:
-            skip = SkipReason(entry.reason_class or ERR_UNSUPPORTED, entry.reason)
-        elif template_for is not None:
-            template = template_for(entry, hardware)
-            if template is None:
-                skip = SkipReason(ERR_UNSUPPORTED, f"no template covers {entry.model_type}")
-    expected = 0.0 if skip is not None else float(history.get(entry.model_type) or estimate_seconds(entry))
-    if kind == JOB_KIND_DRY:
-        expected = 0.0
+        skip, template = _skip_reason(target, hardware, template_for)
+    name = axes.row_name(target.source.label)
+    expected = 0.0
+    if skip is None and kind != JOB_KIND_DRY and target.entry is not None:
+        expected = float(history.get(name) or estimate_seconds(target.entry))
     limit = settings.time_limit(kind)
     return JobSpec(
-        key=job_key(run_id, entry.model_type, hardware, kind),
+        key=job_key(run_id, name, hardware, kind),
         run_id=run_id,
-        model_type=entry.model_type,
+        model_type=name,
         hardware=hardware,
         kind=kind,
         template=template,
@@ -210,10 +312,15 @@ def _plan_job(
         limits=JobLimits(soft_s=limit.soft_s, hard_s=limit.hard_s, mem_cap_mb=settings.mem_cap_mb),
         expected_s=round(expected, 3),
         skip=skip,
+        source=target.source,
+        size=axes.size,
+        dtype=axes.dtype,
     )
 
 
-def incompatibility(entry: CatalogEntry, hardware: str, inventory: Inventory) -> SkipReason | None:
+def incompatibility(
+    entry: CatalogEntry, hardware: str, inventory: Inventory, dtype: str = "float32"
+) -> SkipReason | None:
     """The skip reason when no device of ``hardware`` in ``inventory`` can run ``entry``, else None.
 
     The rules are ``accelerate_core.backends.select_hardware``'s (kind allowed, dtype, memory with headroom).
@@ -224,7 +331,7 @@ def incompatibility(entry: CatalogEntry, hardware: str, inventory: Inventory) ->
     devices = inventory.of(hardware)
     if not devices:
         return None
-    needs = ModelRequirements(model_type=entry.model_type, param_count=entry.param_count)
+    needs = ModelRequirements(model_type=entry.model_type, param_count=entry.param_count, dtype=dtype)
     candidates = [assess(needs, d) for d in devices]
     if any(c.ok for c in candidates):
         return None
@@ -253,6 +360,8 @@ def _plan_params(options: PlanOptions, settings: Settings, jobs: Sequence[JobSpe
         n_skipped=sum(1 for j in jobs if j.skip is not None),
         expected_work_s=round(sum(j.expected_s for j in jobs), 1),
         history_used=history_used,
+        dtypes=options.dtypes,
+        size=options.size,
     )
 
 

@@ -10,6 +10,8 @@ Keys a template can rely on (besides the catalog's own: ``model_type``, ``modali
 - ``device``: the torch device string for it (``cuda`` for both cuda and rocm);
 - ``bench``: the benchmark settings (``BenchConfig`` fields, tuples as lists);
 - ``batch_size``, ``seq_len``, ``new_tokens``: the shape of the functional tests;
+- ``dtype``, ``size``: the job's dtype and model size (``float32`` and ``tiny`` unless the job says otherwise);
+- ``checkpoint``: the local checkpoint directory the model is loaded from (None: built with random weights);
 - ``template`` (added by ``render_job``): name, sha and version of the template itself.
 """
 
@@ -21,7 +23,7 @@ from collections.abc import Mapping
 from typing import Any, Final
 
 from accelerate_core.config import BenchConfig
-from accelerate_core.constants import HARDWARE_KINDS, TORCH_DEVICE
+from accelerate_core.constants import HARDWARE_KINDS, SIZE_TINY, TORCH_DEVICE
 from accelerate_core.errors import ConfigError, UnknownModelError
 
 """torch device string of each hardware kind (ROCm builds of torch expose HIP devices as ``cuda``)."""
@@ -64,6 +66,9 @@ def extend_context(facts: Mapping[str, Any], hardware: str, bench: BenchConfig |
     context["batch_size"] = bench.batch_sizes[0]
     context["seq_len"] = bench.seq_lens[0]
     context["new_tokens"] = bench.new_tokens
+    context.setdefault("dtype", "float32")
+    context.setdefault("size", SIZE_TINY)
+    context.setdefault("checkpoint", None)
     return context
 
 

@@ -39,10 +39,12 @@ from accelerate_core.constants import (
     ERR_FORWARD,
     ERR_RENDER,
     ERR_TEST_FAILED,
+    ERR_UNSUPPORTED,
     ERROR_CLASSES,
     JOB_KIND_DRY,
     STATUS_DONE,
     STATUS_FAILED,
+    STATUS_SKIPPED,
 )
 from accelerate_core.contracts import JobResult, JobSpec, Measurement, TemplateRef
 from accelerate_core.errors import AccelerateError, TemplateError
@@ -141,6 +143,8 @@ def run_test_job(spec: JobSpec, started: float) -> JobResult:
     environment["job_timings"] = {"render_s": round(rendered - started, 4), "pytest_s": round(tested - rendered, 4)}
     environment["tests"] = {"passed": run.passed, "failed": run.failed, "skipped": run.skipped}
     status = STATUS_DONE if run.ok else STATUS_FAILED
+    if not run.ok and dtype_unsupported(spec.dtype, run.error_message):
+        status, run.error_class = STATUS_SKIPPED, ERR_UNSUPPORTED  # a combination this stack lacks, not a failure
     return _result(
         spec,
         started,
@@ -157,10 +161,23 @@ def run_test_job(spec: JobSpec, started: float) -> JobResult:
     )
 
 
+_DTYPE_UNSUPPORTED: Final = re.compile(
+    r"not implemented for '(Half|BFloat16)'|(Half|BFloat16) (is )?not supported", re.I
+)
+"""How torch says an operator has no kernel for a dtype on this device."""
+
+
+def dtype_unsupported(dtype: str, message: str | None) -> bool:
+    """True when a job in ``dtype`` (not float32) failed because an operator lacks that dtype here."""
+    return dtype != "float32" and message is not None and _DTYPE_UNSUPPORTED.search(message) is not None
+
+
 def render_context(spec: JobSpec) -> dict[str, Any]:
     """The facts a template is rendered with: the catalog's, plus the job's shapes and benchmark loop."""
-    context = job_context(spec.model_type, spec.hardware, spec.bench)
-    context.update(job_key=spec.key, run_id=spec.run_id)
+    context = job_context(spec.architecture, spec.hardware, spec.bench)
+    source = spec.source
+    context.update(job_key=spec.key, run_id=spec.run_id, dtype=spec.dtype, size=spec.size,
+                   checkpoint=source.path if source is not None else None)  # fmt: skip
     return context
 
 

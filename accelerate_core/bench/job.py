@@ -1,4 +1,4 @@
-"""The fork-server entry of ``accel bench``: build one tiny model, time load and first call, benchmark it.
+"""The fork-server entry of ``accel bench``: build one model (tiny or full size), time load, first call, loop.
 
 Runs inside a child of :class:`~accelerate_core.runner.ForkServer` (the CLI never imports torch). The
 payload is an encoded :class:`~accelerate_core.contracts.BenchRequest`; it returns an encoded
@@ -17,10 +17,10 @@ from typing import Any
 from accelerate_core import wire
 from accelerate_core.bench.environment import environment
 from accelerate_core.bench.model import benchmark_model
-from accelerate_core.config import BenchConfig
-from accelerate_core.constants import ERR_BUILD, TORCH_DEVICE
+from accelerate_core.constants import ERR_BUILD, SIZE_FULL, TORCH_DEVICE
 from accelerate_core.contracts import BenchReport, BenchRequest
 from accelerate_core.errors import AccelerateError, ConfigError
+from accelerate_core.full_size import FULL_SIZE_NOTE, build_full
 from accelerate_core.runner.outcome import JobFailure
 
 __all__ = ["bench_entry", "set_image_size"]
@@ -38,7 +38,7 @@ def bench_entry(payload: dict[str, Any]) -> dict[str, Any]:
     """Benchmark one model (see the module docstring): an encoded BenchRequest in, an encoded BenchReport out."""
     request = wire.decode(BenchRequest, payload)
     try:
-        report = _bench(request.model_type, request.hardware, request.bench)
+        report = _bench(request)
     except AccelerateError as e:
         if e.exit_code != 2:
             raise
@@ -46,17 +46,18 @@ def bench_entry(payload: dict[str, Any]) -> dict[str, Any]:
     return wire.encode(report)
 
 
-def _bench(model_type: str, hardware: str, bench: BenchConfig) -> BenchReport:
+def _bench(request: BenchRequest) -> BenchReport:
     import torch
 
     from accelerate_core.backends import get_backend
 
+    model_type, hardware, bench = request.model_type, request.hardware, request.bench
     if hardware not in TORCH_DEVICE:
         raise ConfigError(f"unknown hardware {hardware!r}: use one of {', '.join(TORCH_DEVICE)}")
     device = TORCH_DEVICE[hardware]
     sync = get_backend(hardware).synchronize
     started = time.perf_counter()
-    built = _build(model_type, device, bench)
+    built = _build(request, device)
     sync()
     load_s = time.perf_counter() - started
     started = time.perf_counter()
@@ -68,11 +69,16 @@ def _bench(model_type: str, hardware: str, bench: BenchConfig) -> BenchReport:
     measurements = benchmark_model(built.model, built.make_inputs, hardware=hardware, bench=bench,
                                    generative=built.generative, load_s=load_s, first_call_s=first_call_s,
                                    notes=notes)  # fmt: skip
+    if request.size == SIZE_FULL:
+        notes.insert(0, FULL_SIZE_NOTE.format(config=built.model.config.__class__.__name__, device=device,
+                                              dtype=request.dtype))  # fmt: skip
     return BenchReport(
         model_type=model_type,
         hardware=hardware,
         model_class=type(built.model).__name__,
         param_count=sum(p.numel() for p in built.model.parameters()),
+        size=request.size,
+        dtype=request.dtype,
         generative=built.generative,
         image_size=bench.image_size,
         measurements=tuple(measurements),
@@ -81,18 +87,29 @@ def _bench(model_type: str, hardware: str, bench: BenchConfig) -> BenchReport:
     )
 
 
-def _build(model_type: str, device: str, bench: BenchConfig) -> _Built:
-    """Build through the catalog; a build failure is a ``build-error`` (a bad type stays UnknownModelError)."""
+def _model(request: BenchRequest, device: str) -> Any:
+    """The model of the request: tiny through the catalog (with ``image_size`` when set) or full size."""
     from accelerate_core import catalog
 
+    model_type, bench = request.model_type, request.bench
+    if request.size == SIZE_FULL:
+        if bench.image_size is not None:
+            raise ConfigError("--image-size applies to tiny models only: drop it with --size full")
+        return build_full(model_type, device=device, dtype=request.dtype)
+    if bench.image_size is None:
+        return catalog.instantiate(model_type, device=device, dtype=request.dtype)
+    return _with_image_size(model_type, device, bench.image_size, request.dtype)
+
+
+def _build(request: BenchRequest, device: str) -> _Built:
+    """Build the model and its inputs; a build failure is a ``build-error`` (a bad type stays UnknownModelError)."""
+    from accelerate_core import catalog
+
+    model_type, bench = request.model_type, request.bench
     batch, seq = bench.batch_sizes[0], bench.seq_lens[0]
     try:
-        if bench.image_size is None:
-            made = catalog.build(model_type, device=device, batch_size=batch, seq_len=seq)
-            model, inputs = made.model, made.inputs
-        else:
-            model = _with_image_size(model_type, device, bench.image_size)
-            inputs = catalog.make_inputs(model_type, model, batch_size=batch, seq_len=seq, device=device)
+        model = _model(request, device)
+        inputs = catalog.make_inputs(model_type, model, batch_size=batch, seq_len=seq, device=device)
         generative = bool(catalog.generate_supported(model))
     except AccelerateError as e:
         if e.exit_code == 2:
@@ -107,14 +124,14 @@ def _build(model_type: str, device: str, bench: BenchConfig) -> _Built:
     return _Built(model, dict(inputs), make_inputs, generative)
 
 
-def _with_image_size(model_type: str, device: str, image_size: int) -> Any:
+def _with_image_size(model_type: str, device: str, image_size: int, dtype: str) -> Any:
     """The tiny model with every ``image_size`` of its config (nested ones too) set to ``image_size``."""
     from accelerate_core import catalog
 
     config = catalog.tiny_config_dict(model_type)
     if not set_image_size(config, image_size):
         raise ConfigError(f"model type {model_type!r} has no image_size in its config: drop --image-size")
-    return catalog.instantiate(model_type, config, catalog.entry(model_type).model_class, device=device)
+    return catalog.instantiate(model_type, config, catalog.entry(model_type).model_class, device=device, dtype=dtype)
 
 
 def set_image_size(config: dict[str, Any], size: int) -> bool:

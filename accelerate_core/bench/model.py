@@ -1,6 +1,7 @@
 """Benchmark one built model over the configured shapes: latency, throughput, tokens/s, peak memory.
 
-Per (batch size, sequence length) of the :class:`~accelerate_core.config.BenchConfig`:
+Once per model, ``param_count`` (params): its number of parameters. Per (batch size, sequence length) of the
+:class:`~accelerate_core.config.BenchConfig`:
 
 - ``latency`` (s): raw samples of one forward pass under ``torch.inference_mode``, from :func:`measure`;
 - ``throughput`` (samples/s): ``batch_size / latency``, per sample;
@@ -73,6 +74,7 @@ def benchmark_model(
         out.append(single("load_time", "s", load_s))
     if first_call_s is not None:
         out.append(single("first_call", "s", first_call_s))
+    out.append(single("param_count", "params", float(sum(p.numel() for p in model.parameters()))))
     for batch_size in bench.batch_sizes:
         for seq_len in bench.seq_lens:
             out.extend(_one_shape(model, make_inputs(batch_size, seq_len), hardware, bench, generative,

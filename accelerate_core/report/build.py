@@ -102,6 +102,8 @@ def _row(pair: Pair, data: RunData, modality: Mapping[str, str]) -> ModelRow:
         attempts=job.attempts,
         duration_s=job.duration_s,
         template_sha=job.template_sha,
+        source=job.source or f"type:{pair[0]}",
+        dtype=job.dtype or "float32",
         peak_memory_mib=data.peak_memory.get(pair),
         load_time_s=data.load_time.get(pair),
         shapes=data.shapes.get(pair, []),

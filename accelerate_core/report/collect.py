@@ -39,6 +39,18 @@ class JobFact:
     worker_id: str | None
     host: str | None
     device_name: str | None
+    source_kind: str | None = None
+    source_ref: str | None = None
+    source_revision: str | None = None
+    dtype: str | None = None
+
+    @property
+    def source(self) -> str | None:
+        """``kind:ref@revision`` (revision cut to 12 characters), None for a job planned without a source."""
+        if self.source_kind is None:
+            return None
+        revision = f"@{self.source_revision[:12]}" if self.source_revision else ""
+        return f"{self.source_kind}:{self.source_ref}{revision}"
 
 
 @dataclass(slots=True)
@@ -54,7 +66,9 @@ class RunData:
 
 _JOB_COLUMNS = (
     "model_type, hardware, job_key, kind, status, error_class, error_type, error_message, attempts, "
-    "duration_s, started_at, finished_at, template_sha, worker_id, host, device_name"
+    "duration_s, started_at, finished_at, template_sha, worker_id, host, device_name, "
+    "json_extract_string(spec, '$.source.kind'), json_extract_string(spec, '$.source.ref'), "
+    "json_extract_string(spec, '$.source.revision'), json_extract_string(spec, '$.dtype')"
 )
 
 

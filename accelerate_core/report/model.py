@@ -76,6 +76,8 @@ class ModelRow:
     seq_len: int | None = None
     template_sha: str | None = None
     shapes: list[ShapeStats] = field(default_factory=list)
+    source: str | None = None
+    dtype: str = "float32"
 
 
 @dataclass(slots=True)

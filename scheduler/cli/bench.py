@@ -1,4 +1,4 @@
-"""``accel bench TYPE``: benchmark one tiny model in an isolated, pinned child process.
+"""``accel bench TYPE``: benchmark one model (tiny, or ``--size full``) in an isolated, pinned child process.
 
 The CLI process never imports torch: the model is built and measured in a child of a
 :class:`~accelerate_core.runner.ForkServer` (entry ``accelerate_core.bench.job:bench_entry``), pinned
@@ -14,7 +14,7 @@ import typer
 
 from accelerate_core import wire
 from accelerate_core.config import BenchConfig
-from accelerate_core.constants import JOB_KIND_TEST
+from accelerate_core.constants import JOB_KIND_TEST, SIZE_TINY
 from accelerate_core.contracts import BenchReport, BenchRequest, Measurement
 from accelerate_core.errors import ConfigError, ContractError
 from scheduler.cli.common import EXIT_JOB_FAILED, EXIT_USAGE, emit_json, err, fail, out, state
@@ -54,6 +54,10 @@ def bench(
     image_size: Annotated[
         int | None, typer.Option("--image-size", min=1, help="image size of vision models (sets config image_size)")
     ] = None,
+    size: Annotated[
+        str, typer.Option("--size", help="tiny (shrunk config) or full (default config, random weights, no download)")
+    ] = SIZE_TINY,
+    dtype: Annotated[str, typer.Option("--dtype", help="float32, bfloat16 or float16")] = "float32",
     as_json: Annotated[bool, typer.Option("--json", help="print the result as JSON")] = False,
 ) -> None:
     """Benchmark one model type: load time, first call, latency p50/p90/p99, throughput, memory."""
@@ -64,13 +68,25 @@ def bench(
     config = _bench_config(settings.bench, parse_sizes(batch, "--batch"), parse_sizes(seq, "--seq"))
     if image_size is not None:
         config = replace(config, image_size=image_size)
+    request = _request(model_type, hardware, config, size, dtype)
     env = _pin(hardware, device, threads)
-    outcome = _run(model_type, hardware, config, env, settings.time_limit(JOB_KIND_TEST).hard_s, settings.mem_cap_mb)
+    outcome = _run(request, env, settings.time_limit(JOB_KIND_TEST).hard_s, settings.mem_cap_mb)
     report = _checked(outcome, model_type, hardware)
     if as_json:
         emit_json(wire.encode(report))
     else:
         print_table(report)
+
+
+def _request(model_type: str, hardware: str, config: BenchConfig, size: str, dtype: str) -> BenchRequest:
+    """The child's request; a bad ``--size`` or ``--dtype`` is one line (exit 2)."""
+    from accelerate_core.backends import normalize_dtype
+
+    try:
+        return BenchRequest(model_type, hardware, config, size=size, dtype=normalize_dtype(dtype))
+    except ContractError as e:
+        option = "--size" if "size" in str(e) else "--dtype"
+        raise ConfigError(f"{option}: {e}") from e
 
 
 def _bench_config(base: BenchConfig, batch: tuple[int, ...] | None, seq: tuple[int, ...] | None) -> BenchConfig:
@@ -85,16 +101,15 @@ def _pin(hardware: str, device: int, threads: int | None) -> dict[str, str]:
     return get_backend(hardware).pin_env(device, threads)
 
 
-def _run(
-    model_type: str, hardware: str, config: BenchConfig, env: dict[str, str], limit_s: float, cap_mb: int
-) -> ChildOutcome:
+def _run(request: BenchRequest, env: dict[str, str], limit_s: float, cap_mb: int) -> ChildOutcome:
     from rich.text import Text
 
     from accelerate_core.runner import ForkServer
 
-    payload = wire.encode(BenchRequest(model_type, hardware, config))
+    model_type, hardware = request.model_type, request.hardware
+    payload = wire.encode(request)
     with (
-        err.status(Text(f"benchmarking {model_type} on {hardware}..."), spinner="dots"),
+        err.status(Text(f"benchmarking {request.size} {model_type} on {hardware}..."), spinner="dots"),
         ForkServer(ENTRY) as runner,
     ):
         return runner.run(f"bench-{model_type}-{hardware}", payload, env=env, time_limit_s=limit_s, mem_cap_mb=cap_mb)
@@ -149,12 +164,15 @@ def print_table(report: BenchReport) -> None:
     by_metric: dict[tuple[int, int], dict[str, Measurement]] = {}
     single: dict[str, float | None] = {}
     for m in report.measurements:
-        if m.metric in ("load_time", "first_call"):
+        if m.metric in ("load_time", "first_call", "param_count"):
             single[m.metric] = m.p50
         else:
             by_metric.setdefault((m.batch_size, m.seq_len), {})[m.metric] = m
     env = report.environment
-    title = f"{report.model_type} ({report.model_class}) on {report.hardware}: {env.get('device_name')}"
+    title = (
+        f"{report.size} {report.model_type} ({report.model_class}, {report.dtype}) on {report.hardware}: "
+        f"{env.get('device_name')}"
+    )
     if report.image_size:
         title += f", images {report.image_size}x{report.image_size}"
     table = PlainTable(title=title)

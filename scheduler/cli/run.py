@@ -30,7 +30,9 @@ def register(app: typer.Typer) -> None:
 def run_command(
     ctx: typer.Context,
     phase: Annotated[str | None, typer.Option("--phase", help="phase line of the run, e.g. 2026-q4")] = None,
-    models: Annotated[str, typer.Option("--models", help="all, a,b or @file (one model type a line)")] = "all",
+    models: Annotated[
+        str, typer.Option("--models", help="all, a,b or @file: model types, checkpoint dirs, cached hub ids")
+    ] = "all",
     modality: Annotated[str | None, typer.Option("--modality", help="only this modality (text, vision, ...)")] = None,
     hardware: Annotated[str, typer.Option("--hardware", help="auto (what this machine has) or e.g. cpu,cuda")] = "auto",
     jobs: Annotated[int | None, typer.Option("--jobs", "-j", min=1, help="jobs at once (default: cores)")] = None,
@@ -40,12 +42,17 @@ def run_command(
     dry: Annotated[
         bool, typer.Option("--dry", help="smoke test: one dry job through each live node (--wait: round trips)")
     ] = False,
+    dtype: Annotated[str, typer.Option("--dtype", help="dtypes, e.g. float32,bfloat16 (float16 too)")] = "float32",
+    size: Annotated[str, typer.Option("--size", help="model types: tiny, or full (default config, random weights)")] = (
+        "tiny"
+    ),
     as_json: Annotated[bool, typer.Option("--json", help="print the summary as JSON")] = False,
 ) -> None:
     """Plan a phase-end run over the selected architectures and run it; write its report."""
     from accelerate_core.names import check_name
 
     settings = state(ctx).settings
+    axes = (parse_dtypes(dtype), size)
     if broker:
         settings = settings.with_overrides(broker_url=broker, source="--broker")
     if jobs:
@@ -59,14 +66,14 @@ def run_command(
     if phase is not None:
         check_name(phase, "--phase")
     if settings.broker_url:
-        _run_remote(settings, phase, models, modality, hardware, resume, wait, as_json)
+        _run_remote(settings, phase, models, modality, hardware, resume, wait, as_json, axes)
         return
     from scheduler.local import run_local
 
     if resume is not None:
         summary = run_local(settings, resume_run_id=resume, show_progress=is_tty() and not as_json)
     else:
-        plan = _plan(settings, phase or "", models, modality, hardware, local=True)
+        plan = _plan(settings, phase or "", models, modality, hardware, local=True, axes=axes)
         if not as_json:
             _print_plan(plan, settings.effective_concurrency())
         summary = run_local(settings, plan, show_progress=is_tty() and not as_json)
@@ -74,7 +81,33 @@ def run_command(
     raise typer.Exit(EXIT_OK if summary.status == RUN_COMPLETE else EXIT_INTERRUPTED)
 
 
-def _plan(settings: Settings, phase: str, models: str, modality: str | None, hardware: str, *, local: bool) -> RunPlan:
+def parse_dtypes(raw: str) -> tuple[str, ...]:
+    """``--dtype float32,bf16`` -> ``("float32", "bfloat16")`` (aliases normalised, duplicates dropped).
+
+    Raises:
+        ConfigError: a dtype that is not float32, bfloat16 or float16 (one line naming it).
+    """
+    from accelerate_core.backends import normalize_dtype
+    from accelerate_core.constants import DTYPES
+    from accelerate_core.errors import ConfigError
+
+    names = [normalize_dtype(part.strip()) for part in raw.split(",") if part.strip()]
+    wrong = [n for n in names if n not in DTYPES]
+    if not names or wrong:
+        raise ConfigError(f"--dtype {raw!r} is invalid: give some of {', '.join(DTYPES)}, e.g. float32,bfloat16")
+    return tuple(dict.fromkeys(names))
+
+
+def _plan(
+    settings: Settings,
+    phase: str,
+    models: str,
+    modality: str | None,
+    hardware: str,
+    *,
+    local: bool,
+    axes: tuple[tuple[str, ...], str] = (("float32",), "tiny"),
+) -> RunPlan:
     from accelerate_core.backends import detect
     from scheduler.plan import PlanOptions, resolve_hardware
     from scheduler.planning_inputs import plan_with_stores
@@ -87,7 +120,7 @@ def _plan(settings: Settings, phase: str, models: str, modality: str | None, har
     else:
         available = ()
     kinds = resolve_hardware(hardware, available, local=local)
-    options = PlanOptions(phase=phase, models=models, modality=modality, hardware=kinds)
+    options = PlanOptions(phase=phase, models=models, modality=modality, hardware=kinds, dtypes=axes[0], size=axes[1])
     return plan_with_stores(settings, options, local=local, base_dir=Path.cwd(), code_version=_code_version())
 
 
@@ -114,6 +147,7 @@ def _run_remote(
     resume: str | None,
     wait: bool,
     as_json: bool,
+    axes: tuple[tuple[str, ...], str],
 ) -> None:
     import importlib
 
@@ -124,7 +158,7 @@ def _run_remote(
     if resume is not None:
         _resume_remote(settings, resume, wait, as_json)
         return
-    plan = _plan(settings, phase or "", models, modality, hardware, local=False)
+    plan = _plan(settings, phase or "", models, modality, hardware, local=False, axes=axes)
     warn_without_writer(settings)
     page = page_url(settings, plan.run_id)
     if page and not as_json:

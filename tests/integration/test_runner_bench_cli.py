@@ -64,7 +64,7 @@ def test_the_table_shows_each_shape_and_the_one_off_timings(bench_run, capsys):
     print_table(wire.decode(BenchReport, json.loads(bench_run.stdout)))
 
     text = capsys.readouterr().out
-    assert "p50 ms" in text and "bert (BertModel) on cpu" in text and "first call" in text
+    assert "p50 ms" in text and "tiny bert (BertModel, float32) on cpu" in text and "first call" in text
     assert sum(1 for line in text.splitlines() if line.startswith("│")) == 2  # batch 1 and 2
 
 
@@ -74,6 +74,9 @@ def test_the_table_shows_each_shape_and_the_one_off_timings(bench_run, capsys):
         (("bench", "no_such_model_type"), "unknown model type 'no_such_model_type'"),
         (("bench", "bert", "--hardware", "mps" if sys.platform != "darwin" else "rocm"), "device"),
         (("bench", "bert", "--batch", "0,x"), "--batch '0,x' is invalid"),
+        (("bench", "bert", "--size", "huge"), "--size: model size 'huge' is unknown: use one of tiny, full"),
+        (("bench", "bert", "--dtype", "int3"), "dtype 'int3' is not supported"),
+        (("bench", "bert", "--size", "full", "--image-size", "64"), "--image-size applies to tiny models only"),
     ],
 )
 def test_bad_usage_is_one_line_and_exit_2(tmp_path: Path, args: tuple[str, ...], message: str):
@@ -83,3 +86,28 @@ def test_bad_usage_is_one_line_and_exit_2(tmp_path: Path, args: tuple[str, ...],
     lines = [line for line in result.stderr.splitlines() if line.strip() and not line.startswith("TORCH_IMPORTED")]
     assert len(lines) == 1 and lines[0].startswith("accel: error:") and message in lines[0], result.stderr
     assert result.stdout == ""
+
+
+@pytest.fixture(scope="module")
+def full_and_tiny(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, dict]:
+    """``accel bench bert --json`` at full size and tiny, same shape and loop."""
+    runs = []
+    for size in ("full", "tiny"):
+        result = accel(tmp_path_factory.mktemp(size), "bench", "bert", "--size", size, "--seq", "16", "--json")
+        assert result.returncode == 0, result.stderr
+        runs.append(json.loads(result.stdout))
+    return runs[0], runs[1]
+
+
+def _p50(report: dict) -> float:
+    return next(m["p50"] for m in report["measurements"] if m["metric"] == "latency")
+
+
+def test_full_size_bert_is_bert_base_with_random_weights_and_slower_than_tiny(full_and_tiny):
+    full, tiny = full_and_tiny
+
+    assert full["size"] == "full" and tiny["size"] == "tiny"
+    assert 105_000_000 < full["param_count"] < 115_000_000  # BERT-base: 109.5M
+    assert tiny["param_count"] < 1_000_000
+    assert _p50(full) > _p50(tiny)
+    assert any("built on the meta device" in note and "no download" in note for note in full["notes"])

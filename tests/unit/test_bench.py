@@ -264,7 +264,8 @@ def test_a_broken_generate_leaves_latency_and_a_note():
     found = benchmark_model(NoGenerate(4, 4), lambda b, s: {"input": torch.randn(b, 4)}, hardware="cpu",
                             bench=bench, generative=True, notes=notes)  # fmt: skip
 
-    assert {m.metric for m in found} == {"latency", "throughput", "peak_memory"}
+    assert {m.metric for m in found} == {"param_count", "latency", "throughput", "peak_memory"}
+    assert next(m.p50 for m in found if m.metric == "param_count") == 4 * 4 + 4
     assert len(notes) == 1 and "ValueError: cannot generate" in notes[0]
 
 

@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 from accelerate_core import wire
 from accelerate_core.bench.measurements_file import MeasurementsFile
 from accelerate_core.config import BenchConfig
-from accelerate_core.constants import HARDWARE_KINDS, JOB_KINDS, TERMINAL_STATUSES
+from accelerate_core.constants import DTYPES, HARDWARE_KINDS, JOB_KINDS, MODEL_SIZES, SOURCE_KINDS, TERMINAL_STATUSES
 from accelerate_core.contracts import (
     BenchReport,
     BenchRequest,
@@ -32,6 +32,7 @@ from accelerate_core.contracts import (
     JobSpec,
     Makespan,
     Measurement,
+    ModelSource,
     RunParams,
     RunPlan,
     RunRecord,
@@ -123,6 +124,13 @@ FIELD_STRATEGIES: dict[tuple[type[Any], str], st.SearchStrategy[Any]] = {
     (JobResult, "model_type"): names,
     (RunPlan, "run_id"): names,
     (RunPlan, "phase"): names,
+    (JobSpec, "size"): st.sampled_from(MODEL_SIZES),
+    (JobSpec, "dtype"): st.sampled_from(DTYPES),
+    (BenchRequest, "size"): st.sampled_from(MODEL_SIZES),
+    (BenchRequest, "dtype"): st.sampled_from(DTYPES),
+    (ModelSource, "kind"): st.sampled_from(SOURCE_KINDS),
+    (ModelSource, "label"): names,
+    (ModelSource, "model_type"): st.just("") | names,
     (JobSpec, "hardware"): st.sampled_from(HARDWARE_KINDS),
     (JobSpec, "kind"): st.sampled_from(JOB_KINDS),
     (JobResult, "status"): st.sampled_from(sorted(TERMINAL_STATUSES)),
