@@ -29,6 +29,10 @@ TASK_RECORD_RESULT: Final = "accel.record_result"
 TASK_RECORD_RUN: Final = "accel.record_run"
 """Task name: the writer records a run and its planned jobs (kwargs ``plan``: an encoded ``RunPlan``)."""
 
+TASK_CANCEL_RUN: Final = "accel.cancel_run"
+"""Task name: the writer cancels a run (kwargs ``run_id``): its unfinished jobs recorded ``cancelled``, the pending
+ones revoked, the run finished and reported (``accel cancel``)."""
+
 TASK_REGISTER_WORKER: Final = "accel.register_worker"
 """Task name: the writer records a worker's inventory (kwargs ``info``: an encoded ``WorkerInfo``)."""
 

@@ -135,7 +135,8 @@ def _serve_store(
         return 0
     with store:
         w = writer.ResultWriter(store, settings, publish=writer.redis_publisher(client), state=state,
-                                fence=lock.check, dead_letter=writer.redis_dead_letters(client, state))  # fmt: skip
+                                fence=lock.check, dead_letter=writer.redis_dead_letters(client, state),
+                                revoke=writer.celery_revoker(settings))  # fmt: skip
         rec = reconciler.for_writer(store, client, settings)
         probe = writer_probe(client, settings.results_queue, state)
         with hosted_service(

@@ -36,6 +36,7 @@ from accelerate_core import broker
 from accelerate_core.config import Settings
 from accelerate_core.constants import (
     HARDWARE_KINDS,
+    TASK_CANCEL_RUN,
     TASK_RECORD_RESULT,
     TASK_RECORD_RUN,
     TASK_REGISTER_WORKER,
@@ -85,6 +86,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
             TASK_RECORD_RESULT: results,
             TASK_RECORD_RUN: results,
             TASK_REGISTER_WORKER: results,
+            TASK_CANCEL_RUN: results,
         },
         "task_create_missing_queues": True,
         "worker_hijack_root_logger": True,

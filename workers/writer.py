@@ -43,7 +43,10 @@ from typing import TYPE_CHECKING, Any
 from accelerate_core import dead_letters, wire
 from accelerate_core.config import Settings
 from accelerate_core.constants import (
+    ERR_REVOKED,
     RUN_RUNNING,
+    STATUS_CANCELLED,
+    TASK_CANCEL_RUN,
     TASK_RECORD_RESULT,
     TASK_RECORD_RUN,
     TASK_REGISTER_WORKER,
@@ -61,6 +64,7 @@ from accelerate_core.errors import (
 )
 from accelerate_core.finish import finish_run
 from accelerate_core.job_outcome import undecodable_result
+from accelerate_core.names import check_name
 from accelerate_core.store.snapshot import snapshot_dir, write_snapshot
 from workers.keeper import WriterLock, WriterState
 
@@ -140,8 +144,10 @@ class ResultWriter:
         state: WriterState | None = None,
         fence: Callable[[], None] | None = None,
         dead_letter: Callable[[DeadLetter], None] | None = None,
+        revoke: Callable[[list[str]], None] | None = None,
     ) -> None:
         self.dead_letter = dead_letter
+        self.revoke = revoke
         self.store = store
         self.state = state or WriterState()
         self.fence = fence or (lambda: None)
@@ -176,6 +182,8 @@ class ResultWriter:
                     self._held.append(row)
         elif task == TASK_RECORD_RUN:
             self._run_message(kwargs.get("plan"))
+        elif task == TASK_CANCEL_RUN:
+            self.cancel_run(check_name(kwargs.get("run_id"), "cancel_run.run_id"))
         elif task == TASK_REGISTER_WORKER:
             self.fence()
             self.store.register_worker(wire.decode(WorkerInfo, kwargs.get("info")))
@@ -240,6 +248,35 @@ class ResultWriter:
         self.store.set_run_status(plan.run_id, RUN_RUNNING)
         self._runs.add(plan.run_id)
         self._after_commit({plan.run_id}, force_snapshot=True)
+
+    def cancel_run(self, run_id: str) -> list[str]:
+        """Record every unfinished job of ``run_id`` ``cancelled`` and revoke them; the run then ends and is reported.
+
+        A job running now goes on where it runs; its late result is a duplicate of a terminal row and ignored.
+
+        Returns:
+            The keys cancelled (none for a run that had already finished).
+
+        Raises:
+            UnknownRunError: the store has no such run.
+        """
+        self.flush()  # results that came before the cancel count
+        self.store.get_run(run_id)
+        now = time.time()
+        message = "the run was cancelled (accel cancel) before this job finished"
+        host = socket.gethostname()
+        rows = [
+            JobResult.for_spec(spec, status=STATUS_CANCELLED, started_at=now, finished_at=now, error_class=ERR_REVOKED,
+                               error_message=message, worker_id=WRITER_ID, host=host)
+            for spec in self.store.unfinished_jobs(run_id)
+        ]  # fmt: skip
+        self._held.extend(rows)
+        self.flush()
+        keys = [r.key for r in rows]
+        if keys and self.revoke is not None:
+            self.revoke(keys)
+        logger.info("run %s cancelled: %d unfinished jobs recorded cancelled and revoked", run_id, len(keys))
+        return keys
 
     def flush(self) -> int:
         """Write every held result in one upsert, then finish the runs it completes; return the rows.
@@ -538,3 +575,21 @@ def serve(
             stop.wait(pause)
             pause = min(pause * 2, RETRY_MAX_S)
     return total
+
+
+def celery_revoker(settings: Settings) -> Callable[[list[str]], None]:
+    """A revoke of job keys broadcast to every live worker node (they drop those messages when they meet them)."""
+    from celery import Celery
+
+    from accelerate_core import broker
+
+    app = Celery("accel-writer", set_as_current=False)
+    app.conf.update(broker_url=broker.require_url(settings), accept_content=["json"], task_serializer="json")
+
+    def revoke(keys: list[str]) -> None:
+        try:
+            app.control.revoke(keys)
+        except Exception:  # kombu raises its own errors; the rows are written, the workers' own will be ignored
+            logger.exception("could not broadcast the revoke of %d jobs", len(keys))
+
+    return revoke

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from accelerate_core import wire
 from accelerate_core.bench.stats import sample_stats
-from accelerate_core.constants import RUN_PLANNED, RUN_STATUSES, STATUS_QUEUED, STATUS_RUNNING
+from accelerate_core.constants import RUN_PLANNED, RUN_STATUSES, STATUS_CANCELLED, STATUS_QUEUED, STATUS_RUNNING
 from accelerate_core.database import transaction
 from accelerate_core.errors import ConfigError, UnknownRunError
 from accelerate_core.store.batch import registered
@@ -146,8 +146,19 @@ ON CONFLICT (job_key) DO UPDATE SET
 """
 
 
+def _cancelled(conn: DuckDBPyConnection, keys: list[str]) -> list[str]:
+    """The jobs among ``keys`` already recorded ``cancelled``."""
+    rows = conn.execute(
+        f"SELECT job_key FROM jobs WHERE status = '{STATUS_CANCELLED}' AND job_key IN (SELECT unnest($keys))",
+        {"keys": keys},
+    ).fetchall()
+    return [str(key) for (key,) in rows]
+
+
 def record_results(conn: DuckDBPyConnection, results: Sequence[JobResult]) -> int:
     """Upsert a batch of job results and replace their measurements, in one transaction.
+
+    A result for a job already recorded ``cancelled`` is ignored (its run was cancelled and reported).
 
     Returns:
         The number of distinct jobs written.
@@ -157,6 +168,8 @@ def record_results(conn: DuckDBPyConnection, results: Sequence[JobResult]) -> in
     for r in results:
         repeats[r.key] = repeats.get(r.key, -1) + 1
         latest[r.key] = r
+    for key in _cancelled(conn, list(latest)):
+        del latest[key]  # a cancelled job stays cancelled: its run ended and was reported (accel cancel)
     if not latest:
         return 0
     jobs = list(latest.values())

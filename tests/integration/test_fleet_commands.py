@@ -1,7 +1,8 @@
 """The operators' fleet commands on real processes: a redis-server of its own, the writer, prefork worker nodes.
 
 ``accel workers`` lists a node started mid-test (with ``-n``, ``-Q`` and Celery options after ``--``);
-``accel run --dry --wait`` reports each live node's round trip; ``accel run`` warns when no writer is alive.
+``accel run --dry --wait`` reports each live node's round trip; ``accel cancel`` ends a running run with its
+report; ``accel run`` warns when no writer is alive.
 The tests share one fleet and run in file order.
 """
 
@@ -10,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,8 +19,10 @@ from typing import Any
 import pytest
 
 from accelerate_core.config import Settings
+from accelerate_core.contracts import JobSpec, RunParams, RunPlan, job_key
 from scheduler.cli.run import NO_WRITER_WARNING
 from scheduler.planning_inputs import template_lookup
+from scheduler.remote import dispatch, read_status
 from tests.support.cli import seed_catalog_index
 from tests.support.fleet import FleetProcesses
 from tests.support.processes import wait_for
@@ -125,6 +129,50 @@ def test_run_dry_wait_reports_each_live_nodes_round_trip(fleet: FleetProcesses) 
     assert sent.returncode == 0 and "a dry job sent to each of 2 live nodes" in sent.stdout
 
 
+def _slow_plan(run_id: str, n: int, sleep_s: float) -> RunPlan:
+    jobs = tuple(
+        JobSpec(key=job_key(run_id, f"slow{i}", "cpu", "dry"), run_id=run_id, model_type=f"slow{i}", hardware="cpu",
+                kind="dry", sleep_s=sleep_s)
+        for i in range(n)
+    )  # fmt: skip
+    return RunPlan(run_id, "cancel", time.time(), RunParams(kind="dry", n_jobs=n), jobs)
+
+
+def _active(fleet: FleetProcesses) -> list[str]:
+    return [job["key"] for node in _workers(fleet)["nodes"] for job in node["active"]]
+
+
+def test_cancel_ends_a_running_run_with_its_report_and_revokes_its_pending_jobs(fleet: FleetProcesses) -> None:
+    # Given a run of 8 slow jobs on two nodes, two of them running
+    run_id = "cancel-me-1"
+    dispatch(fleet.settings, _slow_plan(run_id, 8, sleep_s=12.0))
+    wait_for(lambda: len(_active(fleet)) == 2, 60, "two jobs running")
+    # When it is cancelled
+    done = fleet.accel("cancel", run_id, "--json")
+    # Then the run is over at once: every unfinished job cancelled, the report written
+    assert done.returncode == 0, done.stderr + fleet.log("writer")[-1500:]
+    result = json.loads(done.stdout)
+    status = result["status"]
+    assert status["phase_done"] and status["status"] == "complete" and not result["already_finished"]
+    # (a loaded machine may finish a running job or two before the cancel lands: those stay done)
+    by_status = status["by_status"]
+    assert set(by_status) <= {"cancelled", "done"} and sum(by_status.values()) == 8, by_status
+    assert result["cancelled"] == by_status["cancelled"] >= 4, by_status
+    assert Path(status["report_dir"], "report.json").is_file()
+    # and the pending jobs were revoked: once the two running ones end, no node takes another job of the run
+    wait_for(lambda: not _active(fleet), 60, "the running jobs to end")
+    time.sleep(3.0)
+    assert not _active(fleet), "a node took a job of the cancelled run"
+    # and the late results of the jobs that were running did not overwrite their cancelled rows
+    late = read_status(fleet.settings, run_id)
+    assert late is not None and dict(late.by_status) == by_status, late
+    # and cancelling it again, or an unknown run, says so in one line
+    again = fleet.accel("cancel", run_id)
+    assert again.returncode == 0 and "had already finished (complete): nothing to cancel" in again.stdout
+    unknown = fleet.accel("cancel", "no-such-run")
+    assert unknown.returncode == 2 and unknown.stderr.startswith("accel: error: run no-such-run is not known")
+
+
 # -- last: the writer stops -------------------------------------------------------------------------------
 
 
@@ -132,7 +180,7 @@ def test_run_warns_in_one_line_when_no_writer_is_alive(fleet: FleetProcesses) ->
     # Given a writer alive, a run says nothing about it
     seed_catalog_index(fleet.logs)
     alive = fleet.accel("run", "--phase", "warn", "--models", "bert", "--hardware", "cpu", cwd=fleet.logs)
-    assert alive.returncode == 0 and "no writer" not in alive.stderr, alive.stderr
+    assert alive.returncode == 0 and NO_WRITER_WARNING not in alive.stderr, alive.stderr
     # When the writer stops
     fleet.stop("writer")
     wait_for(lambda: "writer: none alive" in fleet.accel("workers").stdout, 60, "the writer's heartbeat to end")

@@ -57,6 +57,12 @@ MISTAKES: dict[str, Mistake] = {
     "worker -Q results": Mistake(("worker", "-Q", "results"), "is the writer's queue"),
     "worker -n bad name": Mistake(("worker", "-n", "cpu0"), "--hostname 'cpu0' is not a valid node name"),
     "worker -- own option": Mistake(("worker", "--", "-P", "solo"), "option '-P' after -- is set by accel worker"),
+    "cancel without RUN": Mistake(("cancel",), "missing argument 'RUN' (see `accel cancel --help`)"),
+    "cancel bad RUN": Mistake(("cancel", "../x"), "RUN '../x' is not a valid name"),
+    "cancel without a broker": Mistake(("cancel", "r1"), "accel cancel ends a fleet run: set ACCEL_BROKER_URL"),
+    "run --dry without a broker": Mistake(("run", "--dry"), "--dry sends a dry job to each live worker node"),
+    "run --dry --resume": Mistake(("run", "--dry", "--resume", "r1"), "--dry starts a new run: drop --resume"),
+    "workers --timeout 0": Mistake(("workers", "--timeout", "0"), "'--timeout'"),
     "bad broker URL": Mistake(("run", "--phase", "p"), "is not a Redis URL", {"ACCEL_BROKER_URL": "http://x"}),
     "bad number in env": Mistake(
         ("detect",), "ACCEL_CONCURRENCY='many' is not an integer", {"ACCEL_CONCURRENCY": "many"}

@@ -23,6 +23,7 @@ from accelerate_core.constants import (
     ERR_WORKER,
     STATUS_DONE,
     STATUS_FAILED,
+    TASK_CANCEL_RUN,
     TASK_RECORD_RESULT,
     TASK_RECORD_RUN,
     TASK_REGISTER_WORKER,
@@ -30,7 +31,14 @@ from accelerate_core.constants import (
     WRITER_LOCK_KEY,
 )
 from accelerate_core.contracts import JobResult, JobSpec, RunParams, RunPlan, StatusSnapshot, job_key
-from accelerate_core.errors import BrokerError, ConfigError, ContractError, HardwareUnavailableError, LockLostError
+from accelerate_core.errors import (
+    BrokerError,
+    ConfigError,
+    ContractError,
+    HardwareUnavailableError,
+    LockLostError,
+    UnknownRunError,
+)
 from accelerate_core.job_message import job_labels
 from accelerate_core.limits import backstop_limits, visibility_timeout_s
 from accelerate_core.store import ResultsStore
@@ -401,3 +409,28 @@ def test_a_writer_waiting_for_the_lock_stops_when_asked(redis_url: str) -> None:
     stop = threading.Event()
     stop.set()
     assert keeper.WriterLock(client, ttl_s=60).acquire(stop, say=lambda _: None) is False
+
+
+def test_writer_cancels_a_run_its_unfinished_jobs_cancelled_and_revoked_and_reports_it(tmp_path: Path) -> None:
+    published: dict[str, StatusSnapshot] = {}
+    revoked: list[list[str]] = []
+    plan = _dry_plan("run-c", 3)
+    with ResultsStore.open(tmp_path / "r.duckdb") as store:
+        settings = Settings(results_db=tmp_path / "r.duckdb", reports_dir=tmp_path / "reports")
+        w = writer.ResultWriter(store, settings, publish=lambda s: published.__setitem__(s.run_id, s),
+                                revoke=revoked.append)  # fmt: skip
+        # Given a run with one job done and a result still held when the cancel arrives
+        w.handle(TASK_RECORD_RUN, {"plan": wire.encode(plan)})
+        w.handle(TASK_RECORD_RESULT, {"result": wire.encode(_done(plan.jobs[0]))})
+        # When it is cancelled
+        w.handle(TASK_CANCEL_RUN, {"run_id": "run-c"})
+        # Then the result sent before the cancel counts, the other two are cancelled and revoked
+        assert len(revoked) == 1 and sorted(revoked[0]) == sorted([plan.jobs[1].key, plan.jobs[2].key])
+        snap = published["run-c"]
+        assert dict(snap.by_status) == {"done": 1, "cancelled": 2} and snap.phase_done
+        assert store.get_run("run-c").status == "complete" and snap.report_dir
+        # and a cancel of an unknown run, or of a malformed id, is refused
+        with pytest.raises(UnknownRunError):
+            w.handle(TASK_CANCEL_RUN, {"run_id": "no-such-run"})
+        with pytest.raises(ConfigError):
+            w.handle(TASK_CANCEL_RUN, {"run_id": "../x"})

@@ -318,3 +318,14 @@ def test_a_store_from_before_the_wire_format_is_upgraded_on_first_read(tmp_path:
     assert jobs["k-bert"].skip is None and jobs["k-bert"].limits.hard_s == 90.0
     assert jobs["k-bert"].bench.batch_sizes == (1, 4) and jobs["k-bert"].limits.mem_cap_mb == 2048
     assert jobs["k-blt"].skip == SkipReason("component", "a sub-model")
+
+
+def test_a_cancelled_job_stays_cancelled_when_its_late_result_arrives(store: ResultsStore) -> None:
+    # Given a job recorded cancelled (accel cancel) while it still ran on a node
+    store.record_run(RUN.plan())
+    cancelled = replace(RUN.result("bert", "cpu"), status="cancelled", error_class="revoked", measurements=())
+    store.record_results([cancelled])
+    # When its result comes back late, Then the row and its (absent) measurements stay as the cancel left them
+    assert store.record_results([RUN.result("bert", "cpu", latency=0.01)]) == 0
+    assert store.query("SELECT status FROM jobs WHERE job_key = ?", [RUN.key("bert", "cpu")]) == [("cancelled",)]
+    assert _count(store, "measurements") == 0
