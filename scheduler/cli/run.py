@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from accelerate_core.contracts import RunPlan
     from scheduler.dry import DryRun
     from scheduler.local import RunSummary
+    from scheduler.status import RunStatus
 
 EXIT_INTERRUPTED = 130
 """``accel run`` stopped by SIGINT/SIGTERM: finished results kept, the run marked ``interrupted``."""
@@ -287,6 +288,8 @@ def status_command(
     ctx: typer.Context,
     run_id: Annotated[str | None, typer.Argument(help="the run (default: the latest)")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print the status as JSON")] = False,
+    watch: Annotated[bool, typer.Option("--watch", help="read it again until the run is done (Ctrl-C leaves)")] = False,
+    every: Annotated[float, typer.Option("--every", min=0.1, max=3600, help="--watch: seconds between reads")] = 2.0,
 ) -> None:
     """Progress of a run per hardware, its failures so far and the expected time left."""
     from dataclasses import replace
@@ -296,7 +299,17 @@ def status_command(
 
     if run_id is not None:
         check_name(run_id, "RUN")
+    if watch and as_json:
+        raise fail("--watch redraws the status for a person: drop --json (or poll `accel status --json`)")
     settings = state(ctx).settings
+    if watch:
+        from scheduler.cli.watch import watch as watch_status
+
+        def read() -> RunStatus:
+            return replace(run_status(settings, run_id), writer=writer_state(settings))
+
+        watch_status(read, format_status, every_s=every, live=out.is_terminal)
+        return
     status = replace(run_status(settings, run_id), writer=writer_state(settings))
     if as_json:
         emit_json(status.to_json())

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 import sys
 import textwrap
@@ -92,3 +94,30 @@ def test_status_falls_back_to_the_snapshot_while_another_process_holds_the_db(se
 def test_no_store_at_all_is_a_one_line_usage_error(tmp_path: Path) -> None:
     with pytest.raises(UnknownRunError, match="accel run"):
         run_status(Settings(results_db=tmp_path / "none" / "results.duckdb"))
+
+
+def test_status_watch_reads_again_until_ctrl_c_which_exits_0(settings: Settings, tmp_path: Path) -> None:
+    # Given a run with a job still queued, watched by `accel status --watch` writing to a file (no terminal)
+    plan = _recorded_run(settings)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ACCEL_")}
+    env.update(ACCEL_RESULTS_DB=str(settings.results_db), ACCEL_REPORTS_DIR=str(settings.reports_dir))
+    log = tmp_path / "watch.log"
+    with log.open("wb") as sink:
+        proc = subprocess.Popen([sys.executable, "-m", "scheduler", "status", plan.run_id, "--watch", "--every", "0.2"],
+                                stdout=sink, stderr=subprocess.STDOUT, env=env, cwd=tmp_path)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        while "expected time left" not in log.read_text() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        time.sleep(1.5)  # several more reads: the unchanged status is not printed again
+        # When Ctrl-C arrives
+        proc.send_signal(signal.SIGINT)
+        code = proc.wait(30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    # Then it leaves with exit 0, having printed the status once, without a traceback or control codes
+    text = log.read_text()
+    assert code == 0, text
+    assert text.count(f"run {plan.run_id}") == 1 and "3/4 finished" in text, text
+    assert "Traceback" not in text and "\x1b" not in text

@@ -63,6 +63,7 @@ MISTAKES: dict[str, Mistake] = {
     "run --dry without a broker": Mistake(("run", "--dry"), "--dry sends a dry job to each live worker node"),
     "run --dry --resume": Mistake(("run", "--dry", "--resume", "r1"), "--dry starts a new run: drop --resume"),
     "workers --timeout 0": Mistake(("workers", "--timeout", "0"), "'--timeout'"),
+    "status --watch --json": Mistake(("status", "--watch", "--json"), "--watch redraws the status for a person"),
     "bad broker URL": Mistake(("run", "--phase", "p"), "is not a Redis URL", {"ACCEL_BROKER_URL": "http://x"}),
     "bad number in env": Mistake(
         ("detect",), "ACCEL_CONCURRENCY='many' is not an integer", {"ACCEL_CONCURRENCY": "many"}
