@@ -29,6 +29,7 @@ TOML layout (every key optional)::
     serve_port = 8765
     serve_token = "secret"
     results_url = "http://writer-host:8765"   # the results API the CLI reads (default: the writer's advertised one)
+    endpoints = ["local=http://127.0.0.1:8000@gpt2"]   # accel run --endpoint; tokens: ACCEL_ENDPOINT_TOKEN_<NAME>
 
     [time_limits.test]
     soft_s = 120
@@ -57,7 +58,15 @@ from pathlib import Path
 from typing import Any, Final
 from urllib.parse import parse_qsl, quote, unquote, urlsplit, urlunsplit
 
-from accelerate_core.constants import ENV_PREFIX, JOB_KIND_DRY, JOB_KIND_TEST, JOB_KINDS, QUEUE_PREFIX, RESULTS_QUEUE
+from accelerate_core.constants import (
+    ENV_PREFIX,
+    JOB_KIND_DRY,
+    JOB_KIND_TEST,
+    JOB_KINDS,
+    QUEUE_PREFIX,
+    RESULTS_QUEUE,
+    hardware_kind,
+)
 from accelerate_core.errors import ConfigError
 from accelerate_core.names import NAME_RULE, is_name
 
@@ -335,6 +344,7 @@ class Settings:
     serve_token: str | None = None
     results_url: str | None = None
     bench: BenchConfig = field(default_factory=BenchConfig)
+    endpoints: tuple[str, ...] = ()
     sources: Mapping[str, Source] = field(default_factory=dict, compare=False)
 
     def __post_init__(self) -> None:
@@ -399,8 +409,8 @@ class Settings:
         return visibility_timeout_s([self.longest_hard_limit_s])
 
     def queue_for(self, hardware: str) -> str:
-        """Return the Celery queue name of a hardware kind."""
-        return f"{self.queue_prefix}{hardware}"
+        """Return the Celery queue name of a hardware kind (``api`` for a served endpoint's ``api:NAME``)."""
+        return f"{self.queue_prefix}{hardware_kind(hardware)}"
 
     def effective_concurrency(self) -> int:
         """The number of jobs run at once locally: ``concurrency``, or the number of cores if 0."""
@@ -423,6 +433,8 @@ class Settings:
                 value = {k: {"soft_s": v.soft_s, "hard_s": v.hard_s} for k, v in value.items()}
             elif isinstance(value, BenchConfig):
                 value = {bf.name: getattr(value, bf.name) for bf in fields(value)}
+            elif f.name == "endpoints":
+                value = [redact_url(v) for v in value]
             out[f.name] = value
         return out
 
@@ -597,6 +609,14 @@ def _as_sizes(value: object, from_env: bool) -> tuple[int, ...]:
     return tuple(value)
 
 
+def _as_strings(value: object, from_env: bool) -> tuple[str, ...]:
+    if from_env and isinstance(value, str):
+        return tuple(value.split())
+    if not isinstance(value, list) or any(not isinstance(v, str) for v in value):
+        raise ValueError(f'is {_type_name(value)}, not an array of strings: write e.g. ["local=http://127.0.0.1:8000"]')
+    return tuple(value)
+
+
 Parser = Callable[[object, bool], Any]
 _PARSERS: Final[dict[str, Parser]] = {
     "broker_url": _as_optional_str,
@@ -620,6 +640,7 @@ _PARSERS: Final[dict[str, Parser]] = {
     "serve_port": _as_int,
     "serve_token": _as_optional_str,
     "results_url": _as_optional_str,
+    "endpoints": _as_strings,
 }
 """The top-level settings a TOML file or an ``ACCEL_<NAME>`` variable may set, with their parsers."""
 

@@ -14,6 +14,19 @@ HARDWARE_KINDS: Final = ("cpu", "cuda", "rocm", "mps")
 TORCH_DEVICE: Final = {"cpu": "cpu", "cuda": "cuda", "rocm": "cuda", "mps": "mps"}
 """The torch device type of each hardware kind (ROCm builds of torch call their GPUs ``cuda``)."""
 
+API_HARDWARE: Final = "api"
+"""The kind of a served-model target: its jobs go to queue ``QUEUE_PREFIX + "api"`` (``accel worker --hardware api``)
+and its rows have hardware ``api:NAME`` (``contracts.EndpointJob.hardware``), one per endpoint of the run."""
+
+WORKER_KINDS: Final = (*HARDWARE_KINDS, API_HARDWARE)
+"""What a worker node can serve: a hardware kind, or ``api`` (served endpoints, no device)."""
+
+
+def hardware_kind(hardware: str) -> str:
+    """The kind of a row's hardware: ``api`` for ``api:NAME``, else the hardware itself (its queue's suffix)."""
+    return API_HARDWARE if hardware.startswith(f"{API_HARDWARE}:") else hardware
+
+
 QUEUE_PREFIX: Final = "hw."
 """A hardware kind's Celery queue is ``QUEUE_PREFIX + kind`` (``hw.cpu``, ``hw.cuda``, ...)."""
 
@@ -201,6 +214,12 @@ ERR_MESSAGE_LOST: Final = "message-lost"
 """The job's message vanished from the broker more often than the reconciler re-sends it: recorded ``lost``."""
 ERR_NOT_IN_CACHE: Final = "not-in-cache"
 """A hub id is not in the local Hugging Face cache (the row's message names the command that fetches it)."""
+ERR_ENDPOINT_DOWN: Final = "endpoint-down"
+"""A served endpoint did not answer (refused, unreachable, timed out): the message names the request's class."""
+ERR_ENDPOINT_CHECK: Final = "endpoint-check"
+"""A served endpoint answered, but its functional check failed (no text, usage not adding up, stream disagreeing)."""
+ERR_ENDPOINT_BENCH: Final = "endpoint-bench"
+"""A served endpoint passed its check but no benchmark request succeeded (the message names the classes)."""
 ERROR_CLASSES: Final = (
     ERR_TIMEOUT,
     ERR_OOM,
@@ -219,6 +238,9 @@ ERROR_CLASSES: Final = (
     ERR_REVOKED,
     ERR_MESSAGE_LOST,
     ERR_NOT_IN_CACHE,
+    ERR_ENDPOINT_DOWN,
+    ERR_ENDPOINT_CHECK,
+    ERR_ENDPOINT_BENCH,
 )
 """Every error class a job result may carry."""
 

@@ -20,6 +20,7 @@ from typing import Any, Self
 
 from accelerate_core.config import BenchConfig
 from accelerate_core.constants import (
+    API_HARDWARE,
     DTYPES,
     ERR_UNSUPPORTED,
     HARDWARE_KINDS,
@@ -40,6 +41,7 @@ __all__ = [
     "BenchConfig",
     "BenchReport",
     "BenchRequest",
+    "EndpointJob",
     "FailureRow",
     "JobLimits",
     "JobResult",
@@ -181,6 +183,46 @@ class ModelSource:
 
 
 @dataclass(frozen=True, slots=True)
+class EndpointJob:
+    """A served model to check and benchmark (``accel run --endpoint NAME=URL[@MODEL]``): its rows are ``api:NAME``.
+
+    Never the token: the executor reads ``ACCEL_ENDPOINT_TOKEN_<NAME>`` from its own environment.
+
+    Attributes:
+        name: the endpoint's name (a valid name: it becomes part of the hardware column and job key).
+        url: the server's base URL (validated by ``accelerate_core.endpoint.EndpointTarget``).
+        model: the request's ``model`` field; empty: the first model the server lists (``/v1/models``).
+        concurrency: the closed-loop concurrency levels of the benchmark.
+        requests: requests per level (after the warm-up).
+        prompt_tokens: prompt length of each request; ``max_tokens``: output tokens asked for.
+        timeout_s: the deadline of each request.
+    """
+
+    name: str
+    url: str
+    model: str = ""
+    concurrency: tuple[int, ...] = (1, 4)
+    requests: int = 16
+    prompt_tokens: int = 32
+    max_tokens: int = 16
+    timeout_s: float = 30.0
+
+    def __post_init__(self) -> None:
+        check_name(self.name, "endpoint name")
+        if not self.url:
+            raise ContractError(f"endpoint {self.name} has no URL: give NAME=http://HOST:PORT[@MODEL]")
+        if not self.concurrency or min(self.concurrency) < 1 or self.requests < 1:
+            raise ContractError(f"endpoint {self.name}: concurrency levels and requests must be >= 1")
+        if self.prompt_tokens < 1 or self.max_tokens < 1 or not self.timeout_s > 0:
+            raise ContractError(f"endpoint {self.name}: prompt/max tokens must be >= 1 and the timeout > 0")
+
+    @property
+    def hardware(self) -> str:
+        """The hardware column of this endpoint's rows: ``api:NAME``."""
+        return f"{API_HARDWARE}:{self.name}"
+
+
+@dataclass(frozen=True, slots=True)
 class JobSpec:
     """One planned job: what a worker (or the local executor) needs to run it, and nothing else.
 
@@ -195,6 +237,7 @@ class JobSpec:
             source, ``model_type`` is the row's name (the source's label, plus the axes that are not defaults).
         size: ``tiny`` or ``full`` (a model type's size; a checkpoint is what it is).
         dtype: the parameters' dtype.
+        endpoint: a served model's job (hardware ``api:NAME``): its functional check, then its benchmark.
     """
 
     key: str
@@ -211,13 +254,17 @@ class JobSpec:
     source: ModelSource | None = None
     size: str = SIZE_TINY
     dtype: str = "float32"
+    endpoint: EndpointJob | None = None
 
     def __post_init__(self) -> None:
         check_name(self.run_id, "JobSpec.run_id")
         check_name(self.model_type, "JobSpec.model_type")
         check_size(self.size)
         check_dtype(self.dtype)
-        if self.hardware not in HARDWARE_KINDS:
+        if self.endpoint is not None:
+            if self.hardware != self.endpoint.hardware:
+                raise ContractError(f"an endpoint job's hardware is {self.endpoint.hardware!r}, not {self.hardware!r}")
+        elif self.hardware not in HARDWARE_KINDS:
             raise ContractError(f"unknown hardware {self.hardware!r}: use one of {', '.join(HARDWARE_KINDS)}")
         if self.kind not in JOB_KINDS:
             raise ContractError(f"unknown job kind {self.kind!r}: use one of {', '.join(JOB_KINDS)}")
@@ -355,7 +402,8 @@ class RunParams:
         slots: jobs at once of the executor (the status's time left divides by it); None when unknown.
         makespan: one entry per local executor invocation.
         synthetic: made-up numbers (``accelerate_core.store.synthetic``); the report says so.
-        modalities: model type -> modality, for models the catalog does not know (synthetic runs).
+        modalities: model type -> modality, for models the catalog does not know (synthetic runs, served models).
+        endpoints: the hardware column of each served endpoint planned for (``api:NAME``).
     """
 
     models: str = "all"
@@ -373,6 +421,7 @@ class RunParams:
     makespan: tuple[Makespan, ...] = ()
     synthetic: bool = False
     modalities: Mapping[str, str] = field(default_factory=dict)
+    endpoints: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

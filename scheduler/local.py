@@ -194,10 +194,16 @@ class _Feeder:
         self._failing_since: float | None = None  # while the store cannot write (a full disk)
 
     def run(self, pending: Sequence[JobSpec], summary: RunSummary) -> None:
-        """Run ``pending`` to the end or until ``stop`` is set; fill ``summary``'s timings."""
+        """Run ``pending`` to the end or until ``stop`` is set; fill ``summary``'s timings.
+
+        Served endpoints' jobs run last, here, one at a time (``accelerate_core.endpoint.job``: an HTTP
+        client needs no child, and this process's environment holds their tokens), so no model job of the
+        run loads this machine while an endpoint is measured.
+        """
         from accelerate_core.runner import ForkServer
 
-        queue = deque(pending)
+        queue = deque(s for s in pending if s.endpoint is None)
+        endpoints = [s for s in pending if s.endpoint is not None]
         running: dict[str, JobSpec] = {}
         started = time.monotonic()
         self._snapshot(force=True)
@@ -210,8 +216,25 @@ class _Feeder:
                 summary.wall_s = time.monotonic() - started  # to the last outcome, not the server's shutdown
                 if running:  # stopped: end the children; their jobs keep no terminal row
                     server.close()
+        summary.wall_s += self._run_endpoints(endpoints, summary)
         self._flush(until_durable=True)
         self._snapshot(force=True)
+
+    def _run_endpoints(self, specs: Sequence[JobSpec], summary: RunSummary) -> float:
+        """Run the endpoint jobs one by one (until ``stop``); return the seconds they took."""
+        from accelerate_core.endpoint.job import run_endpoint_job
+
+        started = time.monotonic()
+        for spec in specs:
+            if self.stop.is_set():
+                break
+            self._mark_running([spec.key])
+            if self.progress is not None:
+                self.progress.set_running(1)
+            result = run_endpoint_job(spec, worker_id=self.worker_id, host=self.host)
+            self._record(result, float(result.duration_s or 0.0), summary, running=0)
+            self._snapshot()
+        return time.monotonic() - started if specs else 0.0
 
     def _loop(
         self, server: ForkServer, queue: deque[JobSpec], running: dict[str, JobSpec], summary: RunSummary
@@ -235,12 +258,15 @@ class _Feeder:
             running[spec.key] = spec
             submitted.append(spec.key)
         if submitted:
-            try:
-                self.store.mark_running(submitted, self.worker_id, time.time())
-            except StoreWriteError as e:  # only bookkeeping: the results are what must be kept
-                self._store_failed(e)
+            self._mark_running(submitted)
             if self.progress is not None:
                 self.progress.set_running(len(running))
+
+    def _mark_running(self, keys: list[str]) -> None:
+        try:
+            self.store.mark_running(keys, self.worker_id, time.time())
+        except StoreWriteError as e:  # only bookkeeping: the results are what must be kept
+            self._store_failed(e)
 
     def _collect(self, outcomes: Sequence[ChildOutcome], running: dict[str, JobSpec], summary: RunSummary) -> None:
         for outcome in outcomes:
@@ -251,12 +277,15 @@ class _Feeder:
                 # A child ended by the same Ctrl-C is not a result: its job stays unfinished for --resume.
                 continue
             result = outcome_to_result(spec, outcome, self.worker_id, self.host)
-            self._batch.append(result)
-            summary.ran += 1
-            summary.busy_s += float(outcome.duration_s or 0.0)
-            summary.counts[result.status] = summary.counts.get(result.status, 0) + 1
-            if self.progress is not None:
-                self.progress.finished(result, running=len(running))
+            self._record(result, float(outcome.duration_s or 0.0), summary, running=len(running))
+
+    def _record(self, result: JobResult, busy_s: float, summary: RunSummary, *, running: int) -> None:
+        self._batch.append(result)
+        summary.ran += 1
+        summary.busy_s += busy_s
+        summary.counts[result.status] = summary.counts.get(result.status, 0) + 1
+        if self.progress is not None:
+            self.progress.finished(result, running=running)
 
     def _maybe_flush(self) -> None:
         if len(self._batch) >= _FLUSH_BATCH or (self._batch and time.monotonic() - self._last_flush >= _FLUSH_EVERY_S):

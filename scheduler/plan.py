@@ -38,6 +38,7 @@ from accelerate_core.constants import (
     SOURCE_TYPE,
 )
 from accelerate_core.contracts import (
+    EndpointJob,
     JobLimits,
     JobSpec,
     ModelSource,
@@ -102,7 +103,8 @@ TemplateLookup = Callable[[CatalogEntry, str], TemplateRef | None]
 
 @dataclass(frozen=True, slots=True)
 class PlanOptions:
-    """What a run plans: which phase, models, modality, hardware kinds, job kind, dtypes and model size."""
+    """What a run plans: which phase, models, modality, hardware kinds, job kind, dtypes, model size and served
+    endpoints."""
 
     phase: str
     models: str = "all"
@@ -111,6 +113,7 @@ class PlanOptions:
     kind: str = JOB_KIND_TEST
     dtypes: tuple[str, ...] = ("float32",)
     size: str = SIZE_TINY
+    endpoints: tuple[EndpointJob, ...] = ()
 
     def __post_init__(self) -> None:
         try:
@@ -201,6 +204,8 @@ def plan_run(
                 jobs.append(spec)
                 if target.entry is not None and spec.model_type != target.entry.model_type:
                     modalities[spec.model_type] = target.entry.modality  # a row the catalog does not name
+    jobs += [endpoint_spec(run_id, e, settings, past_durations or {}) for e in options.endpoints]
+    modalities.update({j.model_type: "text" for j in jobs if j.endpoint is not None})
     ordered = tuple(order_jobs(jobs))
     params = replace(_plan_params(options, settings, ordered, history_used=bool(past_durations)),
                      modalities=modalities)  # fmt: skip
@@ -318,6 +323,34 @@ def _plan_job(
     )
 
 
+def endpoint_spec(
+    run_id: str, endpoint: EndpointJob, settings: Settings, past_durations: Mapping[str, Mapping[str, float]]
+) -> JobSpec:
+    """The job of one served endpoint: a ``test`` job on hardware ``api:NAME`` carrying the endpoint (no token)."""
+    from accelerate_core.endpoint.targets import served_model_type
+
+    model_type = served_model_type(endpoint)
+    past = past_durations.get(endpoint.hardware, {}).get(model_type)
+    limit = settings.time_limit(JOB_KIND_TEST)
+    return JobSpec(
+        key=job_key(run_id, model_type, endpoint.hardware, JOB_KIND_TEST),
+        run_id=run_id,
+        model_type=model_type,
+        hardware=endpoint.hardware,
+        kind=JOB_KIND_TEST,
+        limits=JobLimits(soft_s=limit.soft_s, hard_s=limit.hard_s, mem_cap_mb=settings.mem_cap_mb),
+        expected_s=round(float(past or estimate_endpoint_seconds(endpoint)), 3),
+        endpoint=endpoint,
+    )
+
+
+def estimate_endpoint_seconds(endpoint: EndpointJob) -> float:
+    """Expected duration of an endpoint job without history: its requests at a nominal 20 ms per token."""
+    requests = 3 + endpoint.requests * len(endpoint.concurrency)  # the check's 2 and the warm-up's
+    per_request = 0.02 * (endpoint.max_tokens + 1)
+    return round(1.0 + requests * per_request / max(1, min(endpoint.concurrency)), 3)
+
+
 def incompatibility(
     entry: CatalogEntry, hardware: str, inventory: Inventory, dtype: str = "float32"
 ) -> SkipReason | None:
@@ -362,6 +395,7 @@ def _plan_params(options: PlanOptions, settings: Settings, jobs: Sequence[JobSpe
         history_used=history_used,
         dtypes=options.dtypes,
         size=options.size,
+        endpoints=tuple(e.hardware for e in options.endpoints),
     )
 
 

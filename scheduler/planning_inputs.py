@@ -40,7 +40,7 @@ def plan_with_stores(
     index = load_index()
     inventory = detect() if local else None
     template_for = template_lookup(settings) if options.kind == JOB_KIND_TEST else None
-    history = past_durations(settings, options.hardware)
+    history = past_durations(settings, (*options.hardware, *(e.hardware for e in options.endpoints)))
     return plan_run(
         options,
         index,

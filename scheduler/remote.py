@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from accelerate_core import broker, reconcile, wire
 from accelerate_core.config import Settings
-from accelerate_core.constants import HARDWARE_KINDS, TASK_RECORD_RESULT, TASK_RECORD_RUN
+from accelerate_core.constants import HARDWARE_KINDS, TASK_RECORD_RESULT, TASK_RECORD_RUN, WORKER_KINDS, hardware_kind
 from accelerate_core.contracts import JobSpec, ReconcileReport, RunPlan, StatusSnapshot
 from accelerate_core.errors import BrokerError, RunStalledError, UnknownRunError
 from accelerate_core.job_message import send_job
@@ -93,10 +93,12 @@ def live_queues(settings: Settings, timeout_s: float = INSPECT_TIMEOUT_S) -> dic
     return {node: [q.get("name", "") for q in queues] for node, queues in replies.items()}
 
 
-def live_hardware(settings: Settings, timeout_s: float = INSPECT_TIMEOUT_S) -> list[str]:
-    """``--hardware auto`` on a fleet: the kinds whose queues live workers consume right now."""
+def live_hardware(
+    settings: Settings, timeout_s: float = INSPECT_TIMEOUT_S, kinds: tuple[str, ...] = HARDWARE_KINDS
+) -> list[str]:
+    """``--hardware auto`` on a fleet: the kinds (of ``kinds``) whose queues live workers consume right now."""
     consumed = {q for queues in live_queues(settings, timeout_s).values() for q in queues}
-    return [kind for kind in HARDWARE_KINDS if settings.queue_for(kind) in consumed]
+    return [kind for kind in kinds if settings.queue_for(kind) in consumed]
 
 
 def live_nodes(settings: Settings, timeout_s: float = INSPECT_TIMEOUT_S) -> list[str]:
@@ -187,7 +189,7 @@ def probe_liveness(settings: Settings, timeout_s: float = INSPECT_TIMEOUT_S) -> 
         raise broker.broker_error(url, e) from e
     finally:
         client.close()
-    return Liveness(writer=writer, served=frozenset(live_hardware(settings, timeout_s)))
+    return Liveness(writer=writer, served=frozenset(live_hardware(settings, timeout_s, kinds=WORKER_KINDS)))
 
 
 def follow(
@@ -288,8 +290,8 @@ def resume_remote(settings: Settings, run_id: str, *, reply_wait_s: float = REPL
 
 def _warn_unserved(settings: Settings, plan: RunPlan) -> None:
     """Say so when a kind the plan needs has no live worker: its jobs wait in Redis until one joins."""
-    needed = {j.hardware for j in plan.jobs}
-    served = set(live_hardware(settings))
+    needed = {hardware_kind(j.hardware) for j in plan.jobs}
+    served = set(live_hardware(settings, kinds=WORKER_KINDS))
     for kind in sorted(needed - served):
         logger.warning(
             "no live worker consumes %s: its jobs wait there until one joins (accel worker --hardware %s)",

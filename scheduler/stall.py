@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from accelerate_core.constants import TERMINAL_STATUSES
+from accelerate_core.constants import TERMINAL_STATUSES, hardware_kind
 from accelerate_core.contracts import StatusSnapshot
 
 __all__ = ["LIVENESS_GRACE_S", "Liveness", "StallWatch", "waiting_by_kind"]
@@ -34,12 +34,13 @@ class Liveness:
 
 
 def waiting_by_kind(snapshot: StatusSnapshot) -> dict[str, int]:
-    """Unfinished jobs of the run per hardware kind (kinds with none are left out)."""
+    """Unfinished jobs of the run per hardware kind (kinds with none are left out; ``api:NAME`` counts as ``api``)."""
     out: dict[str, int] = {}
-    for kind, counts in snapshot.by_hardware.items():
+    for hardware, counts in snapshot.by_hardware.items():
         left = int(counts.get("total", 0)) - sum(int(v) for k, v in counts.items() if k in TERMINAL_STATUSES)
         if left > 0:
-            out[kind] = left
+            kind = hardware_kind(hardware)
+            out[kind] = out.get(kind, 0) + left
     return out
 
 

@@ -17,7 +17,7 @@ import threading
 from typing import TYPE_CHECKING, Any
 
 from accelerate_core.config import Settings
-from accelerate_core.constants import HARDWARE_KINDS
+from accelerate_core.constants import WORKER_KINDS
 from accelerate_core.errors import AccelerateError
 from accelerate_core.names import check_node_name
 from workers import pinning
@@ -39,7 +39,7 @@ def _parse(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m workers")
     sub = parser.add_subparsers(dest="command", required=True)
     w = sub.add_parser("worker", help="one pinned worker node consuming hw.<kind>")
-    w.add_argument("--hardware", choices=HARDWARE_KINDS, required=True)
+    w.add_argument("--hardware", choices=WORKER_KINDS, required=True)
     w.add_argument("--device", type=int, default=0)
     w.add_argument("--node", default=None, help="node name (default <hardware><device>@<host>)")
     w.add_argument("--concurrency", type=int, default=1)

@@ -35,11 +35,11 @@ from typing import TYPE_CHECKING, Any
 from accelerate_core import broker
 from accelerate_core.config import Settings
 from accelerate_core.constants import (
-    HARDWARE_KINDS,
     TASK_CANCEL_RUN,
     TASK_RECORD_RESULT,
     TASK_RECORD_RUN,
     TASK_REGISTER_WORKER,
+    WORKER_KINDS,
 )
 
 if TYPE_CHECKING:
@@ -92,7 +92,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "worker_hijack_root_logger": True,
         "worker_redirect_stdouts": False,
         "worker_cancel_long_running_tasks_on_connection_loss": False,
-        "accel_hardware_queues": [settings.queue_for(kind) for kind in HARDWARE_KINDS],
+        "accel_hardware_queues": [settings.queue_for(kind) for kind in WORKER_KINDS],
     }
 
 

@@ -18,11 +18,11 @@ import socket
 from collections.abc import Mapping, MutableMapping
 from dataclasses import dataclass
 
-from accelerate_core.constants import HARDWARE_KINDS
+from accelerate_core.constants import API_HARDWARE, WORKER_KINDS
 from accelerate_core.errors import ConfigError
 
 HARDWARE_ENV = "ACCEL_WORKER_HARDWARE"
-"""The hardware kind this process serves (``cpu``, ``cuda``, ``rocm``, ``mps``)."""
+"""The hardware kind this process serves (``cpu``, ``cuda``, ``rocm``, ``mps``, or ``api``: served endpoints)."""
 
 DEVICE_ENV = "ACCEL_WORKER_DEVICE"
 """The physical device index this node is pinned to (empty for CPU and MPS)."""
@@ -46,8 +46,8 @@ class Pinning:
     threads: int = 0
 
     def __post_init__(self) -> None:
-        if self.hardware not in HARDWARE_KINDS:
-            raise ConfigError(f"unknown hardware {self.hardware!r}: use one of {', '.join(HARDWARE_KINDS)}")
+        if self.hardware not in WORKER_KINDS:
+            raise ConfigError(f"unknown hardware {self.hardware!r}: use one of {', '.join(WORKER_KINDS)}")
         if self.device_index < 0 or self.threads < 0:
             raise ConfigError("device index and thread count must be >= 0")
 
@@ -59,7 +59,9 @@ class Pinning:
         """The environment that pins a process (and its children) to this device and thread count."""
         from accelerate_core.backends import get_backend
 
-        env = get_backend(self.hardware).pin_env(self.device_index, self.threads or None)
+        # An api node runs HTTP clients, no model: it has no device to pin, only the CPU's thread count.
+        backend = get_backend("cpu" if self.hardware == API_HARDWARE else self.hardware)
+        env = backend.pin_env(self.device_index, self.threads or None)
         env.update({HARDWARE_ENV: self.hardware, DEVICE_ENV: str(self.device_index)})
         return env
 

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 from accelerate_core import wire
 from accelerate_core.config import Settings
 from accelerate_core.constants import (
+    API_HARDWARE,
     DELIVERIES_PREFIX,
     DELIVERIES_TTL_S,
     ERR_REDELIVERY_CAP,
@@ -150,7 +151,7 @@ def handle_delivery(spec: JobSpec, ctx: WorkerContext, *, redelivered: bool = Tr
         logger.warning("job %s delivered %d times: recording redelivery-cap", spec.key, attempt)
         return capped_result(spec, ctx, attempt)
     spec, clamped = fit_limits(spec, ctx.settings.visibility_timeout_s)
-    result = dry_result(spec, ctx, attempt) if spec.kind == JOB_KIND_DRY else _run_in_child(spec, ctx, attempt)
+    result = _run(spec, ctx, attempt)
     if clamped is None:
         return result
     return replace(result, environment={**result.environment, LIMITS_CLAMPED_KEY: clamped})
@@ -173,6 +174,21 @@ def fit_limits(spec: JobSpec, visibility_s: float) -> tuple[JobSpec, str | None]
     )
     logger.warning("job %s: %s", spec.key, why)
     return replace(spec, limits=JobLimits(soft_s=soft_s, hard_s=hard_s, mem_cap_mb=old.mem_cap_mb)), why
+
+
+def _run(spec: JobSpec, ctx: WorkerContext, attempt: int) -> JobResult:
+    if spec.kind == JOB_KIND_DRY:
+        return dry_result(spec, ctx, attempt)
+    if spec.endpoint is not None:
+        return _run_endpoint(spec, ctx, attempt)
+    return _run_in_child(spec, ctx, attempt)
+
+
+def _run_endpoint(spec: JobSpec, ctx: WorkerContext, attempt: int) -> JobResult:
+    """A served endpoint's job, in this process: its token is in this worker's environment, never in the job."""
+    from accelerate_core.endpoint.job import run_endpoint_job
+
+    return run_endpoint_job(spec, worker_id=ctx.worker_id, host=ctx.host, attempt=attempt)
 
 
 def _run_in_child(spec: JobSpec, ctx: WorkerContext, attempt: int) -> JobResult:
@@ -290,6 +306,10 @@ def send_result(
 def worker_info(node: str, pin: pinning.Pinning) -> WorkerInfo:
     """This node's inventory, read without touching a device (NVML / sysfs probes, never CUDA)."""
     from accelerate_core.backends import require
+
+    if pin.hardware == API_HARDWARE:  # served endpoints: this node is an HTTP client, its device is remote
+        host, name = socket.gethostname(), "served endpoints (HTTP client)"
+        return WorkerInfo(node, host, API_HARDWARE, device_name=name, versions=_versions(), started_at=time.time())
 
     device = require(pin.hardware, [pin.device_index] if pin.hardware in ("cuda", "rocm") else None)[0]
     return WorkerInfo(

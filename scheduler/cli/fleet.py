@@ -20,7 +20,7 @@ from typing import Annotated
 import typer
 
 from accelerate_core.config import Settings, is_host
-from accelerate_core.constants import HARDWARE_KINDS
+from accelerate_core.constants import API_HARDWARE, WORKER_KINDS
 from accelerate_core.errors import ConfigError, HardwareUnavailableError
 from scheduler.cli.common import err, state
 
@@ -55,9 +55,9 @@ def node_plan(
     """
     host = host or socket.gethostname()
     taken = set(live)
-    if hardware == "cpu" and devices is None:
-        slot = next(i for i in range(len(taken) + 1) if f"cpu{i}@{host}" not in taken)
-        return [(slot, f"cpu{slot}@{host}")]
+    if hardware in ("cpu", API_HARDWARE) and devices is None:
+        slot = next(i for i in range(len(taken) + 1) if f"{hardware}{i}@{host}" not in taken)
+        return [(slot, f"{hardware}{slot}@{host}")]
     plan = [(d, f"{hardware}{d}@{host}") for d in (devices if devices is not None else [0])]
     busy = [name for _, name in plan if name in taken]
     if busy:
@@ -98,8 +98,10 @@ def _run_nodes(commands: list[list[str]], env: dict[str, str], cwd: str | None =
 def _devices_checked(hardware: str, devices: list[int] | None) -> list[int] | None:
     from accelerate_core.backends import require
 
-    if hardware not in HARDWARE_KINDS:
-        raise ConfigError(f"--hardware {hardware!r} is unknown: use one of {', '.join(HARDWARE_KINDS)}")
+    if hardware not in WORKER_KINDS:
+        raise ConfigError(f"--hardware {hardware!r} is unknown: use one of {', '.join(WORKER_KINDS)}")
+    if hardware == API_HARDWARE:  # served endpoints: no local device to check
+        return devices
     found = require(hardware, None if hardware == "cpu" else devices)
     if hardware in ("cuda", "rocm") and devices is None:
         return [d.index for d in found]
@@ -159,7 +161,9 @@ def _named_plan(name: str | None, plan: list[tuple[int, str]], live: Sequence[st
 
 def worker(
     ctx: typer.Context,
-    hardware: Annotated[str, typer.Option("--hardware", help="cpu, cuda, rocm or mps")] = "cpu",
+    hardware: Annotated[
+        str, typer.Option("--hardware", help="cpu, cuda, rocm, mps, or api (served endpoints)")
+    ] = "cpu",
     devices: Annotated[str | None, typer.Option("--devices", help="device indices, e.g. 0,1 (default: all)")] = None,
     concurrency: Annotated[int, typer.Option("--concurrency", min=1, help="jobs at once per device node")] = 1,
     queues: Annotated[

@@ -13,7 +13,7 @@ from scheduler.cli.common import EXIT_JOB_FAILED, EXIT_OK, emit_json, err, fail,
 
 if TYPE_CHECKING:
     from accelerate_core.config import Settings
-    from accelerate_core.contracts import RunPlan
+    from accelerate_core.contracts import EndpointJob, RunPlan
     from scheduler.dry import DryRun
     from scheduler.local import RunSummary
     from scheduler.status import RunStatus
@@ -47,6 +47,10 @@ def run_command(
     size: Annotated[str, typer.Option("--size", help="model types: tiny, or full (default config, random weights)")] = (
         "tiny"
     ),
+    endpoint: Annotated[
+        list[str] | None,
+        typer.Option("--endpoint", help="a served model to test too: NAME=URL[@MODEL] (repeatable; rows api:NAME)"),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print the summary as JSON")] = False,
 ) -> None:
     """Plan a phase-end run over the selected architectures and run it; write its report."""
@@ -66,15 +70,16 @@ def run_command(
         check_name(resume, "--resume")
     if phase is not None:
         check_name(phase, "--phase")
+    endpoints = _endpoints(settings, endpoint)
     if settings.broker_url:
-        _run_remote(settings, phase, models, modality, hardware, resume, wait, as_json, axes)
+        _run_remote(settings, phase, models, modality, hardware, endpoints, resume, wait, as_json, axes)
         return
     from scheduler.local import run_local
 
     if resume is not None:
         summary = run_local(settings, resume_run_id=resume, show_progress=is_tty() and not as_json)
     else:
-        plan = _plan(settings, phase or "", models, modality, hardware, local=True, axes=axes)
+        plan = _plan(settings, phase or "", models, modality, hardware, endpoints, local=True, axes=axes)
         if not as_json:
             _print_plan(plan, settings.effective_concurrency())
         summary = run_local(settings, plan, show_progress=is_tty() and not as_json)
@@ -99,12 +104,24 @@ def parse_dtypes(raw: str) -> tuple[str, ...]:
     return tuple(dict.fromkeys(names))
 
 
+def _endpoints(settings: Settings, given: list[str] | None) -> tuple[EndpointJob, ...]:
+    """``--endpoint`` values (they replace the settings' ``endpoints``), checked: one line and exit 2 when bad."""
+    if not given and not settings.endpoints:
+        return ()
+    from accelerate_core.endpoint.targets import parse_endpoints
+
+    if given:
+        return parse_endpoints(given, "--endpoint")
+    return parse_endpoints(settings.endpoints, f"{settings.source_of('endpoints')}: endpoints")
+
+
 def _plan(
     settings: Settings,
     phase: str,
     models: str,
     modality: str | None,
     hardware: str,
+    endpoints: tuple[EndpointJob, ...],
     *,
     local: bool,
     axes: tuple[tuple[str, ...], str] = (("float32",), "tiny"),
@@ -121,7 +138,10 @@ def _plan(
     else:
         available = ()
     kinds = resolve_hardware(hardware, available, local=local)
-    options = PlanOptions(phase=phase, models=models, modality=modality, hardware=kinds, dtypes=axes[0], size=axes[1])
+    options = PlanOptions(
+        phase=phase, models=models, modality=modality, hardware=kinds, dtypes=axes[0], size=axes[1],
+        endpoints=endpoints,
+    )  # fmt: skip
     return plan_with_stores(settings, options, local=local, base_dir=Path.cwd(), code_version=_code_version())
 
 
@@ -145,6 +165,7 @@ def _run_remote(
     models: str,
     modality: str | None,
     hardware: str,
+    endpoints: tuple[EndpointJob, ...],
     resume: str | None,
     wait: bool,
     as_json: bool,
@@ -159,7 +180,7 @@ def _run_remote(
     if resume is not None:
         _resume_remote(settings, resume, wait, as_json)
         return
-    plan = _plan(settings, phase or "", models, modality, hardware, local=False, axes=axes)
+    plan = _plan(settings, phase or "", models, modality, hardware, endpoints, local=False, axes=axes)
     warn_without_writer(settings)
     page = page_url(settings, plan.run_id)
     if page and not as_json:
@@ -255,7 +276,8 @@ def _print_plan(plan: RunPlan, slots: int) -> None:
     p = plan.params
     err.print(
         f"run {plan.run_id}: {p.n_jobs} jobs ({p.n_jobs - p.n_skipped} to run, {p.n_skipped} skipped) on "
-        f"{', '.join(p.hardware)}, {slots} at a time; expected ~{p.expected_work_s / max(1, slots) / 60:.1f} min",
+        f"{', '.join((*p.hardware, *p.endpoints))}, {slots} at a time; "
+        f"expected ~{p.expected_work_s / max(1, slots) / 60:.1f} min",
         markup=False,
     )
 

@@ -12,33 +12,17 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 
 import pytest
 
 from accelerate_core.endpoint import EndpointBenchConfig, EndpointReport, EndpointTarget, Secret, bench_endpoint
 from accelerate_core.endpoint.check import check_endpoint
-from accelerate_core.endpoint.stub import StubProcess
 from tests.support.redis_server import free_port
 
 TOKEN = "sk-test-0123456789abcdef"
 """A bearer token that must never appear in anything the benchmark prints."""
 
 CLI = "import sys\nfrom scheduler.cli import main\nsys.exit(main(sys.argv[1:]))"
-
-
-@pytest.fixture
-def stub() -> Iterator[object]:
-    """A factory: ``stub("--fault", "http-500")`` starts a stub server; all are stopped at the end."""
-    started: list[StubProcess] = []
-
-    def start(*args: str) -> StubProcess:
-        started.append(StubProcess(list(args)))
-        return started[-1]
-
-    yield start
-    for process in started:
-        process.stop()
 
 
 def bench(url: str, token: str | None = None, **settings: object) -> EndpointReport:

@@ -26,6 +26,7 @@ from accelerate_core.constants import DTYPES, HARDWARE_KINDS, JOB_KINDS, MODEL_S
 from accelerate_core.contracts import (
     BenchReport,
     BenchRequest,
+    EndpointJob,
     FailureRow,
     JobLimits,
     JobResult,
@@ -139,6 +140,13 @@ FIELD_STRATEGIES: dict[tuple[type[Any], str], st.SearchStrategy[Any]] = {
     (JobRequest, "mem_cap_mb"): positive,
     (JobRequest, "max_tasks"): st.integers(2, 4096),
     (JobRequest, "max_file_mb"): positive,
+    (EndpointJob, "name"): names,
+    (EndpointJob, "url"): st.text(min_size=1, max_size=12),
+    (EndpointJob, "concurrency"): positive_sizes,
+    (EndpointJob, "requests"): positive,
+    (EndpointJob, "prompt_tokens"): positive,
+    (EndpointJob, "max_tokens"): positive,
+    (EndpointJob, "timeout_s"): st.floats(0.001, 1e6, allow_nan=False),
 }
 """Fields whose contract checks admit only some values."""
 
@@ -164,12 +172,27 @@ def contracts(cls: type[Any]) -> st.SearchStrategy[Any]:
         return bench_configs()
     if cls is JobLimits:
         return job_limits()
+    if cls is JobSpec:
+        return job_specs()
+    return st.builds(cls, **field_strategies(cls))
+
+
+def field_strategies(cls: type[Any], *, leave: tuple[str, ...] = ()) -> dict[str, st.SearchStrategy[Any]]:
+    """A strategy per field of a contract (but those in ``leave``, which keep their defaults)."""
     hints = typing.get_type_hints(cls)
-    fields = {
+    return {
         f.name: FIELD_STRATEGIES.get((cls, f.name), st.deferred(lambda h=hints[f.name]: strategy(h)))
         for f in dataclasses.fields(cls)
+        if f.name not in leave
     }
-    return st.builds(cls, **fields)
+
+
+@st.composite
+def job_specs(draw: st.DrawFn) -> JobSpec:
+    """Jobs, some of them a served endpoint's (whose hardware is then ``api:NAME``)."""
+    spec = draw(st.builds(JobSpec, **field_strategies(JobSpec, leave=("endpoint",))))
+    endpoint = draw(st.none() | contracts(EndpointJob))
+    return spec if endpoint is None else dataclasses.replace(spec, endpoint=endpoint, hardware=endpoint.hardware)
 
 
 def _json(value: Any) -> Any:
