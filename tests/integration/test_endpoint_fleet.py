@@ -66,7 +66,7 @@ def test_an_api_worker_runs_endpoint_jobs_beside_cpu_and_keeps_its_token(redis_s
             for proc in procs.values():
                 processes.stop(proc)
     with ResultsStore.open(settings.results_db, read_only=True) as store:
-        run_id = store.list_runs()[0].run_id
+        run_id = store.list_runs()[0].run.run_id
         report = json.loads((settings.reports_dir / run_id / "report.json").read_text())
     rows = {r["hardware"]: r for r in report["rows"]}
     assert rows["cpu"]["status"] == "done" and rows["api:fleet"]["status"] == "done", rows

@@ -15,12 +15,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import duckdb
 import pytest
 
 from accelerate_core import wire
 from accelerate_core.constants import JOB_KIND_TEST, STATUS_DONE, STATUS_FAILED
 from accelerate_core.contracts import EndpointJob, JobSpec, job_key
 from accelerate_core.endpoint.job import run_endpoint_job
+from accelerate_core.store import browse
 from tests.support.redis_server import free_port
 
 TOKEN = "sk-phase-run-0123456789abcdef"
@@ -127,4 +129,8 @@ def test_a_phase_run_lists_api_rows_beside_cpu_and_a_slower_server_is_a_regressi
     assert second.returncode == 0, second.stderr
     comparison = report_json(tmp_path, json.loads(second.stdout))["comparison"]
     assert {(c["model_type"], c["hardware"]) for c in comparison["regressions"]} >= {("stub", "api:fast")}
+    with duckdb.connect(str(tmp_path / "results.duckdb"), read_only=True) as conn:
+        history = browse.model_history(conn, "stub", hardware=["api:fast"])
+    assert [p["status"] for p in history] == [STATUS_DONE, STATUS_DONE]
+    assert history[1]["p50_s"] > history[0]["p50_s"] > 0
     assert_no_token_in_clear(tmp_path, first.stdout, first.stderr, second.stdout, second.stderr)
