@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
 import subprocess
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 
+import duckdb
 import pytest
 
 from tests.support.chat_model import ServeProcess, build_in_child
@@ -85,3 +88,34 @@ def test_the_table_and_the_functional_check(served):
     check = accel("check", served.url, "--model", model, "--json")
     assert check.returncode == 0, check.stdout + check.stderr
     assert json.loads(check.stdout)["ok"] is True
+
+
+def test_a_phase_run_lists_the_served_model_as_api_rows_beside_cpu(served, tmp_path):
+    """The Done-when run: ``accel run`` on the embedded default, a small model set plus the served model."""
+    token = "sk-serve-phase-0123456789abcdef"
+    env = {**os.environ, "ACCEL_RESULTS_DB": str(tmp_path / "results.duckdb"), "ACCEL_BROKER_URL": "",
+           "ACCEL_REPORTS_DIR": str(tmp_path / "reports"), "ACCEL_TEMPLATES_DB": str(tmp_path / "templates.duckdb"),
+           "ACCEL_CONCURRENCY": "1", "ACCEL_ENDPOINT_TOKEN_TINY": token}  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, "-c", CLI, "run", "--phase", "serve-phase", "--models", "bert,gpt2", "--hardware", "cpu",
+         "--endpoint", f"tiny={served.url}@{served.model_dir}", "--json"],
+        capture_output=True, text=True, timeout=600, env=env, cwd=tmp_path,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    summary = json.loads(done.stdout)
+    report = json.loads(Path(summary["report_files"]["json"]).read_text())
+    rows = {(r["model_type"], r["hardware"]): r for r in report["rows"]}
+    assert rows[("bert", "cpu")]["status"] == rows[("gpt2", "cpu")]["status"] == "done"
+    served_row = rows[("tiny-chat-llama", "api:tiny")]
+    assert served_row["status"] == "done" and served_row["p50_s"] > 0
+    assert {h["name"] for h in report["by_hardware"]} == {"cpu", "api:tiny"}
+    markdown = Path(summary["report_files"]["md"]).read_text()
+    assert "api:tiny" in markdown and "tiny-chat-llama" in markdown
+    with duckdb.connect(str(tmp_path / "results.duckdb"), read_only=True) as conn:
+        sql = "SELECT DISTINCT m.metric FROM measurements m JOIN jobs j USING (job_key) WHERE j.hardware = 'api:tiny'"
+        metrics = {m for (m,) in conn.execute(sql).fetchall()}
+    assert {"ttft", "itl", "latency", "tokens_per_s"} <= metrics
+    for path in [tmp_path / "results.duckdb", *(tmp_path / "reports").rglob("*")]:
+        if path.is_file():
+            assert token.encode() not in path.read_bytes(), path
+    assert token not in done.stdout + done.stderr
