@@ -134,3 +134,15 @@ def test_accel_run_refuses_a_bad_endpoint_in_one_line_exit_2(tmp_path, value, sa
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and says in lines[0] and "hunter2" not in done.stderr and "Traceback" not in done.stderr
     assert not (tmp_path / "r.duckdb").exists()
+
+
+def test_a_bad_endpoint_in_the_toml_file_names_the_file_in_one_line_exit_2(tmp_path):
+    config = tmp_path / "accel.toml"
+    config.write_text('endpoints = ["bad/name=http://127.0.0.1:1@m"]\n')
+    env = {**os.environ, "ACCEL_RESULTS_DB": str(tmp_path / "r.duckdb"), "ACCEL_BROKER_URL": "",
+           "ACCEL_CONFIG": str(config)}  # fmt: skip
+    done = subprocess.run([sys.executable, "-c", CLI, "run", "--phase", "p", "--models", "bert"],
+                          capture_output=True, text=True, timeout=120, env=env, cwd=tmp_path)  # fmt: skip
+    assert done.returncode == 2, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and str(config) in lines[0] and "'bad/name' is not a valid name" in lines[0]
