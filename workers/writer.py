@@ -293,15 +293,23 @@ class ResultWriter:
         self.fence()
         rows, self._held = self._held, []
         rows = self._of_known_runs(rows)
+        final = self.store.final_keys([r.key for r in rows])
         try:
-            self.store.record_results(rows)
+            written = self.store.record_results(rows)
         except StoreWriteError:
             raise
         except (StoreError, ConfigError) as e:
             logger.error("writing a batch of %d results failed (%s): writing them one at a time", len(rows), e)
-            self._record_one_by_one(rows)
-        self._after_commit({r.run_id for r in rows})
+            written = self._record_one_by_one(rows)
+        self._count_duplicates(len(rows) - written)
+        self._after_commit({r.run_id for r in rows}, changed={r.run_id for r in rows if r.key not in final})
         return len(rows)
+
+    def _count_duplicates(self, n: int) -> None:
+        """Late results of jobs that already had their final row: counted, never written over it."""
+        if n > 0:
+            self.state.duplicates += n
+            logger.info("writer: %d late duplicate results kept out (first terminal result wins)", n)
 
     def _of_known_runs(self, rows: Sequence[JobResult]) -> list[JobResult]:
         """``rows`` of runs the store knows; the others are dead-lettered (no run message came before them)."""
@@ -318,30 +326,37 @@ class ResultWriter:
                 self.set_aside(json.dumps(wire.encode(row)), reason, task=TASK_RECORD_RESULT, run_id=row.run_id)
         return kept
 
-    def _record_one_by_one(self, rows: Sequence[JobResult]) -> None:
-        written = 0
+    def _record_one_by_one(self, rows: Sequence[JobResult]) -> int:
+        written = accepted = 0
         refused: list[tuple[JobResult, str]] = []
         for row in rows:
             try:
-                self.store.record_results([row])
-                written += 1
+                written += self.store.record_results([row])
+                accepted += 1
             except StoreWriteError:
                 raise
             except (StoreError, ConfigError) as e:
                 refused.append((row, str(e)))
-        if written == 0 and refused:
+        if accepted == 0 and refused:
             raise StoreError(f"the results store refused every row of the batch ({refused[0][1]}): retrying")
         for row, reason in refused:  # the store took the others: these are poison, never retried
             self.set_aside(json.dumps(wire.encode(row)), f"the results store refused it: {reason}",
                            task=TASK_RECORD_RESULT, run_id=row.run_id)  # fmt: skip
+        return written + len(refused)
 
-    def _after_commit(self, run_ids: set[str], *, force_snapshot: bool = False) -> None:
+    def _after_commit(
+        self, run_ids: set[str], *, force_snapshot: bool = False, changed: set[str] | None = None
+    ) -> None:
+        """Finish the runs the commit completed, rewrite the report of a reported run whose rows ``changed``
+        (all of ``run_ids`` when None), and publish their snapshots."""
         self.commits += 1
         self.committed_at = self.clock()
+        changed = run_ids if changed is None else changed
         for run_id in sorted(run_ids):
             done = False
             try:
-                done = run_id not in self.reported and self.store.is_phase_done(run_id)
+                fresh = run_id not in self.reported or run_id in changed
+                done = fresh and self.store.is_phase_done(run_id)
                 if done:
                     self._finish_run(run_id)
             except (OSError, StoreError) as e:  # a full disk, say: retried by retry_reports

@@ -12,7 +12,7 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from accelerate_core import wire
-from accelerate_core.constants import JOB_KIND_DRY, STATUS_DONE, STATUS_RUNNING, TERMINAL_STATUSES
+from accelerate_core.constants import JOB_KIND_DRY, STATUS_DONE, STATUS_LOST, STATUS_RUNNING, TERMINAL_STATUSES
 from accelerate_core.contracts import FailureRow, JobSpec, RunParams, RunRecord, StatusSnapshot, TemplateRef
 from accelerate_core.errors import ContractError, StoreError, UnknownRunError
 from accelerate_core.store.schema import NOT_FAILED_SQL, TERMINAL_SQL
@@ -95,6 +95,19 @@ def is_phase_done(conn: DuckDBPyConnection, run_id: str) -> bool:
         f"SELECT count(*), count(*) FILTER (status IN {TERMINAL_SQL}) FROM jobs WHERE run_id = ?", [run_id]
     ).fetchone()
     return bool(row and row[0] and row[0] == row[1])
+
+
+def final_keys(conn: DuckDBPyConnection, keys: list[str]) -> set[str]:
+    """Those of ``keys`` whose job already has its final row: terminal, and not ``lost`` (a late result
+    replaces a ``lost`` row: the reconciler wrote it only because no result had come)."""
+    if not keys:
+        return set()
+    rows = conn.execute(
+        f"SELECT job_key FROM jobs WHERE list_contains($keys, job_key) AND status IN {TERMINAL_SQL} "
+        f"AND status <> '{STATUS_LOST}'",
+        {"keys": keys},
+    ).fetchall()
+    return {str(r[0]) for r in rows}
 
 
 def unfinished_jobs(conn: DuckDBPyConnection, run_id: str) -> list[JobSpec]:

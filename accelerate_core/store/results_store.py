@@ -181,6 +181,10 @@ class ResultsStore:
         """The latest run of ``phase`` before ``before_run_id``."""
         return self._read(reads.previous_run, phase, before_run_id)
 
+    def final_keys(self, keys: Sequence[str]) -> set[str]:
+        """Those of ``keys`` whose job has its final row already (a later result is a late duplicate)."""
+        return self._read(reads.final_keys, list(keys))
+
     def is_phase_done(self, run_id: str) -> bool:
         """True when every planned job of the run has a terminal row."""
         return self._read(reads.is_phase_done, run_id)

@@ -1,8 +1,9 @@
 """Writes to the results store: batched, idempotent, one transaction per batch.
 
 Jobs are upserted by their deterministic key (``INSERT ... ON CONFLICT DO UPDATE``): recording the
-same result twice leaves one row with ``attempts`` raised, never a second row, and replaces that
-job's measurements. Callers hold the store's lock; these functions take the bare connection.
+same result twice leaves one row with ``attempts`` raised, never a second row. The first terminal
+result of a job is the one kept (its row and measurements); a later one only raises ``attempts``.
+Callers hold the store's lock; these functions take the bare connection.
 
 JSON columns (``runs.params``, ``jobs.spec``, ``jobs.environment``, ``workers.versions``) are written
 through :mod:`accelerate_core.wire`, the one encoder of the contracts.
@@ -19,10 +20,11 @@ from typing import TYPE_CHECKING, Any
 
 from accelerate_core import wire
 from accelerate_core.bench.stats import sample_stats
-from accelerate_core.constants import RUN_PLANNED, RUN_STATUSES, STATUS_CANCELLED, STATUS_QUEUED, STATUS_RUNNING
+from accelerate_core.constants import RUN_PLANNED, RUN_STATUSES, STATUS_QUEUED, STATUS_RUNNING
 from accelerate_core.database import transaction
 from accelerate_core.errors import ConfigError, UnknownRunError
 from accelerate_core.store.batch import registered
+from accelerate_core.store.reads import final_keys
 from accelerate_core.store.schema import TERMINAL_SQL
 
 if TYPE_CHECKING:
@@ -146,46 +148,57 @@ ON CONFLICT (job_key) DO UPDATE SET
 """
 
 
-def _cancelled(conn: DuckDBPyConnection, keys: list[str]) -> list[str]:
-    """The jobs among ``keys`` already recorded ``cancelled``."""
-    rows = conn.execute(
-        f"SELECT job_key FROM jobs WHERE status = '{STATUS_CANCELLED}' AND job_key IN (SELECT unnest($keys))",
-        {"keys": keys},
-    ).fetchall()
-    return [str(key) for (key,) in rows]
-
-
 def record_results(conn: DuckDBPyConnection, results: Sequence[JobResult]) -> int:
-    """Upsert a batch of job results and replace their measurements, in one transaction.
+    """Upsert a batch of job results and their measurements, in one transaction; the first terminal result wins.
 
-    A result for a job already recorded ``cancelled`` is ignored (its run was cancelled and reported).
+    A job that already has its final row (see :func:`~accelerate_core.store.reads.final_keys`) keeps it
+    and its measurements: a late duplicate (a redelivered job) only raises its ``attempts``. Inside one
+    batch, too, the first result of a job is the one written.
+
+    So a job recorded ``cancelled`` stays cancelled (its run was cancelled and reported).
 
     Returns:
-        The number of distinct jobs written.
+        The number of distinct jobs whose row was written (late duplicates not counted).
     """
-    latest: dict[str, JobResult] = {}
+    first: dict[str, JobResult] = {}
     repeats: dict[str, int] = {}
     for r in results:
         repeats[r.key] = repeats.get(r.key, -1) + 1
-        latest[r.key] = r
-    for key in _cancelled(conn, list(latest)):
-        del latest[key]  # a cancelled job stays cancelled: its run ended and was reported (accel cancel)
-    if not latest:
+        first.setdefault(r.key, r)
+    if not first:
         return 0
-    jobs = list(latest.values())
+    with transaction(conn, f"record {len(first)} job results"):
+        late = final_keys(conn, list(first))
+        jobs = [r for k, r in first.items() if k not in late]
+        if late:
+            _count_duplicates(conn, {k: repeats[k] + 1 for k in late})
+        if jobs:
+            _upsert_results(conn, jobs, repeats)
+    return len(jobs)
+
+
+def _count_duplicates(conn: DuckDBPyConnection, counts: Mapping[str, int]) -> None:
+    """Raise the ``attempts`` of jobs whose final row stays (each by its number of late results)."""
+    conn.execute(
+        """UPDATE jobs SET attempts = attempts + d.n, updated_at = $now
+           FROM (SELECT unnest($keys) AS k, unnest($ns) AS n) d WHERE jobs.job_key = d.k""",
+        {"keys": list(counts), "ns": list(counts.values()), "now": time.time()},
+    )
+
+
+def _upsert_results(conn: DuckDBPyConnection, jobs: Sequence[JobResult], repeats: Mapping[str, int]) -> None:
     try:
         cols = _result_columns(jobs, repeats)
         meas = _measurement_columns(jobs)
     except (TypeError, ValueError, AttributeError) as e:
         raise ConfigError(f"a job result in the batch is malformed ({e}): nothing was written") from e
-    with transaction(conn, f"record {len(jobs)} job results"):
-        with registered(conn, cols, _RESULT_TYPES) as src:
-            conn.execute(_UPSERT_RESULTS.replace("{src}", src), {"now": time.time()})
-        conn.execute("DELETE FROM measurements WHERE job_key IN (SELECT unnest($keys))", {"keys": list(latest)})
-        if meas["job_key"]:
-            with registered(conn, meas, _MEASUREMENT_TYPES) as src:
-                conn.execute(_INSERT_MEASUREMENTS.replace("{src}", src))
-    return len(jobs)
+    with registered(conn, cols, _RESULT_TYPES) as src:
+        conn.execute(_UPSERT_RESULTS.replace("{src}", src), {"now": time.time()})
+    keys = [r.key for r in jobs]
+    conn.execute("DELETE FROM measurements WHERE job_key IN (SELECT unnest($keys))", {"keys": keys})
+    if meas["job_key"]:
+        with registered(conn, meas, _MEASUREMENT_TYPES) as src:
+            conn.execute(_INSERT_MEASUREMENTS.replace("{src}", src))
 
 
 _ATTRS = {"job_key": "key", "attempt": "attempt"}

@@ -229,3 +229,40 @@ def _planned(fleet: Fleet, run_id: str) -> list[JobSpec]:
     with ResultsStore.open(fleet.settings.results_db, read_only=True) as store:
         keys = [k for (k,) in store.query("SELECT job_key FROM jobs WHERE run_id = ?", [run_id])]
     return [JobSpec(key=k, run_id=run_id, model_type=k.split(":")[1], hardware="cpu", kind="test") for k in keys]
+
+
+def _push_results(fleet: Fleet, *results: JobResult) -> None:
+    fleet.redis().lpush(fleet.settings.results_queue,
+                        *(_envelope(TASK_RECORD_RESULT, {"result": wire.encode(r)}) for r in results))  # fmt: skip
+
+
+@fault("late-duplicates")
+def late_duplicates(fleet: Fleet) -> FaultOutcome:
+    """A run completes with one job recorded ``lost``; then that job's real result and a redelivered (failed)
+    duplicate of a done job arrive: the real result replaces ``lost`` and the report is rewritten; the
+    duplicate only raises a counter, the first terminal result stays."""
+    fleet.writer()
+    fleet.worker()
+    plan = dry_plan("faults-late", 10)
+    late_job, done_job = plan.jobs[-1], plan.jobs[0]
+    now = time.time()
+    fleet.redis().lpush(fleet.settings.results_queue, _envelope(TASK_RECORD_RUN, {"plan": wire.encode(plan)}))
+    _push_results(fleet, JobResult.for_spec(late_job, status="lost", started_at=now, finished_at=now,
+                                            error_class="message-lost", worker_id="reconciler"))  # fmt: skip
+    fleet.dispatch(replace(plan, jobs=plan.jobs[:-1]))
+    first = fleet.wait_complete(plan.run_id, COMPLETE_S)
+    report = fleet.settings.reports_dir / plan.run_id / "report.json"
+    written_at = report.stat().st_mtime_ns if report.is_file() else 0
+    started = time.monotonic()
+    _push_results(fleet, JobResult.for_spec(late_job, status=STATUS_DONE, started_at=now, finished_at=time.time()),
+                  JobResult.for_spec(done_job, status="failed", started_at=now, finished_at=time.time(),
+                                     error_class="crashed"))  # fmt: skip
+    counted = _wait_quietly(lambda: (b := liveness.read_writer(fleet.redis())) is not None and b.duplicates >= 1, 30)
+    rewritten = _wait_quietly(lambda: report.is_file() and report.stat().st_mtime_ns > written_at, 30)
+    outcome = fleet.outcome("late-duplicates", plan, started, completed=first and counted and rewritten)
+    from accelerate_core.store import ResultsStore
+
+    with ResultsStore.open(fleet.settings.results_db, read_only=True) as store:
+        kept = store.query("SELECT status FROM jobs WHERE job_key = ?", [done_job.key]) == [(STATUS_DONE,)]
+    note = f"duplicate counted: {counted}; first result kept: {kept}; report rewritten: {rewritten}"
+    return replace(outcome, completed=outcome.completed and kept, note=note)

@@ -85,13 +85,25 @@ def test_duplicates_inside_one_batch_make_one_row(store: ResultsStore) -> None:
     assert store.query("SELECT count(*), max(attempts) FROM jobs") == [(1, 3)]
 
 
-def test_a_new_result_replaces_the_measurements(store: ResultsStore) -> None:
-    store.record_results([RUN.result("bert", "cpu", latency=0.01)])
-    store.record_results([RUN.result("bert", "cpu", latency=0.05)])
+def test_the_first_terminal_result_wins_and_a_late_duplicate_only_raises_attempts(store: ResultsStore) -> None:
+    # Given a job recorded done with its measurements
+    assert store.record_results([RUN.result("bert", "cpu", latency=0.01)]) == 1
+    # When a late duplicate arrives (a redelivery that failed this time, with other timings)
+    assert store.record_results([RUN.result("bert", "cpu", latency=0.05, status="failed")]) == 0
+    # Then the first result's row and measurements stay; only attempts counts the duplicate
     rows = store.query("SELECT p50, len(samples) FROM measurements WHERE metric = 'latency' AND batch_size = 1")
     assert len(rows) == 1
-    assert rows[0][0] == pytest.approx(0.05, rel=0.05)
+    assert rows[0][0] == pytest.approx(0.01, rel=0.05)
     assert rows[0][1] == RUN.samples
+    assert store.query("SELECT status, attempts FROM jobs") == [("done", 2)]
+
+
+def test_a_real_result_replaces_a_lost_row(store: ResultsStore) -> None:
+    # Given a job the reconciler recorded lost (its message vanished)
+    store.record_results([RUN.result("bert", "cpu", status="lost")])
+    # When its real result arrives after all, Then it is written over the lost row
+    assert store.record_results([RUN.result("bert", "cpu")]) == 1
+    assert store.query("SELECT status FROM jobs") == [("done",)]
 
 
 def test_running_then_result_counts_one_attempt(store: ResultsStore) -> None:
