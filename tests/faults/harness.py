@@ -191,9 +191,11 @@ class Fleet:
         self.procs[name] = proc
         return proc
 
-    def writer(self, name: str = "writer", *, wait: bool = True) -> subprocess.Popen[bytes]:
-        """Start ``accel writer``; with ``wait``, return once it holds the writer lock."""
-        proc = self.spawn(name, "writer")
+    def writer(
+        self, name: str = "writer", *, wait: bool = True, env: dict[str, str] | None = None
+    ) -> subprocess.Popen[bytes]:
+        """Start ``accel writer`` (``env``: extra settings); with ``wait``, return once it holds the writer lock."""
+        proc = self.spawn(name, "writer", env=env)
         if wait:
             self.wait_for(lambda: self.redis().exists(WRITER_LOCK_KEY) or self._died(name), READY_S, f"{name}")
             self._check_alive(name)

@@ -38,11 +38,16 @@ def _claimed(fleet: Fleet) -> bool:
     return bool(fleet.redis().llen(WRITER_PROCESSING_KEY))
 
 
+KILLED_LOCK_TTL_S = 12
+"""The killed writer's lock lifetime in writer-kill-9, in seconds."""
+
+
 @fault("writer-kill-9")
 def writer_killed_mid_batch(fleet: Fleet) -> FaultOutcome:
     """``kill -9`` of the writer mid-batch, then ``accel writer`` again at once: it waits for the lock, then
     writes the dead writer's batch first."""
-    fleet.writer()
+    # A lock that outlives the new writer's start-up on a loaded machine, so it must wait (and say so).
+    fleet.writer(env={"ACCEL_WRITER_LOCK_TTL_S": str(KILLED_LOCK_TTL_S)})
     fleet.worker("cpu0", "--concurrency", "2")
     plan = dry_plan("faults-writer-kill", 60, sleep_s=0.05)
     fleet.dispatch(plan)
