@@ -588,7 +588,7 @@ class WriterHeartbeat:
             (commits fail: a full disk, say; ``last_error`` says why, the batch is kept and retried).
         backlog: messages waiting for it (the ``results`` queue plus the batch it claimed).
         oldest_s: how long the oldest waiting result has been finished, in seconds (None: none waiting).
-        dead_letters: malformed messages it set aside (``accel writer dead-letters``).
+        dead_letters: malformed messages it set aside (``accel dead-letters``).
         duplicates: late results it ignored because their job already had a terminal row.
         api_url: where its results service answers, when it hosts one.
         last_error: the last commit failure, while ``state`` is ``store-failing``.
@@ -609,7 +609,7 @@ class WriterHeartbeat:
 
 @dataclass(frozen=True, slots=True)
 class DeadLetter:
-    """A message the writer could not decode or apply, set aside for inspection (``accel writer dead-letters``).
+    """A message the writer could not decode or apply, set aside for inspection (``accel dead-letters``).
 
     Attributes:
         at: when it was set aside (unix seconds).

@@ -4,7 +4,7 @@ A message the writer cannot use (not JSON, an undecodable body, a payload its co
 for a run the store does not know) would fail the same way on every try: the writer sets it aside here
 and writes the rest of its batch, instead of retrying the batch forever or dropping the message unseen.
 The list keeps the latest :data:`~accelerate_core.constants.DEAD_LETTER_KEEP` (newest first); the counter
-counts every one. ``accel writer dead-letters`` reads them; the writer's heartbeat carries the count.
+counts every one. ``accel dead-letters`` reads them; the writer's heartbeat carries the count.
 """
 
 from __future__ import annotations

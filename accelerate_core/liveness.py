@@ -94,7 +94,7 @@ def describe(beat: WriterHeartbeat | None) -> str:
     oldest = f", oldest result waiting {beat.oldest_s:.0f} s" if beat.oldest_s is not None else ""
     line = f"writer: {beat.state} on {beat.host} (pid {beat.pid}), backlog {beat.backlog}{oldest}"
     if beat.dead_letters:
-        line += f", {beat.dead_letters} dead letters (accel writer dead-letters)"
+        line += f", {beat.dead_letters} dead letters (accel dead-letters)"
     if beat.last_error:
         line += f"; last error: {beat.last_error}"
     return line

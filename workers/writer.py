@@ -193,7 +193,7 @@ class ResultWriter:
     def set_aside(
         self, message: bytes | str, reason: str, *, task: str | None = None, run_id: str | None = None
     ) -> None:
-        """Dead-letter ``message`` (counted, kept for ``accel writer dead-letters``); the batch goes on."""
+        """Dead-letter ``message`` (counted, kept for ``accel dead-letters``); the batch goes on."""
         self.state.dead_letters += 1
         logger.error("writer: dead-lettered a %s message: %s", task or "results", reason)
         if self.dead_letter is not None:
@@ -448,7 +448,7 @@ def redis_publisher(client: redis.Redis) -> Publish:
 
 
 def redis_dead_letters(client: redis.Redis, state: WriterState) -> Callable[[DeadLetter], None]:
-    """A dead-letter sink that keeps each letter in Redis (``accel writer dead-letters``) and its count in ``state``."""
+    """A dead-letter sink that keeps each letter in Redis (``accel dead-letters``) and its count in ``state``."""
     import redis as redis_lib
 
     def keep(dead: DeadLetter) -> None:

@@ -49,6 +49,7 @@ def test_keeper_publishes_backlog_and_the_oldest_results_age_then_clears_it(redi
     assert 0 < ttl <= 10
     line = liveness.describe(beat)
     assert "store-failing" in line and "backlog 1" in line and "disk full" in line
+    assert "2 dead letters (accel dead-letters)" in line
     # And a writer that stops clears its heartbeat at once
     assert liveness.read_writer(client) is None
 
