@@ -553,8 +553,8 @@ class StatusSnapshot:
         work_s_left: the expected work left in seconds; ``expected_s_left``: that divided by the run's slots.
         elapsed_s: since the first job started; ``updated_at``: when this snapshot was taken (unix seconds).
         report_dir: where the writer wrote the report of a completed run; ``report_error`` when it could not.
-        round_trip_s: ``dry`` jobs done, per worker node: the longest time from the run's recording to one of
-            its results' (seconds, the store's clock): each node's round trip in ``accel run --dry``.
+        round_trip_s: ``dry`` jobs done, per worker node: the longest time from the run's planning (just before
+            it was sent) to the node finishing one (seconds): each node's round trip in ``accel run --dry``.
     """
 
     run_id: str

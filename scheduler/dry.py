@@ -5,7 +5,7 @@ scheduler records the run through the writer and sends one dry job to each live 
 ``worker_direct``, ``<node>.dq2``), so every node answers, not whichever is free first; the node sends its
 result to the writer, which records it like any job and writes the run's report. Under ``wait`` each
 node's round trip is read from the writer's status snapshot (``StatusSnapshot.round_trip_s``: from the
-run's recording to the node's result's, both on the writer's clock).
+run's planning, just before it was sent, to the node finishing its job).
 """
 
 from __future__ import annotations

@@ -180,11 +180,13 @@ def run_progress(conn: DuckDBPyConnection, run_id: str, *, now: float | None = N
 
 
 def _round_trips(conn: DuckDBPyConnection, run_id: str) -> dict[str, float]:
-    """Per worker node, its slowest ``dry`` job done: from queued (the run recorded) to its result recorded."""
+    """Per worker node, its slowest ``dry`` job done: from the run's planning (just before it was sent) to the node
+    finishing the job. Per job, not per batch: the writer records a batch of results at one time."""
     rows = conn.execute(
-        f"""SELECT worker_id, max(updated_at - queued_at) FROM jobs
-            WHERE run_id = ? AND kind = '{JOB_KIND_DRY}' AND status = '{STATUS_DONE}' AND worker_id IS NOT NULL
-            GROUP BY worker_id""",
+        f"""SELECT j.worker_id, max(j.finished_at - r.created_at) FROM jobs j JOIN runs r ON r.run_id = j.run_id
+            WHERE j.run_id = ? AND j.kind = '{JOB_KIND_DRY}' AND j.status = '{STATUS_DONE}'
+              AND j.worker_id IS NOT NULL AND j.finished_at IS NOT NULL
+            GROUP BY j.worker_id""",
         [run_id],
     ).fetchall()
     return {str(worker): round(float(seconds), 6) for worker, seconds in rows}

@@ -341,3 +341,18 @@ def test_a_cancelled_job_stays_cancelled_when_its_late_result_arrives(store: Res
     assert store.record_results([RUN.result("bert", "cpu", latency=0.01)]) == 0
     assert store.query("SELECT status FROM jobs WHERE job_key = ?", [RUN.key("bert", "cpu")]) == [("cancelled",)]
     assert _count(store, "measurements") == 0
+
+
+def test_dry_round_trips_are_per_node_from_the_runs_planning_to_the_node_finishing(store: ResultsStore) -> None:
+    from accelerate_core.contracts import JobResult, JobSpec, RunParams, RunPlan, job_key
+
+    specs = [JobSpec(key=job_key("dry-1", f"n{i}", "cpu", "dry"), run_id="dry-1", model_type=f"n{i}", hardware="cpu",
+                     kind="dry") for i in range(3)]  # fmt: skip
+    store.record_run(RunPlan("dry-1", "dry", 1000.0, RunParams(kind="dry", n_jobs=3), tuple(specs)))
+    # Given two nodes' results written in one batch (one write time), and a job still queued
+    store.record_results([
+        JobResult.for_spec(specs[0], status="done", started_at=1000.1, finished_at=1000.25, worker_id="cpu0@a"),
+        JobResult.for_spec(specs[1], status="done", started_at=1000.1, finished_at=1000.5, worker_id="cpu1@b"),
+    ])  # fmt: skip
+    # Then each node's round trip is its own
+    assert store.run_progress("dry-1").round_trip_s == {"cpu0@a": pytest.approx(0.25), "cpu1@b": pytest.approx(0.5)}
