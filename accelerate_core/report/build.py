@@ -6,7 +6,7 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
-from accelerate_core.constants import STATUS_DONE, STATUS_SKIPPED, TERMINAL_STATUSES
+from accelerate_core.constants import API_HARDWARE, STATUS_DONE, STATUS_SKIPPED, TERMINAL_STATUSES, hardware_kind
 from accelerate_core.errors import ConfigError
 from accelerate_core.report.collect import Pair, RunData, collect_import_timings, collect_run, collect_workers
 from accelerate_core.report.compare import DEFAULT_ALPHA, DEFAULT_THRESHOLD, compare_runs
@@ -102,7 +102,7 @@ def _row(pair: Pair, data: RunData, modality: Mapping[str, str]) -> ModelRow:
         attempts=job.attempts,
         duration_s=job.duration_s,
         template_sha=job.template_sha,
-        source=job.source or f"type:{pair[0]}",
+        source=job.source or _default_source(pair),
         dtype=job.dtype or "float32",
         peak_memory_mib=data.peak_memory.get(pair),
         load_time_s=data.load_time.get(pair),
@@ -114,6 +114,11 @@ def _row(pair: Pair, data: RunData, modality: Mapping[str, str]) -> ModelRow:
         row.p50_s, row.p90_s = first.p50_s, first.p90_s
         row.throughput, row.throughput_unit = first.throughput, first.throughput_unit
     return row
+
+
+def _default_source(pair: Pair) -> str:
+    """A row planned without a source: a served endpoint's (hardware ``api:NAME``) or a model type built here."""
+    return f"served:{pair[0]}" if hardware_kind(pair[1]) == API_HARDWARE else f"type:{pair[0]}"
 
 
 Ratios = dict[tuple[str, str], float]

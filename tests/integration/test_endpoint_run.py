@@ -118,6 +118,7 @@ def test_a_phase_run_lists_api_rows_beside_cpu_and_a_slower_server_is_a_regressi
     rows = {(r["model_type"], r["hardware"]): r for r in report["rows"]}
     assert rows[("bert", "cpu")]["status"] == STATUS_DONE
     assert rows[("stub", "api:fast")]["status"] == STATUS_DONE and rows[("stub", "api:fast")]["p50_s"] > 0
+    assert rows[("stub", "api:fast")]["source"] == "served:stub" and rows[("bert", "cpu")]["source"] == "type:bert"
     assert rows[("stub", "api:down")]["error_class"] == "endpoint-down"
     assert rows[("stub", "api:echo")]["error_class"] == "endpoint-check"
     assert {h["name"] for h in report["by_hardware"]} == {"cpu", "api:fast", "api:down", "api:echo"}
