@@ -12,6 +12,7 @@ TOML layout (every key optional)::
 
     broker_url = "redis://127.0.0.1:6379/0"
     broker_password = "secret"        # joined to broker_url; see deploy/accel.env.example
+    fleet_key = "64+ hex digits"      # signs and checks jobs (openssl rand -hex 32); see accelerate_core/signing.py
     results_db = "accel-data/results.duckdb"
     templates_db = "accel-data/templates.duckdb"
     reports_dir = "reports"
@@ -69,6 +70,7 @@ from accelerate_core.constants import (
 )
 from accelerate_core.errors import ConfigError
 from accelerate_core.names import NAME_RULE, is_name
+from accelerate_core.signing import key_problem
 
 _BROKER_SCHEMES = ("redis", "rediss")
 DEFAULT_CONFIG_FILE = "accel.toml"
@@ -323,6 +325,7 @@ class Settings:
 
     broker_url: str | None = None
     broker_password: str | None = None
+    fleet_key: str | None = None
     results_db: Path = Path("accel-data/results.duckdb")
     templates_db: Path = Path("accel-data/templates.duckdb")
     reports_dir: Path = Path("reports")
@@ -366,6 +369,8 @@ class Settings:
         self._check_flower_credentials()
         if self.results_url is not None and (problem := results_url_problem(self.results_url)):
             raise ConfigError(f"{self._subject('results_url', redact_url(self.results_url))} {problem}")
+        if self.fleet_key is not None and (problem := key_problem(self.fleet_key)):
+            raise ConfigError(f"{self._subject('fleet_key', '***')} {problem}")
         for kind in JOB_KINDS:
             if kind not in self.time_limits:
                 raise ConfigError(f"time_limits has no entry for job kind {kind!r}: add [time_limits.{kind}]")
@@ -621,6 +626,7 @@ Parser = Callable[[object, bool], Any]
 _PARSERS: Final[dict[str, Parser]] = {
     "broker_url": _as_optional_str,
     "broker_password": _as_optional_str,
+    "fleet_key": _as_optional_str,
     "results_db": _as_path,
     "templates_db": _as_path,
     "reports_dir": _as_path,
@@ -644,7 +650,7 @@ _PARSERS: Final[dict[str, Parser]] = {
 }
 """The top-level settings a TOML file or an ``ACCEL_<NAME>`` variable may set, with their parsers."""
 
-_SECRETS: Final = ("flower_password", "broker_password", "serve_token")
+_SECRETS: Final = ("flower_password", "broker_password", "fleet_key", "serve_token")
 """Settings never printed: :meth:`Settings.describe` and error messages show ``***``."""
 
 _BENCH_PARSERS: Final[dict[str, Parser]] = {

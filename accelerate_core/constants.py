@@ -220,6 +220,10 @@ ERR_ENDPOINT_CHECK: Final = "endpoint-check"
 """A served endpoint answered, but its functional check failed (no text, usage not adding up, stream disagreeing)."""
 ERR_ENDPOINT_BENCH: Final = "endpoint-bench"
 """A served endpoint passed its check but no benchmark request succeeded (the message names the classes)."""
+ERR_UNSIGNED: Final = "unsigned-job"
+"""A job message without a fleet signature: refused, nothing run (see ``accelerate_core.signing``)."""
+ERR_BAD_SIGNATURE: Final = "bad-signature"
+"""A job message whose signature is not the fleet key's (forged or altered): refused, nothing run."""
 ERROR_CLASSES: Final = (
     ERR_TIMEOUT,
     ERR_OOM,
@@ -241,6 +245,8 @@ ERROR_CLASSES: Final = (
     ERR_ENDPOINT_DOWN,
     ERR_ENDPOINT_CHECK,
     ERR_ENDPOINT_BENCH,
+    ERR_UNSIGNED,
+    ERR_BAD_SIGNATURE,
 )
 """Every error class a job result may carry."""
 

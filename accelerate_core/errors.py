@@ -25,7 +25,8 @@ Every error this project raises on purpose derives from :class:`AccelerateError`
     │   └── LockLostError             the writer's lock expired and another writer holds it (fencing)
     ├── RunStalledError               a followed fleet run stopped progressing (no writer, no worker) (exit 3)
     └── ContractError                 a message or stored payload does not match its contract (wire.py)
-        └── VersionSkewError          it was written by an incompatible (other major) schema version
+        ├── VersionSkewError          it was written by an incompatible (other major) schema version
+        └── SignatureError            it must carry the fleet key's signature and does not (signing.py)
 
 A job that fails (timeout, out of memory, a forward pass that raises) is a *result*, recorded in the
 store with its error class; it is not an exception of this tree.
@@ -139,3 +140,15 @@ class VersionSkewError(ContractError):
         super().__init__(message)
         self.theirs = theirs
         self.ours = ours
+
+
+class SignatureError(ContractError):
+    """Raised when a message that must be signed with the fleet key is unsigned or its signature is wrong.
+
+    Attributes:
+        error_class: the row's error class: ``unsigned-job`` or ``bad-signature``.
+    """
+
+    def __init__(self, message: str, *, error_class: str) -> None:
+        super().__init__(message)
+        self.error_class = error_class

@@ -1,9 +1,10 @@
 """A job's message to its hardware queue, built once for everyone who sends one (scheduler and reconciler).
 
-``accel.run_job`` by name to ``hw.<kind>``, the encoded :class:`~accelerate_core.contracts.JobSpec` as its one
-keyword argument, the job key as the Celery task id (a job sent twice is still one row) and Celery's time
-limits from the job's own (:mod:`accelerate_core.limits`). The sender is any Celery app (this module never
-imports Celery: :class:`TaskSender` is what it needs of one).
+``accel.run_job`` by name to ``hw.<kind>``, the encoded :class:`~accelerate_core.contracts.JobSpec` and its
+fleet signature as its keyword arguments (``spec``, ``sig``: :mod:`accelerate_core.signing`), the job key as
+the Celery task id (a job sent twice is still one row) and Celery's time limits from the job's own
+(:mod:`accelerate_core.limits`). The sender is any Celery app (this module never imports Celery:
+:class:`TaskSender` is what it needs of one).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from accelerate_core.limits import backstop_limits
 if TYPE_CHECKING:
     from accelerate_core.config import Settings
     from accelerate_core.contracts import JobSpec
+    from accelerate_core.signing import FleetKey
 
 __all__ = ["TaskSender", "job_labels", "send_job"]
 
@@ -33,20 +35,23 @@ def job_labels(spec: JobSpec) -> dict[str, Any]:
     return {"model_type": spec.model_type, "hardware": spec.hardware, "kind": spec.kind, "run_id": spec.run_id}
 
 
-def send_job(app: TaskSender, settings: Settings, spec: JobSpec, *, producer: Any = None, queue: Any = None) -> None:
-    """Send ``spec`` to its hardware queue (task id = job key).
+def send_job(
+    app: TaskSender, settings: Settings, spec: JobSpec, *, key: FleetKey, producer: Any = None, queue: Any = None
+) -> None:
+    """Send ``spec``, signed with the fleet key, to its hardware queue (task id = job key).
 
     Args:
         app: the sending Celery app.
         settings: the queue names.
         spec: the job.
+        key: the fleet key (workers run only jobs it signed: :mod:`accelerate_core.signing`).
         producer: a kombu producer to reuse across many sends (None: the app acquires one).
         queue: another queue (a name or a kombu ``Queue``: ``accel run --dry`` sends to each node's own).
     """
     soft, hard = backstop_limits(spec.limits.hard_s)
     app.send_task(
         TASK_RUN_JOB,
-        kwargs={"spec": wire.encode(spec)},
+        kwargs=key.envelope(TASK_RUN_JOB, "spec", wire.encode(spec)),
         task_id=spec.key,
         queue=queue if queue is not None else settings.queue_for(spec.hardware),
         soft_time_limit=soft,

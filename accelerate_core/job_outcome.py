@@ -8,7 +8,8 @@ here from the outcome. Keeping this in one place means both executors record the
 outcome.
 
 A job message (or a job's result) that cannot be decoded is not a vanished job either:
-:func:`undecodable_result` makes its row from the job key alone (``version-skew`` or ``worker-error``).
+:func:`undecodable_result` makes its row from the job key alone (``version-skew``, ``unsigned-job``,
+``bad-signature`` or ``worker-error``).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from accelerate_core.constants import (
     STATUS_TIMEOUT,
 )
 from accelerate_core.contracts import JobResult, JobSpec, parse_job_key
-from accelerate_core.errors import AccelerateError, ContractError, VersionSkewError
+from accelerate_core.errors import AccelerateError, ContractError, SignatureError, VersionSkewError
 
 
 class Outcome(Protocol):
@@ -137,7 +138,8 @@ def undecodable_result(
     """The row of a job whose message or result could not be decoded, or None when ``key`` names no job.
 
     A :class:`VersionSkewError` (another schema major) is recorded ``version-skew``, its message naming both
-    versions; any other decoding error ``worker-error`` (see :func:`keyed_result`).
+    versions; a :class:`SignatureError` ``unsigned-job`` or ``bad-signature``; any other decoding error
+    ``worker-error`` (see :func:`keyed_result`).
 
     Args:
         key: the job key (a job message's task id; a result's ``key``).
@@ -146,7 +148,10 @@ def undecodable_result(
         host: its host name.
         now: the clock (unix seconds).
     """
-    error_class = ERR_VERSION_SKEW if isinstance(error, VersionSkewError) else ERR_WORKER
+    if isinstance(error, SignatureError):
+        error_class = error.error_class
+    else:
+        error_class = ERR_VERSION_SKEW if isinstance(error, VersionSkewError) else ERR_WORKER
     return keyed_result(key, STATUS_FAILED, error_class, str(error), error_type=type(error).__name__,
                         worker_id=worker_id, host=host, now=now)  # fmt: skip
 

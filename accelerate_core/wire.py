@@ -27,6 +27,11 @@ The decoding rule (one rule, for every message)
 Whatever the input (any JSON value), :func:`decode` returns the contract or raises exactly one
 :class:`ContractError`; no other exception escapes (a property test holds it to that).
 
+Canonical bytes
+    :func:`canonical` is the one byte form of an encoded message (sorted keys, no spaces, ``\\u`` escapes):
+    what the fleet key signs (:mod:`accelerate_core.signing`). Decoding the JSON and encoding it again gives
+    the same bytes, so a signature made before the broker is checked after it.
+
 The decoder walks the dataclasses' own type hints, so a contract is declared once, as a dataclass, and
 needs no converter of its own. The hints it understands: ``str``, ``int``, ``float``, ``bool``, ``X | None``,
 ``tuple[X, ...]``, ``Mapping[str, X]``, ``dict[str, X]``, ``Any`` (free JSON) and nested dataclasses.
@@ -36,6 +41,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import json
 import logging
 import re
 import types
@@ -45,7 +51,16 @@ from typing import Any, Final, TypeVar
 
 from accelerate_core.errors import AccelerateError, ContractError, VersionSkewError
 
-__all__ = ["SCHEMA_MAJOR", "SCHEMA_MINOR", "SCHEMA_VERSION", "VERSION_KEY", "decode", "encode", "message_version"]
+__all__ = [
+    "SCHEMA_MAJOR",
+    "SCHEMA_MINOR",
+    "SCHEMA_VERSION",
+    "VERSION_KEY",
+    "canonical",
+    "decode",
+    "encode",
+    "message_version",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -78,6 +93,16 @@ def encode(obj: Any) -> dict[str, Any]:
     if not dataclasses.is_dataclass(obj) or isinstance(obj, type):
         raise TypeError(f"encode() takes a contract (a dataclass instance), not {type(obj).__name__}")
     return {VERSION_KEY: SCHEMA_VERSION, **_plain_fields(obj)}
+
+
+def canonical(message: object) -> bytes:
+    """The one byte form of a JSON message: keys sorted, no whitespace, ASCII (what a signature covers).
+
+    Raises:
+        TypeError: ``message`` holds something JSON cannot represent (a programming error).
+        ValueError: it holds a circular reference.
+    """
+    return json.dumps(message, sort_keys=True, separators=(",", ":")).encode("ascii")
 
 
 def _plain_fields(obj: Any) -> dict[str, Any]:

@@ -6,7 +6,8 @@ Flower, no result backend) and sends:
 1. ``accel.record_run`` (queue ``results``): the writer records the run and its jobs as ``queued``;
 2. ``accel.record_result`` with the ``skipped`` results of jobs the plan does not run;
 3. one ``accel.run_job`` per runnable job to ``hw.<kind>``, with the job key as the task id (a job
-   sent twice is still one row) and Celery time limits from the job's own (``accelerate_core.limits``).
+   sent twice is still one row), Celery time limits from the job's own (``accelerate_core.limits``) and
+   the job signed with the fleet key (``accelerate_core.signing``: workers run nothing else).
 
 Every payload is a contract encoded by :mod:`accelerate_core.wire`; broker connections and their errors
 come from :mod:`accelerate_core.broker`, shared with the workers and the writer.
@@ -25,7 +26,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from accelerate_core import broker, reconcile, wire
+from accelerate_core import broker, reconcile, signing, wire
 from accelerate_core.config import Settings
 from accelerate_core.constants import HARDWARE_KINDS, TASK_RECORD_RESULT, TASK_RECORD_RUN, WORKER_KINDS, hardware_kind
 from accelerate_core.contracts import JobSpec, ReconcileReport, RunPlan, StatusSnapshot
@@ -118,10 +119,12 @@ def dispatch(
         The number of jobs sent.
 
     Raises:
+        ConfigError: no broker, or no fleet key, is configured; or the broker's eviction policy would drop
+            jobs (``accelerate_core.broker.sanity``).
         BrokerError: the broker is unreachable.
-        ConfigError: its eviction policy would drop jobs (``accelerate_core.broker.sanity``).
     """
     url = broker.require_url(settings)
+    key = signing.require_key(settings)
     broker.verify(url)
     own = app is None
     app = app or client_app(settings)
@@ -132,7 +135,7 @@ def dispatch(
             _send_run(quiet, settings, plan, producer)
         with app.producer_or_acquire() as producer:
             for spec in jobs:
-                send_job(app, settings, spec, producer=producer, queue=route(spec) if route else None)
+                send_job(app, settings, spec, key=key, producer=producer, queue=route(spec) if route else None)
     except BrokerError:
         raise
     except Exception as e:
@@ -241,7 +244,7 @@ def run_remote(settings: Settings, plan: RunPlan, wait: bool) -> str:
     Under ``wait`` a progress bar follows the writer's status snapshots (on a terminal).
 
     Raises:
-        ConfigError: no broker configured.
+        ConfigError: no broker, or no fleet key, configured.
         BrokerError: the broker is unreachable.
         RunStalledError: under ``wait``, the run stalled.
     """

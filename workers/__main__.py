@@ -62,11 +62,12 @@ def run_worker(args: argparse.Namespace) -> int:
     settings = Settings.load()
     from celery import signals
 
-    from accelerate_core import broker
+    from accelerate_core import broker, signing
     from workers import node as node_report
     from workers import tasks
     from workers.app import make_app
 
+    signing.require_key(settings)  # before anything else: a worker without the fleet key runs nothing
     broker.verify(broker.require_url(settings))
     app = make_app(settings)
     node_report.register()

@@ -26,7 +26,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
-from accelerate_core import reconcile, wire
+from accelerate_core import reconcile, signing, wire
 from accelerate_core.constants import (
     ERR_MESSAGE_LOST,
     HARDWARE_KINDS,
@@ -189,7 +189,8 @@ def for_writer(store: ResultsStore, client: redis.Redis, settings: Settings) -> 
             kwargsrepr=repr({"rows": len(rows), "by": RECONCILER_ID}),
         )
 
-    return Reconciler(store, client, settings, send_job=lambda spec: send_job(app, settings, spec),
+    key = signing.require_key(settings)  # it re-sends jobs: signed, or no worker would run them
+    return Reconciler(store, client, settings, send_job=lambda spec: send_job(app, settings, spec, key=key),
                       send_results=send_results)  # fmt: skip
 
 

@@ -1,8 +1,10 @@
 """The fleet's Celery tasks: thin wrappers that decode a payload, call the core and send plain data on.
 
-- ``accel.run_job`` (queues ``hw.<kind>``): counts the delivery (our redelivery cap), runs the job
-  (a ``dry`` job inline; a ``test`` job in a child of this process's fork server), turns the outcome
-  into a :class:`~accelerate_core.contracts.JobResult` and sends it, by task name, to the writer.
+- ``accel.run_job`` (queues ``hw.<kind>``): checks the job's fleet signature (:mod:`accelerate_core.signing`:
+  an unsigned or forged job runs nothing and is recorded ``unsigned-job`` / ``bad-signature``), counts the
+  delivery (our redelivery cap), runs the job (a ``dry`` job inline; a ``test`` job in a child of this
+  process's fork server), turns the outcome into a :class:`~accelerate_core.contracts.JobResult` and sends
+  it, by task name, to the writer.
 - ``accel.record_result``, ``accel.record_run``, ``accel.register_worker`` (queue ``results``): sent
   by name here and by the scheduler; the writer (:mod:`workers.writer`), the one process that opens the
   results DB, takes them off their queue in batches itself, so they are not Celery tasks of any worker.
@@ -22,11 +24,11 @@ import itertools
 import logging
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
-from accelerate_core import wire
+from accelerate_core import signing, wire
 from accelerate_core.config import Settings
 from accelerate_core.constants import (
     API_HARDWARE,
@@ -58,6 +60,7 @@ if TYPE_CHECKING:
     from celery import Celery, Task
 
     from accelerate_core.runner import ForkServer
+    from accelerate_core.signing import FleetKey
 
 logger = logging.getLogger(__name__)
 
@@ -345,6 +348,7 @@ def register(app: Celery, settings: Settings) -> None:
 def _register_run_job(app: Celery, settings: Settings) -> None:
     # The task's own limits are the backstop of the longest job kind; each message carries its job's.
     soft, hard = backstop_limits(settings.longest_hard_limit_s)
+    key = signing.require_key(settings)  # a worker without the fleet key runs nothing
 
     @app.task(  # type: ignore[untyped-decorator]
         name=TASK_RUN_JOB,
@@ -360,14 +364,16 @@ def _register_run_job(app: Celery, settings: Settings) -> None:
         # body and becomes a result row, instead of a TypeError that Celery would drop.
         node = str(self.request.hostname or pinning.current().node_name())
         task_id = str(self.request.id)
-        result = task_result(task_id, kwargs.get("spec"), settings, node, redelivered=_redelivered(self.request))
+        result = task_result(task_id, kwargs, settings, node, key=key, redelivered=_redelivered(self.request))
         if result is not None:
             send_result(app, settings, result)
             return result_labels(result) | {"duration_s": result.duration_s, "attempt": result.attempt}
         return {"dropped": task_id}
 
 
-def task_result(task_id: str, payload: object, settings: Settings, node: str, *, redelivered: bool) -> JobResult | None:
+def task_result(
+    task_id: str, kwargs: Mapping[str, Any], settings: Settings, node: str, *, key: FleetKey, redelivered: bool
+) -> JobResult | None:
     """The result a ``run_job`` delivery sends: :func:`run_message`'s, or a ``worker-error`` row if anything raised.
 
     Anything raised in a task body (Redis down while counting the delivery, a bug) would make Celery reject
@@ -376,7 +382,7 @@ def task_result(task_id: str, payload: object, settings: Settings, node: str, *,
     host = socket.gethostname()
     try:
         ctx = WorkerContext(settings, node, host, DeliveryCounter(_redis(settings)))
-        return run_message(task_id, payload, ctx, redelivered=redelivered)
+        return run_message(task_id, kwargs, ctx, key=key, redelivered=redelivered)
     except Exception as e:
         logger.exception("job %s: the task body failed", task_id)
         message = f"the worker could not run the job: {e}"
@@ -389,17 +395,29 @@ def _redelivered(request: Any) -> bool:
     return bool(info.get("redelivered") or getattr(request, "redelivered", False))
 
 
-def run_message(task_id: str, payload: object, ctx: WorkerContext, *, redelivered: bool) -> JobResult | None:
+def run_message(
+    task_id: str, kwargs: Mapping[str, Any], ctx: WorkerContext, *, key: FleetKey, redelivered: bool
+) -> JobResult | None:
     """The result of one ``run_job`` message: its job's, or one saying why it could not be run.
+
+    The message's signature is checked first: an unsigned or forged job runs nothing and is recorded
+    ``unsigned-job`` or ``bad-signature`` (keyed by its task id), so its run still completes.
+
+    Args:
+        task_id: the message's task id (the job key).
+        kwargs: its keyword arguments: the encoded job under ``spec``, its signature under ``sig``.
+        ctx: who runs it.
+        key: the fleet key that must have signed it.
+        redelivered: the broker marked it as a redelivery.
 
     Returns:
         None only for a message that names no job at all (its task id is not a job key whose names are
         valid): logged, nothing to record.
     """
     try:
-        spec = wire.decode(JobSpec, payload)
-    except ContractError as e:
-        logger.error("job message %s cannot be decoded: %s", task_id, e)
+        spec = wire.decode(JobSpec, key.open(TASK_RUN_JOB, "spec", kwargs))
+    except ContractError as e:  # a SignatureError too: unsigned or forged, refused before anything is read
+        logger.error("job message %s refused, nothing run: %s", task_id, e)
         return undecodable_result(task_id, e, worker_id=ctx.worker_id, host=ctx.host)
     try:
         return handle_delivery(spec, ctx, redelivered=redelivered)

@@ -186,9 +186,10 @@ def worker(
     if hostname is not None:
         check_node_name(hostname, "--hostname")
     wanted = _devices_checked(hardware, parse_devices(devices))
-    from accelerate_core import broker
+    from accelerate_core import broker, signing
     from scheduler.remote import live_nodes
 
+    signing.require_key(settings)
     broker.check(broker.require_url(settings))
     live = live_nodes(settings)
     nodes = _named_plan(hostname, node_plan(hardware, wanted, live), live)
@@ -233,8 +234,9 @@ def flower_env(settings: Settings, address: str, port: int, *, allow_control: bo
 
     Flower turns every ``FLOWER_*`` variable into an option (and reads ``FLOWER_UNAUTHENTICATED_API``
     directly), and Celery reads ``CELERY_*``: both families are dropped from this process's environment and
-    only ours are set. Broker and basic auth travel as variables, never on the command line (``ps``).
-    ``FLOWER_CONF`` points at an empty file so no ``flowerconfig.py`` in the working directory is run.
+    only ours are set; the fleet key is dropped too (Flower never signs). Broker and basic auth travel as
+    variables, never on the command line (``ps``). ``FLOWER_CONF`` points at an empty file so no
+    ``flowerconfig.py`` in the working directory is run.
 
     Args:
         settings: the broker and the Flower credentials.
@@ -246,13 +248,14 @@ def flower_env(settings: Settings, address: str, port: int, *, allow_control: bo
         ConfigError: no Flower password, or no broker, is configured.
     """
     from accelerate_core import broker
+    from accelerate_core.signing import KEY_ENV
 
     if not settings.flower_password:
         raise ConfigError(
             "Flower needs a password: set ACCEL_FLOWER_PASSWORD (or flower_password in accel.toml); "
             "without one anyone who reaches its port could read every job's arguments"
         )
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("FLOWER_", "CELERY_"))}
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("FLOWER_", "CELERY_")) and k != KEY_ENV}
     env.update(
         CELERY_BROKER_URL=broker.require_url(settings),
         FLOWER_BASIC_AUTH=f"{settings.flower_user}:{settings.flower_password}",

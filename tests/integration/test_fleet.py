@@ -40,6 +40,7 @@ from scheduler.planning_inputs import plan_with_stores, template_lookup
 from scheduler.remote import client_app, dispatch, live_nodes, read_status, run_remote
 from tests.support import http
 from tests.support.fleet import FleetProcesses
+from tests.support.fleet_key import FLEET_KEY_HEX
 from tests.support.processes import wait_for
 from tests.support.redis_server import RedisServer, free_port
 
@@ -92,6 +93,7 @@ def fleet(redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory) -
         ACCEL_FLOWER_PASSWORD=PASSWORD,
         ACCEL_FLOWER_PORT=str(free_port()),
         ACCEL_REDELIVERY_CAP="2",
+        ACCEL_FLEET_KEY=FLEET_KEY_HEX,
     )
     fl = Fleet(Settings.load(environ=env), env, base)
     fl.start("flower", "flower")
@@ -192,6 +194,7 @@ def test_cuda_worker_refuses_on_a_machine_without_one() -> None:
 def test_unreachable_broker_is_one_line() -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("ACCEL_")}
     env.update(ACCEL_BROKER_URL=f"redis://127.0.0.1:{free_port()}/0", ACCEL_FLOWER_PASSWORD="pw")
+    env.update(ACCEL_FLEET_KEY=FLEET_KEY_HEX)
     for args in (("worker", "--hardware", "cpu"), ("writer",), ("flower",)):
         result = _accel(*args, env=env)
         lines = [ln for ln in result.stderr.strip().splitlines() if ln.startswith("accel: error:")]

@@ -30,6 +30,7 @@ from accelerate_core.errors import BrokerError
 from scheduler.cli.fleet import FLOWER_CONTROL_WARNING, flower_env
 from scheduler.remote import client_app, live_nodes
 from tests.support import processes
+from tests.support.fleet_key import FLEET_KEY_HEX
 from tests.support.processes import wait_for
 from tests.support.redis_server import RedisServer, free_port
 
@@ -122,6 +123,7 @@ def setup(redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory) -
         ACCEL_BROKER_URL=redis_server.url,
         ACCEL_RESULTS_DB=str(base / "results.duckdb"),
         ACCEL_FLOWER_PASSWORD=PASSWORD,
+        ACCEL_FLEET_KEY=FLEET_KEY_HEX,
     )
     s = Setup(Settings.load(environ=env), env, base, {"ro": free_port(), "control": free_port()})
     hostile = base / "hostile-cwd"

@@ -3,7 +3,9 @@
 The block is taken from README.md as it is and run by bash in a fresh folder (the data directory; ``deploy``
 links to this checkout's). Only what must differ on a shared machine is substituted: the broker's port
 (``--port`` added to the ``redis-server`` line, the URL's 6379), Flower's port (``ACCEL_FLOWER_PORT`` in the
-environment) and the models (``--models all`` becomes two tiny ones). The catalog index is seeded into
+environment) and the models (``--models all`` becomes two tiny ones). One line is added at its end: it
+saves the ``ACCEL_*`` variables the block exported (its secrets are made by ``openssl rand``), so the test's
+own commands use the same. The catalog index is seeded into
 the folder, as a cache. Then, on that live fleet: Flower's pages and metrics, the Grafana dashboard's
 queries, the compose worker healthcheck, and what a wrong or missing broker password says.
 """
@@ -30,6 +32,7 @@ pytestmark = pytest.mark.redis
 
 REPO = Path(__file__).resolve().parents[2]
 MODELS = "bert,gpt2"
+EXPORTS = "recipe-exports.env"
 
 
 def fleet_block() -> str:
@@ -46,17 +49,15 @@ def substituted(block: str, port: int) -> str:
     assert block.count("redis-server deploy/redis.conf") == 1 and block.count(":6379/") == 1
     assert block.count("--models all") == 1
     block = block.replace("redis-server deploy/redis.conf", f"redis-server deploy/redis.conf --port {port}")
-    return block.replace(":6379/", f":{port}/").replace("--models all", f"--models {MODELS}")
+    block = block.replace(":6379/", f":{port}/").replace("--models all", f"--models {MODELS}")
+    return f"{block}env | grep '^ACCEL_' > {EXPORTS}\n"
 
 
-def _exports(block: str) -> dict[str, str]:
-    """The variables the block exports (the test's own commands use the same)."""
-    found: dict[str, str] = {}
-    for line in block.splitlines():
-        if line.startswith("export "):
-            for name, value in re.findall(r"(\w+)=(\S+)", line.split("#", 1)[0]):
-                found[name] = value
-    return found
+def _exports(where: Path) -> dict[str, str]:
+    """The ``ACCEL_*`` variables the block exported (the test's own commands use the same)."""
+    path = where / EXPORTS
+    lines = path.read_text().splitlines() if path.is_file() else []
+    return dict(line.split("=", 1) for line in lines if "=" in line)
 
 
 @dataclass
@@ -80,13 +81,12 @@ def recipe(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Recipe]:
     script = substituted(fleet_block(), port)
     env = {k: v for k, v in os.environ.items() if not k.startswith("ACCEL_")}
     env.update(PATH=f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}", ACCEL_FLOWER_PORT=str(flower_port))
-    exports = {k: v.replace(":6379/", f":{port}/") for k, v in _exports(fleet_block()).items()}
     log = where / "recipe.log"  # a file, not a pipe: the background processes keep their stdout open
     proc = processes.start(["bash", "-e", "-c", script], env=env, cwd=where, log=log)
     try:
         proc.wait(timeout=600)
         done = subprocess.CompletedProcess(proc.args, proc.returncode, log.read_text(errors="replace"))
-        yield Recipe(where, env, exports, flower_port, done)
+        yield Recipe(where, env, _exports(where), flower_port, done)
     finally:
         processes.stop(proc)  # Redis, writer, worker and Flower, left in the background by the block
 

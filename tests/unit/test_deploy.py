@@ -99,6 +99,7 @@ def test_no_password_is_written_anywhere_but_the_env_file() -> None:
         line.split("=", 1) for line in (DEPLOY / "accel.env.example").read_text().splitlines() if "=" in line[:40]
     )
     assert env["ACCEL_BROKER_PASSWORD"] == "" and env["ACCEL_FLOWER_PASSWORD"] == ""  # refused until set
+    assert env["ACCEL_FLEET_KEY"] == ""  # workers refuse to start until it is set
     assert "@" not in env["ACCEL_BROKER_URL"]
     for path in [DEPLOY / "compose.yaml", DEPLOY / "redis.conf", *UNITS.rglob("*.service"), REPO / "README.md"]:
         text = path.read_text()
@@ -216,13 +217,15 @@ def test_the_broker_starts_with_the_one_password_and_refuses_none(compose: dict,
     refused = subprocess.run(command, capture_output=True, text=True, timeout=30, env={"PATH": os.environ["PATH"]})
     assert refused.returncode == 2 and "set ACCEL_BROKER_PASSWORD in" in refused.stderr, refused.stderr
     # Given one: it serves with AOF in the data dir, asks clients for that password
-    env = {"PATH": os.environ["PATH"], "ACCEL_BROKER_PASSWORD": "pw-from-env-file"}
+    env = {"PATH": os.environ["PATH"], "ACCEL_BROKER_PASSWORD": "pw-from-env-file", "ACCEL_FLEET_KEY": "ab" * 32}
     proc = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 10
         while _ping(port, "pw-from-env-file") != "PONG" and time.monotonic() < deadline:
             time.sleep(0.1)
         assert _ping(port, "pw-from-env-file") == "PONG"
+        # the env file's fleet key is not handed to the broker (sh execs redis-server: same pid)
+        assert b"ACCEL_FLEET_KEY" not in Path(f"/proc/{proc.pid}/environ").read_bytes()
         assert "NOAUTH" in _ping(port, "") and "WRONGPASS" in _ping(port, "wrong")
         assert (tmp_path / "appendonlydir").is_dir()
     finally:

@@ -18,7 +18,9 @@ from accelerate_core.config import Settings, TimeLimit
 from accelerate_core.constants import (
     DELIVERIES_PREFIX,
     DELIVERIES_TTL_S,
+    ERR_BAD_SIGNATURE,
     ERR_REDELIVERY_CAP,
+    ERR_UNSIGNED,
     ERR_VERSION_SKEW,
     ERR_WORKER,
     STATUS_DONE,
@@ -44,6 +46,7 @@ from accelerate_core.limits import backstop_limits, visibility_timeout_s
 from accelerate_core.store import ResultsStore
 from scheduler.cli.fleet import flower_env, node_plan, parse_devices
 from scheduler.remote import client_app
+from tests.support.fleet_key import FLEET_KEY, FLEET_KEY_HEX
 from workers import keeper, pinning, tasks, writer
 from workers.app import make_app
 
@@ -87,7 +90,9 @@ def _done(spec: JobSpec, worker: str = "cpu0@h") -> JobResult:
 def test_app_is_json_only_acks_late_prefetch_one_and_routes_results_to_the_writer() -> None:
     # Given settings with a long test-kind hard limit
     settings = Settings(
-        broker_url="redis://127.0.0.1:1/0", time_limits={"test": TimeLimit(100, 600), "dry": TimeLimit(1, 2)}
+        broker_url="redis://127.0.0.1:1/0",
+        time_limits={"test": TimeLimit(100, 600), "dry": TimeLimit(1, 2)},
+        fleet_key=FLEET_KEY_HEX,
     )
     # When the app is built
     conf = make_app(settings).conf
@@ -110,7 +115,7 @@ def test_app_is_json_only_acks_late_prefetch_one_and_routes_results_to_the_write
 
 
 def test_run_job_task_has_soft_below_hard_limits_above_the_runners() -> None:
-    settings = Settings(broker_url="redis://127.0.0.1:1/0")
+    settings = Settings(broker_url="redis://127.0.0.1:1/0", fleet_key=FLEET_KEY_HEX)
     task = make_app(settings).tasks[TASK_RUN_JOB]
     assert task.acks_late and task.reject_on_worker_lost
     assert settings.longest_hard_limit_s < task.soft_time_limit < task.time_limit
@@ -124,6 +129,11 @@ def test_run_job_task_has_soft_below_hard_limits_above_the_runners() -> None:
 def test_app_without_broker_is_a_one_line_config_error() -> None:
     with pytest.raises(ConfigError, match="ACCEL_BROKER_URL"):
         make_app(Settings())
+
+
+def test_a_worker_app_without_the_fleet_key_is_a_one_line_config_error() -> None:
+    with pytest.raises(ConfigError, match="no fleet key: set ACCEL_FLEET_KEY"):
+        make_app(Settings(broker_url="redis://127.0.0.1:1/0"))
 
 
 def test_unreachable_broker_is_one_line_naming_host_and_fix() -> None:
@@ -144,9 +154,18 @@ def test_unreachable_broker_is_one_line_naming_host_and_fix() -> None:
 def test_dispatch_to_an_unreachable_broker_is_one_line() -> None:
     from scheduler.remote import run_remote
 
-    settings = Settings(broker_url="redis://127.0.0.1:1/0")
+    settings = Settings(broker_url="redis://127.0.0.1:1/0", fleet_key=FLEET_KEY_HEX)
     with pytest.raises(BrokerError, match=r"^cannot reach redis at redis://127\.0\.0\.1:1 \(connection refused\)"):
         run_remote(settings, _dry_plan("r0", 1), wait=False)
+
+
+@pytest.mark.redis
+def test_dispatch_without_the_fleet_key_is_one_line_and_sends_nothing(redis_url: str) -> None:
+    from scheduler.remote import dispatch
+
+    with pytest.raises(ConfigError, match=r"^no fleet key: set ACCEL_FLEET_KEY"):
+        dispatch(Settings(broker_url=redis_url), _dry_plan("r0", 1))
+    assert broker.connect(redis_url).dbsize() == 0
 
 
 def test_job_labels_are_short_and_readable() -> None:
@@ -233,18 +252,28 @@ def test_a_job_message_the_worker_cannot_decode_still_becomes_its_row(redis_url:
     )
     spec = _dry_plan("r2", 1).jobs[0]
     encoded = wire.encode(spec)
+
+    def run(task_id: str, payload: object) -> JobResult | None:
+        kwargs = {"spec": payload, "sig": FLEET_KEY.sign(TASK_RUN_JOB, payload)}
+        return tasks.run_message(task_id, kwargs, ctx, key=FLEET_KEY, redelivered=False)
+
     # Given a job of a newer major schema: a version-skew row naming both versions, keyed by the task id
-    skew = tasks.run_message(spec.key, {**encoded, "v": NEWER_MAJOR, "renamed": 1}, ctx, redelivered=False)
+    skew = run(spec.key, {**encoded, "v": NEWER_MAJOR, "renamed": 1})
     assert skew is not None and (skew.key, skew.status, skew.error_class) == (spec.key, STATUS_FAILED, ERR_VERSION_SKEW)
     assert NEWER_MAJOR in (skew.error_message or "") and wire.SCHEMA_VERSION in (skew.error_message or "")
     assert (skew.run_id, skew.model_type, skew.hardware, skew.kind) == ("r2", "m0", "cpu", "dry")
     # a message with no payload at all (another kwarg name) is the same: the task id names the job
-    assert tasks.run_message(spec.key, None, ctx, redelivered=False).error_class == ERR_WORKER  # type: ignore[union-attr]
+    assert run(spec.key, None).error_class == ERR_WORKER  # type: ignore[union-attr]
     # a newer minor with an unknown optional key runs normally
-    ran = tasks.run_message(spec.key, {**encoded, "v": NEWER_MINOR, "signature": "x"}, ctx, redelivered=False)
+    ran = run(spec.key, {**encoded, "v": NEWER_MINOR, "signature": "x"})
     assert ran is not None and ran.status == STATUS_DONE
     # and a task id that is no job key names nothing to record
-    assert tasks.run_message("not-a-key", {"v": NEWER_MAJOR}, ctx, redelivered=False) is None
+    assert run("not-a-key", {"v": NEWER_MAJOR}) is None
+    # and an unsigned or forged one is refused before it is read: its row says so, nothing ran
+    unsigned = tasks.run_message(spec.key, {"spec": encoded}, ctx, key=FLEET_KEY, redelivered=False)
+    assert unsigned is not None and (unsigned.status, unsigned.error_class) == (STATUS_FAILED, ERR_UNSIGNED)
+    forged = tasks.run_message(spec.key, {"spec": encoded, "sig": "0" * 64}, ctx, key=FLEET_KEY, redelivered=False)
+    assert forged is not None and forged.error_class == ERR_BAD_SIGNATURE and forged.worker_id == "cpu0@h"
 
 
 # -- the writer ----------------------------------------------------------------------------------------
@@ -341,7 +370,7 @@ def test_intake_takes_celery_messages_in_order_and_a_dead_writers_batch_comes_ba
     import redis
 
     # Given three results sent by name through a real Celery app (as the workers do)
-    settings = Settings(broker_url=redis_url)
+    settings = Settings(broker_url=redis_url, fleet_key=FLEET_KEY_HEX)
     app = make_app(settings)
     plan = _dry_plan("run-i", 3)
     for spec in plan.jobs:

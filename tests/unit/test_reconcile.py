@@ -35,6 +35,7 @@ from accelerate_core.errors import BrokerError
 from accelerate_core.job_message import send_job
 from accelerate_core.store import ResultsStore
 from scheduler.remote import client_app
+from tests.support.fleet_key import FLEET_KEY
 from workers import tasks
 from workers.reconciler import Reconciler
 
@@ -91,8 +92,8 @@ def test_inflight_sees_queued_unacked_and_results_on_their_way(redis_url: str, c
     plan = _plan("inflight", 5)
     app = client_app(settings)
     # Given job 0 queued, job 1 delivered and unacknowledged, job 2's result queued, job 3's being written
-    send_job(app, settings, plan.jobs[0])
-    send_job(app, settings, plan.jobs[1])
+    send_job(app, settings, plan.jobs[0], key=FLEET_KEY)
+    send_job(app, settings, plan.jobs[1], key=FLEET_KEY)
     delivered = client.lpop("hw.cpu")
     client.hset(KOMBU_UNACKED_KEY, "tag-1", json.dumps([json.loads(delivered), "", "hw.cpu"]))  # type: ignore[arg-type]
     tasks.send_result(app, settings, _result(plan.jobs[2]))
@@ -116,7 +117,7 @@ def test_a_job_missing_at_two_passes_is_resent_then_recorded_lost(
     store.record_run(plan)
     store.record_results([_result(plan.jobs[1])])
     app = client_app(settings)
-    send_job(app, settings, plan.jobs[0])  # job 0 is queued; job 2 has no message anywhere
+    send_job(app, settings, plan.jobs[0], key=FLEET_KEY)  # job 0 is queued; job 2 has no message anywhere
     app.close()
     sent = Sent()
     rec = _reconciler(store, client, settings, sent)
