@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import secrets
 import shutil
 import signal
 import subprocess
@@ -124,6 +125,7 @@ def fleet_rate(url: str, n: int, work: Path) -> dict[str, float]:
         ACCEL_BROKER_URL=url,
         ACCEL_RESULTS_DB=str(work / "results.duckdb"),
         ACCEL_REPORTS_DIR=str(work / "reports"),
+        ACCEL_FLEET_KEY=secrets.token_hex(32),  # the scheduler signs each job, the worker checks it
     )
     env.pop("ACCEL_CONFIG", None)
     settings = Settings.load(environ=env)

@@ -34,6 +34,7 @@ from accelerate_core.constants import JOB_KIND_DRY, RUN_COMPLETE, TERMINAL_STATU
 from accelerate_core.contracts import JobSpec, RunParams, RunPlan, StatusSnapshot, job_key
 from accelerate_core.errors import BrokerError
 from tests.support import processes
+from tests.support.fleet_key import FLEET_KEY_HEX
 from tests.support.redis_server import RedisServer, free_port
 
 REPO = Path(__file__).resolve().parents[2]
@@ -155,6 +156,7 @@ class Fleet:
             ACCEL_FLOWER_PASSWORD="faults-flower-pw",
             ACCEL_FLOWER_PORT=str(free_port()),
             ACCEL_WRITER_LOCK_TTL_S=str(WRITER_LOCK_TTL_S),
+            ACCEL_FLEET_KEY=FLEET_KEY_HEX,
             **(env or {}),
         )
         self.settings = Settings.load(environ=self.env)
