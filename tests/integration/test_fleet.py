@@ -40,7 +40,7 @@ from scheduler.planning_inputs import plan_with_stores, template_lookup
 from scheduler.remote import client_app, dispatch, live_nodes, read_status, run_remote
 from tests.support import http
 from tests.support.fleet import FleetProcesses
-from tests.support.fleet_key import FLEET_KEY_HEX
+from tests.support.fleet_key import FLEET_KEY, FLEET_KEY_HEX
 from tests.support.processes import wait_for
 from tests.support.redis_server import RedisServer, free_port
 
@@ -238,12 +238,12 @@ def test_a_job_that_keeps_killing_its_worker_stops_at_the_redelivery_cap(fleet: 
 
 
 def _send_by_name(fleet: Fleet, plan: RunPlan, spec_message: dict[str, Any]) -> None:
-    """Record ``plan`` through the writer, then put one raw job message on the worker's queue by task name."""
+    """Record ``plan`` through the writer, then put one raw job message (signed) on the worker's queue by task name."""
     app = client_app(fleet.settings)
     try:
         app.send_task(TASK_RECORD_RUN, kwargs={"plan": wire.encode(plan)}, queue=fleet.settings.results_queue)
-        app.send_task(TASK_RUN_JOB, kwargs={"spec": spec_message}, task_id=plan.jobs[0].key,
-                      queue=fleet.settings.queue_for("cpu"))  # fmt: skip
+        signed = FLEET_KEY.envelope(TASK_RUN_JOB, "spec", spec_message)
+        app.send_task(TASK_RUN_JOB, kwargs=signed, task_id=plan.jobs[0].key, queue=fleet.settings.queue_for("cpu"))
     finally:
         app.close()
 
