@@ -132,7 +132,7 @@ def dispatch(
     jobs = plan.runnable()
     try:
         with quiet.producer_or_acquire() as producer:
-            _send_run(quiet, settings, plan, producer)
+            _send_run(quiet, settings, plan, producer, key)
         with app.producer_or_acquire() as producer:
             for spec in jobs:
                 send_job(app, settings, spec, key=key, producer=producer, queue=route(spec) if route else None)
@@ -148,10 +148,10 @@ def dispatch(
     return len(jobs)
 
 
-def _send_run(app: Celery, settings: Settings, plan: RunPlan, producer: Any) -> None:
+def _send_run(app: Celery, settings: Settings, plan: RunPlan, producer: Any, key: signing.FleetKey) -> None:
     app.send_task(
         TASK_RECORD_RUN,
-        kwargs={"plan": wire.encode(plan)},
+        kwargs=key.envelope(TASK_RECORD_RUN, "plan", wire.encode(plan)),  # the writer records signed runs only
         queue=settings.results_queue,
         kwargsrepr=repr({"run_id": plan.run_id, "phase": plan.phase, "jobs": len(plan.jobs)}),
         producer=producer,

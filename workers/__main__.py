@@ -95,10 +95,11 @@ def run_writer(args: argparse.Namespace) -> int:
     """Take the writer lock (waiting while another's is live), open the results DB and serve until signalled."""
     logging.basicConfig(level=args.loglevel.upper(), format="[%(asctime)s: %(levelname)s/writer] %(message)s")
     settings = Settings.load()
-    from accelerate_core import broker
+    from accelerate_core import broker, signing
     from accelerate_core.service import ServiceConfig
     from workers import keeper, writer
 
+    signing.require_key(settings)  # it checks run messages and re-sends lost jobs signed
     api = ServiceConfig.from_settings(settings)  # an address off loopback without a token: refuse at once
     broker.verify(broker.require_url(settings))
     client = broker.connect(broker.require_url(settings), timeout_s=5, reply_timeout_s=writer.WAIT_S + 30)
@@ -128,6 +129,7 @@ def _serve_store(
     api: ServiceConfig,
 ) -> int:
     """Open the results DB (waiting while another process holds it), host its results service, serve the queue."""
+    from accelerate_core import signing
     from workers import reconciler, writer
     from workers.service import hosted_service, writer_probe
 
@@ -137,7 +139,7 @@ def _serve_store(
     with store:
         w = writer.ResultWriter(store, settings, publish=writer.redis_publisher(client), state=state,
                                 fence=lock.check, dead_letter=writer.redis_dead_letters(client, state),
-                                revoke=writer.celery_revoker(settings))  # fmt: skip
+                                revoke=writer.celery_revoker(settings), key=signing.require_key(settings))  # fmt: skip
         rec = reconciler.for_writer(store, client, settings)
         probe = writer_probe(client, settings.results_queue, state)
         with hosted_service(

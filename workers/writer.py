@@ -71,6 +71,7 @@ from workers.keeper import WriterLock, WriterState
 if TYPE_CHECKING:
     import redis
 
+    from accelerate_core.signing import FleetKey
     from accelerate_core.store import ResultsStore
 
 logger = logging.getLogger(__name__)
@@ -132,6 +133,8 @@ class ResultWriter:
         state: what the writer is doing, for its heartbeat (the keeper publishes it).
         fence: called before each write; raises :class:`LockLostError` once this writer lost its lock.
         dead_letter: where a message it cannot use is kept (Redis in the fleet); it is counted either way.
+        key: the fleet key that must have signed each run message (``record_run``): the reconciler re-sends
+            a recorded run's jobs signed, so a forged run would otherwise be a way to get a job signed.
     """
 
     def __init__(
@@ -145,7 +148,9 @@ class ResultWriter:
         fence: Callable[[], None] | None = None,
         dead_letter: Callable[[DeadLetter], None] | None = None,
         revoke: Callable[[list[str]], None] | None = None,
+        key: FleetKey,
     ) -> None:
+        self.key = key
         self.dead_letter = dead_letter
         self.revoke = revoke
         self.store = store
@@ -172,7 +177,8 @@ class ResultWriter:
         its job key can be read, and set aside as a dead letter either way.
 
         Raises:
-            ContractError: the message is not one the writer knows, or it cannot be decoded and names no job.
+            ContractError: the message is not one the writer knows, or it cannot be decoded and names no job,
+                or it is a run message not signed with the fleet key (:class:`SignatureError`).
         """
         if task == TASK_RECORD_RESULT:
             rows = ([kwargs["result"]] if kwargs.get("result") else []) + list(kwargs.get("results") or [])
@@ -181,7 +187,8 @@ class ResultWriter:
                 if row is not None:
                     self._held.append(row)
         elif task == TASK_RECORD_RUN:
-            self._run_message(kwargs.get("plan"))
+            # An unsigned or forged run raises SignatureError here: dead-lettered, nothing recorded or re-sent.
+            self._run_message(self.key.open(TASK_RECORD_RUN, "plan", kwargs))
         elif task == TASK_CANCEL_RUN:
             self.cancel_run(check_name(kwargs.get("run_id"), "cancel_run.run_id"))
         elif task == TASK_REGISTER_WORKER:

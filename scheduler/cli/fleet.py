@@ -210,10 +210,11 @@ def writer(
 ) -> None:
     """Start the results writer: the one process that writes the results DB (queue results) and serves its results."""
     settings = state(ctx).settings
-    from accelerate_core import broker
+    from accelerate_core import broker, signing
     from accelerate_core.service import ServiceConfig
 
     ServiceConfig.from_settings(settings)  # an address off loopback without a token: refused before anything starts
+    signing.require_key(settings)
     broker.check(broker.require_url(settings))
     cmd = [sys.executable, "-m", "workers", "writer", "--loglevel", loglevel]
     raise typer.Exit(_run_nodes([cmd], _child_env(state(ctx).config_file)))

@@ -22,6 +22,7 @@ from accelerate_core.constants import TASK_RECORD_RESULT, TASK_RECORD_RUN, WRITE
 from accelerate_core.contracts import RunParams, job_key
 from scheduler.remote import client_app
 from tests.support import processes
+from tests.support.fleet_key import FLEET_KEY, FLEET_KEY_HEX
 from tests.support.processes import wait_for
 from tests.support.redis_server import RedisServer
 
@@ -53,6 +54,7 @@ def test_a_forged_run_id_reaches_the_writer_and_nothing_is_written_outside_repor
         ACCEL_BROKER_URL=redis_server.url,
         ACCEL_RESULTS_DB=str(tmp_path / "data" / "results.duckdb"),
         ACCEL_REPORTS_DIR=str(reports),
+        ACCEL_FLEET_KEY=FLEET_KEY_HEX,
     )
     settings = Settings.load(environ=env)
     log = tmp_path / "writer.log"
@@ -65,7 +67,8 @@ def test_a_forged_run_id_reaches_the_writer_and_nothing_is_written_outside_repor
         wait_for(lambda: client.exists(WRITER_LOCK_KEY), 60, "the writer")
         # When a forged run (and its finished job) is sent straight to the results queue, then a valid one
         for run_id, phase in ((FORGED, "q4"), ("ok-1", "q4")):
-            app.send_task(TASK_RECORD_RUN, kwargs={"plan": _run(run_id, phase)}, queue=settings.results_queue)
+            signed = FLEET_KEY.envelope(TASK_RECORD_RUN, "plan", _run(run_id, phase))  # past the signature check
+            app.send_task(TASK_RECORD_RUN, kwargs=signed, queue=settings.results_queue)
             result = {"v": wire.SCHEMA_VERSION, **_job(run_id), "status": "done"}
             app.send_task(TASK_RECORD_RESULT, kwargs={"result": result}, queue=settings.results_queue)
         # Then the valid run is reported where it belongs ...

@@ -39,10 +39,12 @@ from accelerate_core.errors import (
     ContractError,
     HardwareUnavailableError,
     LockLostError,
+    SignatureError,
     UnknownRunError,
 )
 from accelerate_core.job_message import job_labels
 from accelerate_core.limits import backstop_limits, visibility_timeout_s
+from accelerate_core.signing import FleetKey
 from accelerate_core.store import ResultsStore
 from scheduler.cli.fleet import flower_env, node_plan, parse_devices
 from scheduler.remote import client_app
@@ -281,7 +283,8 @@ def test_a_job_message_the_worker_cannot_decode_still_becomes_its_row(redis_url:
 
 def _writer(tmp_path: Path, store: ResultsStore, published: dict[str, StatusSnapshot]) -> writer.ResultWriter:
     settings = Settings(results_db=tmp_path / "r.duckdb", reports_dir=tmp_path / "reports")
-    return writer.ResultWriter(store, settings, publish=lambda snap: published.__setitem__(snap.run_id, snap))
+    publish = lambda snap: published.__setitem__(snap.run_id, snap)  # noqa: E731
+    return writer.ResultWriter(store, settings, publish=publish, key=FLEET_KEY)
 
 
 def test_writer_records_run_and_results_once_then_reports_the_finished_run(tmp_path: Path) -> None:
@@ -290,7 +293,7 @@ def test_writer_records_run_and_results_once_then_reports_the_finished_run(tmp_p
     with ResultsStore.open(tmp_path / "r.duckdb") as store:
         w = _writer(tmp_path, store, published)
         # Given the run recorded and two results, one of them twice (a redelivery)
-        w.handle(TASK_RECORD_RUN, {"plan": wire.encode(plan)})
+        w.handle(TASK_RECORD_RUN, FLEET_KEY.envelope(TASK_RECORD_RUN, "plan", wire.encode(plan)))
         w.handle(TASK_RECORD_RESULT, {"result": wire.encode(_done(plan.jobs[0]))})
         w.handle(TASK_RECORD_RESULT, {"results": [wire.encode(_done(plan.jobs[0])), wire.encode(_done(plan.jobs[1]))]})
         assert w.flush() == 3
@@ -316,7 +319,7 @@ def test_writer_records_a_newer_minor_result_and_a_newer_major_one_as_version_sk
     plan = _dry_plan("run-v", 3)
     with ResultsStore.open(tmp_path / "r.duckdb") as store:
         w = _writer(tmp_path, store, {})
-        w.handle(TASK_RECORD_RUN, {"plan": wire.encode(plan)})
+        w.handle(TASK_RECORD_RUN, FLEET_KEY.envelope(TASK_RECORD_RUN, "plan", wire.encode(plan)))
         # Given a result of a newer minor schema with an optional key this writer does not know
         newer = {**wire.encode(_done(plan.jobs[0])), "v": NEWER_MINOR, "gpu_clock_mhz": 1980}
         # and one of a newer major schema, and one with no schema version at all
@@ -340,7 +343,7 @@ def test_writer_records_the_jobs_of_a_run_it_cannot_decode(tmp_path: Path) -> No
     with ResultsStore.open(tmp_path / "r.duckdb") as store:
         w = _writer(tmp_path, store, {})
         # Given a run message of a newer major schema
-        w.handle(TASK_RECORD_RUN, {"plan": {**wire.encode(plan), "v": NEWER_MAJOR}})
+        w.handle(TASK_RECORD_RUN, FLEET_KEY.envelope(TASK_RECORD_RUN, "plan", {**wire.encode(plan), "v": NEWER_MAJOR}))
         w.flush()
         # Then the run is recorded by its id, each of its jobs has a version-skew row, and the run completes
         classes = store.query("SELECT error_class, count(*) FROM jobs WHERE run_id = 'run-s' GROUP BY ALL")
@@ -348,9 +351,24 @@ def test_writer_records_the_jobs_of_a_run_it_cannot_decode(tmp_path: Path) -> No
         assert store.get_run("run-s").status == "complete"
         # while a run message that names no job is refused, not guessed at
         with pytest.raises(ContractError, match="schema"):
-            w.handle(TASK_RECORD_RUN, {"plan": {"v": NEWER_MAJOR}})
+            w.handle(TASK_RECORD_RUN, FLEET_KEY.envelope(TASK_RECORD_RUN, "plan", {"v": NEWER_MAJOR}))
         with pytest.raises(ContractError, match="WorkerInfo"):
             w.handle(TASK_REGISTER_WORKER, {"info": {"v": wire.SCHEMA_VERSION}})
+
+
+def test_writer_refuses_a_run_message_not_signed_with_the_fleet_key(tmp_path: Path) -> None:
+    # The reconciler re-sends a recorded run's lost jobs signed: a forged run must never be recorded.
+    plan = _dry_plan("run-forged", 2)
+    with ResultsStore.open(tmp_path / "r.duckdb") as store:
+        w = _writer(tmp_path, store, {})
+        forged = [{"plan": wire.encode(plan)}, {"plan": wire.encode(plan), "sig": "0" * 64},
+                  FleetKey(bytes(32)).envelope(TASK_RECORD_RUN, "plan", wire.encode(plan)),
+                  {**FLEET_KEY.envelope(TASK_RUN_JOB, "plan", wire.encode(plan))}]  # fmt: skip
+        for kwargs in forged:
+            with pytest.raises(SignatureError):
+                w.handle(TASK_RECORD_RUN, kwargs)
+        assert store.query("SELECT count(*) FROM runs")[0][0] == 0
+        assert store.query("SELECT count(*) FROM jobs")[0][0] == 0
 
 
 def test_writer_refuses_unknown_messages(tmp_path: Path) -> None:

@@ -14,6 +14,7 @@ from accelerate_core.errors import StoreWriteError
 from accelerate_core.store import ResultsStore
 from tests.faults.harness import dry_plan
 from tests.faults.scenarios_writer import _envelope, malformed_messages
+from tests.support.fleet_key import FLEET_KEY
 from workers import writer
 
 
@@ -27,11 +28,15 @@ def test_each_malformed_kind_is_dead_lettered_and_the_rest_of_the_batch_is_writt
     plan = dry_plan("run-bad", 4)
     bad = malformed_messages(plan)
     good = [_envelope(TASK_RECORD_RESULT, {"result": wire.encode(_done(j))}) for j in plan.jobs[2:]]
-    raws = [_envelope(TASK_RECORD_RUN, {"plan": wire.encode(plan)}), *bad.values(), *good]
+    raws = [
+        _envelope(TASK_RECORD_RUN, FLEET_KEY.envelope(TASK_RECORD_RUN, "plan", wire.encode(plan))),
+        *bad.values(),
+        *good,
+    ]
     letters: list[DeadLetter] = []
     with ResultsStore.memory() as store:
         w = writer.ResultWriter(store, Settings(reports_dir=tmp_path / "reports", results_db=tmp_path / "r.duckdb"),
-                                dead_letter=letters.append)  # fmt: skip
+                                dead_letter=letters.append, key=FLEET_KEY)  # fmt: skip
         # When the writer applies it
         writer.process_batch(w, raws)
         rows = dict(store.query("SELECT job_key, coalesce(error_class, status) FROM jobs WHERE run_id = 'run-bad'"))
@@ -59,7 +64,8 @@ def test_a_batch_the_store_cannot_commit_is_kept_not_dropped_nor_dead_lettered(t
     with ResultsStore.memory() as mem:
         store = _FullDisk(mem._conn, ":memory:", read_only=False)  # type: ignore[arg-type]
         store.record_run(plan)
-        w = writer.ResultWriter(store, Settings(reports_dir=tmp_path / "reports"), dead_letter=letters.append)
+        w = writer.ResultWriter(store, Settings(reports_dir=tmp_path / "reports"), dead_letter=letters.append,
+                                key=FLEET_KEY)  # fmt: skip
         w._runs.add(plan.run_id)
         raws = [_envelope(TASK_RECORD_RESULT, {"result": wire.encode(_done(plan.jobs[0]))})]
         # When the one-row batch cannot be committed, Then the failure reaches the loop (which keeps the batch)
