@@ -25,6 +25,7 @@ from scheduler.planning_inputs import template_lookup
 from scheduler.remote import dispatch, read_status
 from tests.support.cli import seed_catalog_index
 from tests.support.fleet import FleetProcesses
+from tests.support.fleet_key import FLEET_KEY_HEX
 from tests.support.processes import wait_for
 from tests.support.redis_server import RedisServer
 
@@ -46,6 +47,7 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FleetProcesses]:
         ACCEL_RESULTS_DB=str(base / "data" / "results.duckdb"),
         ACCEL_TEMPLATES_DB=str(templates),
         ACCEL_REPORTS_DIR=str(base / "reports"),
+        ACCEL_FLEET_KEY=FLEET_KEY_HEX,
     )
     fl = FleetProcesses(Settings.load(environ=env), env, base)
     fl.start("writer", "writer")
