@@ -1,15 +1,17 @@
 """Fleet signatures: a worker runs only jobs signed with the fleet key, which the broker never sees.
 
 Anyone who can write to the broker can put a job message on a worker's queue, and a job carries the code
-it runs (its template). So a job message is signed where it is made (the scheduler) and checked where it
-is run (the worker): HMAC-SHA256, keyed with the fleet key, over the :func:`accelerate_core.wire.canonical`
+it runs (its template). So a job message is signed where it is made (the scheduler; the writer's
+reconciler when it re-sends a lost job) and checked where it is run (the worker), and a run message
+(``record_run``) is signed by the scheduler and checked by the writer, which re-sends only the jobs of runs
+it recorded: HMAC-SHA256, keyed with the fleet key, over the :func:`accelerate_core.wire.canonical`
 bytes of the encoded job, with the task's name in front so a signature made for one kind of message is
 never valid for another. The signature travels beside the job in the message's keyword arguments
 (``{"spec": {...}, "sig": "<hex>"}``); the broker carries it and cannot make one.
 
 The key is 32 random bytes or more, given as hex in ``ACCEL_FLEET_KEY`` (``openssl rand -hex 32``), set
-once where the broker password is (``deploy/accel.env``, the README's recipe) and held by the scheduler and
-the workers only. Comparisons are constant-time (:func:`hmac.compare_digest`). Why HMAC and not Celery's
+once where the broker password is (``deploy/accel.env``, the README's recipe) and held by the scheduler, the
+workers and the writer only. Comparisons are constant-time (:func:`hmac.compare_digest`). Why HMAC and not Celery's
 X.509 ``auth`` serializer: SECURITY.md, "Signed jobs".
 """
 
