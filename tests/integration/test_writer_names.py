@@ -82,7 +82,7 @@ def test_a_forged_run_id_reaches_the_writer_and_nothing_is_written_outside_repor
     assert all(p in ("data", "deep", "deep/er", "writer.log") or p.startswith("data/") for p in outside), outside
     assert not any("etc" in p for p in outside)
     assert sorted(p.name for p in reports.iterdir()) == ["ok-1"]
-    dropped = [ln for ln in log.read_text().splitlines() if "dropping a message" in ln]
+    dropped = [ln for ln in log.read_text().splitlines() if "dead-lettered a" in ln]
     assert len(dropped) == 2, log.read_text()[-3000:]
     # (the run's first field to fail is its job's run id: the decoder names the path to it)
     assert "RunPlan.jobs[0] is invalid: JobSpec.run_id '../../etc/x' is not a valid name" in dropped[0]
