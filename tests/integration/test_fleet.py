@@ -238,10 +238,11 @@ def test_a_job_that_keeps_killing_its_worker_stops_at_the_redelivery_cap(fleet: 
 
 
 def _send_by_name(fleet: Fleet, plan: RunPlan, spec_message: dict[str, Any]) -> None:
-    """Record ``plan`` through the writer, then put one raw job message (signed) on the worker's queue by task name."""
+    """Record ``plan`` through the writer, then put one raw job message on the worker's queue by task name (signed)."""
     app = client_app(fleet.settings)
     try:
-        app.send_task(TASK_RECORD_RUN, kwargs={"plan": wire.encode(plan)}, queue=fleet.settings.results_queue)
+        run = FLEET_KEY.envelope(TASK_RECORD_RUN, "plan", wire.encode(plan))
+        app.send_task(TASK_RECORD_RUN, kwargs=run, queue=fleet.settings.results_queue)
         signed = FLEET_KEY.envelope(TASK_RUN_JOB, "spec", spec_message)
         app.send_task(TASK_RUN_JOB, kwargs=signed, task_id=plan.jobs[0].key, queue=fleet.settings.queue_for("cpu"))
     finally:
