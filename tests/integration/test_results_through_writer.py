@@ -23,6 +23,7 @@ from accelerate_core.config import Settings
 from scheduler.planning_inputs import past_durations
 from tests.support import http, processes
 from tests.support.cli import seed_catalog_index
+from tests.support.fleet_key import FLEET_KEY_HEX
 from tests.support.processes import wait_for
 from tests.support.redis_server import RedisServer, free_port
 from tests.support.results_service import HARDWARE, RUNS, build_store
@@ -81,7 +82,7 @@ def setup(redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory) -
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("ACCEL_")}
     env.update(ACCEL_BROKER_URL=redis_server.url, ACCEL_RESULTS_DB=str(db), ACCEL_REPORTS_DIR=str(base / "reports"),
-               ACCEL_SERVE_PORT=str(port), ACCEL_SERVE_TOKEN=TOKEN)  # fmt: skip
+               ACCEL_SERVE_PORT=str(port), ACCEL_SERVE_TOKEN=TOKEN, ACCEL_FLEET_KEY=FLEET_KEY_HEX)  # fmt: skip
     local = _read_all(env, base, "local")  # Given what each command says over the file itself
     durations = past_durations(Settings.load(environ=env), HARDWARE)
     writer = processes.start([sys.executable, "-m", "scheduler", "writer"], env=env, cwd=REPO,
@@ -219,7 +220,7 @@ def test_a_writer_whose_port_is_taken_writes_on_without_a_service(redis_server: 
         taken.listen()
         env = {k: v for k, v in os.environ.items() if not k.startswith("ACCEL_")}
         env.update(ACCEL_BROKER_URL=url, ACCEL_RESULTS_DB=str(tmp_path / "r.duckdb"),
-                   ACCEL_SERVE_PORT=str(taken.getsockname()[1]))  # fmt: skip
+                   ACCEL_SERVE_PORT=str(taken.getsockname()[1]), ACCEL_FLEET_KEY=FLEET_KEY_HEX)  # fmt: skip
         # When a writer starts; Then it writes on: its heartbeat says so and advertises no service
         writer = processes.start([sys.executable, "-m", "scheduler", "writer"], env=env, cwd=REPO,
                                  log=tmp_path / "writer.log")  # fmt: skip

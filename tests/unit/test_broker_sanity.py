@@ -13,6 +13,7 @@ from accelerate_core import broker
 from accelerate_core.contracts import JobResult
 from accelerate_core.errors import ConfigError
 from tests.support.broker_memory import fill_broker, free_broker
+from tests.support.fleet_key import FLEET_KEY_HEX
 from tests.support.redis_server import RedisServer
 from workers import transport
 
@@ -156,7 +157,7 @@ def test_a_node_on_an_evicting_broker_exits_2_with_one_line(
 
     client.config_set("maxmemory-policy", "allkeys-lru")
     env = {k: v for k, v in os.environ.items() if not k.startswith("ACCEL_")}
-    env.update(ACCEL_BROKER_URL=server.url, ACCEL_RESULTS_DB=str(tmp_path / "r.duckdb"))
+    env.update(ACCEL_BROKER_URL=server.url, ACCEL_RESULTS_DB=str(tmp_path / "r.duckdb"), ACCEL_FLEET_KEY=FLEET_KEY_HEX)
     # When `accel worker` / `accel writer` starts on a broker that would evict jobs
     done = subprocess.run([sys.executable, "-m", "scheduler", *command], env=env, capture_output=True, text=True,
                           timeout=120, cwd=Path(__file__).resolve().parents[2])  # fmt: skip
