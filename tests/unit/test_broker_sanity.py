@@ -129,7 +129,7 @@ def test_a_result_the_full_broker_refuses_is_sent_again_until_it_is_taken(client
     from workers.tasks import send_result
 
     url = f"redis://127.0.0.1:{client.connection_pool.connection_kwargs['port']}/0"
-    settings = Settings(broker_url=url, results_db=tmp_path / "r.duckdb")
+    settings = Settings(broker_url=url, results_db=tmp_path / "r.duckdb", fleet_key=FLEET_KEY_HEX)
     app = make_app(settings)
     result = JobResult(key="r:m:cpu:dry:0", run_id="r", model_type="m", hardware="cpu", kind="dry", status="done")
     fill_broker(client)
@@ -193,7 +193,7 @@ def test_a_run_sent_to_a_full_broker_is_refused_in_one_line_saying_what_to_do(se
     fill_broker(client)
     # When `accel run` sends a run to a full broker
     with pytest.raises(BrokerError) as info:
-        dispatch(Settings(broker_url=server.url), dry_plan("full-run", 2))
+        dispatch(Settings(broker_url=server.url, fleet_key=FLEET_KEY_HEX), dry_plan("full-run", 2))
     # Then one line says it is full and what frees it (not "cannot reach")
     text = str(info.value)
     assert "\n" not in text and "is full" in text and "accel writer" in text and "cannot reach" not in text

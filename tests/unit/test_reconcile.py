@@ -28,6 +28,7 @@ from accelerate_core.constants import (
     STATUS_FAILED,
     STATUS_LOST,
     STATUS_SKIPPED,
+    TASK_RUN_JOB,
     WRITER_PROCESSING_KEY,
 )
 from accelerate_core.contracts import JobResult, JobSpec, ReconcileReport, RunParams, RunPlan, SkipReason, job_key
@@ -209,10 +210,11 @@ def test_an_exception_in_the_task_body_is_a_worker_error_row(monkeypatch: pytest
         raise BrokerError("cannot reach redis at redis://127.0.0.1:1 (connection refused): start redis-server")
 
     monkeypatch.setattr(tasks, "_redis", broken)
-    row = tasks.task_result(spec.key, wire.encode(spec), Settings(), "cpu0@h", redelivered=True)
+    kwargs = FLEET_KEY.envelope(TASK_RUN_JOB, "spec", wire.encode(spec))
+    row = tasks.task_result(spec.key, kwargs, Settings(), "cpu0@h", key=FLEET_KEY, redelivered=True)
     assert row is not None and (row.key, row.status, row.error_class) == (spec.key, STATUS_FAILED, ERR_WORKER)
     assert row.error_type == "BrokerError" and "connection refused" in (row.error_message or "")
-    assert tasks.task_result("not-a-job-key", None, Settings(), "cpu0@h", redelivered=False) is None
+    assert tasks.task_result("not-a-job-key", {}, Settings(), "cpu0@h", key=FLEET_KEY, redelivered=False) is None
 
 
 def test_a_revoked_job_is_a_cancelled_row_naming_how() -> None:
