@@ -23,6 +23,7 @@ from accelerate_core.store import ResultsStore
 from scheduler.planning_inputs import template_lookup
 from scheduler.remote import live_nodes
 from tests.support import processes
+from tests.support.fleet_key import FLEET_KEY_HEX
 from tests.support.processes import wait_for
 from tests.support.redis_server import RedisServer, free_port
 
@@ -43,6 +44,7 @@ def test_an_api_worker_runs_endpoint_jobs_beside_cpu_and_keeps_its_token(redis_s
         ACCEL_RESULTS_DB=str(tmp_path / "results.duckdb"),
         ACCEL_TEMPLATES_DB=str(tmp_path / "templates.duckdb"),
         ACCEL_REPORTS_DIR=str(tmp_path / "reports"),
+        ACCEL_FLEET_KEY=FLEET_KEY_HEX,
     )
     settings = Settings.load(environ=env)
     procs = {}

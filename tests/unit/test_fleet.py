@@ -465,9 +465,9 @@ def test_writer_cancels_a_run_its_unfinished_jobs_cancelled_and_revoked_and_repo
     with ResultsStore.open(tmp_path / "r.duckdb") as store:
         settings = Settings(results_db=tmp_path / "r.duckdb", reports_dir=tmp_path / "reports")
         w = writer.ResultWriter(store, settings, publish=lambda s: published.__setitem__(s.run_id, s),
-                                revoke=revoked.append)  # fmt: skip
+                                revoke=revoked.append, key=FLEET_KEY)  # fmt: skip
         # Given a run with one job done and a result still held when the cancel arrives
-        w.handle(TASK_RECORD_RUN, {"plan": wire.encode(plan)})
+        w.handle(TASK_RECORD_RUN, FLEET_KEY.envelope(TASK_RECORD_RUN, "plan", wire.encode(plan)))
         w.handle(TASK_RECORD_RESULT, {"result": wire.encode(_done(plan.jobs[0]))})
         # When it is cancelled
         w.handle(TASK_CANCEL_RUN, {"run_id": "run-c"})
