@@ -112,7 +112,9 @@ def test_local_run_records_every_job_and_writes_the_report(run_settings: Setting
     assert out.returncode == 0, out.stderr
     status = json.loads(out.stdout)
     assert status["source"] == "db" and status["phase_done"] and status["total"] == len(SIX)
-    snap = wire.decode(StatusSnapshot, {k: v for k, v in status.items() if k not in ("source", "snapshot_path")})
+    snap = wire.decode(
+        StatusSnapshot, {k: v for k, v in status.items() if k not in ("source", "snapshot_path", "writer", "page_url")}
+    )
     assert any("cpu:" in line for line in format_status(RunStatus(snap, "db")))
     # And the snapshot (what `accel status` reads while another process holds the DB) shows the end too
     snapshot = read_status_snapshot(plan.run_id, snapshot_dir(run_settings))
