@@ -9,11 +9,12 @@ costs nothing on a machine without a broker.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import logging
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
-from urllib.parse import urlsplit
+from typing import TYPE_CHECKING, Final
+from urllib.parse import unquote, urlsplit
 
 from accelerate_core import wire
 from accelerate_core.constants import STATUS_KEY_PREFIX, STATUS_TTL_S
@@ -28,14 +29,17 @@ if TYPE_CHECKING:
 __all__ = [
     "CHECK_TIMEOUT_S",
     "DROPPING_POLICIES",
+    "PLACEHOLDER_PASSWORDS",
     "Durability",
     "broker_error",
     "check",
     "connect",
     "durability",
     "is_full",
+    "is_loopback",
     "is_transient",
     "location",
+    "password_problem",
     "publish_status",
     "read_status",
     "require_url",
@@ -44,6 +48,9 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
+
+PLACEHOLDER_PASSWORDS: Final = frozenset({"...", "password", "secret", "redis", "change-me", "changeme"})
+"""Broker passwords refused wherever they are set: the examples' placeholders and the usual guesses."""
 
 CHECK_TIMEOUT_S = 3.0
 """How long a connection check waits for Redis to answer, in seconds."""
@@ -57,13 +64,54 @@ _WRONG_PASSWORD = ("wrongpass", "invalid password", "invalid username-password")
 
 
 def require_url(settings: Settings) -> str:
-    """The broker URL of ``settings``, or a one-line ConfigError saying how to set it."""
+    """The broker URL of ``settings``, checked for a usable password, or a one-line ConfigError saying what to do.
+
+    Every fleet process starts through here, so none of them talks to a broker that other machines can reach
+    without a password, nor with the placeholder password of the examples.
+    """
     if not settings.broker_url:
         raise ConfigError(
             "no broker configured: set ACCEL_BROKER_URL=redis://HOST:6379/0 (or accel run --broker URL, "
             "or broker_url in accel.toml)"
         )
+    problem = password_problem(settings.broker_url)
+    if problem:
+        raise ConfigError(problem)
     return settings.broker_url
+
+
+def password_problem(url: str) -> str | None:
+    """What is wrong with the password of a (valid) broker URL, or None. Never quotes the password.
+
+    A broker on loopback may go without one (a Redis of this machine only); any other needs one, and never
+    a placeholder (:data:`PLACEHOLDER_PASSWORDS`, anything starting ``change-me``).
+    """
+    parts = urlsplit(url)
+    password = unquote(parts.password) if parts.password else ""
+    if not password:
+        if is_loopback(parts.hostname or ""):
+            return None
+        return (
+            f"the broker at {location(url)} is not on loopback and ACCEL_BROKER_PASSWORD is not set: "
+            "every machine that reaches it could run the fleet's queues; start Redis with --requirepass and "
+            "set the same in ACCEL_BROKER_PASSWORD (openssl rand -hex 24)"
+        )
+    if password.lower() in PLACEHOLDER_PASSWORDS or password.lower().startswith(("change-me", "changeme")):
+        return (
+            "ACCEL_BROKER_PASSWORD is the examples' placeholder: set your own, the same for Redis and every "
+            "fleet process (openssl rand -hex 24)"
+        )
+    return None
+
+
+def is_loopback(host: str) -> bool:
+    """True for ``localhost`` and loopback addresses (``127.0.0.0/8``, ``::1``)."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def location(url: str) -> str:

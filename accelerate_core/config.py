@@ -174,12 +174,25 @@ def _query_problem(scheme: str, query: str) -> str | None:
         return f"has unknown or repeated parameters {unknown or keys}: only {', '.join(BROKER_URL_PARAMS)}, once each"
     if scheme == "redis" and keys:
         return "sets TLS options on a plain redis:// URL: use rediss:// for TLS"
-    if scheme == "rediss" and dict(pairs).get("ssl_cert_reqs") != "required":
+    if scheme == "rediss" and dict(pairs).get("ssl_cert_reqs", "required") != "required":
         return (
-            "asks for TLS without certificate verification (Celery would fall back to CERT_NONE): "
-            "add ?ssl_cert_reqs=required (and &ssl_ca_certs=/path/ca.pem for a private CA)"
+            "asks for TLS without certificate verification: drop ssl_cert_reqs (verified is the default) "
+            "and give &ssl_ca_certs=/path/ca.pem for a private CA"
         )
     return None
+
+
+def with_verified_tls(url: str) -> str:
+    """``url`` with ``ssl_cert_reqs=required`` when it is ``rediss://`` and says nothing of verification.
+
+    redis-py verifies a bare ``rediss://`` but Celery's kombu falls back to ``CERT_NONE``; with the option
+    spelled out both channels verify the server's certificate (against ``ssl_ca_certs`` or the system CAs).
+    """
+    parts = urlsplit(url)
+    if parts.scheme != "rediss" or "ssl_cert_reqs" in dict(parse_qsl(parts.query)):
+        return url
+    query = f"{parts.query}&ssl_cert_reqs=required" if parts.query else "ssl_cert_reqs=required"
+    return urlunsplit(parts._replace(query=query))
 
 
 def with_password(url: str, password: str | None) -> str:
@@ -356,7 +369,8 @@ class Settings:
             if problem:
                 raise ConfigError(f"{self._subject('broker_url', redact_url(self.broker_url))} {problem}")
             try:
-                object.__setattr__(self, "broker_url", with_password(self.broker_url, self.broker_password))
+                url = with_password(self.broker_url, self.broker_password)
+                object.__setattr__(self, "broker_url", with_verified_tls(url))
             except ValueError as e:
                 raise ConfigError(f"{self._subject('broker_url', redact_url(self.broker_url))} {e}") from None
         for name, (low, high, meaning) in _INT_RANGES.items():

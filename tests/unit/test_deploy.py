@@ -216,6 +216,10 @@ def test_the_broker_starts_with_the_one_password_and_refuses_none(compose: dict,
     # Given no password: it refuses to start, in one line naming the variable, exit 2 (no restart loop)
     refused = subprocess.run(command, capture_output=True, text=True, timeout=30, env={"PATH": os.environ["PATH"]})
     assert refused.returncode == 2 and "set ACCEL_BROKER_PASSWORD in" in refused.stderr, refused.stderr
+    # Given the examples' placeholder: refused the same way
+    placeholder = {"PATH": os.environ["PATH"], "ACCEL_BROKER_PASSWORD": "change-me-broker-password"}
+    refused = subprocess.run(command, capture_output=True, text=True, timeout=30, env=placeholder)
+    assert refused.returncode == 2 and "is a placeholder: set your own" in refused.stderr, refused.stderr
     # Given one: it serves with AOF in the data dir, asks clients for that password
     env = {"PATH": os.environ["PATH"], "ACCEL_BROKER_PASSWORD": "pw-from-env-file", "ACCEL_FLEET_KEY": "ab" * 32}
     proc = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
