@@ -123,8 +123,9 @@ def run_dry(settings: Settings, *, phase: str = DRY_PHASE, wait: bool, wait_s: f
     from scheduler.nodes import live_fleet
     from scheduler.remote import dispatch
 
+    nodes = live_fleet(settings).nodes  # takes the whole broadcast timeout: the round trips start after it
     now = time.time()
-    plan, target = dry_plan(live_fleet(settings).nodes, settings, phase, now)
+    plan, target = dry_plan(nodes, settings, phase, now)
     started = time.monotonic()
     dispatch(settings, plan, route=lambda spec: worker_direct(target[spec.key]))
     if not wait:
