@@ -157,6 +157,7 @@ class Fleet:
             ACCEL_FLOWER_PORT=str(free_port()),
             ACCEL_WRITER_LOCK_TTL_S=str(WRITER_LOCK_TTL_S),
             ACCEL_FLEET_KEY=FLEET_KEY_HEX,
+            ACCEL_SERVE_PORT=str(free_port()),  # each fleet's writer serves on a port of its own
             **(env or {}),
         )
         self.settings = Settings.load(environ=self.env)

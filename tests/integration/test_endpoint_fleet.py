@@ -45,6 +45,7 @@ def test_an_api_worker_runs_endpoint_jobs_beside_cpu_and_keeps_its_token(redis_s
         ACCEL_TEMPLATES_DB=str(tmp_path / "templates.duckdb"),
         ACCEL_REPORTS_DIR=str(tmp_path / "reports"),
         ACCEL_FLEET_KEY=FLEET_KEY_HEX,
+        ACCEL_SERVE_PORT=str(free_port()),
     )
     settings = Settings.load(environ=env)
     procs = {}

@@ -94,6 +94,7 @@ def fleet(redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory) -
         ACCEL_FLOWER_PORT=str(free_port()),
         ACCEL_REDELIVERY_CAP="2",
         ACCEL_FLEET_KEY=FLEET_KEY_HEX,
+        ACCEL_SERVE_PORT=str(free_port()),
     )
     fl = Fleet(Settings.load(environ=env), env, base)
     fl.start("flower", "flower")

@@ -24,7 +24,7 @@ from scheduler.remote import client_app
 from tests.support import processes
 from tests.support.fleet_key import FLEET_KEY, FLEET_KEY_HEX
 from tests.support.processes import wait_for
-from tests.support.redis_server import RedisServer
+from tests.support.redis_server import RedisServer, free_port
 
 pytestmark = pytest.mark.redis
 
@@ -55,6 +55,7 @@ def test_a_forged_run_id_reaches_the_writer_and_nothing_is_written_outside_repor
         ACCEL_RESULTS_DB=str(tmp_path / "data" / "results.duckdb"),
         ACCEL_REPORTS_DIR=str(reports),
         ACCEL_FLEET_KEY=FLEET_KEY_HEX,
+        ACCEL_SERVE_PORT=str(free_port()),
     )
     settings = Settings.load(environ=env)
     log = tmp_path / "writer.log"
