@@ -233,8 +233,9 @@ class JobSpec:
         expected_s: the planner's expected duration (0 for a job not run).
         skip: why the job is not run; None for a job to run.
         sleep_s: a ``dry`` job sleeps this long, standing in for work (fleet benchmarks and tests).
-        source: where the model comes from; None for the model type ``model_type`` (the default). With a
-            source, ``model_type`` is the row's name (the source's label, plus the axes that are not defaults).
+        source: where the model comes from (None in a job planned before sources: the model type
+            ``model_type``). ``model_type`` is then the row's name: the source's label plus each axis that is
+            not its default (``bert.bfloat16``, ``acme--tiny-gpt2``); :attr:`architecture` is what is built.
         size: ``tiny`` or ``full`` (a model type's size; a checkpoint is what it is).
         dtype: the parameters' dtype.
         endpoint: a served model's job (hardware ``api:NAME``): its functional check, then its benchmark.
@@ -631,7 +632,8 @@ class BenchRequest:
     """``accel bench``'s job for the fork server: one model type on one hardware kind, measured by ``bench``.
 
     ``size`` is ``tiny`` (the shrunk config) or ``full`` (the default config, random weights, no download);
-    ``dtype`` the parameters' dtype (``float32``, ``bfloat16``, ``float16``).
+    ``dtype`` the parameters' dtype (``float32``, ``bfloat16``, ``float16``); ``source`` a checkpoint directory
+    or cached hub id to load instead (``model_type`` is then its architecture).
     """
 
     model_type: str
@@ -639,6 +641,7 @@ class BenchRequest:
     bench: BenchConfig = field(default_factory=BenchConfig)
     size: str = SIZE_TINY
     dtype: str = "float32"
+    source: ModelSource | None = None
 
     def __post_init__(self) -> None:
         check_size(self.size)
@@ -656,6 +659,7 @@ class BenchReport:
     param_count: int | None = None
     size: str = SIZE_TINY
     dtype: str = "float32"
+    source: str | None = None
     generative: bool = False
     image_size: int | None = None
     measurements: tuple[Measurement, ...] = ()

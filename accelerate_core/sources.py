@@ -32,7 +32,7 @@ from accelerate_core.contracts import ModelSource
 from accelerate_core.errors import UnknownModelError
 from accelerate_core.names import is_name
 
-__all__ = ["fetch_command", "resolve_source", "resolve_sources", "type_source"]
+__all__ = ["describe_source", "fetch_command", "resolve_source", "resolve_sources", "type_source"]
 
 _HUB_ID: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,95}/[A-Za-z0-9][A-Za-z0-9._-]{0,95}")
 _UNSAFE: Final = re.compile(r"[^A-Za-z0-9._-]+")
@@ -42,6 +42,12 @@ _CONFIG: Final = "config.json"
 def fetch_command(hub_id: str) -> str:
     """The command that puts ``hub_id`` into the local cache (for a ``not-in-cache`` row)."""
     return f"hf download {hub_id}"
+
+
+def describe_source(source: ModelSource) -> str:
+    """``kind:ref@revision`` (the revision cut to 12 characters): how reports name a source."""
+    revision = f"@{source.revision[:12]}" if source.revision else ""
+    return f"{source.kind}:{source.ref}{revision}"
 
 
 def type_source(model_type: str) -> ModelSource:

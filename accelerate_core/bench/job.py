@@ -19,9 +19,11 @@ from accelerate_core.bench.environment import environment
 from accelerate_core.bench.model import benchmark_model
 from accelerate_core.constants import ERR_BUILD, SIZE_FULL, TORCH_DEVICE
 from accelerate_core.contracts import BenchReport, BenchRequest
+from accelerate_core.dispatch import build_model
 from accelerate_core.errors import AccelerateError, ConfigError
 from accelerate_core.full_size import FULL_SIZE_NOTE, build_full
 from accelerate_core.runner.outcome import JobFailure
+from accelerate_core.sources import describe_source
 
 __all__ = ["bench_entry", "set_image_size"]
 
@@ -79,6 +81,7 @@ def _bench(request: BenchRequest) -> BenchReport:
         param_count=sum(p.numel() for p in built.model.parameters()),
         size=request.size,
         dtype=request.dtype,
+        source=None if request.source is None else describe_source(request.source),
         generative=built.generative,
         image_size=bench.image_size,
         measurements=tuple(measurements),
@@ -91,7 +94,9 @@ def _model(request: BenchRequest, device: str) -> Any:
     """The model of the request: tiny through the catalog (with ``image_size`` when set) or full size."""
     from accelerate_core import catalog
 
-    model_type, bench = request.model_type, request.bench
+    model_type, bench, source = request.model_type, request.bench, request.source
+    if source is not None and source.path is not None:
+        return build_model(model_type, device=device, dtype=request.dtype, checkpoint=source.path)
     if request.size == SIZE_FULL:
         if bench.image_size is not None:
             raise ConfigError("--image-size applies to tiny models only: drop it with --size full")

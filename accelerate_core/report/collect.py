@@ -50,7 +50,7 @@ class JobFact:
         if self.source_kind is None:
             return None
         revision = f"@{self.source_revision[:12]}" if self.source_revision else ""
-        return f"{self.source_kind}:{self.source_ref}{revision}"
+        return f"{self.source_kind}:{self.source_ref}{revision}"  # as accelerate_core.sources.describe_source
 
 
 @dataclass(slots=True)

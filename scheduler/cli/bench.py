@@ -14,8 +14,8 @@ import typer
 
 from accelerate_core import wire
 from accelerate_core.config import BenchConfig
-from accelerate_core.constants import JOB_KIND_TEST, SIZE_TINY
-from accelerate_core.contracts import BenchReport, BenchRequest, Measurement
+from accelerate_core.constants import JOB_KIND_TEST, SIZE_TINY, SOURCE_TYPE
+from accelerate_core.contracts import BenchReport, BenchRequest, Measurement, ModelSource
 from accelerate_core.errors import ConfigError, ContractError
 from scheduler.cli.common import EXIT_JOB_FAILED, EXIT_USAGE, emit_json, err, fail, out, state
 
@@ -45,7 +45,9 @@ def parse_sizes(raw: str | None, option: str) -> tuple[int, ...] | None:
 
 def bench(
     ctx: typer.Context,
-    model_type: Annotated[str, typer.Argument(help="model type, e.g. bert (see `accel models list`)")],
+    model_type: Annotated[
+        str, typer.Argument(help="model type (bert), checkpoint directory or hub id in the local HF cache")
+    ],
     hardware: Annotated[str, typer.Option("--hardware", help="cpu, cuda, rocm or mps")] = "cpu",
     batch: Annotated[str | None, typer.Option("--batch", help="batch sizes, e.g. 1,4")] = None,
     seq: Annotated[str | None, typer.Option("--seq", help="sequence lengths, e.g. 32,128")] = None,
@@ -61,9 +63,6 @@ def bench(
     as_json: Annotated[bool, typer.Option("--json", help="print the result as JSON")] = False,
 ) -> None:
     """Benchmark one model type: load time, first call, latency p50/p90/p99, throughput, memory."""
-    from accelerate_core.names import check_name
-
-    check_name(model_type, "MODEL_TYPE")
     settings = state(ctx).settings
     config = _bench_config(settings.bench, parse_sizes(batch, "--batch"), parse_sizes(seq, "--seq"))
     if image_size is not None:
@@ -79,14 +78,30 @@ def bench(
 
 
 def _request(model_type: str, hardware: str, config: BenchConfig, size: str, dtype: str) -> BenchRequest:
-    """The child's request; a bad ``--size`` or ``--dtype`` is one line (exit 2)."""
+    """The child's request; a bad ``--size`` or ``--dtype``, an unknown model or an uncached hub id is one line."""
     from accelerate_core.backends import normalize_dtype
 
+    source = _source(model_type)
     try:
-        return BenchRequest(model_type, hardware, config, size=size, dtype=normalize_dtype(dtype))
+        return BenchRequest(source.model_type, hardware, config, size=size, dtype=normalize_dtype(dtype),
+                            source=None if source.kind == SOURCE_TYPE else source)  # fmt: skip
     except ContractError as e:
         option = "--size" if "size" in str(e) else "--dtype"
         raise ConfigError(f"{option}: {e}") from e
+
+
+def _source(name: str) -> ModelSource:
+    """What ``MODEL`` names (``accelerate_core.sources``); a hub id not in the cache names the command to fetch it."""
+    from accelerate_core.catalog.index import load_index
+    from accelerate_core.sources import fetch_command, resolve_source
+
+    source = resolve_source(name, {e.model_type for e in load_index()})
+    if not source.available:
+        raise ConfigError(
+            f"{source.ref} is not in the local Hugging Face cache (not-in-cache): fetch it with "
+            f"`{fetch_command(source.ref)}`, then run again"
+        )
+    return source
 
 
 def _bench_config(base: BenchConfig, batch: tuple[int, ...] | None, seq: tuple[int, ...] | None) -> BenchConfig:
@@ -169,8 +184,9 @@ def print_table(report: BenchReport) -> None:
         else:
             by_metric.setdefault((m.batch_size, m.seq_len), {})[m.metric] = m
     env = report.environment
+    what = report.source or report.size
     title = (
-        f"{report.size} {report.model_type} ({report.model_class}, {report.dtype}) on {report.hardware}: "
+        f"{what} {report.model_type} ({report.model_class}, {report.dtype}) on {report.hardware}: "
         f"{env.get('device_name')}"
     )
     if report.image_size:

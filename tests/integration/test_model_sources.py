@@ -127,3 +127,26 @@ def test_the_report_rows_name_source_and_dtype(run) -> None:
     assert rows["acme--tiny-gpt2.bfloat16"]["dtype"] == "bfloat16"
     assert rows["my-bert"]["source"].startswith("dir:") and rows["my-bert"]["dtype"] == "float32"
     assert rows["bert"]["source"] == "type:bert"
+
+
+def _accel_bench(sources: dict[str, Path], *args: str) -> subprocess.CompletedProcess[str]:
+    root = sources["root"]
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("ACCEL_", "HF_"))}
+    env.update(HF_HUB_CACHE=str(sources["cache"]), HF_HUB_OFFLINE="1")
+    argv = [sys.executable, "-m", "scheduler", "--config", str(root / "accel.toml"), "bench", *args]
+    return subprocess.run(argv, env=env, cwd=root, capture_output=True, text=True, timeout=300)
+
+
+def test_bench_takes_a_cached_hub_id_and_names_the_fetch_of_one_not_cached(run, sources) -> None:
+    # Given the cache of the run (run made accel.toml); When accel bench names a cached hub id in bfloat16
+    found = _accel_bench(sources, "acme/tiny-gpt2", "--dtype", "bfloat16", "--seq", "8", "--json")
+    # Then the checkpoint's weights are measured in that dtype and the report names the source and revision
+    assert found.returncode == 0, found.stderr
+    report = json.loads(found.stdout)
+    assert report["source"] == f"hub:acme/tiny-gpt2@{SHA[:12]}" and report["dtype"] == "bfloat16"
+    assert report["model_type"] == "gpt2" and report["model_class"] == "GPT2LMHeadModel"
+    # And a hub id not in the cache is one line naming the command that fetches it, exit 2
+    missing = _accel_bench(sources, "acme/not-cached")
+    assert missing.returncode == 2 and missing.stdout == ""
+    lines = [line for line in missing.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "`hf download acme/not-cached`" in lines[0], missing.stderr
