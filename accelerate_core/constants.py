@@ -145,6 +145,9 @@ MODEL_SIZES: Final = (SIZE_TINY, SIZE_FULL)
 DTYPES: Final = ("float32", "bfloat16", "float16")
 """Every dtype a job or ``accel bench`` can run a model in (``--dtype``), float32 first (the default)."""
 
+ATTN_IMPLEMENTATIONS: Final = ("sdpa", "eager", "flex_attention", "flash_attention_2", "flash_attention_3")
+"""Attention implementations a job may ask for (``--attn``); one a model or this install lacks is a skipped row."""
+
 SOURCE_TYPE: Final = "type"
 """Model source: a model type of the installed transformers, built from its config with random weights."""
 

@@ -21,6 +21,7 @@ from typing import Any, Self
 from accelerate_core.config import BenchConfig
 from accelerate_core.constants import (
     API_HARDWARE,
+    ATTN_IMPLEMENTATIONS,
     DTYPES,
     ERR_UNSUPPORTED,
     HARDWARE_KINDS,
@@ -59,6 +60,7 @@ __all__ = [
     "TemplateRef",
     "WorkerInfo",
     "WriterHeartbeat",
+    "check_attn",
     "check_dtype",
     "check_size",
     "job_key",
@@ -86,6 +88,17 @@ def check_dtype(dtype: str) -> str:
     if dtype not in DTYPES:
         raise ContractError(f"dtype {dtype!r} is unknown: use one of {', '.join(DTYPES)}")
     return dtype
+
+
+def check_attn(attn: str | None) -> str | None:
+    """``attn`` if it is None (the model's default) or one of :data:`~accelerate_core.constants.ATTN_IMPLEMENTATIONS`.
+
+    Raises:
+        ContractError: any other value (a hub kernel name included: it would be downloaded).
+    """
+    if attn is not None and attn not in ATTN_IMPLEMENTATIONS:
+        raise ContractError(f"attention {attn!r} is unknown: use one of {', '.join(ATTN_IMPLEMENTATIONS)}")
+    return attn
 
 
 def job_key(run_id: str, model_type: str, hardware: str, kind: str) -> str:
@@ -239,6 +252,7 @@ class JobSpec:
         size: ``tiny`` or ``full`` (a model type's size; a checkpoint is what it is).
         dtype: the parameters' dtype.
         endpoint: a served model's job (hardware ``api:NAME``): its functional check, then its benchmark.
+        attn: the attention implementation (``sdpa``, ``eager``, ...); None keeps the model's default.
     """
 
     key: str
@@ -256,12 +270,14 @@ class JobSpec:
     size: str = SIZE_TINY
     dtype: str = "float32"
     endpoint: EndpointJob | None = None
+    attn: str | None = None
 
     def __post_init__(self) -> None:
         check_name(self.run_id, "JobSpec.run_id")
         check_name(self.model_type, "JobSpec.model_type")
         check_size(self.size)
         check_dtype(self.dtype)
+        check_attn(self.attn)
         if self.endpoint is not None:
             if self.hardware != self.endpoint.hardware:
                 raise ContractError(f"an endpoint job's hardware is {self.endpoint.hardware!r}, not {self.hardware!r}")
@@ -399,7 +415,8 @@ class RunParams:
         n_skipped: planned jobs that are not run.
         expected_work_s: the sum of the jobs' expected durations.
         history_used: past durations from the store ordered the jobs (else size estimates did).
-        dtypes: the dtypes every model runs in (``--dtype``); ``size``: the model types' size (``--size``).
+        dtypes: the dtypes every model runs in (``--dtype``); ``size``: the model types' size (``--size``);
+            ``attns``: the attention implementations asked for (``--attn``; empty: each model's default).
         slots: jobs at once of the executor (the status's time left divides by it); None when unknown.
         makespan: one entry per local executor invocation.
         synthetic: made-up numbers (``accelerate_core.store.synthetic``); the report says so.
@@ -418,6 +435,7 @@ class RunParams:
     history_used: bool = False
     dtypes: tuple[str, ...] = ("float32",)
     size: str = SIZE_TINY
+    attns: tuple[str, ...] = ()
     slots: int | None = None
     makespan: tuple[Makespan, ...] = ()
     synthetic: bool = False
@@ -642,10 +660,12 @@ class BenchRequest:
     size: str = SIZE_TINY
     dtype: str = "float32"
     source: ModelSource | None = None
+    attn: str | None = None
 
     def __post_init__(self) -> None:
         check_size(self.size)
         check_dtype(self.dtype)
+        check_attn(self.attn)
 
 
 @dataclass(frozen=True, slots=True)
@@ -660,6 +680,7 @@ class BenchReport:
     size: str = SIZE_TINY
     dtype: str = "float32"
     source: str | None = None
+    attn: str | None = None
     generative: bool = False
     image_size: int | None = None
     measurements: tuple[Measurement, ...] = ()

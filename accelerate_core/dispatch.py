@@ -20,6 +20,7 @@ Building/loading itself is serialized too: transformers changes process-wide tor
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import os
 import pickle
@@ -27,7 +28,7 @@ import re
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 from accelerate_core.backends import Inventory, ModelRequirements, Selection, detect, normalize_dtype, select_hardware
 from accelerate_core.constants import SIZE_FULL, SIZE_TINY
@@ -174,6 +175,7 @@ def build_model(
     checkpoint: str | None = None,
     config: dict[str, Any] | None = None,
     model_class: str | None = None,
+    attn: str | None = None,
 ) -> Any:
     """The model a job runs, in eval mode on ``device`` as ``dtype`` (what a generated test builds).
 
@@ -185,21 +187,55 @@ def build_model(
         checkpoint: a local checkpoint directory (a hub id's snapshot folder too): its weights, not random ones.
         config: the tiny config dict (default: the catalog's).
         model_class: the tiny model's class (default: the catalog's choice).
+        attn: the attention implementation to switch to (None: the model's default).
 
     Raises:
-        ModelBuildError: the model cannot be built or its checkpoint is refused (see the module docstring).
+        ModelBuildError: the model cannot be built, its checkpoint is refused (see the module docstring), or it
+            cannot run ``attn``.
     """
     if checkpoint is not None:
         torch, _ = _torch_and_transformers()
         with _build_lock:
-            return _load_checkpoint(Path(checkpoint), getattr(torch, dtype)).to(device).eval()
-    if size == SIZE_FULL:
+            model = _load_checkpoint(Path(checkpoint), getattr(torch, dtype)).to(device).eval()
+    elif size == SIZE_FULL:
         from accelerate_core.full_size import build_full
 
-        return build_full(model_type, device=device, dtype=dtype)
-    from accelerate_core.catalog import instantiate
+        model = build_full(model_type, device=device, dtype=dtype)
+    else:
+        from accelerate_core.catalog import instantiate
 
-    return instantiate(model_type, config, model_class, device=device, dtype=dtype)
+        model = instantiate(model_type, config, model_class, device=device, dtype=dtype)
+    return set_attention(model, attn)
+
+
+ATTN_UNSUPPORTED = "attention {attn!r} is not supported by"
+"""The start of the message of a model that cannot run an attention implementation (a ``skipped`` row)."""
+
+
+_FLASH_PACKAGES: Final = {"flash_attention_2": "flash_attn", "flash_attention_3": "flash_attn_interface"}
+"""The package each flash attention needs installed (without it transformers would download a hub kernel)."""
+
+
+def set_attention(model: Any, attn: str | None) -> Any:
+    """``model`` switched to the attention implementation ``attn`` (None: unchanged).
+
+    Raises:
+        ModelBuildError: the model (or this install) cannot run ``attn``, or cannot switch to it.
+    """
+    if attn is None:
+        return model
+    unsupported = f"{ATTN_UNSUPPORTED.format(attn=attn)} {type(model).__name__}"
+    package = _FLASH_PACKAGES.get(attn)
+    if package is not None and importlib.util.find_spec(package) is None:  # else transformers fetches hub kernels
+        raise ModelBuildError(f"{unsupported}: the {package} package is not installed here")
+    try:
+        model.set_attn_implementation(attn)
+    except (ValueError, ImportError, NotImplementedError) as e:
+        raise ModelBuildError(f"{unsupported}: {_first_line(e)}") from e
+    found = getattr(model.config, "_attn_implementation", None)
+    if found != attn:
+        raise ModelBuildError(f"{unsupported}: it cannot switch (still {found})")
+    return model
 
 
 def _load_checkpoint(directory: Path, torch_dtype: Any) -> Any:

@@ -81,20 +81,27 @@ def _relabelled(source: ModelSource, label: str) -> ModelSource:
     return ModelSource(source.kind, source.ref, source.model_type, label, source.revision, source.path)
 
 
-def resolve_source(name: str, model_types: Collection[str]) -> ModelSource:
+def resolve_source(name: str, model_types: Collection[str] | None) -> ModelSource:
     """The source ``name`` refers to.
+
+    Args:
+        name: the name as given.
+        model_types: every model type the catalog knows; None takes any other valid name for a model type
+            (its builder then checks it: ``accel bench`` must not build the catalog index to find out).
 
     Raises:
         UnknownModelError: not a model type, not a checkpoint directory, not a hub id.
     """
     text = name.strip()
-    if text in model_types:
+    if model_types is not None and text in model_types:
         return type_source(text)
     path = Path(text).expanduser()
     if (path / _CONFIG).is_file():
         return _directory(text, path)
     if _HUB_ID.fullmatch(text) and not text.startswith((".", "~")):
         return _hub(text)
+    if model_types is None and is_name(text):
+        return type_source(text)
     if "/" in text or text.startswith((".", "~")):
         what = "has no config.json (give a directory written by save_pretrained)" if path.is_dir() else "does not exist"
         raise UnknownModelError(f"checkpoint directory {text!r} {what}: check the path")

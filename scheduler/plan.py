@@ -18,6 +18,7 @@ Rules:
 
 from __future__ import annotations
 
+import itertools
 import re
 import secrets
 import time
@@ -46,6 +47,7 @@ from accelerate_core.contracts import (
     RunPlan,
     SkipReason,
     TemplateRef,
+    check_attn,
     check_dtype,
     check_size,
     job_key,
@@ -114,11 +116,14 @@ class PlanOptions:
     dtypes: tuple[str, ...] = ("float32",)
     size: str = SIZE_TINY
     endpoints: tuple[EndpointJob, ...] = ()
+    attns: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         try:
             for dtype in self.dtypes:
                 check_dtype(dtype)
+            for attn in self.attns:
+                check_attn(attn)
             check_size(self.size)
         except ContractError as e:
             raise ConfigError(str(e)) from e
@@ -194,8 +199,8 @@ def plan_run(
     for hw in options.hardware:
         history = (past_durations or {}).get(hw, {})
         for target in targets:
-            for dtype in options.dtypes:
-                axes = Axes(dtype, options.size if target.source.kind == SOURCE_TYPE else SIZE_TINY)
+            for dtype, attn in itertools.product(options.dtypes, options.attns or (None,)):
+                axes = Axes(dtype, options.size if target.source.kind == SOURCE_TYPE else SIZE_TINY, attn)
                 spec = _plan_job(run_id, target, axes, hw, options.kind, settings, template_for, history)
                 if spec.skip is None and options.kind == JOB_KIND_TEST and inventory is not None:
                     assert target.entry is not None  # a runnable job has its catalog entry
@@ -229,17 +234,19 @@ class Target:
 
 @dataclass(frozen=True, slots=True)
 class Axes:
-    """The axes of one job beside model and hardware: dtype and model size."""
+    """The axes of one job beside model and hardware: dtype, model size and attention implementation."""
 
     dtype: str = "float32"
     size: str = SIZE_TINY
+    attn: str | None = None
 
     def row_name(self, label: str) -> str:
-        """``label`` plus each axis that is not its default: ``bert``, ``bert.full``, ``bert.full.bfloat16``."""
+        """``label`` plus each axis that is not its default: ``bert``, ``bert.full.bfloat16``, ``bert.eager``."""
         parts = [
             label,
             *([self.size] if self.size != SIZE_TINY else []),
             *([self.dtype] if self.dtype != "float32" else []),
+            *([self.attn] if self.attn is not None else []),
         ]
         return ".".join(parts)
 
@@ -320,6 +327,7 @@ def _plan_job(
         source=target.source,
         size=axes.size,
         dtype=axes.dtype,
+        attn=axes.attn,
     )
 
 
@@ -396,6 +404,7 @@ def _plan_params(options: PlanOptions, settings: Settings, jobs: Sequence[JobSpe
         dtypes=options.dtypes,
         size=options.size,
         endpoints=tuple(e.hardware for e in options.endpoints),
+        attns=options.attns,
     )
 
 

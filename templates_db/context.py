@@ -12,6 +12,7 @@ Keys a template can rely on (besides the catalog's own: ``model_type``, ``modali
 - ``batch_size``, ``seq_len``, ``new_tokens``: the shape of the functional tests;
 - ``dtype``, ``size``: the job's dtype and model size (``float32`` and ``tiny`` unless the job says otherwise);
 - ``checkpoint``: the local checkpoint directory the model is loaded from (None: built with random weights);
+- ``attn``: the attention implementation the model is switched to (None: its default);
 - ``template`` (added by ``render_job``): name, sha and version of the template itself.
 """
 
@@ -69,6 +70,7 @@ def extend_context(facts: Mapping[str, Any], hardware: str, bench: BenchConfig |
     context.setdefault("dtype", "float32")
     context.setdefault("size", SIZE_TINY)
     context.setdefault("checkpoint", None)
+    context.setdefault("attn", None)
     return context
 
 

@@ -47,6 +47,7 @@ from accelerate_core.constants import (
     STATUS_SKIPPED,
 )
 from accelerate_core.contracts import JobResult, JobSpec, Measurement, TemplateRef
+from accelerate_core.dispatch import ATTN_UNSUPPORTED
 from accelerate_core.errors import AccelerateError, TemplateError
 from accelerate_core.runner import classify_exception
 from templates_db.context import job_context
@@ -143,7 +144,7 @@ def run_test_job(spec: JobSpec, started: float) -> JobResult:
     environment["job_timings"] = {"render_s": round(rendered - started, 4), "pytest_s": round(tested - rendered, 4)}
     environment["tests"] = {"passed": run.passed, "failed": run.failed, "skipped": run.skipped}
     status = STATUS_DONE if run.ok else STATUS_FAILED
-    if not run.ok and dtype_unsupported(spec.dtype, run.error_message):
+    if not run.ok and unsupported_combination(spec, run.error_message):
         status, run.error_class = STATUS_SKIPPED, ERR_UNSUPPORTED  # a combination this stack lacks, not a failure
     return _result(
         spec,
@@ -167,16 +168,20 @@ _DTYPE_UNSUPPORTED: Final = re.compile(
 """How torch says an operator has no kernel for a dtype on this device."""
 
 
-def dtype_unsupported(dtype: str, message: str | None) -> bool:
-    """True when a job in ``dtype`` (not float32) failed because an operator lacks that dtype here."""
-    return dtype != "float32" and message is not None and _DTYPE_UNSUPPORTED.search(message) is not None
+def unsupported_combination(spec: JobSpec, message: str | None) -> bool:
+    """True when the job failed because its dtype (not float32) or attention is not available for this model here."""
+    if message is None:
+        return False
+    if spec.dtype != "float32" and _DTYPE_UNSUPPORTED.search(message) is not None:
+        return True
+    return spec.attn is not None and ATTN_UNSUPPORTED.format(attn=spec.attn) in message
 
 
 def render_context(spec: JobSpec) -> dict[str, Any]:
     """The facts a template is rendered with: the catalog's, plus the job's shapes and benchmark loop."""
     context = job_context(spec.architecture, spec.hardware, spec.bench)
     source = spec.source
-    context.update(job_key=spec.key, run_id=spec.run_id, dtype=spec.dtype, size=spec.size,
+    context.update(job_key=spec.key, run_id=spec.run_id, dtype=spec.dtype, size=spec.size, attn=spec.attn,
                    checkpoint=source.path if source is not None else None)  # fmt: skip
     return context
 

@@ -19,9 +19,9 @@ from accelerate_core.bench.environment import environment
 from accelerate_core.bench.model import benchmark_model
 from accelerate_core.constants import ERR_BUILD, SIZE_FULL, TORCH_DEVICE
 from accelerate_core.contracts import BenchReport, BenchRequest
-from accelerate_core.dispatch import build_model
+from accelerate_core.dispatch import build_model, set_attention
 from accelerate_core.errors import AccelerateError, ConfigError
-from accelerate_core.full_size import FULL_SIZE_NOTE, build_full
+from accelerate_core.full_size import FULL_SIZE_NOTE
 from accelerate_core.runner.outcome import JobFailure
 from accelerate_core.sources import describe_source
 
@@ -82,6 +82,7 @@ def _bench(request: BenchRequest) -> BenchReport:
         size=request.size,
         dtype=request.dtype,
         source=None if request.source is None else describe_source(request.source),
+        attn=request.attn,
         generative=built.generative,
         image_size=bench.image_size,
         measurements=tuple(measurements),
@@ -92,18 +93,15 @@ def _bench(request: BenchRequest) -> BenchReport:
 
 def _model(request: BenchRequest, device: str) -> Any:
     """The model of the request: tiny through the catalog (with ``image_size`` when set) or full size."""
-    from accelerate_core import catalog
 
     model_type, bench, source = request.model_type, request.bench, request.source
-    if source is not None and source.path is not None:
-        return build_model(model_type, device=device, dtype=request.dtype, checkpoint=source.path)
-    if request.size == SIZE_FULL:
-        if bench.image_size is not None:
-            raise ConfigError("--image-size applies to tiny models only: drop it with --size full")
-        return build_full(model_type, device=device, dtype=request.dtype)
     if bench.image_size is None:
-        return catalog.instantiate(model_type, device=device, dtype=request.dtype)
-    return _with_image_size(model_type, device, bench.image_size, request.dtype)
+        checkpoint = source.path if source is not None else None
+        return build_model(model_type, device=device, dtype=request.dtype, size=request.size, checkpoint=checkpoint,
+                           attn=request.attn)  # fmt: skip
+    if request.size == SIZE_FULL or source is not None:
+        raise ConfigError("--image-size applies to tiny model types only: drop it")
+    return set_attention(_with_image_size(model_type, device, bench.image_size, request.dtype), request.attn)
 
 
 def _build(request: BenchRequest, device: str) -> _Built:

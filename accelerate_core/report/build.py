@@ -104,6 +104,7 @@ def _row(pair: Pair, data: RunData, modality: Mapping[str, str]) -> ModelRow:
         template_sha=job.template_sha,
         source=job.source or _default_source(pair),
         dtype=job.dtype or "float32",
+        attn=job.attn,
         peak_memory_mib=data.peak_memory.get(pair),
         load_time_s=data.load_time.get(pair),
         shapes=data.shapes.get(pair, []),

@@ -43,6 +43,7 @@ class JobFact:
     source_ref: str | None = None
     source_revision: str | None = None
     dtype: str | None = None
+    attn: str | None = None
 
     @property
     def source(self) -> str | None:
@@ -68,7 +69,8 @@ _JOB_COLUMNS = (
     "model_type, hardware, job_key, kind, status, error_class, error_type, error_message, attempts, "
     "duration_s, started_at, finished_at, template_sha, worker_id, host, device_name, "
     "json_extract_string(spec, '$.source.kind'), json_extract_string(spec, '$.source.ref'), "
-    "json_extract_string(spec, '$.source.revision'), json_extract_string(spec, '$.dtype')"
+    "json_extract_string(spec, '$.source.revision'), json_extract_string(spec, '$.dtype'), "
+    "json_extract_string(spec, '$.attn')"
 )
 
 

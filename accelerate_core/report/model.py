@@ -78,6 +78,7 @@ class ModelRow:
     shapes: list[ShapeStats] = field(default_factory=list)
     source: str | None = None
     dtype: str = "float32"
+    attn: str | None = None
 
 
 @dataclass(slots=True)

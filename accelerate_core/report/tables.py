@@ -151,6 +151,7 @@ def models(report: Report) -> Table:
             r.modality,
             r.source or "-",
             r.dtype,
+            r.attn or "default",
             r.hardware,
             r.status + (f" ({r.error_class})" if r.error_class and r.status != "done" else ""),
             "-" if r.batch_size is None else f"{r.batch_size}x{r.seq_len}",
@@ -162,8 +163,8 @@ def models(report: Report) -> Table:
         )
         for r in report.rows
     ]
-    headers = ("model", "modality", "source", "dtype", "hardware", "status", "shape", "p50", "p90", "throughput",
-               "peak memory", "load")  # fmt: skip
+    headers = ("model", "modality", "source", "dtype", "attention", "hardware", "status", "shape", "p50", "p90",
+               "throughput", "peak memory", "load")  # fmt: skip
     return Table(headers, rows)
 
 

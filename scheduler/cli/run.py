@@ -51,13 +51,14 @@ def run_command(
         list[str] | None,
         typer.Option("--endpoint", help="a served model to test too: NAME=URL[@MODEL] (repeatable; rows api:NAME)"),
     ] = None,
+    attn: Annotated[str | None, typer.Option("--attn", help="attention implementations, e.g. sdpa,eager")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print the summary as JSON")] = False,
 ) -> None:
     """Plan a phase-end run over the selected architectures and run it; write its report."""
     from accelerate_core.names import check_name
 
     settings = state(ctx).settings
-    axes = (parse_dtypes(dtype), size)
+    axes = (parse_dtypes(dtype), size, parse_attns(attn))
     if broker:
         settings = settings.with_overrides(broker_url=broker, source="--broker")
     if jobs:
@@ -115,6 +116,23 @@ def _endpoints(settings: Settings, given: list[str] | None) -> tuple[EndpointJob
     return parse_endpoints(settings.endpoints, f"{settings.source_of('endpoints')}: endpoints")
 
 
+def parse_attns(raw: str | None) -> tuple[str, ...]:
+    """``--attn sdpa,eager`` -> ``("sdpa", "eager")``; None -> ``()`` (each model's default).
+
+    Raises:
+        ConfigError: an attention implementation that is not known (one line naming the choices).
+    """
+    from accelerate_core.constants import ATTN_IMPLEMENTATIONS
+    from accelerate_core.errors import ConfigError
+
+    if raw is None:
+        return ()
+    names = [part.strip() for part in raw.split(",") if part.strip()]
+    if not names or any(n not in ATTN_IMPLEMENTATIONS for n in names):
+        raise ConfigError(f"--attn {raw!r} is invalid: give some of {', '.join(ATTN_IMPLEMENTATIONS)}, e.g. sdpa,eager")
+    return tuple(dict.fromkeys(names))
+
+
 def _plan(
     settings: Settings,
     phase: str,
@@ -124,7 +142,7 @@ def _plan(
     endpoints: tuple[EndpointJob, ...],
     *,
     local: bool,
-    axes: tuple[tuple[str, ...], str] = (("float32",), "tiny"),
+    axes: tuple[tuple[str, ...], str, tuple[str, ...]] = (("float32",), "tiny", ()),
 ) -> RunPlan:
     from accelerate_core.backends import detect
     from scheduler.plan import PlanOptions, resolve_hardware
@@ -139,7 +157,7 @@ def _plan(
         available = ()
     kinds = resolve_hardware(hardware, available, local=local)
     options = PlanOptions(
-        phase=phase, models=models, modality=modality, hardware=kinds, dtypes=axes[0], size=axes[1],
+        phase=phase, models=models, modality=modality, hardware=kinds, dtypes=axes[0], size=axes[1], attns=axes[2],
         endpoints=endpoints,
     )  # fmt: skip
     return plan_with_stores(settings, options, local=local, base_dir=Path.cwd(), code_version=_code_version())
@@ -169,7 +187,7 @@ def _run_remote(
     resume: str | None,
     wait: bool,
     as_json: bool,
-    axes: tuple[tuple[str, ...], str],
+    axes: tuple[tuple[str, ...], str, tuple[str, ...]],
 ) -> None:
     import importlib
 

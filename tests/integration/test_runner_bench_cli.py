@@ -76,7 +76,8 @@ def test_the_table_shows_each_shape_and_the_one_off_timings(bench_run, capsys):
         (("bench", "bert", "--batch", "0,x"), "--batch '0,x' is invalid"),
         (("bench", "bert", "--size", "huge"), "--size: model size 'huge' is unknown: use one of tiny, full"),
         (("bench", "bert", "--dtype", "int3"), "dtype 'int3' is not supported"),
-        (("bench", "bert", "--size", "full", "--image-size", "64"), "--image-size applies to tiny models only"),
+        (("bench", "bert", "--attn", "magic"), "--attn: attention 'magic' is unknown"),
+        (("bench", "bert", "--size", "full", "--image-size", "64"), "--image-size applies to tiny model types only"),
     ],
 )
 def test_bad_usage_is_one_line_and_exit_2(tmp_path: Path, args: tuple[str, ...], message: str):

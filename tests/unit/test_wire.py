@@ -22,7 +22,15 @@ from hypothesis import strategies as st
 from accelerate_core import wire
 from accelerate_core.bench.measurements_file import MeasurementsFile
 from accelerate_core.config import BenchConfig
-from accelerate_core.constants import DTYPES, HARDWARE_KINDS, JOB_KINDS, MODEL_SIZES, SOURCE_KINDS, TERMINAL_STATUSES
+from accelerate_core.constants import (
+    ATTN_IMPLEMENTATIONS,
+    DTYPES,
+    HARDWARE_KINDS,
+    JOB_KINDS,
+    MODEL_SIZES,
+    SOURCE_KINDS,
+    TERMINAL_STATUSES,
+)
 from accelerate_core.contracts import (
     BenchReport,
     BenchRequest,
@@ -129,6 +137,8 @@ FIELD_STRATEGIES: dict[tuple[type[Any], str], st.SearchStrategy[Any]] = {
     (JobSpec, "dtype"): st.sampled_from(DTYPES),
     (BenchRequest, "size"): st.sampled_from(MODEL_SIZES),
     (BenchRequest, "dtype"): st.sampled_from(DTYPES),
+    (JobSpec, "attn"): st.none() | st.sampled_from(ATTN_IMPLEMENTATIONS),
+    (BenchRequest, "attn"): st.none() | st.sampled_from(ATTN_IMPLEMENTATIONS),
     (ModelSource, "kind"): st.sampled_from(SOURCE_KINDS),
     (ModelSource, "label"): names,
     (ModelSource, "model_type"): st.just("") | names,

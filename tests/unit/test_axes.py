@@ -1,0 +1,85 @@
+"""The axes of a run beside model and hardware (dtype, size, attention) and model sources in a plan."""
+
+from __future__ import annotations
+
+import pytest
+
+from accelerate_core.catalog.index import IndexEntry
+from accelerate_core.config import Settings
+from accelerate_core.constants import ERR_NOT_IN_CACHE
+from accelerate_core.contracts import TemplateRef
+from accelerate_core.errors import ConfigError, ModelBuildError
+from scheduler.plan import PlanOptions, plan_run
+
+INDEX = [
+    IndexEntry(model_type="bert", modality="text", family="encoder", model_class="BertModel",
+               config_class="BertConfig", runnable=True, param_count=100_000),
+]  # fmt: skip
+
+
+def _template(entry: object, hardware: str) -> TemplateRef:
+    return TemplateRef(name="default", sha="abc123", body="def test_x():\n    pass\n")
+
+
+def _plan(**options: object):  # type: ignore[no-untyped-def]
+    return plan_run(PlanOptions(phase="p", **options), INDEX, Settings(), template_for=_template, now=1.0,  # type: ignore[arg-type]
+                    token="beef")  # fmt: skip
+
+
+def test_each_dtype_and_attention_is_its_own_row_and_key() -> None:
+    plan = _plan(models="bert", dtypes=("float32", "bfloat16"), attns=("sdpa", "eager"))
+
+    jobs = {j.model_type: j for j in plan.jobs}
+    assert set(jobs) == {"bert.sdpa", "bert.eager", "bert.bfloat16.sdpa", "bert.bfloat16.eager"}
+    assert len({j.key for j in plan.jobs}) == 4
+    job = jobs["bert.bfloat16.eager"]
+    assert job.source is not None and (job.dtype, job.attn, job.architecture, job.source.kind) == (
+        "bfloat16", "eager", "bert", "type",
+    )  # fmt: skip
+    assert plan.params.attns == ("sdpa", "eager") and plan.params.dtypes == ("float32", "bfloat16")
+    assert plan.params.modalities["bert.bfloat16.eager"] == "text"
+
+
+def test_full_size_names_its_rows_and_defaults_keep_the_type_name() -> None:
+    assert [j.model_type for j in _plan(models="bert", size="full").jobs] == ["bert.full"]
+    assert [j.model_type for j in _plan(models="bert").jobs] == ["bert"]
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"attns": ("flash",)}, "attention 'flash' is unknown"),
+        ({"dtypes": ("int8",)}, "dtype 'int8' is unknown"),
+        ({"size": "huge"}, "model size 'huge' is unknown"),
+    ],
+)
+def test_unknown_axes_are_one_line_config_errors(options: dict[str, object], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        PlanOptions(phase="p", **options)  # type: ignore[arg-type]
+
+
+def test_a_hub_id_not_in_the_cache_is_a_skipped_row_naming_its_fetch(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path))  # an empty cache
+    (job,) = _plan(models="acme/nothing").jobs
+
+    assert job.model_type == "acme--nothing" and job.skip is not None
+    assert job.skip.reason_class == ERR_NOT_IN_CACHE and "`hf download acme/nothing`" in (job.skip.reason or "")
+
+
+def test_a_model_switches_attention_and_one_it_cannot_run_is_refused_in_one_line() -> None:
+    from accelerate_core.dispatch import build_model
+
+    assert build_model("bert", attn="eager").config._attn_implementation == "eager"
+    with pytest.raises(ModelBuildError, match="attention 'flash_attention_2' is not supported by BertModel"):
+        build_model("bert", attn="flash_attention_2")
+
+
+def test_bench_resolves_names_without_the_catalog(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from accelerate_core.errors import UnknownModelError
+    from accelerate_core.sources import resolve_source
+
+    assert resolve_source("bert", None).kind == "type"  # the child checks the type as it builds it
+    with pytest.raises(UnknownModelError, match="does not exist"):
+        resolve_source(str(tmp_path / "nothing"), None)
