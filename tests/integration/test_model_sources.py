@@ -23,6 +23,7 @@ from accelerate_core.constants import ERR_NOT_IN_CACHE, STATUS_DONE, STATUS_SKIP
 from accelerate_core.contracts import JobSpec
 from accelerate_core.store import ResultsStore
 from scheduler.planning_inputs import template_lookup
+from tests.support.cli import seed_catalog_index
 
 REPO = Path(__file__).resolve().parents[2]
 SHA = "0123456789abcdef0123456789abcdef01234567"
@@ -64,6 +65,7 @@ def sources(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 def run(sources: dict[str, Path]) -> tuple[subprocess.CompletedProcess[str], Settings]:
     """One ``accel run`` over a type, a directory, a cached hub id and an uncached one, in float32 and bfloat16."""
     root = sources["root"]
+    seed_catalog_index(root)  # the run resolves model types through the catalog index: build it once per checkout
     settings = Settings(results_db=root / "results.duckdb", templates_db=root / "templates.duckdb",
                         reports_dir=root / "reports")  # fmt: skip
     template_lookup(settings)
