@@ -205,7 +205,7 @@ def report_documents(
 
 def export_files(settings: Settings, run_id: str, fmt: str, out_dir: Callable[[str], Path]) -> dict[str, Path]:
     """Export the run's rows as ``fmt`` files in ``out_dir(run id)`` (``accel runs export``); the files by table."""
-    from accelerate_core.store.export import EXPORT_TABLES
+    from accelerate_core.store.export import export_tables, save_table
 
     def local(store: ResultsStore) -> dict[str, Path]:
         rid = resolve_run(store, run_id)
@@ -215,11 +215,9 @@ def export_files(settings: Settings, run_id: str, fmt: str, out_dir: Callable[[s
         rid = str(api.json(_run_path(run_id))["run"]["run_id"])
         folder = out_dir(rid)
         folder.mkdir(parents=True, exist_ok=True)
-        written = {}
-        for table in EXPORT_TABLES:
-            target = folder / f"{table}.{fmt}"
-            target.write_bytes(api.content(f"{_run_path(rid)}/export/{table}.{fmt}"))
-            written[table] = target
+        written: dict[str, Path] = {}
+        for table in export_tables(fmt):
+            written |= save_table(table, fmt, api.content(f"{_run_path(rid)}/export/{table}.{fmt}"), folder)
         return written
 
     return read_results(settings, local, remote)

@@ -132,7 +132,11 @@ class Report(BaseHandler):
         await self.respond(_report, run_id, fmt, self.ctx.config.reports_dir, baseline, threshold)
 
 
-EXPORT_TYPES = {"parquet": "application/vnd.apache.parquet", "csv": "text/csv; charset=utf-8"}
+EXPORT_TYPES = {
+    "parquet": "application/vnd.apache.parquet",
+    "csv": "text/csv; charset=utf-8",
+    "optimum": "application/json",
+}
 """The content type of each export format."""
 
 
@@ -146,7 +150,7 @@ class Export(BaseHandler):
     CACHED = False  # files can be large: never kept in the answer cache
 
     async def get(self, run_id: str, table: str, fmt: str) -> None:
-        """The table's rows of the run as a Parquet or CSV file."""
+        """The table's rows of the run as a Parquet or CSV file, or the optimum-benchmark reports as JSON."""
         await self.respond(_export, run_id, table, fmt)
 
 
@@ -187,7 +191,7 @@ ROUTES: list[Route] = [
     ("/api/runs/{run}/compare", Compare, "the run against ?baseline=RUN (default: previous run of its phase)"),
     ("/api/runs/{run}/hardware", Hardware, "every hardware kind side by side per model; ?a=cpu&b=cuda: b vs a"),
     ("/api/models/{model}/history", History, "the model across its latest ?runs=50 runs, oldest first"),
-    ("/api/runs/{run}/export/{table}.{export}", Export, "one table (runs, jobs, measurements, workers) as a file"),
+    ("/api/runs/{run}/export/{table}.{export}", Export, "a table as csv or parquet, or benchmark_reports.optimum"),
     ("/api/durations", Durations, "median past seconds of each model per ?hardware=cpu,cuda (planning order)"),
     ("/runs/{run}/report.{fmt}", Report, "the run's report as Markdown, HTML or JSON; ?baseline=RUN&threshold="),
     ("/metrics", Metrics, "Prometheus metrics of recent and unfinished runs"),

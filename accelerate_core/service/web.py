@@ -29,7 +29,7 @@ from accelerate_core.service.cache import Answer, AnswerCache
 from accelerate_core.service.config import ServiceConfig
 from accelerate_core.service.host import HostHooks
 from accelerate_core.service.source import ReadSource, ReadView, read_view
-from accelerate_core.store.export import EXPORT_FORMATS, EXPORT_TABLES
+from accelerate_core.store.export import EXPORT_FORMATS, EXPORT_TABLES, OPTIMUM_TABLE
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -196,7 +196,7 @@ Route = tuple[str, type[BaseHandler], str]
 
 _SEGMENTS = {
     "{fmt}": "(md|html|json)",
-    "{table}": f"({'|'.join(EXPORT_TABLES)})",
+    "{table}": f"({'|'.join((*EXPORT_TABLES, OPTIMUM_TABLE))})",
     "{export}": f"({'|'.join(EXPORT_FORMATS)})",
 }
 """Placeholders matching something narrower than one path segment."""

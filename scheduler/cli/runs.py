@@ -140,11 +140,13 @@ def show_run(ctx: typer.Context, run_id: _RunArg, as_json: _JsonOpt = False) -> 
 def export_run(
     ctx: typer.Context,
     run_id: _RunArg,
-    fmt: Annotated[str, typer.Option("--format", help="parquet or csv")] = "parquet",
+    fmt: Annotated[
+        str, typer.Option("--format", help="parquet, csv or optimum (benchmark_report.json per job)")
+    ] = "parquet",
     out_dir: Annotated[Path | None, typer.Option("--out", help="Folder (default: <reports_dir>/<RUN>/export)")] = None,
     as_json: _JsonOpt = False,
 ) -> None:
-    """Export a run's rows (runs, jobs, measurements, workers) as Parquet or CSV files."""
+    """Export a run's rows (runs, jobs, measurements, workers) as Parquet or CSV files, or optimum-benchmark reports."""
     from accelerate_core.errors import ConfigError
     from accelerate_core.store import EXPORT_FORMATS
 
@@ -158,7 +160,7 @@ def export_run(
         emit_json({k: str(v) for k, v in files.items()})
         return
     for table, path in files.items():
-        out.print(f"{table:13} {path}", markup=False)
+        out.print(f"{table:13} {path}", markup=False)  # a table, or an optimum report's job folder
 
 
 def register(app: typer.Typer) -> None:

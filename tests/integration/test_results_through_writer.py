@@ -34,6 +34,7 @@ REPO = Path(__file__).resolve().parents[2]
 TOKEN = "writer-api-token"
 REPORT = ("report", RUNS[-1], "--format", "json,md", "--baseline", RUNS[0])
 CSV = ("runs", "export", RUNS[-1], "--format", "csv")
+OPTIMUM = ("runs", "export", RUNS[-1], "--format", "optimum")
 
 
 @dataclass
@@ -64,6 +65,7 @@ def _read_all(env: dict[str, str], cwd: Path, tag: str) -> dict[str, Any]:
         "report": _ok(_accel(*REPORT, "--out", f"rep-{tag}", "--json", env=env, cwd=cwd)),
         "export": _ok(_accel("runs", "export", "latest", "--out", f"exp-{tag}", "--json", env=env, cwd=cwd)),
         "csv": _ok(_accel(*CSV, "--out", f"csv-{tag}", "--json", env=env, cwd=cwd)),
+        "optimum": _ok(_accel(*OPTIMUM, "--out", f"opt-{tag}", "--json", env=env, cwd=cwd)),
     }
 
 
@@ -132,6 +134,10 @@ def test_reading_commands_answer_through_the_writer_as_over_the_file(setup: Setu
     assert set(through["export"]) == {"runs", "jobs", "measurements", "workers"}
     for table, path in through["csv"].items():
         assert Path(setup.base, path).read_bytes() == Path(setup.base, setup.local["csv"][table]).read_bytes()
+    # And the optimum reports are the same files, one per job and shape
+    assert set(through["optimum"]) == set(setup.local["optimum"]) and through["optimum"]
+    for folder, path in through["optimum"].items():
+        assert Path(setup.base, path).read_bytes() == Path(setup.base, setup.local["optimum"][folder]).read_bytes()
     for table, path in through["export"].items():
         rows = [duckdb.sql(f"SELECT * FROM '{Path(setup.base, p)}' ORDER BY ALL").fetchall()
                 for p in (path, setup.local["export"][table])]  # fmt: skip

@@ -356,3 +356,35 @@ def test_dry_round_trips_are_per_node_from_the_runs_planning_to_the_node_finishi
     ])  # fmt: skip
     # Then each node's round trip is its own
     assert store.run_progress("dry-1").round_trip_s == {"cpu0@a": pytest.approx(0.25), "cpu1@b": pytest.approx(0.5)}
+
+
+def test_export_optimum_reports_hold_the_stored_numbers(store: ResultsStore, tmp_path: Path) -> None:
+    from accelerate_core.bench.stats import percentile
+
+    store.record_run(RUN.plan())
+    store.record_results([RUN.result("bert", "cpu"), RUN.result("gpt2", "cuda")])
+    files = store.export_run("run-a", tmp_path / "opt", "optimum")
+    assert set(files) == {f"{m}/{hw}/float32/b{b}-s16" for m, hw in (("bert", "cpu"), ("gpt2", "cuda")) for b in (1, 4)}
+    for model, hardware, batch, samples, p50, p90, p99, mean in store.query(
+        """SELECT j.model_type, j.hardware, m.batch_size, m.samples, m.p50, m.p90, m.p99, m.mean
+           FROM measurements m JOIN jobs j USING (job_key) WHERE m.metric = 'latency'"""
+    ):
+        report = json.loads(files[f"{model}/{hardware}/float32/b{batch}-s16"].read_text())
+        latency = report["forward"]["latency"]
+        assert latency["unit"] == "s" and latency["values"] == samples and latency["count"] == len(samples)
+        assert (latency["p50"], latency["p90"], latency["p99"], latency["mean"]) == (p50, p90, p99, mean)
+        assert latency["p95"] == percentile(sorted(samples), 95) and p90 <= latency["p95"] <= p99
+        assert report["forward"]["throughput"] == {"unit": "samples/s", "value": batch / mean}
+        assert report["forward"]["memory"] == {"unit": "MB", "max_allocated": (100.0 + batch) * 2**20 / 1e6}
+    with pytest.raises(ConfigError):
+        store.export_run("run-a", tmp_path / "x", "optimum-x")
+
+
+def test_an_optimum_bundle_cannot_write_outside_its_folder(tmp_path: Path) -> None:
+    from accelerate_core.store.export import save_table
+
+    with pytest.raises(StoreError, match="outside"):
+        save_table("benchmark_reports", "optimum", b'{"../../evil/benchmark_report.json": {}}', tmp_path / "o")
+    with pytest.raises(StoreError, match="not JSON"):
+        save_table("benchmark_reports", "optimum", b"<html>", tmp_path / "o")
+    assert not (tmp_path / "evil").exists()
