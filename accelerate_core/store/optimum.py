@@ -1,11 +1,13 @@
-"""A run as optimum-benchmark ``benchmark_report.json`` files, one folder per job (model, hardware, dtype) and shape.
+"""A run as optimum-benchmark ``benchmark_report.json`` files, one folder per job and shape:
+``<model>/<hardware>/<dtype>[-<attn>]/b<batch>-s<seq>/`` (the attention kind when the job chose one).
 
 Each report has optimum-benchmark's keys (``forward.latency`` with ``unit``, ``values``, ``count``, ``total``,
 ``mean``, ``p50``, ``p90``, ``p95``, ``p99``, ``stdev``, ``stdev_``; ``forward.throughput`` with ``unit`` and
 ``value``; ``forward.memory`` in MB; ``load.latency``), so dashboards that read optimum-benchmark read our runs.
 Our store keeps p50/p90/p99: p95 is computed from the raw samples with the same percentile rule
 (:func:`accelerate_core.bench.stats.percentile`), ``None`` when no samples were stored. ``stdev`` is ours (the
-sample standard deviation). Throughput follows optimum-benchmark: the batch over the mean latency.
+sample standard deviation). Throughput follows optimum-benchmark: the batch over the mean latency, or for a
+generative model its tokens/s.
 """
 
 from __future__ import annotations
@@ -27,7 +29,8 @@ REPORT_NAME = "benchmark_report.json"
 
 _MIB_TO_MB = 2**20 / 1e6
 
-_ROWS = """SELECT m.job_key, j.model_type, j.hardware, coalesce(json_extract_string(j.spec, '$.dtype'), 'float32'),
+_ROWS = """SELECT m.job_key, j.model_type, j.hardware,
+                  concat_ws('-', coalesce(j.spec->>'$.dtype', 'float32'), j.spec->>'$.attn'),
                   m.batch_size, m.seq_len, m.metric, m.unit, m.samples, m.n, m.p50, m.p90, m.p99, m.mean, m.stdev
            FROM measurements m JOIN jobs j USING (job_key)
            WHERE m.run_id = $run AND m.metric IN ('latency', 'tokens_per_s', 'peak_memory', 'load_time')
@@ -35,7 +38,7 @@ _ROWS = """SELECT m.job_key, j.model_type, j.hardware, coalesce(json_extract_str
 
 
 def optimum_reports(conn: DuckDBPyConnection, run_id: str) -> dict[str, dict[str, Any]]:
-    """``{"<model>/<hardware>/<dtype>/b<batch>-s<seq>/benchmark_report.json": report}`` for every measured shape.
+    """``{"<model>/<hardware>/<dtype>/b<batch>-s<seq>/benchmark_report.json": report}``, every measured shape.
 
     A job's load time (measured once, not per shape) is the ``load`` section of each of its shapes' reports.
     """
