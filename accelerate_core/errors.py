@@ -23,7 +23,7 @@ Every error this project raises on purpose derives from :class:`AccelerateError`
     ├── RunnerError                   the job runner (fork server) itself failed, not a job
     ├── BrokerError                   the Celery broker (Redis) is unreachable or misbehaves
     │   └── LockLostError             the writer's lock expired and another writer holds it (fencing)
-    ├── RunStalledError               a followed fleet run stopped progressing (no writer, no worker) (exit 3)
+    ├── RunStalledError               a followed fleet run stopped progressing (no writer, no worker) (exit 1)
     └── ContractError                 a message or stored payload does not match its contract (wire.py)
         ├── VersionSkewError          it was written by an incompatible (other major) schema version
         └── SignatureError            it must carry the fleet key's signature and does not (signing.py)
@@ -119,9 +119,10 @@ class LockLostError(BrokerError):
 
 
 class RunStalledError(AccelerateError):
-    """Raised when ``accel run --wait`` sees a fleet run stop progressing; the message says what to start."""
+    """Raised when ``accel run --wait`` sees a fleet run stop progressing; the message says what to start.
 
-    exit_code = 3
+    Exit status 1, like a failed job: the run did not complete (2 stays for bad usage or configuration).
+    """
 
 
 class ContractError(AccelerateError):

@@ -39,7 +39,10 @@ def run_command(
     jobs: Annotated[int | None, typer.Option("--jobs", "-j", min=1, help="jobs at once (default: cores)")] = None,
     resume: Annotated[str | None, typer.Option("--resume", help="run only the unfinished jobs of RUN")] = None,
     broker: Annotated[str | None, typer.Option("--broker", help="Redis URL: run on the fleet")] = None,
-    wait: Annotated[bool, typer.Option("--wait", help="with a broker: wait for the phase to finish")] = False,
+    wait: Annotated[
+        bool,
+        typer.Option("--wait", help="with a broker: wait for the phase to finish (a stall ends it: one line, exit 1)"),
+    ] = False,
     dry: Annotated[
         bool, typer.Option("--dry", help="smoke test: one dry job through each live node (--wait: round trips)")
     ] = False,

@@ -2,7 +2,8 @@
 
 Each scenario of ``scenarios_recon`` asserts every planned job has exactly one terminal row and the run
 completed with its report. The stall tests start ``accel run --wait`` with a part of the fleet missing and
-expect one line saying what to start, and exit status 3, within seconds (``ACCEL_STALL_S=3``).
+expect one line saying what to start, and exit status 1 (the run did not complete), within seconds
+(``ACCEL_STALL_S=3``).
 """
 
 from __future__ import annotations
@@ -34,14 +35,16 @@ def test_a_revoked_job_is_recorded_cancelled_by_the_worker_that_dropped_it(fleet
 
 
 def _run_until_stalled(fleet: Fleet) -> str:
-    """Run ``accel run --wait`` with ``ACCEL_STALL_S=3``; check it stalls (exit 3, no traceback); its last line."""
+    """Run ``accel run --wait`` with ``ACCEL_STALL_S=3``; check it stalls (exit 1, no traceback); its last line."""
     fleet.env.update(ACCEL_STALL_S="3")
     result = fleet.accel("run", "--phase", "stall", "--models", "bert", "--hardware", "cpu", "--wait", timeout_s=180)
-    assert result.returncode == 3 and "Traceback" not in result.stderr, result.stderr
-    return result.stderr.strip().splitlines()[-1]
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert "accel run --resume" in last and " --wait`" in last, last
+    return last
 
 
-def test_wait_with_no_writer_says_to_start_one_and_exits_3(fleet: Fleet) -> None:
+def test_wait_with_no_writer_says_to_start_one_and_exits_1(fleet: Fleet) -> None:
     # Given a worker but no writer, When a run is started with --wait
     fleet.worker()
     last = _run_until_stalled(fleet)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from accelerate_core.contracts import StatusSnapshot
+from accelerate_core.errors import ConfigError, RunStalledError
 from scheduler.stall import Liveness, StallWatch, waiting_by_kind
 
 ALL = Liveness(writer=True, served=frozenset({"cpu", "cuda"}))
@@ -73,3 +74,7 @@ def test_a_missing_writer_is_named_rather_than_the_lack_of_progress_it_causes() 
     assert watch.observe(None, Liveness(False, frozenset({"cpu"})), 1.5) is None  # found missing late
     line = watch.observe(None, None, 3)  # not probed again: the last probe stands; the run stalled
     assert line is not None and "no live writer" in line
+
+
+def test_a_stall_exits_1_like_a_run_that_did_not_complete_never_2_for_usage() -> None:
+    assert RunStalledError("run r1 stalled").exit_code == 1 != ConfigError("bad").exit_code
