@@ -117,6 +117,17 @@ RECONCILE_REPLY_PREFIX: Final = "acc:reconcile:reply:"
 RECONCILE_REPLY_TTL_S: Final = 24 * 3600
 """How long a reconciliation reply lives in Redis, in seconds."""
 
+DISPATCH_PREFIX: Final = "acc:dispatch:"
+"""Redis key prefix: ``acc:dispatch:<run id>`` is live while a scheduler sends the run's jobs (value: its
+``host:pid``); the reconciler leaves such a run alone, since its jobs are missing only because they are not sent
+yet. The scheduler refreshes it while sending and deletes it when done; a killed one lets it expire."""
+
+DISPATCH_TTL_S: Final = 15
+"""Lifetime of a dispatch key, in seconds: a scheduler stopped (killed) longer than this counts as gone."""
+
+DISPATCH_REFRESH_S: Final = 3.0
+"""How often a dispatching scheduler renews its dispatch key, in seconds (well inside ``DISPATCH_TTL_S``)."""
+
 KOMBU_UNACKED_KEY: Final = "unacked"
 """Redis hash where kombu keeps each delivered, unacknowledged message (``[payload, exchange, routing key]``)
 until its worker acknowledges it or the visibility timeout restores it to its queue."""

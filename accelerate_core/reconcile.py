@@ -14,6 +14,12 @@ without a terminal row with what the broker still holds of them:
 meanwhile is never missed. What it cannot see is a message a worker has popped and not yet recorded as
 unacknowledged (a few milliseconds): the reconciler therefore acts only on a job missing at two passes.
 
+A run whose scheduler is still sending its jobs is never reconciled: its unsent jobs are missing from the broker
+only because they are not sent yet (a 10,000-job run takes longer than two passes to send). The scheduler holds
+a :class:`DispatchMark` (``acc:dispatch:<run>``, a short lifetime it renews while sending, deleted when all are
+sent); :func:`dispatching` tells the reconciler the mark is live. A scheduler killed mid-dispatch stops renewing
+it, so the mark expires and its run is reconciled again.
+
 ``accel run --resume RUN`` on a fleet cannot open the store (the writer holds it), so it asks the writer:
 :func:`request` adds the run to ``acc:reconcile:requests``; the writer reconciles it at its next loop and
 :func:`publish_reply` stores a :class:`~accelerate_core.contracts.ReconcileReport` that :func:`read_reply`
@@ -24,14 +30,20 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
+import os
+import socket
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from accelerate_core import wire
 from accelerate_core.celery_message import envelope, task_kwargs
 from accelerate_core.constants import (
     DELIVERIES_TTL_S,
+    DISPATCH_PREFIX,
+    DISPATCH_REFRESH_S,
+    DISPATCH_TTL_S,
     KOMBU_PRIORITY_QUEUES,
     KOMBU_UNACKED_KEY,
     RECONCILE_REPLY_PREFIX,
@@ -49,9 +61,11 @@ if TYPE_CHECKING:
     import redis
 
 __all__ = [
+    "DispatchMark",
     "InFlight",
     "count_resend",
     "describe",
+    "dispatching",
     "publish_reply",
     "read_inflight",
     "read_reply",
@@ -178,3 +192,41 @@ def describe(report: ReconcileReport) -> str:
         f"{report.lost} recorded lost, {report.skipped} skipped, {report.missing} without a message yet "
         "(re-sent at the next pass if still missing)"
     )
+
+
+@dataclass
+class DispatchMark:
+    """The mark a scheduler holds on a run while it sends its jobs: the reconciler leaves the run alone.
+
+    :meth:`start` before the run's first message, :meth:`refresh` after each job sent (it writes at most
+    every ``DISPATCH_REFRESH_S``), :meth:`done` once every job is sent (or sending failed).
+    """
+
+    client: redis.Redis
+    run_id: str
+    clock: Callable[[], float] = time.monotonic
+    _renewed_at: float = field(default=-1e18, init=False)
+
+    @property
+    def key(self) -> str:
+        return DISPATCH_PREFIX + self.run_id
+
+    def start(self) -> None:
+        """Mark the run as being dispatched by this process (``host:pid``)."""
+        self.client.set(self.key, f"{socket.gethostname()}:{os.getpid()}", ex=DISPATCH_TTL_S)
+        self._renewed_at = self.clock()
+
+    def refresh(self) -> None:
+        """Renew the mark when ``DISPATCH_REFRESH_S`` passed since the last renewal."""
+        if self.clock() - self._renewed_at >= DISPATCH_REFRESH_S:
+            self.start()
+
+    def done(self) -> None:
+        """Remove the mark: the run's jobs are sent, the reconciler may now act on the ones that vanish."""
+        self.client.delete(self.key)
+
+
+def dispatching(client: redis.Redis, run_id: str) -> str | None:
+    """Who is still sending ``run_id``'s jobs (``host:pid``), or None when no scheduler is."""
+    raw = client.get(DISPATCH_PREFIX + run_id)
+    return None if raw is None else raw.decode() if isinstance(raw, bytes) else str(raw)

@@ -28,13 +28,21 @@ from typing import TYPE_CHECKING, Any
 
 from accelerate_core import broker, reconcile, signing, wire
 from accelerate_core.config import Settings
-from accelerate_core.constants import HARDWARE_KINDS, TASK_RECORD_RESULT, TASK_RECORD_RUN, WORKER_KINDS, hardware_kind
+from accelerate_core.constants import (
+    DISPATCH_TTL_S,
+    HARDWARE_KINDS,
+    TASK_RECORD_RESULT,
+    TASK_RECORD_RUN,
+    WORKER_KINDS,
+    hardware_kind,
+)
 from accelerate_core.contracts import JobSpec, ReconcileReport, RunPlan, StatusSnapshot
 from accelerate_core.errors import BrokerError, RunStalledError, UnknownRunError
 from accelerate_core.job_message import send_job
 from scheduler.stall import Liveness, StallWatch
 
 if TYPE_CHECKING:
+    import redis
     from celery import Celery
 
 logger = logging.getLogger(__name__)
@@ -115,6 +123,9 @@ def dispatch(
     ``route`` picks another queue for a job (a name or a kombu ``Queue``; ``accel run --dry`` sends to each
     node's own queue).
 
+    While it sends, the run carries a dispatch mark (:class:`accelerate_core.reconcile.DispatchMark`), so the
+    writer's reconciler does not take the jobs not sent yet for lost ones; a failure leaves the mark to expire.
+
     Returns:
         The number of jobs sent.
 
@@ -129,18 +140,24 @@ def dispatch(
     own = app is None
     app = app or client_app(settings)
     quiet = client_app(settings, sent_events=False)
+    client = broker.connect(url)
+    mark = reconcile.DispatchMark(client, plan.run_id)
     jobs = plan.runnable()
     try:
+        mark.start()  # before the run is recorded: the reconciler never sees it with jobs not sent yet
         with quiet.producer_or_acquire() as producer:
             _send_run(quiet, settings, plan, producer, key)
         with app.producer_or_acquire() as producer:
             for spec in jobs:
                 send_job(app, settings, spec, key=key, producer=producer, queue=route(spec) if route else None)
+                mark.refresh()
+        mark.done()
     except BrokerError:
         raise
     except Exception as e:
         raise broker.broker_error(url, e) from e
     finally:
+        client.close()
         quiet.close()
         if own:
             app.close()
@@ -261,6 +278,9 @@ def resume_remote(settings: Settings, run_id: str, *, reply_wait_s: float = REPL
     The writer re-sends every job of the run without a terminal row and without a live message (task id =
     job key, so a job sent twice is one row).
 
+    A run another scheduler is still sending is resumed once that one is done (or killed: its dispatch mark
+    expires), since until then its unsent jobs are not lost.
+
     Returns:
         The writer's reconciliation, or None when no writer is alive or none answered within ``reply_wait_s``
         (the request stays: a writer serves it when it starts).
@@ -274,6 +294,7 @@ def resume_remote(settings: Settings, run_id: str, *, reply_wait_s: float = REPL
     url = broker.require_url(settings)
     client = broker.connect(url)
     try:
+        _wait_for_dispatch(client, run_id)
         reconcile.request(client, run_id)
         if liveness.read_writer(client) is None:
             return None  # nobody to answer now; the request waits for the next writer
@@ -289,6 +310,19 @@ def resume_remote(settings: Settings, run_id: str, *, reply_wait_s: float = REPL
     if report is not None and not report.known:
         raise UnknownRunError(reconcile.describe(report))
     return report
+
+
+def _wait_for_dispatch(client: redis.Redis, run_id: str) -> None:
+    """Wait while another scheduler still sends ``run_id``'s jobs (until it is done or its mark expires)."""
+    holder = reconcile.dispatching(client, run_id)
+    if holder is None:
+        return
+    logger.warning(
+        "run %s is still being sent by %s: resuming once it is done, or %d s after it stopped",
+        run_id, holder, DISPATCH_TTL_S,
+    )  # fmt: skip
+    while reconcile.dispatching(client, run_id) is not None:
+        time.sleep(POLL_EVERY_S)
 
 
 def _warn_unserved(settings: Settings, plan: RunPlan) -> None:

@@ -9,7 +9,8 @@ terminal row. Between its batches it calls :meth:`Reconciler.tick`, which
   mid-dispatch, a message a worker rejected, a Redis that kept nothing on disk): it is sent again, with its
   job key as the task id, so a late original still makes one row. A job re-sent ``reconcile_resends`` times
   and missing again is recorded ``lost`` (``message-lost``) with the reason; one the plan skips gets its
-  ``skipped`` row;
+  ``skipped`` row. A run whose scheduler is still sending its jobs (its dispatch mark is live, see
+  :class:`accelerate_core.reconcile.DispatchMark`) is skipped: jobs not sent yet are not lost;
 - at once, reconciles each run named in a resume request (``accel run --resume RUN`` on a fleet): two reads a
   moment apart, so a job missing from both is re-sent now; the reply says what it found.
 
@@ -121,8 +122,15 @@ class Reconciler:
         return report
 
     def reconcile(self, run_id: str) -> ReconcileReport:
-        """One pass over ``run_id``: act on the jobs without a message at this pass and the one before."""
+        """One pass over ``run_id``: act on the jobs without a message at this pass and the one before.
+
+        A run a scheduler is still sending is left alone (its jobs not sent yet are not lost), and its next
+        passes start afresh once the sending is done.
+        """
         unfinished = self.store.unfinished_jobs(run_id)
+        if reconcile.dispatching(self.client, run_id) is not None:
+            self._missing.pop(run_id, None)
+            return ReconcileReport(run_id, unfinished=len(unfinished), updated_at=time.time())
         inflight = reconcile.read_inflight(self.client, self._job_queues(unfinished), self.settings.results_queue)
         missing = {j.key for j in unfinished if not inflight.holds(j.key)}
         confirmed = [j for j in unfinished if j.key in missing & self._missing.get(run_id, set())]

@@ -5,6 +5,9 @@ is gone still end with one terminal row, and the run completes with its report.
   node finishes its jobs, the killed one's too once the (shortened) visibility timeout hands it back;
 - ``scheduler-kill-9-mid-dispatch``: the dispatching process killed after some of its jobs were sent; then
   ``accel run --resume RUN --wait`` (the writer re-sends the rest) ends when the run is complete;
+- ``scheduler-stopped-mid-dispatch``: the dispatching process stopped (SIGSTOP) for several reconcile passes:
+  its run's unsent jobs are not re-sent (they would run twice) while it holds its dispatch mark; after SIGCONT
+  it sends the rest and the run completes;
 - ``job-revoked``: a queued job revoked as Flower does (``control.revoke``): the worker that drops it
   records it ``cancelled`` (``revoked``);
 - ``job-rejected``: a job message the worker rejects (an unregistered task name): the reconciler finds the
@@ -19,9 +22,11 @@ import signal
 import sys
 import textwrap
 import time
+from typing import Any
 
 from accelerate_core.config import Settings
-from accelerate_core.constants import TASK_RUN_JOB
+from accelerate_core.constants import RESENDS_PREFIX, TASK_RUN_JOB
+from accelerate_core.contracts import RunPlan
 from tests.faults.harness import REPO, FaultOutcome, Fleet, dry_plan, fault
 from tests.support import processes
 
@@ -121,6 +126,55 @@ def scheduler_kill(fleet: Fleet) -> FaultOutcome:
     return fleet.outcome("scheduler-kill-9-mid-dispatch", plan, started, completed=done, note=note)
 
 
+STOPPED_S = 6.0
+"""How long ``scheduler-stopped-mid-dispatch`` keeps the scheduler stopped: six reconcile passes, well inside the
+dispatch mark's lifetime (``DISPATCH_TTL_S``, renewed every ``DISPATCH_REFRESH_S`` while sending)."""
+
+
+@fault("scheduler-stopped-mid-dispatch")
+def scheduler_stopped(fleet: Fleet) -> FaultOutcome:
+    """SIGSTOP of the dispatching scheduler after 3 of 12 jobs for six reconcile passes, then SIGCONT.
+
+    The run is recorded and nine of its jobs have no message, but its scheduler still holds its dispatch mark:
+    the reconciler must not re-send them (they would run twice). Every re-send counts as a duplicate here.
+    """
+    from accelerate_core import reconcile
+
+    _configure(fleet, FAST_RECONCILE)
+    fleet.writer()
+    fleet.worker()
+    run_id, n = "faults-dispatch-stop", 12
+    plan = dry_plan(run_id, n)
+    log = fleet.logs / "dispatch-stop.log"
+    proc = processes.start([sys.executable, "-c", _SLOW_DISPATCH, run_id, str(n)], env=fleet.env, cwd=REPO, log=log)
+    fleet.wait_for(lambda: log.read_text().count("sent ") >= 3, 60, "3 jobs dispatched")
+    started = time.monotonic()
+    client = fleet.redis()
+    os.killpg(proc.pid, signal.SIGSTOP)
+    try:
+        fleet.wait_for(lambda: fleet.status(run_id), 60, "the writer to record the run")
+        time.sleep(STOPPED_S)
+        marked = reconcile.dispatching(client, run_id) is not None  # the stop stayed inside the mark's life
+        resent_while_stopped = _resent(client, plan)
+    finally:
+        os.killpg(proc.pid, signal.SIGCONT)
+    sent = fleet.wait_for(lambda: proc.poll() is not None and log.read_text().count("sent "), 120, "dispatch end")
+    done = fleet.wait_complete(run_id, COMPLETE_S)
+    resent = _resent(client, plan)
+    client.close()
+    outcome = fleet.outcome("scheduler-stopped-mid-dispatch", plan, started, completed=done and marked,
+                            note=f"stopped {STOPPED_S:.0f} s after 3/{n} sent (mark live: {marked}); {sent} sent; "
+                                 f"re-sent {resent_while_stopped} while stopped, {resent} in all")  # fmt: skip
+    from dataclasses import replace
+
+    return replace(outcome, duplicated=outcome.duplicated + resent)
+
+
+def _resent(client: Any, plan: RunPlan) -> int:
+    """How many of ``plan``'s jobs the reconciler re-sent (each re-send of a job still to be sent runs it twice)."""
+    return int(client.exists(*[RESENDS_PREFIX + j.key for j in plan.jobs]))
+
+
 @fault("job-revoked")
 def job_revoked(fleet: Fleet) -> FaultOutcome:
     """A queued job revoked as Flower's revoke does it: recorded ``cancelled``, and the run completes."""
@@ -176,4 +230,4 @@ def _with_row_note(fleet: Fleet, outcome: FaultOutcome, key: str) -> FaultOutcom
     return replace(outcome, note=f"{key}: {rows[0] if rows else 'no row'}")
 
 
-__all__ = ["job_rejected", "job_revoked", "scheduler_kill", "worker_node_kill"]
+__all__ = ["job_rejected", "job_revoked", "scheduler_kill", "scheduler_stopped", "worker_node_kill"]

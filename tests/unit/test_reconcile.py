@@ -19,6 +19,8 @@ import redis
 from accelerate_core import reconcile, wire
 from accelerate_core.config import Settings
 from accelerate_core.constants import (
+    DISPATCH_REFRESH_S,
+    DISPATCH_TTL_S,
     ERR_MESSAGE_LOST,
     ERR_REVOKED,
     ERR_WORKER,
@@ -136,6 +138,42 @@ def test_a_job_missing_at_two_passes_is_resent_then_recorded_lost(
     (row,) = sent.rows
     assert (row.key, row.status, row.error_class) == (plan.jobs[2].key, STATUS_LOST, ERR_MESSAGE_LOST)
     assert "after 1 re-sends" in (row.error_message or "") and "hw.cpu" in (row.error_message or "")
+
+
+def test_a_run_still_being_dispatched_is_never_resent_and_is_reconciled_afresh_once_sent(
+    redis_url: str, client: redis.Redis, store: ResultsStore
+) -> None:
+    settings = Settings(broker_url=redis_url)
+    plan = _plan("sending", 3)
+    store.record_run(plan)
+    sent = Sent()
+    rec = _reconciler(store, client, settings, sent)
+    # Given a scheduler still sending the run (its dispatch mark live), none of its jobs sent yet
+    mark = reconcile.DispatchMark(client, "sending")
+    mark.start()
+    assert reconcile.dispatching(client, "sending") is not None and 0 < client.ttl(mark.key) <= DISPATCH_TTL_S
+    # When the reconciler passes many times: nothing is re-sent, nothing counted missing
+    reports = [rec.reconcile("sending") for _ in range(5)]
+    assert sent.jobs == [] and sent.rows == [] and {(r.unfinished, r.missing) for r in reports} == {(3, 0)}
+    # Then once the mark is gone (all sent, or the scheduler killed), a job missing at two fresh passes is re-sent
+    mark.done()
+    assert reconcile.dispatching(client, "sending") is None
+    assert rec.reconcile("sending").resent == 0
+    assert rec.reconcile("sending").resent == 3 and sorted(sent.jobs) == sorted(j.key for j in plan.jobs)
+
+
+def test_a_dispatch_mark_is_renewed_only_every_refresh_interval(client: redis.Redis) -> None:
+    now = [100.0]
+    mark = reconcile.DispatchMark(client, "renew", clock=lambda: now[0])
+    mark.start()
+    client.expire(mark.key, 5)
+    now[0] += DISPATCH_REFRESH_S - 0.1
+    mark.refresh()  # not due: the mark keeps its shortened lifetime
+    assert client.ttl(mark.key) <= 5
+    now[0] += 0.2
+    mark.refresh()  # due: renewed to its full lifetime
+    assert client.ttl(mark.key) > 5
+    mark.done()
 
 
 def test_a_planned_skip_the_scheduler_never_sent_gets_its_skipped_row(
