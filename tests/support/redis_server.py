@@ -6,6 +6,7 @@ import shutil
 import socket
 import subprocess
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 
@@ -19,10 +20,13 @@ def free_port() -> int:
 class RedisServer:
     """One redis-server process with AOF on (the broker's production setting), data in ``workdir``.
 
-    With ``password`` the server requires it (``--requirepass``), as ``deploy/redis.conf`` does.
+    With ``password`` the server requires it (``--requirepass``), as ``deploy/redis.conf`` does; ``args`` are
+    more options (``--aclfile PATH``: then ``password`` is the ACL file's ``default`` user's).
     """
 
-    def __init__(self, workdir: Path, port: int | None = None, *, password: str | None = None) -> None:
+    def __init__(
+        self, workdir: Path, port: int | None = None, *, password: str | None = None, args: Sequence[str] = ()
+    ) -> None:
         binary = shutil.which("redis-server")
         if binary is None:
             raise RuntimeError(
@@ -33,6 +37,7 @@ class RedisServer:
         self.workdir = workdir
         self.port = port or free_port()
         self.password = password
+        self.args = tuple(args)
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -59,7 +64,8 @@ class RedisServer:
                 "noeviction",
                 "--logfile",
                 str(self.workdir / "redis.log"),
-                *(["--requirepass", self.password] if self.password else []),
+                *(["--requirepass", self.password] if self.password and "--aclfile" not in self.args else []),
+                *self.args,
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
