@@ -235,3 +235,12 @@ def test_the_broker_starts_with_the_one_password_and_refuses_none(compose: dict,
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+def test_the_env_file_names_each_broker_roles_password_empty() -> None:
+    from accelerate_core.acl import ROLES, role_env
+
+    text = (DEPLOY / "accel.env.example").read_text()
+    env = dict(line.split("=", 1) for line in text.splitlines() if "=" in line[:40] and not line.startswith("#"))
+    assert {k: v for k, v in env.items() if k.startswith("ACCEL_BROKER_PASSWORD_")} == {role_env(r): "" for r in ROLES}
+    assert all(role_env(r) in (DEPLOY / "README.md").read_text() for r in ROLES)
