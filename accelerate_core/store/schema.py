@@ -158,11 +158,13 @@ _VERSION_TABLE = """CREATE TABLE IF NOT EXISTS schema_version (
 
 def current_version(conn: DuckDBPyConnection) -> int:
     """Return the schema version recorded in the file (0 for a new, empty file)."""
-    row = conn.execute("SELECT count(*) FROM information_schema.tables WHERE table_name = 'schema_version'").fetchone()
-    if not row or not row[0]:
+    # fetchall, not fetchone: a result left unread keeps its transaction open on a cursor kept for long (the
+    # service's), and an open transaction pins every later commit's undo memory and blocks checkpoints.
+    rows = conn.execute("SELECT count(*) FROM information_schema.tables WHERE table_name = 'schema_version'").fetchall()
+    if not rows or not rows[0][0]:
         return 0
-    got = conn.execute("SELECT max(version) FROM schema_version").fetchone()
-    return int(got[0]) if got and got[0] is not None else 0
+    got = conn.execute("SELECT max(version) FROM schema_version").fetchall()
+    return int(got[0][0]) if got and got[0][0] is not None else 0
 
 
 def migrate(conn: DuckDBPyConnection, *, path: str) -> int:

@@ -161,3 +161,16 @@ def test_a_read_view_never_commits_even_on_the_writers_connection(tmp_path: Path
             v.store.set_run_status("r", "complete")
         source.close()
         assert writer.query("SELECT status FROM runs") == [("planned",)]
+
+
+def test_the_writers_source_holds_no_transaction_so_commits_free_their_memory(tmp_path: Path) -> None:
+    # Given the writer's read-write store and the service's source over its own connection (kept all run long)
+    with ResultsStore.open(tmp_path / "w.duckdb") as writer:
+        writer.record_run(SyntheticRun("r", models=("bert",)).plan())
+        source = ReadSource.open(tmp_path / "w.duckdb")
+        # When the writer commits and then checkpoints
+        writer.set_run_status("r", "running")
+        # Then no transaction of the idle source is open: one would pin every later commit's undo memory
+        # (the writer grew ~25 KB per job recorded, issue 11) and DuckDB would refuse the checkpoint
+        writer.query("CHECKPOINT")
+        source.close()
