@@ -82,6 +82,8 @@ def test_thousands_of_dry_jobs_lose_nothing_and_no_process_grows(fleet: Fleet) -
     assert all(g <= GROWTH_MAX for g in nodes.values()), nodes
     writer = {k: g for k, g in growth.items() if k.startswith("writer/")}
     if any(g > GROWTH_MAX for g in writer.values()):
-        # Known and open (issue 11): the writer grows about 25 KB per job recorded, linearly, reconciler off or on;
-        # its store alone (the same upserts, progress and phase checks) stays within 15%. Visible, not hidden.
+        # Issue 11: the linear growth (~25 KB per job: an idle transaction on the service's cursor pinned DuckDB's
+        # undo memory) is fixed, 231 -> 448 MiB became 183 -> 204 MiB over 10,000 jobs. Still open: the writer
+        # fills its DuckDB caches over the first few thousand jobs, and the sample taken just after the report
+        # build is sometimes ~70 MiB higher (181 -> 193 -> 186 -> 261 MiB). Visible, not hidden.
         pytest.xfail(f"the writer's RSS grew {max(writer.values()):.2f}x from warm-up to the end: {writer}")
