@@ -4,7 +4,9 @@ Anyone who can write to the broker can put a job message on a worker's queue, an
 it runs (its template). So a job message is signed where it is made (the scheduler; the writer's
 reconciler when it re-sends a lost job) and checked where it is run (the worker), and a run message
 (``record_run``) is signed by the scheduler and checked by the writer, which re-sends only the jobs of runs
-it recorded: HMAC-SHA256, keyed with the fleet key, over the :func:`accelerate_core.wire.canonical`
+it recorded; the results sent to the writer (``record_result``: workers, the scheduler's ``skipped`` rows, the
+reconciler's ``lost`` rows) and ``accel cancel``'s ``cancel_run`` are signed too, and the writer applies only
+signed ones: HMAC-SHA256, keyed with the fleet key, over the :func:`accelerate_core.wire.canonical`
 bytes of the encoded job, with the task's name in front so a signature made for one kind of message is
 never valid for another. The signature travels beside the job in the message's keyword arguments
 (``{"spec": {...}, "sig": "<hex>"}``); the broker carries it and cannot make one.
@@ -81,8 +83,8 @@ class FleetKey:
         """
         if signature is None:
             raise SignatureError(
-                f"an unsigned {purpose} message: refused, nothing run (only the fleet's scheduler can send jobs; "
-                "upgrade its sender if it predates signing)",
+                f"an unsigned {purpose} message: refused, nothing run or recorded (only holders of the fleet key "
+                "send these; a sender that predates signing must be upgraded to one that signs with ACCEL_FLEET_KEY)",
                 error_class=ERR_UNSIGNED,
             )
         if not isinstance(signature, str) or len(signature) != _SIGNATURE_HEX:
@@ -94,7 +96,7 @@ class FleetKey:
         if not hmac.compare_digest(expected, signature.lower()):
             raise _forged(purpose)
 
-    def envelope(self, purpose: str, name: str, message: dict[str, Any]) -> dict[str, Any]:
+    def envelope(self, purpose: str, name: str, message: object) -> dict[str, Any]:
         """The keyword arguments of a signed task message: ``{name: message, "sig": signature}``."""
         return {name: message, SIGNATURE_KWARG: self.sign(purpose, message)}
 
@@ -112,7 +114,7 @@ class FleetKey:
 def _forged(purpose: str) -> SignatureError:
     return SignatureError(
         f"a {purpose} message whose signature is not the fleet key's (forged, altered, or signed with another "
-        "ACCEL_FLEET_KEY): refused, nothing run",
+        "ACCEL_FLEET_KEY): refused, nothing run or recorded",
         error_class=ERR_BAD_SIGNATURE,
     )
 

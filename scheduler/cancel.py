@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
+from accelerate_core import signing
 from accelerate_core.config import Settings
 from accelerate_core.constants import STATUS_CANCELLED, TASK_CANCEL_RUN
 from accelerate_core.contracts import StatusSnapshot
@@ -40,7 +41,7 @@ def cancel_run(settings: Settings, run_id: str, *, wait_s: float = CANCEL_WAIT_S
 
     Raises:
         UnknownRunError: the broker has no status of that run (the writer never recorded it).
-        ConfigError: no writer is alive (the cancel would only wait in the queue).
+        ConfigError: no writer is alive (the cancel would only wait in the queue), or no fleet key to sign it.
         BrokerError: the broker is unreachable, or the writer did not finish the run within ``wait_s``.
     """
     from scheduler.nodes import writer_heartbeat
@@ -53,9 +54,11 @@ def cancel_run(settings: Settings, run_id: str, *, wait_s: float = CANCEL_WAIT_S
         return Cancelled(before, already_finished=True)
     if writer_heartbeat(settings) is None:
         raise ConfigError(f"no writer is alive to cancel run {run_id}: start `accel writer`, then cancel again")
+    key = signing.require_key(settings)  # the writer applies signed cancels only
     app = client_app(settings, sent_events=False)
     try:
-        app.send_task(TASK_CANCEL_RUN, kwargs={"run_id": run_id}, queue=settings.results_queue)
+        app.send_task(TASK_CANCEL_RUN, kwargs=key.envelope(TASK_CANCEL_RUN, "run_id", run_id),
+                      queue=settings.results_queue)  # fmt: skip
     finally:
         app.close()
     return Cancelled(_wait_reported(settings, run_id, wait_s), already_finished=False)

@@ -177,7 +177,7 @@ def _send_run(app: Celery, settings: Settings, plan: RunPlan, producer: Any, key
     if skipped:
         app.send_task(
             TASK_RECORD_RESULT,
-            kwargs={"results": [wire.encode(r) for r in skipped]},
+            kwargs=key.envelope(TASK_RECORD_RESULT, "results", [wire.encode(r) for r in skipped]),
             queue=settings.results_queue,
             kwargsrepr=repr({"run_id": plan.run_id, "skipped": len(skipped)}),
             producer=producer,

@@ -189,15 +189,16 @@ def for_writer(store: ResultsStore, client: redis.Redis, settings: Settings) -> 
 
     app = make_app(settings)
 
+    key = signing.require_key(settings)  # it re-sends jobs and sends rows: signed, or no one would take them
+
     def send_results(rows: Sequence[JobResult]) -> None:
         app.send_task(
             TASK_RECORD_RESULT,
-            kwargs={"results": [wire.encode(r) for r in rows]},
+            kwargs=key.envelope(TASK_RECORD_RESULT, "results", [wire.encode(r) for r in rows]),
             queue=settings.results_queue,
             kwargsrepr=repr({"rows": len(rows), "by": RECONCILER_ID}),
         )
 
-    key = signing.require_key(settings)  # it re-sends jobs: signed, or no worker would run them
     return Reconciler(store, client, settings, send_job=lambda spec: send_job(app, settings, spec, key=key),
                       send_results=send_results)  # fmt: skip
 

@@ -270,7 +270,8 @@ SEND_RETRY_MAX_S = 30.0
 def send_result(
     app: Celery, settings: Settings, result: JobResult, *, sleep: Callable[[float], None] = time.sleep
 ) -> None:
-    """Send ``result`` to the writer by task name (queue ``results``), until the broker takes it.
+    """Send ``result`` to the writer by task name (queue ``results``), signed with the fleet key, until the broker
+    takes it.
 
     A full broker (``maxmemory``, e.g. while the writer is down) or a lost connection refuses the send: it is
     tried again with backoff, never given up (the job's message stays unacknowledged meanwhile, so nothing is
@@ -284,12 +285,13 @@ def send_result(
 
     from accelerate_core import broker
 
+    signed = signing.require_key(settings).envelope(TASK_RECORD_RESULT, "result", wire.encode(result))
     delay = SEND_RETRY_FIRST_S
     for attempt in itertools.count(1):
         try:
             app.send_task(
                 TASK_RECORD_RESULT,
-                kwargs={"result": wire.encode(result)},
+                kwargs=signed,  # the writer records signed results only
                 queue=settings.results_queue,
                 kwargsrepr=repr(result_labels(result)),
             )

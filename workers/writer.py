@@ -22,7 +22,10 @@ After each batch the writer checks the runs it touched: a run whose every job ha
 published (throttled) to Redis key ``acc:status:<run>`` and as a file next to the results DB, for
 ``accel status`` while this process holds the file.
 
-Payloads decode by :mod:`accelerate_core.wire`'s one rule. A result or run this writer cannot decode is
+Every ``record_result``, ``record_run`` and ``cancel_run`` message must be signed with the fleet key
+(:mod:`accelerate_core.signing`): an unsigned or forged one is dead-lettered (reason ``unsigned: ...`` or
+``bad-signature: ...``) and nothing of it is applied; the rest of its batch is. Payloads decode by
+:mod:`accelerate_core.wire`'s one rule. A result or run this writer cannot decode is
 still recorded when its job keys can be read: as ``version-skew`` rows (another schema major, both
 versions named) or ``worker-error`` rows, never a vanished message.
 """
@@ -44,6 +47,7 @@ from accelerate_core import dead_letters, wire
 from accelerate_core.config import Settings
 from accelerate_core.constants import (
     ERR_REVOKED,
+    ERR_UNSIGNED,
     RUN_RUNNING,
     STATUS_CANCELLED,
     TASK_CANCEL_RUN,
@@ -57,6 +61,7 @@ from accelerate_core.errors import (
     ConfigError,
     ContractError,
     LockLostError,
+    SignatureError,
     StoreError,
     StoreLockedError,
     StoreWriteError,
@@ -178,19 +183,19 @@ class ResultWriter:
 
         Raises:
             ContractError: the message is not one the writer knows, or it cannot be decoded and names no job,
-                or it is a run message not signed with the fleet key (:class:`SignatureError`).
+                or it is a result, run or cancel message not signed with the fleet key (:class:`SignatureError`).
         """
+        # An unsigned or forged message raises SignatureError before anything of it is read: dead-lettered,
+        # nothing recorded, cancelled or re-sent.
         if task == TASK_RECORD_RESULT:
-            rows = ([kwargs["result"]] if kwargs.get("result") else []) + list(kwargs.get("results") or [])
-            for payload in rows:
+            for payload in self._signed_results(kwargs):
                 row = self._result(payload)
                 if row is not None:
                     self._held.append(row)
         elif task == TASK_RECORD_RUN:
-            # An unsigned or forged run raises SignatureError here: dead-lettered, nothing recorded or re-sent.
             self._run_message(self.key.open(TASK_RECORD_RUN, "plan", kwargs))
         elif task == TASK_CANCEL_RUN:
-            self.cancel_run(check_name(kwargs.get("run_id"), "cancel_run.run_id"))
+            self.cancel_run(check_name(self.key.open(TASK_CANCEL_RUN, "run_id", kwargs), "cancel_run.run_id"))
         elif task == TASK_REGISTER_WORKER:
             self.fence()
             self.store.register_worker(wire.decode(WorkerInfo, kwargs.get("info")))
@@ -205,6 +210,22 @@ class ResultWriter:
         logger.error("writer: dead-lettered a %s message: %s", task or "results", reason)
         if self.dead_letter is not None:
             self.dead_letter(dead_letters.letter(message, reason, task=task, run_id=run_id))
+
+    def _signed_results(self, kwargs: dict[str, Any]) -> list[object]:
+        """The results of a ``record_result`` message once its signature is checked: one under ``result`` (a
+        worker's), or a list under ``results`` (skipped and lost rows); only the signed one of the two is read.
+
+        Raises:
+            SignatureError: unsigned or forged.
+            ContractError: signed, but ``result`` is not an object or ``results`` not a list.
+        """
+        name = "result" if "result" in kwargs else "results"
+        signed = self.key.open(TASK_RECORD_RESULT, name, kwargs)
+        if name == "result" and isinstance(signed, dict):
+            return [signed]
+        if name == "results" and isinstance(signed, list):
+            return signed
+        raise ContractError(f"a record_result message whose {name!r} is a {type(signed).__name__}")
 
     def _result(self, payload: object) -> JobResult | None:
         try:
@@ -537,6 +558,8 @@ def process_batch(w: ResultWriter, raws: Sequence[bytes]) -> int:
             task, kwargs = decode_message(raw)
             w.handle(task, kwargs)
             applied += 1
+        except SignatureError as e:  # the reason says which: `unsigned: ...` or `bad-signature: ...`
+            w.set_aside(raw, f"{'unsigned' if e.error_class == ERR_UNSIGNED else e.error_class}: {e}", task=task)
         except (ContractError, UnknownRunError, ConfigError) as e:
             w.set_aside(raw, str(e), task=task)
         except (KeyError, TypeError, ValueError, AttributeError) as e:

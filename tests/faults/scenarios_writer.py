@@ -16,6 +16,7 @@ from accelerate_core import liveness, wire
 from accelerate_core.constants import STATUS_DONE, TASK_RECORD_RESULT, TASK_RECORD_RUN, WRITER_PROCESSING_KEY
 from accelerate_core.contracts import JobResult, JobSpec, RunParams, RunPlan
 from tests.faults.harness import FaultOutcome, Fleet, dry_plan, fault
+from tests.support.fleet_key import FLEET_KEY
 
 COMPLETE_S = 90.0
 """How long a scenario's run may take to complete once the fault is over, in seconds (a loaded machine)."""
@@ -121,21 +122,31 @@ def malformed_messages(plan: RunPlan) -> dict[str, bytes]:
     )
     garbled = json.loads(_envelope(TASK_RECORD_RESULT, {}))
     garbled["body"] = "%%% not base64 %%%"
+    # a false failure of another planned job, unsigned (an older worker, or anyone on the broker) and forged
+    false = {**result, "key": plan.jobs[-1].key, "model_type": plan.jobs[-1].model_type, "status": "failed"}
     return {
         "not-json": b"\x80\x81 this is not JSON",
         "undecodable-body": json.dumps(garbled).encode(),
-        "unknown-run": _envelope(TASK_RECORD_RESULT, {"result": stranger}),
-        "unknown-key": _envelope(TASK_RECORD_RESULT, {"result": {**result, "colour": "blue"}}),
-        "wrong-types": _envelope(TASK_RECORD_RESULT, {"result": {**result, "key": plan.jobs[1].key, "attempt": "3"}}),
-        "bad-run-message": _envelope(TASK_RECORD_RUN, {"plan": 42}),
+        "unknown-run": _result_message(stranger),
+        "unknown-key": _result_message({**result, "colour": "blue"}),
+        "wrong-types": _result_message({**result, "key": plan.jobs[1].key, "attempt": "3"}),
+        "bad-run-message": _envelope(TASK_RECORD_RUN, FLEET_KEY.envelope(TASK_RECORD_RUN, "plan", 42)),
         "unknown-task": _envelope("accel.no_such_task", {"x": 1}),
+        "unsigned-result": _envelope(TASK_RECORD_RESULT, {"result": false}),
+        "forged-result": _envelope(TASK_RECORD_RESULT, {"result": false, "sig": "ab" * 32}),
     }
+
+
+def _result_message(result: dict[str, Any]) -> bytes:
+    """A ``record_result`` message signed with the fleet key, as a worker sends it."""
+    return _envelope(TASK_RECORD_RESULT, FLEET_KEY.envelope(TASK_RECORD_RESULT, "result", result))
 
 
 @fault("malformed-results")
 def malformed_results(fleet: Fleet) -> FaultOutcome:
     """Each kind of malformed message on ``results`` mid-run: each is dead-lettered, the rest is written, the run
-    completes (the two that name a planned job record it as a ``worker-error`` row)."""
+    completes (the two that name a planned job record it as a ``worker-error`` row; an unsigned and a forged
+    false failure of a planned job are dead-lettered and its real result is its row)."""
     fleet.writer()
     fleet.worker()
     plan = dry_plan("faults-malformed", 20, sleep_s=0.05)
@@ -238,7 +249,7 @@ def _planned(fleet: Fleet, run_id: str) -> list[JobSpec]:
 
 def _push_results(fleet: Fleet, *results: JobResult) -> None:
     fleet.redis().lpush(fleet.settings.results_queue,
-                        *(_envelope(TASK_RECORD_RESULT, {"result": wire.encode(r)}) for r in results))  # fmt: skip
+                        *(_result_message(wire.encode(r)) for r in results))  # fmt: skip
 
 
 @fault("late-duplicates")
@@ -251,7 +262,10 @@ def late_duplicates(fleet: Fleet) -> FaultOutcome:
     plan = dry_plan("faults-late", 10)
     late_job, done_job = plan.jobs[-1], plan.jobs[0]
     now = time.time()
-    fleet.redis().lpush(fleet.settings.results_queue, _envelope(TASK_RECORD_RUN, {"plan": wire.encode(plan)}))
+    fleet.redis().lpush(
+        fleet.settings.results_queue,
+        _envelope(TASK_RECORD_RUN, FLEET_KEY.envelope(TASK_RECORD_RUN, "plan", wire.encode(plan))),
+    )
     _push_results(fleet, JobResult.for_spec(late_job, status="lost", started_at=now, finished_at=now,
                                             error_class="message-lost", worker_id="reconciler"))  # fmt: skip
     fleet.dispatch(replace(plan, jobs=plan.jobs[:-1]))

@@ -2,7 +2,8 @@
 
 ``accel workers`` lists a node started mid-test (with ``-n``, ``-Q`` and Celery options after ``--``);
 ``accel run --dry --wait`` reports each live node's round trip; ``accel cancel`` ends a running run with its
-report; ``accel run`` warns when no writer is alive.
+report (it signs its cancel: a forged cancel or result sent straight to Redis is dead-lettered and changes
+nothing); ``accel run`` warns when no writer is alive.
 The tests share one fleet and run in file order.
 """
 
@@ -18,8 +19,11 @@ from typing import Any
 
 import pytest
 
+from accelerate_core import wire
 from accelerate_core.config import Settings
-from accelerate_core.contracts import JobSpec, RunParams, RunPlan, job_key
+from accelerate_core.constants import STATUS_FAILED, TASK_CANCEL_RUN, TASK_RECORD_RESULT
+from accelerate_core.contracts import JobResult, JobSpec, RunParams, RunPlan, job_key
+from accelerate_core.signing import FleetKey
 from scheduler.cli.run import NO_WRITER_WARNING
 from scheduler.planning_inputs import template_lookup
 from scheduler.remote import dispatch, read_status
@@ -142,6 +146,59 @@ def _slow_plan(run_id: str, n: int, sleep_s: float) -> RunPlan:
 
 def _active(fleet: FleetProcesses) -> list[str]:
     return [job["key"] for node in _workers(fleet)["nodes"] for job in node["active"]]
+
+
+def _dead_letters(fleet: FleetProcesses) -> dict[str, Any]:
+    done = fleet.accel("dead-letters", "--json", "--limit", "100")
+    assert done.returncode == 0, done.stderr
+    found: dict[str, Any] = json.loads(done.stdout)
+    return found
+
+
+def _forge(fleet: FleetProcesses, task: str, kwargs: dict[str, Any]) -> None:
+    """``send_task`` as a broker user without the fleet key would: a bare Celery client, straight to Redis."""
+    from celery import Celery
+
+    app = Celery("attacker", broker=fleet.settings.broker_url, set_as_current=False)
+    app.conf.update(task_serializer="json", accept_content=["json"])
+    try:
+        app.send_task(task, kwargs=kwargs, queue=fleet.settings.results_queue)
+    finally:
+        app.close()
+
+
+def test_forged_results_and_cancels_are_dead_lettered_and_the_run_keeps_its_real_outcome(
+    fleet: FleetProcesses,
+) -> None:
+    # Given a running run of two slow jobs
+    run_id = "forged-1"
+    plan = _slow_plan(run_id, 2, sleep_s=8.0)
+    dispatch(fleet.settings, plan)
+    wait_for(lambda: _active(fleet), 60, "a job running")
+    before = _dead_letters(fleet)["count"]
+    # When a broker user sends, before the real results, a false failure of each job (unsigned, as an older
+    # worker would, and signed with another key) and a cancel of the run (unsigned, and with another key)
+    other = FleetKey(os.urandom(32))
+    false = [
+        wire.encode(JobResult.for_spec(j, status=STATUS_FAILED, started_at=time.time(), finished_at=time.time(),
+                                       error_class="forged", worker_id="attacker"))
+        for j in plan.jobs
+    ]  # fmt: skip
+    _forge(fleet, TASK_RECORD_RESULT, {"result": false[0]})
+    _forge(fleet, TASK_RECORD_RESULT, other.envelope(TASK_RECORD_RESULT, "results", false))
+    _forge(fleet, TASK_CANCEL_RUN, {"run_id": run_id})
+    _forge(fleet, TASK_CANCEL_RUN, other.envelope(TASK_CANCEL_RUN, "run_id", run_id))
+    # Then the writer dead-letters all four, saying why, while the jobs still run
+    letters = wait_for(lambda: (d := _dead_letters(fleet))["count"] >= before + 4 and d, 60, "four dead letters")
+    reasons = sorted(d["reason"].split(":")[0] for d in letters["letters"][:4])
+    assert reasons == ["bad-signature", "bad-signature", "unsigned", "unsigned"], letters["letters"][:4]
+    assert all("upgrade" in d["reason"] for d in letters["letters"][:4] if d["reason"].startswith("unsigned"))
+    running = read_status(fleet.settings, run_id)
+    assert running is not None and not running.phase_done and set(running.by_status) <= {"queued", "running"}
+    # and the run ends with its real outcome: both jobs done, nothing failed or cancelled
+    final = wait_for(lambda: (s := read_status(fleet.settings, run_id)) is not None and s.phase_done and s, 90, "run")
+    assert dict(final.by_status) == {"done": 2}, final
+    assert _dead_letters(fleet)["count"] == before + 4
 
 
 def test_cancel_ends_a_running_run_with_its_report_and_revokes_its_pending_jobs(fleet: FleetProcesses) -> None:

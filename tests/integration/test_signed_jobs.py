@@ -87,7 +87,7 @@ def _send(url: str, spec: JobSpec, kwargs: dict[str, Any]) -> None:
 
 
 def _result(url: str, key: str, timeout_s: float = 180) -> JobResult:
-    """The result the worker sent to the writer's queue for job ``key``."""
+    """The result the worker sent to the writer's queue for job ``key``, its fleet signature checked."""
     import redis
 
     from workers.writer import decode_message
@@ -98,7 +98,8 @@ def _result(url: str, key: str, timeout_s: float = 180) -> JobResult:
         for raw in client.lrange("results", 0, -1):
             task, kwargs = decode_message(raw)
             if task == TASK_RECORD_RESULT and kwargs.get("result", {}).get("key") == key:
-                return wire.decode(JobResult, kwargs["result"])
+                # signed by the worker with the fleet key (the writer records nothing else)
+                return wire.decode(JobResult, FLEET_KEY.open(TASK_RECORD_RESULT, "result", kwargs))
         time.sleep(0.3)
     raise AssertionError(f"no result for {key} within {timeout_s} s")
 

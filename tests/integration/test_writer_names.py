@@ -71,7 +71,8 @@ def test_a_forged_run_id_reaches_the_writer_and_nothing_is_written_outside_repor
             signed = FLEET_KEY.envelope(TASK_RECORD_RUN, "plan", _run(run_id, phase))  # past the signature check
             app.send_task(TASK_RECORD_RUN, kwargs=signed, queue=settings.results_queue)
             result = {"v": wire.SCHEMA_VERSION, **_job(run_id), "status": "done"}
-            app.send_task(TASK_RECORD_RESULT, kwargs={"result": result}, queue=settings.results_queue)
+            signed = FLEET_KEY.envelope(TASK_RECORD_RESULT, "result", result)
+            app.send_task(TASK_RECORD_RESULT, kwargs=signed, queue=settings.results_queue)
         # Then the valid run is reported where it belongs ...
         wait_for(lambda: (reports / "ok-1" / "report.md").is_file(), 60, "the valid run's report")
     finally:

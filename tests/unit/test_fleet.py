@@ -10,6 +10,7 @@ import json
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -32,7 +33,7 @@ from accelerate_core.constants import (
     TASK_RUN_JOB,
     WRITER_LOCK_KEY,
 )
-from accelerate_core.contracts import JobResult, JobSpec, RunParams, RunPlan, StatusSnapshot, job_key
+from accelerate_core.contracts import DeadLetter, JobResult, JobSpec, RunParams, RunPlan, StatusSnapshot, job_key
 from accelerate_core.errors import (
     BrokerError,
     ConfigError,
@@ -287,6 +288,11 @@ def _writer(tmp_path: Path, store: ResultsStore, published: dict[str, StatusSnap
     return writer.ResultWriter(store, settings, publish=publish, key=FLEET_KEY)
 
 
+def _signed(name: str, message: Any) -> dict[str, Any]:
+    """``record_result`` keyword arguments as a worker (``result``) or the scheduler (``results``) signs them."""
+    return FLEET_KEY.envelope(TASK_RECORD_RESULT, name, message)
+
+
 def test_writer_records_run_and_results_once_then_reports_the_finished_run(tmp_path: Path) -> None:
     published: dict[str, StatusSnapshot] = {}
     plan = _dry_plan("run-w", 3)
@@ -294,13 +300,15 @@ def test_writer_records_run_and_results_once_then_reports_the_finished_run(tmp_p
         w = _writer(tmp_path, store, published)
         # Given the run recorded and two results, one of them twice (a redelivery)
         w.handle(TASK_RECORD_RUN, FLEET_KEY.envelope(TASK_RECORD_RUN, "plan", wire.encode(plan)))
-        w.handle(TASK_RECORD_RESULT, {"result": wire.encode(_done(plan.jobs[0]))})
-        w.handle(TASK_RECORD_RESULT, {"results": [wire.encode(_done(plan.jobs[0])), wire.encode(_done(plan.jobs[1]))]})
+        w.handle(TASK_RECORD_RESULT, _signed("result", wire.encode(_done(plan.jobs[0]))))
+        w.handle(
+            TASK_RECORD_RESULT, _signed("results", [wire.encode(_done(plan.jobs[0])), wire.encode(_done(plan.jobs[1]))])
+        )
         assert w.flush() == 3
         # Then the run is not done yet, and nothing is reported
         assert not store.is_phase_done("run-w") and "run-w" not in w.reported
         # When the last result lands
-        w.handle(TASK_RECORD_RESULT, {"result": wire.encode(_done(plan.jobs[2], "cpu1@h"))})
+        w.handle(TASK_RECORD_RESULT, _signed("result", wire.encode(_done(plan.jobs[2], "cpu1@h"))))
         w.flush()
         rows = store.query("SELECT job_key, count(*) FROM jobs WHERE run_id = 'run-w' GROUP BY job_key")
         # Then there is one row per job, the run is complete, its report and snapshot are written
@@ -325,7 +333,7 @@ def test_writer_records_a_newer_minor_result_and_a_newer_major_one_as_version_sk
         # and one of a newer major schema, and one with no schema version at all
         skewed = {**wire.encode(_done(plan.jobs[1])), "v": NEWER_MAJOR}
         unversioned = {k: v for k, v in wire.encode(_done(plan.jobs[2])).items() if k != "v"}
-        w.handle(TASK_RECORD_RESULT, {"results": [newer, skewed, unversioned]})
+        w.handle(TASK_RECORD_RESULT, _signed("results", [newer, skewed, unversioned]))
         w.flush()
         rows = dict(
             (k, (s, c, m)) for k, s, c, m in store.query("SELECT job_key, status, error_class, error_message FROM jobs")
@@ -369,6 +377,67 @@ def test_writer_refuses_a_run_message_not_signed_with_the_fleet_key(tmp_path: Pa
                 w.handle(TASK_RECORD_RUN, kwargs)
         assert store.query("SELECT count(*) FROM runs")[0][0] == 0
         assert store.query("SELECT count(*) FROM jobs")[0][0] == 0
+
+
+def test_writer_refuses_results_and_cancels_not_signed_with_the_fleet_key(tmp_path: Path) -> None:
+    # Any broker user can put a record_result or cancel_run on `results`: only the fleet's are applied.
+    plan = _dry_plan("run-fr", 2)
+    with ResultsStore.open(tmp_path / "r.duckdb") as store:
+        w = _writer(tmp_path, store, {})
+        w.handle(TASK_RECORD_RUN, FLEET_KEY.envelope(TASK_RECORD_RUN, "plan", wire.encode(plan)))
+        fake = wire.encode(_done(plan.jobs[0]))
+        other = FleetKey(bytes(32))
+        forged = [{"result": fake}, {"results": [fake]}, {"result": fake, "sig": "0" * 64},
+                  other.envelope(TASK_RECORD_RESULT, "result", fake),
+                  other.envelope(TASK_RECORD_RESULT, "results", [fake]),
+                  FLEET_KEY.envelope(TASK_RECORD_RUN, "result", fake),  # a signature made for another task
+                  {**_signed("result", wire.encode(_done(plan.jobs[1]))), "result": fake}]  # fmt: skip
+        for kwargs in forged:
+            with pytest.raises(SignatureError):
+                w.handle(TASK_RECORD_RESULT, kwargs)
+        # a signed result is taken, and an unsigned `results` beside it is never read
+        w.handle(TASK_RECORD_RESULT, {**_signed("result", wire.encode(_done(plan.jobs[1]))), "results": [fake]})
+        # a signed list moved under `result` (or one row under `results`) is refused by shape
+        with pytest.raises(ContractError, match="'result' is a list"):
+            w.handle(TASK_RECORD_RESULT, {"result": [fake], "sig": _signed("results", [fake])["sig"]})
+        w.flush()
+        assert store.query("SELECT job_key, status FROM jobs WHERE status != 'queued'") == [(plan.jobs[1].key, "done")]
+        # and a cancel that is unsigned, forged, or another message's signature cancels nothing
+        for kwargs in [{"run_id": "run-fr"}, other.envelope(TASK_CANCEL_RUN, "run_id", "run-fr"),
+                       FLEET_KEY.envelope(TASK_RECORD_RUN, "run_id", "run-fr")]:  # fmt: skip
+            with pytest.raises(SignatureError):
+                w.handle(TASK_CANCEL_RUN, kwargs)
+        assert store.query("SELECT count(*) FROM jobs WHERE status = 'cancelled'") == [(0,)]
+        assert store.get_run("run-fr").status != "complete"
+
+
+def test_writer_dead_letters_a_forged_message_naming_why_and_writes_the_rest_of_the_batch(tmp_path: Path) -> None:
+    letters: list[DeadLetter] = []
+    plan = _dry_plan("run-fb", 2)
+    with ResultsStore.open(tmp_path / "r.duckdb") as store:
+        w = _writer(tmp_path, store, {})
+        w.dead_letter = letters.append
+        fake = wire.encode(_done(plan.jobs[0]))
+        batch = [
+            _message(TASK_RECORD_RUN, FLEET_KEY.envelope(TASK_RECORD_RUN, "plan", wire.encode(plan))),
+            _message(TASK_RECORD_RESULT, {"result": fake}),  # an older worker's: unsigned
+            _message(TASK_RECORD_RESULT, {"result": fake, "sig": "ab" * 32}),
+            _message(TASK_CANCEL_RUN, {"run_id": "run-fb"}),
+            _message(TASK_RECORD_RESULT, _signed("result", wire.encode(_done(plan.jobs[1])))),
+        ]
+        assert writer.process_batch(w, batch) == 2
+        assert [d.reason.split(":")[0] for d in letters] == ["unsigned", "bad-signature", "unsigned"]
+        assert "upgrade" in letters[0].reason and letters[0].task == TASK_RECORD_RESULT
+        assert store.query("SELECT status, count(*) FROM jobs GROUP BY ALL ORDER BY ALL") == [
+            ("done", 1),
+            ("queued", 1),
+        ]
+
+
+def _message(task: str, kwargs: dict[str, Any]) -> bytes:
+    """A Celery (protocol 2, JSON) message as kombu puts it on a Redis list."""
+    body = json.dumps([[], kwargs, {"callbacks": None, "errbacks": None, "chain": None, "chord": None}])
+    return json.dumps({"body": body, "content-type": "application/json", "headers": {"task": task}}).encode()
 
 
 def test_writer_refuses_unknown_messages(tmp_path: Path) -> None:
@@ -468,9 +537,9 @@ def test_writer_cancels_a_run_its_unfinished_jobs_cancelled_and_revoked_and_repo
                                 revoke=revoked.append, key=FLEET_KEY)  # fmt: skip
         # Given a run with one job done and a result still held when the cancel arrives
         w.handle(TASK_RECORD_RUN, FLEET_KEY.envelope(TASK_RECORD_RUN, "plan", wire.encode(plan)))
-        w.handle(TASK_RECORD_RESULT, {"result": wire.encode(_done(plan.jobs[0]))})
+        w.handle(TASK_RECORD_RESULT, _signed("result", wire.encode(_done(plan.jobs[0]))))
         # When it is cancelled
-        w.handle(TASK_CANCEL_RUN, {"run_id": "run-c"})
+        w.handle(TASK_CANCEL_RUN, FLEET_KEY.envelope(TASK_CANCEL_RUN, "run_id", "run-c"))
         # Then the result sent before the cancel counts, the other two are cancelled and revoked
         assert len(revoked) == 1 and sorted(revoked[0]) == sorted([plan.jobs[1].key, plan.jobs[2].key])
         snap = published["run-c"]
@@ -478,6 +547,6 @@ def test_writer_cancels_a_run_its_unfinished_jobs_cancelled_and_revoked_and_repo
         assert store.get_run("run-c").status == "complete" and snap.report_dir
         # and a cancel of an unknown run, or of a malformed id, is refused
         with pytest.raises(UnknownRunError):
-            w.handle(TASK_CANCEL_RUN, {"run_id": "no-such-run"})
+            w.handle(TASK_CANCEL_RUN, FLEET_KEY.envelope(TASK_CANCEL_RUN, "run_id", "no-such-run"))
         with pytest.raises(ConfigError):
-            w.handle(TASK_CANCEL_RUN, {"run_id": "../x"})
+            w.handle(TASK_CANCEL_RUN, FLEET_KEY.envelope(TASK_CANCEL_RUN, "run_id", "../x"))

@@ -38,7 +38,7 @@ from accelerate_core.errors import BrokerError
 from accelerate_core.job_message import send_job
 from accelerate_core.store import ResultsStore
 from scheduler.remote import client_app
-from tests.support.fleet_key import FLEET_KEY
+from tests.support.fleet_key import FLEET_KEY, FLEET_KEY_HEX
 from workers import tasks
 from workers.reconciler import Reconciler
 
@@ -91,7 +91,7 @@ def _reconciler(store: ResultsStore, client: redis.Redis, settings: Settings, se
 
 
 def test_inflight_sees_queued_unacked_and_results_on_their_way(redis_url: str, client: redis.Redis) -> None:
-    settings = Settings(broker_url=redis_url)
+    settings = Settings(broker_url=redis_url, fleet_key=FLEET_KEY_HEX)
     plan = _plan("inflight", 5)
     app = client_app(settings)
     # Given job 0 queued, job 1 delivered and unacknowledged, job 2's result queued, job 3's being written

@@ -12,13 +12,14 @@ from accelerate_core.config import Settings
 from accelerate_core.contracts import JobResult, JobSpec, WriterHeartbeat, job_key
 from scheduler.remote import client_app
 from scheduler.status import writer_state
+from tests.support.fleet_key import FLEET_KEY_HEX
 from workers import tasks
 
 pytestmark = pytest.mark.redis
 
 
 def test_no_writer_alive_is_said_with_the_backlog_it_leaves(redis_url: str) -> None:
-    settings = Settings(broker_url=redis_url)
+    settings = Settings(broker_url=redis_url, fleet_key=FLEET_KEY_HEX)
     # Given a result that finished 10 s ago waits on the results queue, and no writer
     spec = JobSpec(key=job_key("st", "m0", "cpu", "dry"), run_id="st", model_type="m0", hardware="cpu", kind="dry")
     now = time.time()

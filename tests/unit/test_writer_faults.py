@@ -13,7 +13,7 @@ from accelerate_core.contracts import DeadLetter, JobResult
 from accelerate_core.errors import StoreWriteError
 from accelerate_core.store import ResultsStore
 from tests.faults.harness import dry_plan
-from tests.faults.scenarios_writer import _envelope, malformed_messages
+from tests.faults.scenarios_writer import _envelope, _result_message, malformed_messages
 from tests.support.fleet_key import FLEET_KEY
 from workers import writer
 
@@ -27,7 +27,7 @@ def test_each_malformed_kind_is_dead_lettered_and_the_rest_of_the_batch_is_writt
     # Given a batch: a run, one message of each malformed kind, then valid results of the run's other jobs
     plan = dry_plan("run-bad", 4)
     bad = malformed_messages(plan)
-    good = [_envelope(TASK_RECORD_RESULT, {"result": wire.encode(_done(j))}) for j in plan.jobs[2:]]
+    good = [_result_message(wire.encode(_done(j))) for j in plan.jobs[2:]]
     raws = [
         _envelope(TASK_RECORD_RUN, FLEET_KEY.envelope(TASK_RECORD_RUN, "plan", wire.encode(plan))),
         *bad.values(),
@@ -44,8 +44,11 @@ def test_each_malformed_kind_is_dead_lettered_and_the_rest_of_the_batch_is_writt
     # Then every malformed message is a dead letter, counted, with its reason
     assert len(letters) == len(bad) == w.state.dead_letters
     assert all(d.reason for d in letters)
+    reasons = [d.reason.split(":")[0] for d in letters]
+    assert reasons.count("unsigned") == reasons.count("bad-signature") == 1  # the false failures, refused
     assert {d.task for d in letters} >= {TASK_RECORD_RESULT, TASK_RECORD_RUN, "accel.no_such_task", None}
-    # And the two that name a planned job make its row; the valid results are written; the stranger is not
+    # And the two that name a planned job make its row; the valid results are written (not the false failures
+    # of the last job sent before its real result); the stranger is not
     assert rows[plan.jobs[0].key] == rows[plan.jobs[1].key] == ERR_WORKER
     assert rows[plan.jobs[2].key] == rows[plan.jobs[3].key] == STATUS_DONE
     assert strangers == 0
@@ -67,7 +70,7 @@ def test_a_batch_the_store_cannot_commit_is_kept_not_dropped_nor_dead_lettered(t
         w = writer.ResultWriter(store, Settings(reports_dir=tmp_path / "reports"), dead_letter=letters.append,
                                 key=FLEET_KEY)  # fmt: skip
         w._runs.add(plan.run_id)
-        raws = [_envelope(TASK_RECORD_RESULT, {"result": wire.encode(_done(plan.jobs[0]))})]
+        raws = [_result_message(wire.encode(_done(plan.jobs[0])))]
         # When the one-row batch cannot be committed, Then the failure reaches the loop (which keeps the batch)
         with pytest.raises(StoreWriteError):
             writer.process_batch(w, raws)
