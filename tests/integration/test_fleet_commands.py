@@ -77,8 +77,7 @@ def test_workers_lists_a_node_started_mid_test_with_its_hardware_versions_and_qu
     assert [n["node"] for n in before["nodes"]] == [f"cpu0@{HOST}"]
     assert before["writer"]["host"] == HOST and before["writer"]["pid"] > 0 and before["writer"]["state"] == "writing"
     # When a second node starts with its own name, queues and a Celery option passed through
-    fleet.start("smoke", "worker", "-n", f"smoke@{HOST}", "-Q", "hw.cpu,hw.smoke", "--", "--max-tasks-per-child", "7")
-    wait_for(lambda: f"smoke@{HOST}" in fleet.live(), 120, "worker smoke")
+    start_smoke_node(fleet)
     # Then `accel workers --json` lists it with its hardware, device, versions and both queues
     nodes = {n["node"]: n for n in wait_for(lambda: _with_info(fleet), 60, "both inventories")}
     smoke = nodes[f"smoke@{HOST}"]
@@ -95,6 +94,15 @@ def test_workers_lists_a_node_started_mid_test_with_its_hardware_versions_and_qu
     # and the table names both nodes and the writer
     text = fleet.accel("workers", "--timeout", "2")
     assert text.returncode == 0 and f"smoke@{HOST}" in text.stdout and "2 live nodes; writer: writing on" in text.stdout
+
+
+def start_smoke_node(fleet: FleetProcesses) -> None:
+    """The second node (its own name, queues and a Celery option passed through), once per module."""
+    if f"smoke@{HOST}" not in fleet.live():
+        fleet.start(
+            "smoke", "worker", "-n", f"smoke@{HOST}", "-Q", "hw.cpu,hw.smoke", "--", "--max-tasks-per-child", "7"
+        )
+    wait_for(lambda: f"smoke@{HOST}" in fleet.live(), 120, "worker smoke")
 
 
 def _with_info(fleet: FleetProcesses) -> list[dict[str, Any]] | None:
@@ -114,7 +122,8 @@ def _stats(fleet: FleetProcesses, node: str) -> dict[str, Any]:
 
 
 def test_run_dry_wait_reports_each_live_nodes_round_trip(fleet: FleetProcesses) -> None:
-    # Given two live nodes (cpu0 and smoke, from the test above) and the writer
+    # Given two live nodes (cpu0 and smoke) and the writer
+    start_smoke_node(fleet)
     # When the smoke test runs and waits
     done = fleet.accel("run", "--dry", "--wait", "--json")
     # Then each node ran its own dry job, and its round trip to the store is reported
@@ -203,6 +212,7 @@ def test_forged_results_and_cancels_are_dead_lettered_and_the_run_keeps_its_real
 
 def test_cancel_ends_a_running_run_with_its_report_and_revokes_its_pending_jobs(fleet: FleetProcesses) -> None:
     # Given a run of 8 slow jobs on two nodes, two of them running
+    start_smoke_node(fleet)
     run_id = "cancel-me-1"
     dispatch(fleet.settings, _slow_plan(run_id, 8, sleep_s=12.0))
     wait_for(lambda: len(_active(fleet)) == 2, 60, "two jobs running")
