@@ -23,6 +23,7 @@ from accelerate_core.constants import JOB_KIND_TEST, STATUS_DONE, STATUS_FAILED
 from accelerate_core.contracts import EndpointJob, JobSpec, job_key
 from accelerate_core.endpoint.job import run_endpoint_job
 from accelerate_core.store import browse
+from tests.support.cli import seed_catalog_index
 from tests.support.redis_server import free_port
 
 TOKEN = "sk-phase-run-0123456789abcdef"
@@ -85,6 +86,7 @@ def test_without_a_model_the_first_listed_model_is_asked_for(stub):
 
 
 def accel(tmp_path: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    seed_catalog_index(tmp_path)  # runs from tmp_path: give it the checkout's index instead of a fresh build
     environ = {**os.environ, "ACCEL_RESULTS_DB": str(tmp_path / "results.duckdb"), "ACCEL_REPORTS_DIR":
                str(tmp_path / "reports"), "ACCEL_TEMPLATES_DB": str(tmp_path / "templates.duckdb"),
                "ACCEL_BROKER_URL": "", "ACCEL_CONCURRENCY": "1", **(env or {})}  # fmt: skip

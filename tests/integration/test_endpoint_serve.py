@@ -18,6 +18,7 @@ import duckdb
 import pytest
 
 from tests.support.chat_model import ServeProcess, build_in_child
+from tests.support.cli import seed_catalog_index
 from tests.support.redis_server import free_port
 
 CLI = "import sys\nfrom scheduler.cli import main\nsys.exit(main(sys.argv[1:]))"
@@ -93,6 +94,7 @@ def test_the_table_and_the_functional_check(served):
 def test_a_phase_run_lists_the_served_model_as_api_rows_beside_cpu(served, tmp_path):
     """The Done-when run: ``accel run`` on the embedded default, a small model set plus the served model."""
     token = "sk-serve-phase-0123456789abcdef"
+    seed_catalog_index(tmp_path)  # runs from tmp_path: give it the checkout's index instead of a fresh build
     env = {**os.environ, "ACCEL_RESULTS_DB": str(tmp_path / "results.duckdb"), "ACCEL_BROKER_URL": "",
            "ACCEL_REPORTS_DIR": str(tmp_path / "reports"), "ACCEL_TEMPLATES_DB": str(tmp_path / "templates.duckdb"),
            "ACCEL_CONCURRENCY": "1", "ACCEL_ENDPOINT_TOKEN_TINY": token}  # fmt: skip
