@@ -46,8 +46,13 @@ def table(rows: list[dict[str, Any]]) -> str:
     head = [*COLUMNS, "vs_none", "note"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
-        lines.append("| " + " | ".join(str(r.get(c, "")) for c in head) + " |")
+        lines.append("| " + " | ".join(_cell(r.get(c, "")) for c in head) + " |")
     return "\n".join(lines)
+
+
+def _cell(value: object) -> str:
+    """One Markdown table cell: a note with line breaks or pipes stays in its row."""
+    return " / ".join(str(value).splitlines()).replace("|", "\\|")
 
 
 def main(argv: list[str] | None = None) -> int:
