@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -28,32 +27,12 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bench_harness_bias import paired_rounds  # the same alternating legs (this script runs from benchmarks/)
+
 REPO = Path(__file__).resolve().parents[1]
 
 
 # ----------------------------------------------------------------------------- 1. bias at full size
-
-
-def bare_loop(fn: Any, n: int) -> list[float]:
-    """The baseline: nothing but perf_counter around each call."""
-    samples = []
-    for _ in range(n):
-        t0 = time.perf_counter()
-        fn()
-        samples.append(time.perf_counter() - t0)
-    return samples
-
-
-def harness_loop(model: Any, inputs: dict[str, Any], n: int, seq: int) -> list[float]:
-    """The harness as ``accel bench`` runs it, fixed to ``n`` timed calls."""
-    from accelerate_core.bench import benchmark_model
-    from accelerate_core.config import BenchConfig
-
-    bench = BenchConfig(batch_sizes=(1,), seq_lens=(seq,), warmup=2, min_iters=n, min_duration_s=0.0,
-                        max_duration_s=3600.0)  # fmt: skip
-    found = benchmark_model(model, lambda b, s: inputs, hardware="cpu", bench=bench, generative=False)
-    latency = next(m for m in found if m.metric == "latency")
-    return list(latency.samples)
 
 
 def measure_bias(rounds: int, per_round: int, seq: int, threads: int) -> dict[str, Any]:
@@ -68,22 +47,8 @@ def measure_bias(rounds: int, per_round: int, seq: int, threads: int) -> dict[st
     model = build_full("bert")
     build_s = time.perf_counter() - started
     inputs = catalog.make_inputs("bert", model, batch_size=1, seq_len=seq)
-    harness: list[float] = []
-    bare: list[float] = []
-    ratios = []
     with torch.inference_mode():
-        bare_loop(lambda: model(**inputs), 5)  # warm both paths up before anything counts
-        for r in range(rounds):
-            got: dict[str, list[float]] = {}
-            for name in ("harness", "bare") if r % 2 == 0 else ("bare", "harness"):
-                if name == "harness":
-                    got[name] = harness_loop(model, inputs, per_round, seq)
-                else:
-                    bare_loop(lambda: model(**inputs), 2)
-                    got[name] = bare_loop(lambda: model(**inputs), per_round)
-            harness += got["harness"]
-            bare += got["bare"]
-            ratios.append(statistics.median(got["harness"]) / statistics.median(got["bare"]))
+        harness, bare, ratios = paired_rounds(model, inputs, rounds, per_round, warm=5, seq=seq)
     h, b = sample_stats(harness), sample_stats(bare)
     ratio = h["p50"] / b["p50"]
     return {

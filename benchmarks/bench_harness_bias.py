@@ -77,17 +77,43 @@ def bare_loop(fn: Any, n: int) -> list[float]:
     return samples
 
 
-def harness_loop(model: Any, inputs: dict[str, Any], n: int, warmup: int) -> list[float]:
+def harness_loop(model: Any, inputs: dict[str, Any], n: int, warmup: int, seq: int = 16) -> list[float]:
     """The harness as ``accel bench`` runs it, fixed to ``n`` timed calls."""
     from accelerate_core.bench import benchmark_model
     from accelerate_core.config import BenchConfig
 
-    bench = BenchConfig(batch_sizes=(1,), seq_lens=(16,), warmup=warmup, min_iters=n, min_duration_s=0.0,
+    bench = BenchConfig(batch_sizes=(1,), seq_lens=(seq,), warmup=warmup, min_iters=n, min_duration_s=0.0,
                         max_duration_s=3600.0)  # fmt: skip
     found = benchmark_model(model, lambda b, s: inputs, hardware="cpu", bench=bench, generative=False)
     latency = next(m for m in found if m.metric == "latency")
     assert latency.n == n, latency.n
     return list(latency.samples)
+
+
+def paired_rounds(
+    model: Any, inputs: dict[str, Any], rounds: int, per_round: int, *, warm: int, seq: int = 16
+) -> tuple[list[float], list[float], list[float]]:
+    """Harness and bare legs alternating in order each round (this machine's drift hits both alike).
+
+    Returns the harness samples, the bare samples, and each round's ratio of medians (harness / bare).
+    Call under ``torch.inference_mode()``.
+    """
+    harness: list[float] = []
+    bare: list[float] = []
+    ratios = []
+    bare_loop(lambda: model(**inputs), warm)  # warm both paths up before anything counts
+    for r in range(rounds):
+        got: dict[str, list[float]] = {}
+        for name in ("harness", "bare") if r % 2 == 0 else ("bare", "harness"):
+            if name == "harness":
+                got[name] = harness_loop(model, inputs, per_round, warmup=2, seq=seq)
+            else:
+                bare_loop(lambda: model(**inputs), 2)
+                got[name] = bare_loop(lambda: model(**inputs), per_round)
+        harness += got["harness"]
+        bare += got["bare"]
+        ratios.append(statistics.median(got["harness"]) / statistics.median(got["bare"]))
+    return harness, bare, ratios
 
 
 def measure_bias(rounds: int, per_round: int, threads: int) -> dict[str, Any]:
@@ -97,23 +123,8 @@ def measure_bias(rounds: int, per_round: int, threads: int) -> dict[str, Any]:
 
     torch.set_num_threads(threads)
     model, inputs = tiny_bert()
-    harness: list[float] = []
-    bare: list[float] = []
-    ratios = []
     with torch.inference_mode():
-        bare_loop(lambda: model(**inputs), 20)  # warm both paths up before anything counts
-        for r in range(rounds):
-            legs = [("harness", harness), ("bare", bare)]
-            got: dict[str, list[float]] = {}
-            for name, _ in legs if r % 2 == 0 else reversed(legs):
-                if name == "harness":
-                    got[name] = harness_loop(model, inputs, per_round, warmup=2)
-                else:
-                    bare_loop(lambda: model(**inputs), 2)
-                    got[name] = bare_loop(lambda: model(**inputs), per_round)
-            harness += got["harness"]
-            bare += got["bare"]
-            ratios.append(statistics.median(got["harness"]) / statistics.median(got["bare"]))
+        harness, bare, ratios = paired_rounds(model, inputs, rounds, per_round, warm=20)
     h, b = sample_stats(harness), sample_stats(bare)
     bias = (h["p50"] - b["p50"]) / b["p50"] * 100
     return {
