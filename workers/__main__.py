@@ -17,7 +17,7 @@ import threading
 from typing import TYPE_CHECKING, Any
 
 from accelerate_core.config import Settings
-from accelerate_core.constants import WORKER_KINDS
+from accelerate_core.constants import HARDWARE_KINDS, WORKER_KINDS
 from accelerate_core.errors import AccelerateError
 from accelerate_core.names import check_node_name
 from workers import pinning
@@ -45,7 +45,9 @@ def _parse(argv: list[str]) -> argparse.Namespace:
     w.add_argument("--concurrency", type=int, default=1)
     w.add_argument("--threads", type=int, default=0)
     w.add_argument("--loglevel", default="INFO")
-    w.add_argument("--queues", default=None, help="comma-separated queues (default hw.<kind>)")
+    w.add_argument(
+        "--queues", default=None, help="comma-separated queues (default hw.<kind> and hw.<kind>.<device model>)"
+    )
     w.add_argument("celery_args", nargs="*", help="Celery worker options, after --")
     r = sub.add_parser("writer", help="the results writer consuming the results queue")
     r.add_argument("--node", default=None)
@@ -84,11 +86,21 @@ def run_worker(args: argparse.Namespace) -> int:
     signals.worker_ready.connect(on_ready, weak=False)
     signals.task_revoked.connect(tasks.record_revoked(app, settings, node), weak=False)
     signals.worker_process_shutdown.connect(tasks.close_runner, weak=False)
-    queues = args.queues or settings.queue_for(args.hardware)
+    queues = args.queues or ",".join(_default_queues(settings, args.hardware, args.device))
     argv = ["worker", "-n", node, "-Q", queues, "-P", "prefork"]
     argv += ["-c", str(max(1, args.concurrency)), "--loglevel", args.loglevel, *_COMMON_FLAGS, *args.celery_args]
     app.worker_main(argv)
     return 0
+
+
+def _default_queues(settings: Settings, hardware: str, device: int) -> list[str]:
+    """The kind's queue and the device model's; the model is fixed in the environment, so every job this node
+    runs records the model whose queue it came from (``ACCEL_DEVICE_MODEL``)."""
+    from accelerate_core.backends.device_model import DEVICE_MODEL_ENV, device_model, node_queues
+
+    if hardware in HARDWARE_KINDS:
+        os.environ[DEVICE_MODEL_ENV] = device_model(hardware, device)
+    return node_queues(settings.queue_for(hardware), hardware, device)
 
 
 def run_writer(args: argparse.Namespace) -> int:

@@ -31,6 +31,7 @@ def environment(hardware: str) -> dict[str, Any]:
 
     from accelerate_core import __version__
     from accelerate_core.backends.cpu import cpu_model_name
+    from accelerate_core.backends.device_model import recorded_model
 
     env: dict[str, Any] = {
         "hardware": hardware,
@@ -49,6 +50,7 @@ def environment(hardware: str) -> dict[str, Any]:
         "visible_devices": {k: os.environ.get(k) for k in ("CUDA_VISIBLE_DEVICES", "HIP_VISIBLE_DEVICES")},
     }
     env.update(_device(hardware, env["cpu_model"]))
+    env["device_model"] = recorded_model(env.get("device_name"))  # what comparisons pair results by
     return env
 
 

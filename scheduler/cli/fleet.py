@@ -136,6 +136,13 @@ def parse_queues(raw: str | None, hardware: str, settings: Settings) -> list[str
     return [check_name(q, "--queues") for q in queues]
 
 
+def default_queues(settings: Settings, hardware: str, index: int) -> list[str]:
+    """A node's queues without ``--queues``: its kind's and its device model's (``hw.cuda``, ``hw.cuda.h100-...``)."""
+    from accelerate_core.backends.device_model import node_queues
+
+    return node_queues(settings.queue_for(hardware), hardware, index)
+
+
 def celery_options(extra: Sequence[str]) -> list[str]:
     """The Celery worker options given after ``--``, refusing those ``accel worker`` sets itself."""
     for arg in extra:
@@ -167,14 +174,16 @@ def worker(
     devices: Annotated[str | None, typer.Option("--devices", help="device indices, e.g. 0,1 (default: all)")] = None,
     concurrency: Annotated[int, typer.Option("--concurrency", min=1, help="jobs at once per device node")] = 1,
     queues: Annotated[
-        str | None, typer.Option("--queues", "-Q", help="queues to consume, e.g. hw.cpu,hw.big (default: hw.<kind>)")
+        str | None,
+        typer.Option("--queues", "-Q", help="queues to consume, e.g. hw.cpu,hw.big (default: hw.<kind>, its model's)"),
     ] = None,
     hostname: Annotated[
         str | None, typer.Option("--hostname", "-n", help="node name NAME@HOST (one node; default <kind><i>@<host>)")
     ] = None,
     loglevel: Annotated[str, typer.Option("--loglevel")] = "INFO",
 ) -> None:
-    """Start one pinned Celery worker node per device, consuming hw.<kind> (checks the hardware first).
+    """Start one pinned Celery worker node per device, consuming hw.<kind> and hw.<kind>.<device model> (checks the
+    hardware first).
 
     Celery worker options after ``--`` are passed on (e.g. ``-- --max-tasks-per-child 50``).
     """
@@ -182,7 +191,7 @@ def worker(
 
     settings = state(ctx).settings
     extra = celery_options(ctx.args)
-    consumed = parse_queues(queues, hardware, settings)
+    consumed = parse_queues(queues, hardware, settings) if queues is not None else None
     if hostname is not None:
         check_node_name(hostname, "--hostname")
     wanted = _devices_checked(hardware, parse_devices(devices))
@@ -194,13 +203,15 @@ def worker(
     live = live_nodes(settings)
     nodes = _named_plan(hostname, node_plan(hardware, wanted, live), live)
     threads = max(1, (os.cpu_count() or 1) // (len(nodes) * concurrency))
-    commands = []
+    commands, lines = [], []
     for index, name in nodes:
+        node_queues = consumed or default_queues(settings, hardware, index)
         cmd = [sys.executable, "-m", "workers", "worker", "--hardware", hardware, "--device", str(index)]
         cmd += ["--node", name, "--concurrency", str(concurrency), "--threads", str(threads), "--loglevel", loglevel]
-        cmd += ["--queues", ",".join(consumed), "--", *extra]
+        cmd += ["--queues", ",".join(node_queues), "--", *extra]
         commands.append(cmd)
-    err.print(f"accel worker: starting {', '.join(n for _, n in nodes)} on {', '.join(consumed)}", markup=False)
+        lines.append(f"{name} on {', '.join(node_queues)}")
+    err.print(f"accel worker: starting {'; '.join(lines)}", markup=False)
     raise typer.Exit(_run_nodes(commands, _child_env(state(ctx).config_file)))
 
 

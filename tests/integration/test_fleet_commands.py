@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 
 from accelerate_core import wire
+from accelerate_core.backends.device_model import device_model
 from accelerate_core.config import Settings
 from accelerate_core.constants import STATUS_FAILED, TASK_CANCEL_RUN, TASK_RECORD_RESULT
 from accelerate_core.contracts import JobResult, JobSpec, RunParams, RunPlan, job_key
@@ -87,7 +88,7 @@ def test_workers_lists_a_node_started_mid_test_with_its_hardware_versions_and_qu
 
     assert smoke["info"]["versions"]["torch"] == metadata.version("torch")
     assert smoke["info"]["versions"]["transformers"] == metadata.version("transformers")
-    assert nodes[f"cpu0@{HOST}"]["queues"] == ["hw.cpu"]
+    assert nodes[f"cpu0@{HOST}"]["queues"] == ["hw.cpu", f"hw.cpu.{device_model('cpu')}"]  # its model's queue too
     # and the Celery option reached the node (its pool says so)
     stats = _stats(fleet, f"smoke@{HOST}")
     assert stats["pool"]["max-tasks-per-child"] == 7
