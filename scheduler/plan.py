@@ -117,8 +117,12 @@ class PlanOptions:
     size: str = SIZE_TINY
     endpoints: tuple[EndpointJob, ...] = ()
     attns: tuple[str, ...] = ()
+    batches: tuple[int, ...] = ()
+    seqs: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
+        if any(isinstance(v, bool) or v < 1 for v in (*self.batches, *self.seqs)):
+            raise ConfigError("--batch and --seq take positive integers, e.g. --batch 1,8 --seq 128")
         try:
             for dtype in self.dtypes:
                 check_dtype(dtype)
@@ -199,12 +203,11 @@ def plan_run(
     for hw in options.hardware:
         history = (past_durations or {}).get(hw, {})
         for target in targets:
-            for dtype, attn in itertools.product(options.dtypes, options.attns or (None,)):
-                axes = Axes(dtype, options.size if target.source.kind == SOURCE_TYPE else SIZE_TINY, attn)
+            for axes in _axes(options, settings.bench, target):
                 spec = _plan_job(run_id, target, axes, hw, options.kind, settings, template_for, history)
                 if spec.skip is None and options.kind == JOB_KIND_TEST and inventory is not None:
                     assert target.entry is not None  # a runnable job has its catalog entry
-                    skip = incompatibility(target.entry, hw, inventory, dtype)
+                    skip = incompatibility(target.entry, hw, inventory, axes.dtype)
                     spec = spec if skip is None else replace(spec, skip=skip, expected_s=0.0)
                 jobs.append(spec)
                 if target.entry is not None and spec.model_type != target.entry.model_type:
@@ -234,21 +237,44 @@ class Target:
 
 @dataclass(frozen=True, slots=True)
 class Axes:
-    """The axes of one job beside model and hardware: dtype, model size and attention implementation."""
+    """The axes of one job beside model and hardware: dtype, model size, attention implementation and shape.
+
+    ``batch``/``seq`` None: the settings' shapes (``bench.batch_sizes``/``bench.seq_lens``), all in one job.
+    """
 
     dtype: str = "float32"
     size: str = SIZE_TINY
     attn: str | None = None
+    batch: int | None = None
+    seq: int | None = None
 
     def row_name(self, label: str) -> str:
-        """``label`` plus each axis that is not its default: ``bert``, ``bert.full.bfloat16``, ``bert.eager``."""
+        """``label`` plus each axis that is not its default: ``bert``, ``bert.full.bfloat16``, ``bert.eager.b8``."""
         parts = [
             label,
             *([self.size] if self.size != SIZE_TINY else []),
             *([self.dtype] if self.dtype != "float32" else []),
             *([self.attn] if self.attn is not None else []),
+            *([f"b{self.batch}"] if self.batch is not None else []),
+            *([f"s{self.seq}"] if self.seq is not None else []),
         ]
         return ".".join(parts)
+
+    def bench(self, base: BenchConfig, batches: tuple[int, ...] = (), seqs: tuple[int, ...] = ()) -> BenchConfig:
+        """``base`` measuring this job's shape only (when it has one; else ``batches``/``seqs`` when given)."""
+        batches = (self.batch,) if self.batch is not None else batches
+        seqs = (self.seq,) if self.seq is not None else seqs
+        return replace(base, batch_sizes=batches or base.batch_sizes, seq_lens=seqs or base.seq_lens)
+
+
+def _axes(options: PlanOptions, base: BenchConfig, target: Target) -> list[Axes]:
+    """Every combination of the axes asked for, for one model; a shape equal to the settings' only one is no axis
+    (``--batch 1`` plans the rows a plain run plans)."""
+    size = options.size if target.source.kind == SOURCE_TYPE else SIZE_TINY
+    batches = [None if (b,) == base.batch_sizes else b for b in options.batches] or [None]
+    seqs = [None if (s,) == base.seq_lens else s for s in options.seqs] or [None]
+    combos = itertools.product(options.dtypes, options.attns or (None,), dict.fromkeys(batches), dict.fromkeys(seqs))
+    return [Axes(dtype, size, attn, batch, seq) for dtype, attn, batch, seq in combos]
 
 
 def plan_targets(index: Sequence[CatalogEntry], names: Sequence[str] | None, modality: str | None) -> list[Target]:
@@ -320,7 +346,7 @@ def _plan_job(
         hardware=hardware,
         kind=kind,
         template=template,
-        bench=job_bench(settings, kind),
+        bench=axes.bench(job_bench(settings, kind)),
         limits=JobLimits(soft_s=limit.soft_s, hard_s=limit.hard_s, mem_cap_mb=settings.mem_cap_mb),
         expected_s=round(expected, 3),
         skip=skip,
@@ -396,7 +422,7 @@ def _plan_params(options: PlanOptions, settings: Settings, jobs: Sequence[JobSpe
         modality=options.modality,
         hardware=options.hardware,
         kind=options.kind,
-        bench=job_bench(settings, options.kind),
+        bench=Axes().bench(job_bench(settings, options.kind), options.batches, options.seqs),
         n_jobs=len(jobs),
         n_skipped=sum(1 for j in jobs if j.skip is not None),
         expected_work_s=round(sum(j.expected_s for j in jobs), 1),

@@ -169,10 +169,13 @@ _DTYPE_UNSUPPORTED: Final = re.compile(
 
 
 def unsupported_combination(spec: JobSpec, message: str | None) -> bool:
-    """True when the job failed because its dtype (not float32) or attention is not available for this model here."""
+    """True when the job failed because its dtype (not float32), attention or shape is not available for this model
+    here."""
     if message is None:
         return False
     if spec.dtype != "float32" and _DTYPE_UNSUPPORTED.search(message) is not None:
+        return True
+    if accel_bench.SHAPE_UNSUPPORTED in message:
         return True
     return spec.attn is not None and ATTN_UNSUPPORTED.format(attn=spec.attn) in message
 

@@ -23,6 +23,7 @@ from collections.abc import Callable
 from typing import Any
 
 from accelerate_core.bench.measure import Samples, device_timing, measure
+from accelerate_core.bench.shapes import shape_guard
 from accelerate_core.bench.stats import sample_stats
 from accelerate_core.config import BenchConfig
 from accelerate_core.contracts import Measurement
@@ -98,7 +99,7 @@ def _one_shape(
 
     backend = get_backend(hardware)
     backend.reset_peak_memory()
-    with torch.inference_mode():
+    with torch.inference_mode(), shape_guard(model, batch, seq):
         latency = _loop(lambda: model(**inputs), hardware, bench)
         found = [
             from_samples("latency", "s", latency.values, batch, seq),

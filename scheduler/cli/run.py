@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -55,13 +55,15 @@ def run_command(
         typer.Option("--endpoint", help="a served model to test too: NAME=URL[@MODEL] (repeatable; rows api:NAME)"),
     ] = None,
     attn: Annotated[str | None, typer.Option("--attn", help="attention implementations, e.g. sdpa,eager")] = None,
+    batch: Annotated[str | None, typer.Option("--batch", help="batch sizes, one job each, e.g. 1,8")] = None,
+    seq: Annotated[str | None, typer.Option("--seq", help="sequence lengths, one job each, e.g. 128,512")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print the summary as JSON")] = False,
 ) -> None:
     """Plan a phase-end run over the selected architectures and run it; write its report."""
     from accelerate_core.names import check_name
 
     settings = state(ctx).settings
-    axes = (parse_dtypes(dtype), size, parse_attns(attn))
+    axes = parse_axes(dtype, size, attn, batch, seq)
     if broker:
         settings = settings.with_overrides(broker_url=broker, source="--broker")
     if jobs:
@@ -89,6 +91,14 @@ def run_command(
         summary = run_local(settings, plan, show_progress=is_tty() and not as_json)
     _print_summary(summary, as_json)
     raise typer.Exit(EXIT_OK if summary.status == RUN_COMPLETE else EXIT_INTERRUPTED)
+
+
+def parse_axes(dtype: str, size: str, attn: str | None, batch: str | None, seq: str | None) -> dict[str, Any]:
+    """The axis options of :class:`~scheduler.plan.PlanOptions` from the command line (each bad one: one line)."""
+    from scheduler.cli.bench import parse_sizes
+
+    return {"dtypes": parse_dtypes(dtype), "size": size, "attns": parse_attns(attn),
+            "batches": parse_sizes(batch, "--batch") or (), "seqs": parse_sizes(seq, "--seq") or ()}  # fmt: skip
 
 
 def parse_dtypes(raw: str) -> tuple[str, ...]:
@@ -145,7 +155,7 @@ def _plan(
     endpoints: tuple[EndpointJob, ...],
     *,
     local: bool,
-    axes: tuple[tuple[str, ...], str, tuple[str, ...]] = (("float32",), "tiny", ()),
+    axes: Mapping[str, Any] | None = None,
 ) -> RunPlan:
     from accelerate_core.backends import detect
     from scheduler.plan import PlanOptions, resolve_hardware
@@ -160,8 +170,7 @@ def _plan(
         available = ()
     kinds = resolve_hardware(hardware, available, local=local)
     options = PlanOptions(
-        phase=phase, models=models, modality=modality, hardware=kinds, dtypes=axes[0], size=axes[1], attns=axes[2],
-        endpoints=endpoints,
+        phase=phase, models=models, modality=modality, hardware=kinds, endpoints=endpoints, **(axes or {})
     )  # fmt: skip
     return plan_with_stores(settings, options, local=local, base_dir=Path.cwd(), code_version=_code_version())
 
@@ -190,7 +199,7 @@ def _run_remote(
     resume: str | None,
     wait: bool,
     as_json: bool,
-    axes: tuple[tuple[str, ...], str, tuple[str, ...]],
+    axes: Mapping[str, Any],
 ) -> None:
     import importlib
 

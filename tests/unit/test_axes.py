@@ -83,3 +83,32 @@ def test_bench_resolves_names_without_the_catalog(tmp_path) -> None:  # type: ig
     assert resolve_source("bert", None).kind == "type"  # the child checks the type as it builds it
     with pytest.raises(UnknownModelError, match="does not exist"):
         resolve_source(str(tmp_path / "nothing"), None)
+
+
+def test_each_batch_and_seq_is_its_own_row_key_and_shape() -> None:
+    # Given the settings' one shape, batch 1 x seq 16; When a run asks for batches 1,2 and seqs 8,16
+    plan = _plan(models="bert", batches=(1, 2), seqs=(8, 16))
+
+    # Then each combination is a job measuring that shape only, and the settings' own shape adds no name
+    shapes = {j.model_type: (j.bench.batch_sizes, j.bench.seq_lens) for j in plan.jobs}
+    assert shapes == {"bert.s8": ((1,), (8,)), "bert": ((1,), (16,)), "bert.b2.s8": ((2,), (8,)),
+                      "bert.b2": ((2,), (16,))}  # fmt: skip
+    assert len({j.key for j in plan.jobs}) == 4
+    assert (plan.params.bench.batch_sizes, plan.params.bench.seq_lens) == ((1, 2), (8, 16))
+
+
+def test_a_bad_shape_is_one_line() -> None:
+    with pytest.raises(ConfigError, match="positive integers"):
+        PlanOptions(phase="p", batches=(0,))
+
+
+def test_a_call_past_the_model_positions_is_an_unsupported_shape_and_other_errors_pass() -> None:
+    from accelerate_core.bench import SHAPE_UNSUPPORTED, shape_guard
+    from accelerate_core.dispatch import build_model
+
+    model = build_model("bert")
+    refused = f"{SHAPE_UNSUPPORTED} BertModel: batch 1 x seq 600 exceeds its 512"
+    with pytest.raises(ModelBuildError, match=refused), shape_guard(model, 1, 600):
+        raise IndexError("index out of range in self")
+    with pytest.raises(IndexError), shape_guard(model, 1, 16):
+        raise IndexError("a shape the model declares it takes: not a skip")

@@ -1,0 +1,88 @@
+"""``accel run`` over the shape axes (``--batch``, ``--seq``): one real run on the embedded default, tiny BERT and
+GPT-2, a shape each model takes and one past their 512 learned positions (a ``skipped`` row, not a failure)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from accelerate_core import wire
+from accelerate_core.config import Settings
+from accelerate_core.constants import ERR_UNSUPPORTED, STATUS_DONE, STATUS_SKIPPED
+from accelerate_core.contracts import JobSpec
+from accelerate_core.store import ResultsStore
+from scheduler.planning_inputs import template_lookup
+from tests.support.cli import seed_catalog_index
+
+QUICK = """
+[bench]
+warmup = 1
+min_iters = 3
+min_duration_s = 0.0
+max_duration_s = 1.0
+"""
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any], Settings]:
+    """One ``accel run --models bert,gpt2 --batch 2 --seq 8,600``; its ``--json`` summary and settings."""
+    root = tmp_path_factory.mktemp("axes")
+    seed_catalog_index(root)
+    settings = Settings(results_db=root / "results.duckdb", templates_db=root / "templates.duckdb",
+                        reports_dir=root / "reports")  # fmt: skip
+    template_lookup(settings)
+    (root / "accel.toml").write_text(QUICK)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ACCEL_")}
+    env.update(ACCEL_RESULTS_DB=str(settings.results_db), ACCEL_TEMPLATES_DB=str(settings.templates_db),
+               ACCEL_REPORTS_DIR=str(settings.reports_dir), ACCEL_CONCURRENCY="2")  # fmt: skip
+    argv = [sys.executable, "-m", "scheduler", "--config", str(root / "accel.toml"), "run", "--phase", "axes",
+            "--models", "bert,gpt2", "--batch", "2", "--seq", "8,600", "--hardware", "cpu", "--json"]  # fmt: skip
+    done = subprocess.run(argv, env=env, cwd=root, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout), settings
+
+
+def _jobs(settings: Settings, run_id: str) -> dict[str, tuple[JobSpec, str, str | None, str | None, str | None]]:
+    with ResultsStore.open(settings.results_db, read_only=True) as store:
+        rows = store.query(
+            "SELECT spec, status, error_class, error_message, generated_source FROM jobs WHERE run_id = ?", [run_id]
+        )
+    return {
+        spec.model_type: (spec, status, error_class, message, source)
+        for raw, status, error_class, message, source in rows
+        for spec in [wire.decode(JobSpec, json.loads(raw))]
+    }
+
+
+def _report(settings: Settings, run_id: str) -> dict[str, Any]:
+    return json.loads((Path(settings.reports_dir) / run_id / "report.json").read_text())  # type: ignore[no-any-return]
+
+
+def test_each_shape_is_a_row_measured_at_that_shape_by_the_generated_test(run) -> None:
+    summary, settings = run
+    jobs = _jobs(settings, summary["run_id"])
+
+    assert set(jobs) == {"bert.b2.s8", "bert.b2.s600", "gpt2.b2.s8", "gpt2.b2.s600"}
+    for name in ("bert.b2.s8", "gpt2.b2.s8"):
+        spec, status, error_class, message, source = jobs[name]
+        assert status == STATUS_DONE, (name, error_class, message)
+        assert (spec.bench.batch_sizes, spec.bench.seq_lens) == ((2,), (8,))
+        assert source is not None and "BATCH_SIZE = 2" in source and "SEQ_LEN = 8" in source
+    rows = {r["model_type"]: r for r in _report(settings, summary["run_id"])["rows"]}
+    assert (rows["bert.b2.s8"]["batch_size"], rows["bert.b2.s8"]["seq_len"]) == (2, 8)
+
+
+def test_a_shape_past_the_model_positions_is_a_skipped_row_with_its_reason(run) -> None:
+    summary, settings = run
+    jobs = _jobs(settings, summary["run_id"])
+
+    for name in ("bert.b2.s600", "gpt2.b2.s600"):
+        _, status, error_class, message, _ = jobs[name]
+        assert (status, error_class) == (STATUS_SKIPPED, ERR_UNSUPPORTED), (name, message)
+        assert message is not None and "seq 600 exceeds its 512 positions" in message
