@@ -6,8 +6,9 @@ file, and producer processes that send each result with the worker's own send fu
 (:func:`workers.tasks.send_result` on the worker's Celery app, :func:`workers.app.make_app`): signed
 ``record_result`` messages to the ``results`` queue, so a change of the result transport changes this
 benchmark with it. The results are SYNTHETIC (``accelerate_core.store.synthetic``: 3 shapes x 50 samples,
-10 measurement rows each, like a real ``test`` job's), each run recorded first through ``dispatch`` as
-``accel run`` does.
+10 measurement rows each, like a real ``test`` job's; the shipped default template stands in for each job's
+template and each result's generated test, so the messages have real sizes), each run recorded first through
+``dispatch`` as ``accel run`` does.
 
 Legs, in one run (the machine's load is reported with them; compare legs of one run only):
 
@@ -17,11 +18,13 @@ Legs, in one run (the machine's load is reported with them; compare legs of one 
   seconds (random phases) for ``--duration`` seconds; the backlog (``results`` queue + the writer's claimed
   batch) and the age of the oldest waiting result are sampled with the heartbeat's own reader
   (:func:`accelerate_core.liveness.results_backlog`). A leg is *bounded* when the backlog's slope over the
-  second half of the sending window is under 5 % of the offered rate.
+  second half of the sending window is under 5 % of the rate sent; ``largest_bounded_workers`` counts only
+  legs whose producers kept to their schedule (>= 90 % of the offered rate), else it measured the producers.
 - **saturate**: ``--saturate`` results sent as fast as the producers can while the writer runs (contended).
 
-The fleet one writer holds: ``writer_max_results_per_s x --job-s`` workers whose jobs take ``--job-s``
-seconds each; ``largest_bounded_workers`` is the measured N (at ``--interval``), scaled the same way.
+The fleet one writer holds: ``writer_max_results_per_s`` (the best commit rate of any leg) ``x --job-s``
+workers whose jobs take ``--job-s`` seconds each; ``largest_bounded_workers`` is the measured N (at
+``--interval``), scaled the same way.
 Every leg checks that the results committed equal the results sent (the writer's status snapshot, then the
 DuckDB file itself once the writer stopped): ``lost`` must be 0.
 
@@ -70,6 +73,8 @@ SAMPLE_EVERY_S = 0.2
 BOUNDED_SLOPE = 0.05
 """A paced leg is bounded when its backlog grows by less than this share of the offered rate."""
 READY_S = 120.0
+TEMPLATE_BODY = (ROOT / "templates_db" / "shipped" / "default.j2").read_text()
+"""Stands in for a job's template and a result's generated test: real sizes, synthetic content."""
 
 
 @dataclass
@@ -156,14 +161,23 @@ def record(bench: Bench, run: SyntheticRun) -> int:
     from scheduler.remote import dispatch
 
     before = bench.used_memory()
-    dispatch(bench.settings, run.plan())
+    dispatch(bench.settings, plan_of(run))
     taken = bench.used_memory() - before
     bench.client.delete(bench.settings.queue_for("cpu"))
     return taken
 
 
+def plan_of(run: SyntheticRun) -> RunPlan:
+    """``run``'s plan, each job carrying the shipped default template's body as a real job does."""
+    plan = run.plan()
+    jobs = tuple(replace(j, template=replace(j.template, body=TEMPLATE_BODY)) if j.template else j for j in plan.jobs)
+    return replace(plan, jobs=jobs)
+
+
 def results_of(run: SyntheticRun) -> list[JobResult]:
-    return [run.result(m, "cpu", latency=0.01, spread=0.05, duration=5.0) for m in run.models]
+    """``run``'s results, each with a generated source the size of the shipped template, as a real one has."""
+    made = (run.result(m, "cpu", latency=0.01, spread=0.05, duration=5.0) for m in run.models)
+    return [replace(r, generated_source=TEMPLATE_BODY) for r in made]
 
 
 def wait_committed(bench: Bench, plan: RunPlan, timeout_s: float) -> dict[str, int]:
@@ -403,12 +417,18 @@ def committed_in_store(settings: Settings, run_ids: Sequence[str]) -> dict[str, 
     return {r: found.get(r, 0) for r in run_ids}
 
 
+def say(leg: dict[str, Any], name: str) -> dict[str, Any]:
+    """Print one leg's figures on stderr as it ends (the JSON comes at the end, on stdout)."""
+    print(f"bench_writer_scale: {name}: {json.dumps(leg)}", file=sys.stderr, flush=True)
+    return leg
+
+
 def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     load_start = os.getloadavg()[0]
     with bench_env(work) as bench:
-        drain = drain_leg(bench, args.drain, args.procs)
-        paced = [paced_leg(bench, n, args.interval, args.duration, args.procs) for n in args.workers]
-        saturate = saturate_leg(bench, args.saturate, args.procs) if args.saturate else None
+        drain = say(drain_leg(bench, args.drain, args.procs), "drain")
+        paced = [say(paced_leg(bench, n, args.interval, args.duration, args.procs), "paced") for n in args.workers]
+        saturate = say(saturate_leg(bench, args.saturate, args.procs), "saturate") if args.saturate else None
         beat = bench.heartbeat()
         bench.stop_writer()
         legs = [drain, *paced, *([saturate] if saturate else [])]
@@ -430,8 +450,11 @@ def summary(
     legs = [drain, *paced, *([saturate] if saturate else [])]
     sent = sum(leg.get("sent", leg.get("results", 0)) for leg in legs)
     in_store = sum(stored.values())
-    best = max([drain["writer_results_per_s"], *([saturate["writer_results_per_s"]] if saturate else [])])
-    bounded = [leg["workers"] for leg in paced if leg["bounded"]]
+    # The best commit rate any leg saw: a paced leg's is its offered rate until the writer falls behind.
+    rates = [drain["writer_results_per_s"], *(leg["committed_per_s"] for leg in paced)]
+    best = max([*rates, *([saturate["writer_results_per_s"]] if saturate else [])])
+    # A leg whose producers fell behind their schedule measured the producers (on this machine), not the writer.
+    bounded = [leg["workers"] for leg in paced if leg["bounded"] and leg["producers_kept_up"]]
     largest = max(bounded, default=0)
     return {
         "benchmark": "writer_scale",
