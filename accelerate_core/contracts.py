@@ -301,7 +301,7 @@ class JobSpec:
 class Measurement:
     """One measured metric at one shape. ``samples`` are the raw values; the stats summarise them."""
 
-    metric: str  # "latency", "throughput", "load_time", "first_call", "peak_memory", "tokens_per_s"
+    metric: str  # "latency", "throughput", "load_time", "first_call", "peak_memory", "tokens_per_s", "ttft", "itl"
     unit: str  # "s", "samples/s", "tokens/s", "MiB"
     batch_size: int = 1
     seq_len: int = 0

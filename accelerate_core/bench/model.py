@@ -5,9 +5,11 @@ Once per model, ``param_count`` (params): its number of parameters. Per (batch s
 
 - ``latency`` (s): raw samples of one forward pass under ``torch.inference_mode``, from :func:`measure`;
 - ``throughput`` (samples/s): ``batch_size / latency``, per sample;
-- ``tokens_per_s`` (tokens/s), generative models only: ``generate`` with a fixed number of new tokens
-  (``min_new_tokens == max_new_tokens == bench.new_tokens``, greedy) so every call does the same work;
-  ``batch_size * new_tokens / duration`` per sample;
+- generative models only, from ``generate`` with a fixed number of new tokens (``min_new_tokens ==
+  max_new_tokens == bench.new_tokens``, greedy) so every call does the same work
+  (:mod:`accelerate_core.bench.generation`): ``tokens_per_s`` (tokens/s), ``batch_size * new_tokens / duration``
+  per call; ``ttft`` (s), the prefill: time to first token, per call; ``itl`` (s), the decode: one sample per
+  token after the first, a decode step with the KV cache (the names an endpoint's rows use for the same split);
 - ``peak_memory`` (MiB): the peak over that shape's loop: RSS high-water mark on CPU (reset through
   ``/proc/self/clear_refs`` where Linux allows it, otherwise the process lifetime peak),
   ``torch.cuda.max_memory_allocated`` after a reset on CUDA/ROCm, the driver's allocation on MPS.
@@ -22,6 +24,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+from accelerate_core.bench.generation import generation_kwargs, time_generation
 from accelerate_core.bench.measure import Samples, device_timing, measure
 from accelerate_core.bench.shapes import shape_guard
 from accelerate_core.bench.stats import sample_stats
@@ -106,7 +109,7 @@ def _one_shape(
             from_samples("throughput", "samples/s", [batch / v for v in latency.values if v > 0], batch, seq),
         ]
         if generative:
-            found.extend(_tokens_per_s(model, inputs, hardware, bench, batch, seq, notes))
+            found.extend(_generation(model, inputs, hardware, bench, batch, seq, notes))
     found.append(single("peak_memory", "MiB", backend.peak_memory_mb(), batch_size=batch, seq_len=seq))
     return found
 
@@ -117,48 +120,22 @@ def _loop(fn: Callable[[], object], hardware: str, bench: BenchConfig) -> Sample
                    min_duration_s=bench.min_duration_s, max_duration_s=bench.max_duration_s)  # fmt: skip
 
 
-def generation_kwargs(model: Any, inputs: dict[str, Any], new_tokens: int) -> dict[str, Any]:
-    """``generate`` arguments for exactly ``new_tokens`` greedy tokens from the forward inputs.
-
-    Decoder inputs and labels are dropped (generation makes its own); a tiny random config often has
-    no ``decoder_start_token_id``/``pad_token_id``, so 0 stands in where one is missing.
-    """
-    kwargs = {k: v for k, v in inputs.items() if not k.startswith("decoder_") and k not in ("labels", "use_cache")}
-    kwargs.update(min_new_tokens=new_tokens, max_new_tokens=new_tokens, do_sample=False)
-    config = getattr(model, "generation_config", None)
-    if config is not None:
-        if getattr(config, "pad_token_id", None) is None:
-            kwargs["pad_token_id"] = _first_int(config, "eos_token_id") or 0
-        if (
-            getattr(model.config, "is_encoder_decoder", False)
-            and getattr(config, "decoder_start_token_id", None) is None
-        ):
-            kwargs["decoder_start_token_id"] = _first_int(config, "bos_token_id") or kwargs.get("pad_token_id", 0)
-    return kwargs
-
-
-def _first_int(config: Any, name: str) -> int | None:
-    value = getattr(config, name, None)
-    if isinstance(value, list):
-        value = value[0] if value else None
-    return value if isinstance(value, int) else None
-
-
-def _tokens_per_s(
+def _generation(
     model: Any, inputs: dict[str, Any], hardware: str, bench: BenchConfig, batch: int, seq: int, notes: list[str] | None
 ) -> list[Measurement]:
     n = bench.new_tokens
-    kwargs = generation_kwargs(model, inputs, n)
-
-    def generate() -> object:
-        return model.generate(**kwargs)
-
     try:
-        samples = _loop(generate, hardware, bench)
-    except Exception as e:  # latency stands on its own; a model whose generate breaks has no tokens/s
+        timed = time_generation(model, generation_kwargs(model, inputs, n), hardware, bench)
+    except Exception as e:  # latency stands on its own; a model whose generate breaks has no generation metrics
         message = f"generate failed at batch {batch}, seq {seq}, so no tokens/s: {type(e).__name__}: {e}"
         log.warning("%s: %s", type(model).__name__, message)
         if notes is not None:
             notes.append(message.splitlines()[0][:300])
         return []
-    return [from_samples("tokens_per_s", "tokens/s", [batch * n / v for v in samples.values if v > 0], batch, seq)]
+    found = [
+        from_samples("tokens_per_s", "tokens/s", [batch * n / v for v in timed.calls if v > 0], batch, seq),
+        from_samples("ttft", "s", timed.prefill, batch, seq),
+    ]
+    if timed.decode:
+        found.append(from_samples("itl", "s", timed.decode, batch, seq))
+    return found

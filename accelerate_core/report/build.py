@@ -114,6 +114,7 @@ def _row(pair: Pair, data: RunData, modality: Mapping[str, str]) -> ModelRow:
         row.batch_size, row.seq_len = first.batch_size, first.seq_len
         row.p50_s, row.p90_s = first.p50_s, first.p90_s
         row.throughput, row.throughput_unit = first.throughput, first.throughput_unit
+        row.ttft_s, row.itl_s = first.ttft_s, first.itl_s
     return row
 
 

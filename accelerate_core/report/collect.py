@@ -79,10 +79,10 @@ def collect_run(store: ResultsStore, run_id: str) -> RunData:
     data = RunData(run=store.get_run(run_id))
     for row in store.query(f"SELECT {_JOB_COLUMNS} FROM jobs WHERE run_id = ? ORDER BY kind DESC", [run_id]):
         data.jobs[(row[0], row[1])] = JobFact(*row[2:])
-    for model, hw, batch, seq, p50, p90, n, thr, unit, mem, load in store.query(_SHAPES_SQL, [run_id]):
+    for model, hw, batch, seq, p50, p90, n, thr, unit, mem, load, ttft, itl in store.query(_SHAPES_SQL, [run_id]):
         pair = (model, hw)
         if p50 is not None or p90 is not None:
-            data.shapes.setdefault(pair, []).append(ShapeStats(batch, seq, p50, p90, n or 0, thr, unit))
+            data.shapes.setdefault(pair, []).append(ShapeStats(batch, seq, p50, p90, n or 0, thr, unit, ttft, itl))
         if mem is not None:
             data.peak_memory[pair] = max(mem, data.peak_memory.get(pair, mem))
         if load is not None:
@@ -100,7 +100,9 @@ SELECT j.model_type, j.hardware, m.batch_size, m.seq_len,
     coalesce(max(m.p50) FILTER (m.metric = 'throughput'), max(m.p50) FILTER (m.metric = 'tokens_per_s')),
     coalesce(max(m.unit) FILTER (m.metric = 'throughput'), max(m.unit) FILTER (m.metric = 'tokens_per_s')),
     max(m.p50) FILTER (m.metric = 'peak_memory'),
-    max(m.p50) FILTER (m.metric = 'load_time')
+    max(m.p50) FILTER (m.metric = 'load_time'),
+    max(m.p50) FILTER (m.metric = 'ttft'),
+    max(m.p50) FILTER (m.metric = 'itl')
 FROM measurements m JOIN jobs j USING (job_key)
 WHERE m.run_id = ?
 GROUP BY ALL

@@ -44,7 +44,8 @@ class ImportTiming:
 
 @dataclass(slots=True)
 class ShapeStats:
-    """Latency and throughput of one model on one hardware kind at one shape."""
+    """Latency and throughput of one model on one hardware kind at one shape; a generative model's (or endpoint's)
+    p50 time to first token (``ttft_s``, the prefill) and per-token decode latency (``itl_s``)."""
 
     batch_size: int
     seq_len: int
@@ -53,6 +54,8 @@ class ShapeStats:
     n: int = 0
     throughput: float | None = None
     throughput_unit: str | None = None
+    ttft_s: float | None = None
+    itl_s: float | None = None
 
 
 @dataclass(slots=True)
@@ -79,6 +82,8 @@ class ModelRow:
     source: str | None = None
     dtype: str = "float32"
     attn: str | None = None
+    ttft_s: float | None = None
+    itl_s: float | None = None
 
 
 @dataclass(slots=True)

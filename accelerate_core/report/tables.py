@@ -158,13 +158,15 @@ def models(report: Report) -> Table:
             fmt_s(r.p50_s),
             fmt_s(r.p90_s),
             fmt_num(r.throughput, r.throughput_unit),
+            fmt_s(r.ttft_s),
+            fmt_s(r.itl_s),
             fmt_num(r.peak_memory_mib, "MiB"),
             fmt_s(r.load_time_s),
         )
         for r in report.rows
     ]
     headers = ("model", "modality", "source", "dtype", "attention", "hardware", "status", "shape", "p50", "p90",
-               "throughput", "peak memory", "load")  # fmt: skip
+               "throughput", "ttft", "decode/token", "peak memory", "load")  # fmt: skip
     return Table(headers, rows)
 
 

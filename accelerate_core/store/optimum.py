@@ -7,7 +7,9 @@ Each report has optimum-benchmark's keys (``forward.latency`` with ``unit``, ``v
 Our store keeps p50/p90/p99: p95 is computed from the raw samples with the same percentile rule
 (:func:`accelerate_core.bench.stats.percentile`), ``None`` when no samples were stored. ``stdev`` is ours (the
 sample standard deviation). Throughput follows optimum-benchmark: the batch over the mean latency, or for a
-generative model its tokens/s.
+generative model its tokens/s. A generative model's shape also has optimum-benchmark's generation split:
+``prefill`` (time to first token, throughput prompt tokens/s), ``per_token`` (each decoded token's latency) and
+``decode`` (throughput tokens/s from the per-token mean).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from __future__ import annotations
 import json
 import math
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -33,7 +36,7 @@ _ROWS = """SELECT m.job_key, j.model_type, j.hardware,
                   concat_ws('-', coalesce(j.spec->>'$.dtype', 'float32'), j.spec->>'$.attn'),
                   m.batch_size, m.seq_len, m.metric, m.unit, m.samples, m.n, m.p50, m.p90, m.p99, m.mean, m.stdev
            FROM measurements m JOIN jobs j USING (job_key)
-           WHERE m.run_id = $run AND m.metric IN ('latency', 'tokens_per_s', 'peak_memory', 'load_time')
+           WHERE m.run_id = $run AND m.metric IN ('latency', 'tokens_per_s', 'peak_memory', 'load_time', 'ttft', 'itl')
            ORDER BY j.model_type, j.hardware, m.batch_size, m.seq_len, m.metric"""
 
 
@@ -71,7 +74,10 @@ def optimum_reports(conn: DuckDBPyConnection, run_id: str) -> dict[str, dict[str
         if path not in reports:
             reports[path] = {"forward": {"memory": None, "latency": None, "throughput": None}}
             shapes.setdefault(job_key, []).append(path)
-        _add(reports[path]["forward"], metric, batch, stats)
+        if metric in _GENERATION:
+            reports[path].update(_GENERATION[metric](batch, seq, stats))
+        else:
+            _add(reports[path]["forward"], metric, batch, stats)
     for job_key, load in loads.items():
         for path in shapes.get(job_key, []):
             reports[path]["load"] = load
@@ -109,6 +115,26 @@ def _add(forward: dict[str, Any], metric: str, batch: int, stats: dict[str, Any]
     elif metric == "peak_memory":
         megabytes = stats["p50"] * _MIB_TO_MB if stats["unit"] == "MiB" else stats["p50"]
         forward["memory"] = {"unit": "MB", "max_allocated": megabytes}
+
+
+def _prefill(batch: int, seq: int, stats: dict[str, Any]) -> dict[str, Any]:
+    """optimum-benchmark's ``prefill``: the time to first token; its throughput is prompt tokens over it."""
+    value = batch * seq / stats["mean"] if stats["mean"] else None
+    return {"prefill": {"memory": None, "latency": _latency(stats), "throughput": {"unit": "tokens/s", "value": value}}}
+
+
+def _decode(batch: int, seq: int, stats: dict[str, Any]) -> dict[str, Any]:
+    """optimum-benchmark's ``per_token`` latency (one sample per decoded token) and ``decode`` throughput (tokens/s
+    over the per-token mean; the whole decode's latency is not stored)."""
+    value = batch / stats["mean"] if stats["mean"] else None
+    return {
+        "per_token": {"memory": None, "latency": _latency(stats), "throughput": None},
+        "decode": {"memory": None, "latency": None, "throughput": {"unit": "tokens/s", "value": value}},
+    }
+
+
+_GENERATION: dict[str, Callable[[int, int, dict[str, Any]], dict[str, Any]]] = {"ttft": _prefill, "itl": _decode}
+"""The generation split of a generative model's shape: our metric -> its optimum-benchmark sections."""
 
 
 def _latency(stats: dict[str, Any]) -> dict[str, Any]:

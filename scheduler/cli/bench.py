@@ -160,6 +160,8 @@ _COLUMNS = (
     "stdev ms",
     "samples/s",
     "tokens/s",
+    "ttft ms",
+    "decode ms/token",
     "peak MiB",
 )
 
@@ -201,7 +203,8 @@ def print_table(report: BenchReport) -> None:
         table.add_row(
             str(batch), str(seq), str(lat.n if lat else "-"),
             *(_fmt_ms(getattr(lat, k) if lat else None) for k in ("p50", "p90", "p99", "mean", "stdev")),
-            *(_fmt(_p50(metrics, k)) for k in ("throughput", "tokens_per_s", "peak_memory")),
+            *(_fmt(_p50(metrics, k)) for k in ("throughput", "tokens_per_s")),
+            *(_fmt_ms(_p50(metrics, k)) for k in ("ttft", "itl")), _fmt(_p50(metrics, "peak_memory")),
         )  # fmt: skip
     # Piped output has no terminal width (rich assumes 80): give the table room rather than truncate it.
     console = out if out.is_terminal else Console(highlight=False, emoji=False, width=max(out.width, 140))

@@ -56,3 +56,16 @@ def test_optimum_export_of_a_local_run(tmp_path: Path) -> None:
         }  # fmt: skip
         assert report["forward"]["throughput"] == expected
         assert report["forward"]["memory"]["unit"] == "MB" and report["forward"]["memory"]["max_allocated"] > 0
+        # And a generative model's shape has optimum-benchmark's generation split, an encoder's none
+        if model in tokens:
+            prefill, per_token = report["prefill"]["latency"], report["per_token"]["latency"]
+            assert prefill["count"] >= 1 and prefill["mean"] > 0 and report["prefill"]["throughput"]["value"] > 0
+            assert per_token["count"] >= prefill["count"] and min(per_token["values"]) > 0
+            assert report["decode"]["throughput"] == {"unit": "tokens/s", "value": batch / per_token["mean"]}
+        else:
+            assert not {"prefill", "decode", "per_token"} & set(report)
+    # And the run's report shows the time to first token and the per-token decode latency of gpt2 only
+    report_rows = json.loads((tmp_path / "reports" / run_id / "report.json").read_text())["rows"]
+    split = {r["model_type"]: (r["ttft_s"], r["itl_s"]) for r in report_rows}
+    assert split["bert"] == (None, None)
+    assert split["gpt2"][0] > 0 and split["gpt2"][1] > 0
