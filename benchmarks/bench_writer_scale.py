@@ -107,8 +107,10 @@ class Bench:
     def backlog(self) -> tuple[int, float | None]:
         return liveness.results_backlog(self.client, self.settings.results_queue)
 
-    def used_memory(self) -> int:
-        return int(self.client.info("memory")["used_memory"])
+    def queued_bytes(self) -> int:
+        """Redis's memory for the ``results`` and ``hw.cpu`` lists (``MEMORY USAGE``, every element counted)."""
+        queues = (self.settings.results_queue, self.settings.queue_for("cpu"))
+        return sum(int(self.client.memory_usage(q, samples=0) or 0) for q in queues)
 
     def heartbeat(self) -> dict[str, Any]:
         beat = liveness.read_writer(self.client)
@@ -157,12 +159,12 @@ def synthetic_run(name: str, n: int) -> SyntheticRun:
 
 def record(bench: Bench, run: SyntheticRun) -> int:
     """Record ``run`` as ``accel run`` does (its jobs land on ``hw.cpu``, which nobody serves: dropped);
-    return the bytes of Redis memory its queued jobs took."""
+    return the bytes of Redis memory its queued messages took (the run's and its jobs')."""
     from scheduler.remote import dispatch
 
-    before = bench.used_memory()
+    before = bench.queued_bytes()
     dispatch(bench.settings, plan_of(run))
-    taken = bench.used_memory() - before
+    taken = bench.queued_bytes() - before
     bench.client.delete(bench.settings.queue_for("cpu"))
     return taken
 
@@ -346,10 +348,10 @@ def drain_leg(bench: Bench, n: int, procs: int) -> dict[str, Any]:
     queued result and job."""
     run = synthetic_run("drain", n)
     job_bytes = record(bench, run)
-    before = bench.used_memory()
+    before = bench.queued_bytes()
     got = run_producers(bench, shares(results_of(run), procs, procs, None))
     got["stop"].set()
-    queued = bench.used_memory() - before
+    queued = bench.queued_bytes() - before
     newest = bench.client.lindex(bench.settings.results_queue, 0)
     sending_s = got["sent"][-1] - got["t0"]
     stop = threading.Event()
