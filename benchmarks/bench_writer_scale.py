@@ -16,8 +16,8 @@ Legs, in one run (the machine's load is reported with them; compare legs of one 
   capacity (results committed/s), and Redis's memory per queued result and per queued job.
 - **paced**: for each N of ``--workers``, N simulated workers each finishing one job every ``--interval``
   seconds (random phases) for ``--duration`` seconds; the backlog (``results`` queue + the writer's claimed
-  batch) and the age of the oldest waiting result are sampled with the heartbeat's own reader
-  (:func:`accelerate_core.liveness.results_backlog`). A leg is *bounded* when the backlog's slope over the
+  batch, as the writer's heartbeat counts it) is sampled, and the age of the oldest waiting result follows
+  from it and the send times (first in, first out). A leg is *bounded* when the backlog's slope over the
   second half of the sending window is under 5 % of the rate sent; ``largest_bounded_workers`` counts only
   legs whose producers kept to their schedule (>= 90 % of the offered rate), else it measured the producers.
 - **saturate**: ``--saturate`` results sent as fast as the producers can while the writer runs (contended).
@@ -61,7 +61,7 @@ import redis as redis_lib  # noqa: E402
 
 from accelerate_core import liveness  # noqa: E402
 from accelerate_core.config import Settings  # noqa: E402
-from accelerate_core.constants import STATUS_KEY_PREFIX, WRITER_LOCK_KEY  # noqa: E402
+from accelerate_core.constants import STATUS_KEY_PREFIX, WRITER_LOCK_KEY, WRITER_PROCESSING_KEY  # noqa: E402
 from accelerate_core.contracts import JobResult, RunPlan  # noqa: E402
 from accelerate_core.store.synthetic import SyntheticRun  # noqa: E402
 from tests.support import processes  # noqa: E402
@@ -104,8 +104,18 @@ class Bench:
             processes.stop(self.writer, timeout_s=60)
             self.writer = None
 
-    def backlog(self) -> tuple[int, float | None]:
-        return liveness.results_backlog(self.client, self.settings.results_queue)
+    def backlog(self) -> int:
+        """Messages waiting for the writer: the ``results`` queue and the batch it claimed (as its heartbeat's).
+
+        Counted only: the heartbeat's reader (:func:`accelerate_core.liveness.results_backlog`) also decodes the
+        oldest message for its age, a whole run's message while one waits (about 6 KB per job), which would
+        take this process's share of the cores from the writer; the age comes from the send times instead.
+        """
+        pipe = self.client.pipeline(transaction=False)
+        pipe.llen(self.settings.results_queue)
+        pipe.llen(WRITER_PROCESSING_KEY)
+        waiting, claimed = pipe.execute()
+        return int(waiting) + int(claimed)
 
     def queued_bytes(self) -> int:
         """Redis's memory for the ``results`` and ``hw.cpu`` lists (``MEMORY USAGE``, every element counted)."""
@@ -275,12 +285,11 @@ class Sampler(threading.Thread):
     def __init__(self, bench: Bench, t0: float, stop: threading.Event) -> None:
         super().__init__(daemon=True)
         self.bench, self.t0, self.stop = bench, t0, stop
-        self.samples: list[tuple[float, int, float | None]] = []
+        self.samples: list[tuple[float, int]] = []
 
     def run(self) -> None:
         while not self.stop.is_set():
-            backlog, age = self.bench.backlog()
-            self.samples.append((time.time() - self.t0, backlog, age))
+            self.samples.append((time.time() - self.t0, self.bench.backlog()))
             self.stop.wait(SAMPLE_EVERY_S)
 
 
@@ -308,8 +317,8 @@ def paced_leg(bench: Bench, workers: int, interval_s: float, duration_s: float, 
     got["stop"].set()
     sent = [t - got["t0"] for t in got["sent"]]
     samples, end = got["sampler"].samples, sent[-1]
-    during = [(t, b, a) for t, b, a in samples if t <= end]
-    half = [(t, float(b)) for t, b, _ in during if t >= end / 2]
+    during = [(t, b) for t, b in samples if t <= end]
+    half = [(t, float(b)) for t, b in during if t >= end / 2]
     growth, rate = slope(half), len(sent) / end
     offered = workers / interval_s
     return {
@@ -322,8 +331,8 @@ def paced_leg(bench: Bench, workers: int, interval_s: float, duration_s: float, 
         "producers_kept_up": rate >= 0.9 * offered,
         "committed_per_s": round(committed_rate(sent, half), 1),
         "backlog_slope_per_s": round(growth, 1),
-        "backlog_max": max((b for _, b, _ in during), default=0),
-        "oldest_age_max_s": round(max((a or 0.0 for _, _, a in during), default=0.0), 2),
+        "backlog_max": max((b for _, b in during), default=0),
+        "oldest_age_max_s": round(max((oldest_age(sent, t, b) for t, b in during), default=0.0), 2),
         "drain_after_send_s": round(first_empty(samples, end) - end, 2),  # the run's report included
         "bounded": growth < BOUNDED_SLOPE * rate,
         "run_id": run.run_id,
@@ -338,9 +347,16 @@ def committed_rate(sent: Sequence[float], window: Sequence[tuple[float, float]])
     return ((bisect.bisect_right(sent, t2) - b2) - (bisect.bisect_right(sent, t1) - b1)) / (t2 - t1)
 
 
-def first_empty(samples: Sequence[tuple[float, int, float | None]], after: float) -> float:
+def oldest_age(sent: Sequence[float], t: float, backlog: int) -> float:
+    """How long the oldest result waiting at ``t`` had been sent (the queue is first in, first out)."""
+    n = bisect.bisect_right(sent, t)
+    waiting = min(backlog, n)
+    return t - sent[n - waiting] if waiting else 0.0
+
+
+def first_empty(samples: Sequence[tuple[float, int]], after: float) -> float:
     """When the backlog was first empty after ``after`` seconds (the last sample's time if never)."""
-    return next((t for t, b, _ in samples if b == 0 and t >= after), samples[-1][0] if samples else after)
+    return next((t for t, b in samples if b == 0 and t >= after), samples[-1][0] if samples else after)
 
 
 def drain_leg(bench: Bench, n: int, procs: int) -> dict[str, Any]:
@@ -361,8 +377,7 @@ def drain_leg(bench: Bench, n: int, procs: int) -> dict[str, Any]:
     counts = wait_committed(bench, run.plan(), READY_S + n / 10)
     stop.set()
     sampler.join()
-    rate, seconds = drain_rate(sampler.samples)
-    lower_bound = seconds <= SAMPLE_EVERY_S
+    rate, seconds, lower_bound = drain_rate(sampler.samples)
     return {
         "results": n,
         "committed": counts.get("done", 0),
@@ -377,14 +392,20 @@ def drain_leg(bench: Bench, n: int, procs: int) -> dict[str, Any]:
     }
 
 
-def drain_rate(samples: Sequence[tuple[float, int, float | None]]) -> tuple[float, float]:
-    """Results/s from the first sample below the full backlog to the first empty one (and those seconds)."""
-    full = max(b for _, b, _ in samples)
-    first = next(((t, b) for t, b, _ in samples if 0 < b < full), None)
-    empty = next((t for t, b, _ in samples if b == 0 and first is not None and t > first[0]), None)
-    if first is None or empty is None:  # drained within one sample: a lower bound
-        return full / SAMPLE_EVERY_S, SAMPLE_EVERY_S
-    return first[1] / max(empty - first[0], 1e-3), empty - first[0]
+def drain_rate(samples: Sequence[tuple[float, int]]) -> tuple[float, float, bool]:
+    """Results/s from the first sample below the full backlog to the first empty one, those seconds, and
+    whether the rate is a lower bound.
+
+    Drained between two samples (none in between): the full backlog over the time from the last full sample to
+    the first empty one, a lower bound.
+    """
+    full = max(b for _, b in samples)
+    first = next(((t, b) for t, b in samples if 0 < b < full), None)
+    bound = first is None
+    if first is None:
+        first = (max(t for t, b in samples if b == full), full)
+    empty = first_empty(samples, first[0])
+    return first[1] / max(empty - first[0], 1e-3), empty - first[0], bound
 
 
 def saturate_leg(bench: Bench, n: int, procs: int) -> dict[str, Any]:
@@ -401,7 +422,7 @@ def saturate_leg(bench: Bench, n: int, procs: int) -> dict[str, Any]:
         "committed": counts.get("done", 0),
         "producer_send_per_s": round(n / (got["sent"][-1] - got["t0"]), 1),
         "writer_results_per_s": round(n / total_s, 1),
-        "backlog_max": max((b for _, b, _ in got["sampler"].samples), default=0),
+        "backlog_max": max((b for _, b in got["sampler"].samples), default=0),
         "run_id": run.run_id,
     }
 
