@@ -31,6 +31,8 @@ TOML layout (every key optional)::
     serve_token = "secret"
     results_url = "http://writer-host:8765"   # the results API the CLI reads (default: the writer's advertised one)
     endpoints = ["local=http://127.0.0.1:8000@gpt2"]   # accel run --endpoint; tokens: ACCEL_ENDPOINT_TOKEN_<NAME>
+    models = ["bert", "./my-checkpoint", "org/name"]  # default of --models: types, checkpoint dirs, cached hub ids
+                                      # (or one string: "all", "bert,gpt2", "@models.txt"); ACCEL_MODELS="bert,gpt2"
 
     [time_limits.test]
     soft_s = 120
@@ -361,6 +363,8 @@ class Settings:
     results_url: str | None = None
     bench: BenchConfig = field(default_factory=BenchConfig)
     endpoints: tuple[str, ...] = ()
+    models: str | None = None
+    """The default selection of ``--models`` (``accelerate_core.selection``); None: ``all``."""
     sources: Mapping[str, Source] = field(default_factory=dict, compare=False)
 
     def __post_init__(self) -> None:
@@ -636,6 +640,17 @@ def _as_strings(value: object, from_env: bool) -> tuple[str, ...]:
     return tuple(value)
 
 
+def _as_models(value: object, from_env: bool) -> str:
+    """A selection: one string (``all``, ``a,b``, ``@file``) or an array of names (types, directories, hub ids)."""
+    if isinstance(value, str):
+        return value
+    if not isinstance(value, list) or any(not isinstance(v, str) or not v.strip() or "," in v for v in value):
+        raise ValueError(f'is {_type_name(value)}, not an array of model names: write e.g. ["bert", "org/name"]')
+    if not value:
+        raise ValueError('names no model: write e.g. ["bert", "org/name"], or "all"')
+    return ",".join(value)
+
+
 Parser = Callable[[object, bool], Any]
 _PARSERS: Final[dict[str, Parser]] = {
     "broker_url": _as_optional_str,
@@ -661,6 +676,7 @@ _PARSERS: Final[dict[str, Parser]] = {
     "serve_token": _as_optional_str,
     "results_url": _as_optional_str,
     "endpoints": _as_strings,
+    "models": _as_models,
 }
 """The top-level settings a TOML file or an ``ACCEL_<NAME>`` variable may set, with their parsers."""
 

@@ -33,11 +33,11 @@ def main(argv: list[str] | None = None) -> int:
 
     from accelerate_core.catalog.check import count_outcomes, run_check
     from accelerate_core.catalog.index import load_index
-    from accelerate_core.selection import parse_models, select_entries
+    from accelerate_core.selection import select_models
 
-    types = [e.model_type for e in select_entries(load_index(), parse_models(args.models))]
+    targets = select_models(load_index(), args.models)
     start = time.perf_counter()
-    rows = run_check(types, jobs=args.jobs, timeout_s=args.timeout)
+    rows = run_check(targets, jobs=args.jobs, timeout_s=args.timeout)
     wall = time.perf_counter() - start
     summary = count_outcomes(rows)
     times = [float(r["wall_s"]) for r in rows if "wall_s" in r]

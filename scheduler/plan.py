@@ -29,7 +29,6 @@ from typing import TYPE_CHECKING, Any, Final, Protocol
 
 from accelerate_core.config import BenchConfig
 from accelerate_core.constants import (
-    ERR_NOT_IN_CACHE,
     ERR_UNSUPPORTED,
     HARDWARE_KINDS,
     JOB_KIND_DRY,
@@ -42,7 +41,6 @@ from accelerate_core.contracts import (
     EndpointJob,
     JobLimits,
     JobSpec,
-    ModelSource,
     RunParams,
     RunPlan,
     SkipReason,
@@ -53,8 +51,7 @@ from accelerate_core.contracts import (
     job_key,
 )
 from accelerate_core.errors import ConfigError, ContractError, HardwareUnavailableError
-from accelerate_core.selection import parse_models, select_entries  # re-exported: one --models parser
-from accelerate_core.sources import fetch_command, resolve_sources, type_source
+from accelerate_core.selection import MODELS_FLAG, Target, select_models
 
 if TYPE_CHECKING:
     from accelerate_core.backends import Inventory
@@ -110,6 +107,8 @@ class PlanOptions:
 
     phase: str
     models: str = "all"
+    models_where: str = MODELS_FLAG
+    """How errors name the selection: ``--models``, or the TOML ``models`` key it came from."""
     modality: str | None = None
     hardware: tuple[str, ...] = ("cpu",)
     kind: str = JOB_KIND_TEST
@@ -195,7 +194,7 @@ def plan_run(
     """
     created = time.time() if now is None else now
     run_id = new_run_id(options.phase, created, token)
-    targets = plan_targets(index, parse_models(options.models, base_dir=base_dir), options.modality)
+    targets = select_models(index, options.models, options.modality, where=options.models_where, base_dir=base_dir)
     if options.kind == JOB_KIND_TEST and template_for is None:
         raise ConfigError("planning test jobs needs the templates store: run `accel templates sync` first")
     jobs: list[JobSpec] = []
@@ -225,14 +224,6 @@ def plan_run(
         jobs=ordered,
         code_version=code_version,
     )
-
-
-@dataclass(frozen=True, slots=True)
-class Target:
-    """One selected model: its source and its catalog entry (None for a hub id not in the cache)."""
-
-    source: ModelSource
-    entry: CatalogEntry | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -267,7 +258,7 @@ class Axes:
         return replace(base, batch_sizes=batches or base.batch_sizes, seq_lens=seqs or base.seq_lens)
 
 
-def _axes(options: PlanOptions, base: BenchConfig, target: Target) -> list[Axes]:
+def _axes(options: PlanOptions, base: BenchConfig, target: Target[CatalogEntry]) -> list[Axes]:
     """Every combination of the axes asked for, for one model; a shape equal to the settings' only one is no axis
     (``--batch 1`` plans the rows a plain run plans)."""
     size = options.size if target.source.kind == SOURCE_TYPE else SIZE_TINY
@@ -277,51 +268,22 @@ def _axes(options: PlanOptions, base: BenchConfig, target: Target) -> list[Axes]
     return [Axes(dtype, size, attn, batch, seq) for dtype, attn, batch, seq in combos]
 
 
-def plan_targets(index: Sequence[CatalogEntry], names: Sequence[str] | None, modality: str | None) -> list[Target]:
-    """The selected models: every catalog type for ``all`` (None), else each name resolved to its source.
-
-    Raises:
-        UnknownModelError: a name is no model type, checkpoint directory or hub id.
-        ConfigError: the modality is unknown, or the selection is empty.
-    """
-    if names is None:
-        return [Target(type_source(e.model_type), e) for e in select_entries(index, None, modality)]
-    by_type = {e.model_type: e for e in index}
-    targets = []
-    for source in resolve_sources(names, by_type):
-        entry = by_type.get(source.model_type)
-        if modality is None or entry is None or entry.modality == modality:
-            targets.append(Target(source, entry))
-    if modality is not None:
-        select_entries(index, None, modality)  # an unknown modality is one line
-    if not targets:
-        raise ConfigError("the model selection is empty: widen --models or --modality")
-    return targets
-
-
 def _skip_reason(
-    target: Target, hardware: str, template_for: TemplateLookup | None
+    target: Target[CatalogEntry], hardware: str, template_for: TemplateLookup | None
 ) -> tuple[SkipReason | None, TemplateRef | None]:
     """Why a test job of ``target`` is not run (None: it is), and the template it renders."""
-    source, entry = target.source, target.entry
-    if not source.available:
-        why = f"{source.ref} is not in the local Hugging Face cache: fetch it with `{fetch_command(source.ref)}`"
-        return SkipReason(ERR_NOT_IN_CACHE, why), None
-    if entry is None:
-        return SkipReason(
-            ERR_UNSUPPORTED, f"{source.ref}: model type {source.model_type!r} is not in this transformers"
-        ), None
-    if not entry.runnable and source.kind == SOURCE_TYPE:
-        return SkipReason(entry.reason_class or ERR_UNSUPPORTED, entry.reason), None
-    template = template_for(entry, hardware) if template_for is not None else None
+    skip = target.skip()
+    if skip is not None or target.entry is None:
+        return skip, None
+    template = template_for(target.entry, hardware) if template_for is not None else None
     if template_for is not None and template is None:
-        return SkipReason(ERR_UNSUPPORTED, f"no template covers {entry.model_type}"), None
+        return SkipReason(ERR_UNSUPPORTED, f"no template covers {target.entry.model_type}"), None
     return None, template
 
 
 def _plan_job(
     run_id: str,
-    target: Target,
+    target: Target[CatalogEntry],
     axes: Axes,
     hardware: str,
     kind: str,

@@ -4,6 +4,10 @@
 pass, :func:`~accelerate_core.catalog.outputs.check_outputs`, and a short fixed-length ``generate``
 where :func:`~accelerate_core.catalog.api.generate_supported` says so. :func:`sweep` runs it for many
 types, isolated; :func:`count_outcomes` counts outcomes per modality and per failure class.
+
+A selected model may also be a checkpoint directory or a cached hub id (``accelerate_core.selection``): its
+row is named by its label, says its ``source``, and checks the checkpoint's own weights and config; a hub id
+not in the cache is a ``skipped`` row (``not-in-cache``, with the command that fetches it).
 """
 
 from __future__ import annotations
@@ -13,9 +17,14 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from accelerate_core.constants import ERR_BUILD, ERR_FORWARD, ERR_MISSING_DEPENDENCY, ERR_TEST_FAILED
+from accelerate_core.constants import ERR_BUILD, ERR_FORWARD, ERR_MISSING_DEPENDENCY, ERR_TEST_FAILED, SOURCE_TYPE
+
+if TYPE_CHECKING:
+    from accelerate_core.catalog.api import BuiltModel
+    from accelerate_core.contracts import ModelSource
+    from accelerate_core.selection import Target
 
 GENERATE_TOKENS = 4
 OPTIONAL_DEPS = ("scipy", "PIL")
@@ -77,11 +86,24 @@ def _generate(model: Any, inputs: dict[str, Any]) -> dict[str, Any]:
         return {"supported": True, "ok": False, "error": f"{type(e).__name__}: {e}"[:500]}
 
 
-def check_one(model_type: str) -> dict[str, Any]:
-    """Build, run and check one type; a JSON-able outcome (never raises for a model's failure)."""
+def _build(model_type: str, checkpoint: str | None) -> BuiltModel:
+    """The tiny model of ``model_type``, or the checkpoint's (its weights and config), with catalog inputs."""
+    from accelerate_core.catalog import api
+
+    if checkpoint is None:
+        return api.build(model_type)
+    from accelerate_core.catalog.describe import describe
+    from accelerate_core.dispatch import build_model
+
+    model = build_model(model_type, checkpoint=checkpoint)
+    return api.BuiltModel(model, api.make_inputs(model_type, model), describe(model_type), model.config.to_dict())
+
+
+def check_one(model_type: str, checkpoint: str | None = None) -> dict[str, Any]:
+    """Build, run and check one type (or a checkpoint of it); a JSON-able outcome (never raises for a model's
+    failure)."""
     import torch
 
-    from accelerate_core.catalog import api
     from accelerate_core.catalog.components import watch
     from accelerate_core.catalog.outputs import check_outputs
     from accelerate_core.catalog.overrides import override_for
@@ -89,7 +111,7 @@ def check_one(model_type: str) -> dict[str, Any]:
     loaded_before = {m for m in OPTIONAL_DEPS if m in sys.modules}
     t0 = time.perf_counter()
     try:
-        built = api.build(model_type)
+        built = _build(model_type, checkpoint)
     except Exception as e:
         return _error("build", e)
     t1 = time.perf_counter()
@@ -119,24 +141,43 @@ def check_one(model_type: str) -> dict[str, Any]:
 
 
 def check_job(payload: dict[str, Any]) -> dict[str, Any]:
-    """Fork-server entry: ``check_one(payload["model_type"])``."""
-    return check_one(str(payload["model_type"]))
+    """Fork-server entry: ``check_one(payload["model_type"], payload.get("checkpoint"))``."""
+    checkpoint = payload.get("checkpoint")
+    return check_one(str(payload["model_type"]), None if checkpoint is None else str(checkpoint))
 
 
-def _static(model_type: str) -> dict[str, Any]:
+def _static(target: Target[Any]) -> dict[str, Any]:
+    """A model's catalog facts, named by its label; a checkpoint's row also names its source."""
     from accelerate_core.catalog.describe import describe
+    from accelerate_core.sources import describe_source
 
-    info = describe(model_type)
+    source, skip = target.source, target.skip()
+    row: dict[str, Any] = {"model_type": source.label}
+    if source.kind != SOURCE_TYPE:
+        row["source"] = describe_source(source)
+    if target.entry is None:
+        assert skip is not None  # a target without a catalog entry cannot be built here
+        unknown: dict[str, Any] = {"modality": "unknown", "family": "", "model_class": None, "runnable": False}
+        return {
+            **row,
+            **unknown,
+            "reason_class": skip.reason_class,
+            "reason": skip.reason,
+            "needs": [],
+            "tested_through": None,
+        }
+    info = describe(target.entry.model_type)
+    runnable = skip is None
     return {
-        "model_type": model_type,
+        **row,
         "modality": info.modality,
         "family": info.family,
         "model_class": info.model_class,
-        "runnable": info.runnable,
-        "reason_class": info.reason_class,
-        "reason": info.reason,
+        "runnable": runnable,
+        "reason_class": info.reason_class if source.kind == SOURCE_TYPE or not runnable else None,
+        "reason": info.reason if source.kind == SOURCE_TYPE or not runnable else None,
         "needs": list(info.needs),
-        "tested_through": info.tested_through,
+        "tested_through": info.tested_through if source.kind == SOURCE_TYPE else None,
     }
 
 
@@ -156,16 +197,16 @@ def outcome(static: dict[str, Any], result: dict[str, Any] | None) -> dict[str, 
 
 
 def sweep(
-    types: Sequence[str], run: Callable[[Sequence[str]], Iterator[tuple[str, dict[str, Any]]]]
+    targets: Sequence[Target[Any]], run: Callable[[Sequence[ModelSource]], Iterator[tuple[str, dict[str, Any]]]]
 ) -> Iterator[dict[str, Any]]:
-    """Yield one outcome per type: skipped ones from the catalog, the rest through ``run`` (isolated)."""
-    statics = {t: _static(t) for t in types}
-    for t in types:
-        if not statics[t]["runnable"]:
-            yield outcome(statics[t], None)
-    runnable = [t for t in types if statics[t]["runnable"]]
-    for model_type, result in run(runnable):
-        yield outcome(statics[model_type], result)
+    """Yield one outcome per model: skipped ones from the catalog, the rest through ``run`` (isolated)."""
+    statics = {t.source.label: _static(t) for t in targets}
+    for t in targets:
+        if not statics[t.source.label]["runnable"]:
+            yield outcome(statics[t.source.label], None)
+    runnable = [t.source for t in targets if statics[t.source.label]["runnable"]]
+    for label, result in run(runnable):
+        yield outcome(statics[label], result)
 
 
 def count_outcomes(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
@@ -195,17 +236,17 @@ def count_outcomes(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
 
 
 def run_check(
-    types: Sequence[str],
+    targets: Sequence[Target[Any]],
     *,
     jobs: int = 2,
     timeout_s: float = 60.0,
     mem_cap_mb: float = 6144.0,
     on_row: Callable[[dict[str, Any]], None] | None = None,
 ) -> list[dict[str, Any]]:
-    """Check ``types``, each in its own child of the fork server, ``jobs`` at a time; one row per type, sorted.
+    """Check ``targets``, each in its own child of the fork server, ``jobs`` at a time; one row per model, sorted.
 
     Args:
-        types: Model types to check.
+        targets: The models to check (``accelerate_core.selection.select_models``).
         jobs: Children at once.
         timeout_s: Hard wall-clock limit per type.
         mem_cap_mb: Resident memory cap per type.
@@ -221,7 +262,7 @@ def run_check(
     warnings.filterwarnings("ignore")
     run = fork_server(jobs=max(1, jobs), timeout_s=timeout_s, mem_cap_mb=mem_cap_mb)
     rows = []
-    for row in sweep(types, run):
+    for row in sweep(targets, run):
         rows.append(row)
         if on_row is not None:
             on_row(row)

@@ -8,7 +8,10 @@ The runner yields ``(model_type, result dict)`` pairs in completion order, where
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from accelerate_core.contracts import ModelSource
 
 ENTRY = "accelerate_core.catalog.check:check_job"
 PRELOAD = (
@@ -20,7 +23,8 @@ PRELOAD = (
     "accelerate_core.catalog.multimodal",
 )
 
-Runner = Callable[[Sequence[str]], Iterator[tuple[str, dict[str, Any]]]]
+Runner = Callable[[Sequence["ModelSource"]], Iterator[tuple[str, dict[str, Any]]]]
+"""Runs each source (a model type, or a checkpoint: its ``path``) and yields ``(label, result)``."""
 
 
 def _from_outcome(outcome: Any) -> dict[str, Any]:
@@ -38,19 +42,20 @@ def _from_outcome(outcome: Any) -> dict[str, Any]:
 
 
 def fork_server(*, jobs: int, timeout_s: float, mem_cap_mb: float) -> Runner:
-    """A runner that sends each type to :class:`accelerate_core.runner.ForkServer`, ``jobs`` at a time."""
+    """A runner that sends each model to :class:`accelerate_core.runner.ForkServer`, ``jobs`` at a time."""
 
-    def run(types: Sequence[str]) -> Iterator[tuple[str, dict[str, Any]]]:
+    def run(sources: Sequence[ModelSource]) -> Iterator[tuple[str, dict[str, Any]]]:
         from accelerate_core.runner import ForkServer
 
         env = {"OMP_NUM_THREADS": "1"} if jobs > 1 else {}
-        pending = list(types)[::-1]
+        pending = list(sources)[::-1]
         in_flight = 0
         with ForkServer(ENTRY, preload=PRELOAD, max_children=jobs) as server:
             while pending or in_flight:
                 while pending and in_flight < jobs:
-                    t = pending.pop()
-                    server.submit(t, {"model_type": t}, env=env, time_limit_s=timeout_s, mem_cap_mb=int(mem_cap_mb))
+                    s = pending.pop()
+                    payload = {"model_type": s.model_type, "checkpoint": s.path}  # a type: None
+                    server.submit(s.label, payload, env=env, time_limit_s=timeout_s, mem_cap_mb=int(mem_cap_mb))
                     in_flight += 1
                 for outcome in server.poll(timeout=5.0):
                     in_flight -= 1

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -19,6 +19,15 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from accelerate_core.config import Settings
 from accelerate_core.errors import AccelerateError
+
+ModelsOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--models",
+        help="all, a,b or @file: model types, checkpoint dirs, cached hub ids (default: the config's models, else all)",
+    ),
+]
+"""The ``--models`` option of every command that selects models (``accelerate_core.selection``)."""
 
 EXIT_OK = 0
 EXIT_JOB_FAILED = 1

@@ -9,7 +9,7 @@ from typing import Annotated, Any
 
 import typer
 
-from scheduler.cli.common import emit_json, out, progress
+from scheduler.cli.common import ModelsOpt, emit_json, out, progress, state
 
 models_app = typer.Typer(
     help="The model catalog: every transformers architecture as a tiny model.", no_args_is_help=True
@@ -90,26 +90,29 @@ def _print_summary(summary: dict[str, Any]) -> None:
 
 @models_app.command("check")
 def check_models(
-    models: Annotated[str, typer.Option("--models", help="all | a,b | @file")] = "all",
+    ctx: typer.Context,
+    models: ModelsOpt = None,
     jobs: Annotated[int, typer.Option("--jobs", "-j", min=1, help="Types checked at once")] = 2,
     out_file: Annotated[Path | None, typer.Option("--out", help="Write per-type outcomes JSON here")] = None,
     timeout_s: Annotated[float, typer.Option("--timeout", min=1.0, help="Seconds per type before it is killed")] = 60.0,
     mem_cap_mb: Annotated[float, typer.Option("--mem-cap-mb", min=64.0, help="Resident memory cap per type")] = 6144.0,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON")] = False,
 ) -> None:
-    """Build and run every architecture (each isolated), then print counts per modality and failure class."""
+    """Build and run every architecture (each isolated; checkpoint dirs and cached hub ids with their own weights),
+    then print counts per modality and failure class."""
     from accelerate_core.catalog.check import count_outcomes, run_check
     from accelerate_core.catalog.index import load_index
-    from accelerate_core.selection import parse_models, select_entries
+    from accelerate_core.selection import models_spec, select_models
 
-    types = [e.model_type for e in select_entries(load_index(), parse_models(models))]
+    spec, where = models_spec(models, state(ctx).settings)
+    targets = select_models(load_index(), spec, where=where)
     start = time.perf_counter()
-    with progress(len(types), "models check") as bar:
+    with progress(len(targets), "models check") as bar:
 
         def advance(row: dict[str, Any]) -> None:
             bar.update(bar.task_ids[0], advance=1, detail=f"{row['model_type']}: {row['status']}")
 
-        rows = run_check(types, jobs=jobs, timeout_s=timeout_s, mem_cap_mb=mem_cap_mb, on_row=advance)
+        rows = run_check(targets, jobs=jobs, timeout_s=timeout_s, mem_cap_mb=mem_cap_mb, on_row=advance)
     summary = count_outcomes(rows)
     summary["wall_s"] = round(time.perf_counter() - start, 2)
     if out_file is not None:

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from accelerate_core.constants import RUN_COMPLETE, STATUS_DONE
-from scheduler.cli.common import EXIT_JOB_FAILED, EXIT_OK, emit_json, err, fail, is_tty, out, state
+from scheduler.cli.common import EXIT_JOB_FAILED, EXIT_OK, ModelsOpt, emit_json, err, fail, is_tty, out, state
 
 if TYPE_CHECKING:
     from accelerate_core.config import Settings
@@ -31,9 +31,7 @@ def register(app: typer.Typer) -> None:
 def run_command(
     ctx: typer.Context,
     phase: Annotated[str | None, typer.Option("--phase", help="phase line of the run, e.g. 2026-q4")] = None,
-    models: Annotated[
-        str, typer.Option("--models", help="all, a,b or @file: model types, checkpoint dirs, cached hub ids")
-    ] = "all",
+    models: ModelsOpt = None,
     modality: Annotated[str | None, typer.Option("--modality", help="only this modality (text, vision, ...)")] = None,
     hardware: Annotated[str, typer.Option("--hardware", help="auto (what this machine has) or e.g. cpu,cuda")] = "auto",
     jobs: Annotated[int | None, typer.Option("--jobs", "-j", min=1, help="jobs at once (default: cores)")] = None,
@@ -149,7 +147,7 @@ def parse_attns(raw: str | None) -> tuple[str, ...]:
 def _plan(
     settings: Settings,
     phase: str,
-    models: str,
+    models: str | None,
     modality: str | None,
     hardware: str,
     endpoints: tuple[EndpointJob, ...],
@@ -158,6 +156,7 @@ def _plan(
     axes: Mapping[str, Any] | None = None,
 ) -> RunPlan:
     from accelerate_core.backends import detect
+    from accelerate_core.selection import models_spec
     from scheduler.plan import PlanOptions, resolve_hardware
     from scheduler.planning_inputs import plan_with_stores
 
@@ -169,8 +168,10 @@ def _plan(
     else:
         available = ()
     kinds = resolve_hardware(hardware, available, local=local)
+    spec, where = models_spec(models, settings)
     options = PlanOptions(
-        phase=phase, models=models, modality=modality, hardware=kinds, endpoints=endpoints, **(axes or {})
+        phase=phase, models=spec, models_where=where, modality=modality, hardware=kinds, endpoints=endpoints,
+        **(axes or {}),
     )  # fmt: skip
     return plan_with_stores(settings, options, local=local, base_dir=Path.cwd(), code_version=_code_version())
 
@@ -192,7 +193,7 @@ def _live_hardware(settings: Settings) -> list[str]:
 def _run_remote(
     settings: Settings,
     phase: str | None,
-    models: str,
+    models: str | None,
     modality: str | None,
     hardware: str,
     endpoints: tuple[EndpointJob, ...],

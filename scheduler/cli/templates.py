@@ -14,7 +14,7 @@ import typer
 from accelerate_core.constants import HARDWARE_KINDS
 from accelerate_core.errors import ConfigError
 from accelerate_core.names import check_name
-from scheduler.cli.common import EXIT_JOB_FAILED, emit_json, err, out, progress, state
+from scheduler.cli.common import EXIT_JOB_FAILED, ModelsOpt, emit_json, err, out, progress, state
 
 if TYPE_CHECKING:
     from templates_db.generate import GenerateReport
@@ -184,23 +184,25 @@ def sync(ctx: typer.Context, as_json: JsonOpt = False) -> None:
 def generate(
     ctx: typer.Context,
     out_dir: Annotated[Path, typer.Option("--out", help="folder to write test_<type>.py files into")],
-    models: Annotated[str, typer.Option("--models", help="all | a,b | @file")] = "all",
+    models: ModelsOpt = None,
     hardware: HardwareOpt = "cpu",
     as_json: JsonOpt = False,
 ) -> None:
-    """Write one validated pytest file per runnable architecture; list the others with their reason."""
+    """Write one validated pytest file per runnable model (types, checkpoint dirs, cached hub ids); list the others
+    with their reason."""
     from accelerate_core.catalog.index import load_index
-    from accelerate_core.selection import parse_models, select_entries
+    from accelerate_core.selection import models_spec, select_models
     from templates_db.generate import generate_files
 
     settings = state(ctx).settings
     _check_hardware(hardware)
-    entries = select_entries(load_index(), parse_models(models))
+    spec, where = models_spec(models, settings)
+    targets = select_models(load_index(), spec, where=where)
     latest = _latest_or_sync(_store(ctx))
-    with progress(len(entries), f"generate ({hardware})") as bar:
+    with progress(len(targets), f"generate ({hardware})") as bar:
         task = bar.tasks[0].id
         report = generate_files(
-            entries,
+            targets,
             latest,
             hardware=hardware,
             out_dir=out_dir,

@@ -23,10 +23,10 @@ from accelerate_core.constants import ERR_NOT_IN_CACHE, STATUS_DONE, STATUS_SKIP
 from accelerate_core.contracts import JobSpec
 from accelerate_core.store import ResultsStore
 from scheduler.planning_inputs import template_lookup
+from tests.support.checkpoints import SHA, cache_tiny, save_tiny
 from tests.support.cli import seed_catalog_index
 
 REPO = Path(__file__).resolve().parents[2]
-SHA = "0123456789abcdef0123456789abcdef01234567"
 QUICK = """
 [bench]
 warmup = 1
@@ -36,26 +36,15 @@ max_duration_s = 1.0
 """
 
 
-def _save_tiny(model_type: str, folder: Path) -> None:
-    from accelerate_core import catalog
-
-    catalog.instantiate(model_type).save_pretrained(folder, safe_serialization=True)
-
-
 @pytest.fixture(scope="module")
 def sources(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """A checkpoint directory (tiny bert) and an HF cache holding ``acme/tiny-gpt2`` (tiny gpt2) at SHA."""
     from huggingface_hub import scan_cache_dir
-    from huggingface_hub.file_download import repo_folder_name
 
     root = tmp_path_factory.mktemp("sources")
-    checkpoint = root / "my-bert"
-    _save_tiny("bert", checkpoint)
+    checkpoint = save_tiny("bert", root / "my-bert")
     cache = root / "hub"
-    repo = cache / repo_folder_name(repo_id="acme/tiny-gpt2", repo_type="model")
-    _save_tiny("gpt2", repo / "snapshots" / SHA)
-    (repo / "refs").mkdir()
-    (repo / "refs" / "main").write_text(SHA)
+    cache_tiny(cache, "acme/tiny-gpt2", "gpt2")
     seen = {r.repo_id: {rev.commit_hash for rev in r.revisions} for r in scan_cache_dir(cache).repos}
     assert seen == {"acme/tiny-gpt2": {SHA}}  # huggingface_hub itself reads this cache
     return {"checkpoint": checkpoint, "cache": cache, "root": root}

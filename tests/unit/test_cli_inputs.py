@@ -22,12 +22,13 @@ from hypothesis import strategies as st
 
 from accelerate_core.errors import AccelerateError, ConfigError
 from accelerate_core.names import check_name
+from accelerate_core.selection import parse_models
 from accelerate_core.store import ResultsStore
 from accelerate_core.store.synthetic import SyntheticRun
 from scheduler.cli import main
 from scheduler.cli.bench import parse_sizes
 from scheduler.cli.fleet import parse_devices
-from scheduler.plan import parse_models, resolve_hardware
+from scheduler.plan import resolve_hardware
 from tests.unit.test_cli_core import accel
 
 HOSTILE = ["[red]x[/red]", "[/x]", "a|b", "![img](http://x)", "<script>alert(1)</script>", "`t`", ":skull:"]

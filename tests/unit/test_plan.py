@@ -13,12 +13,12 @@ from accelerate_core.config import Settings
 from accelerate_core.constants import JOB_KIND_DRY, STATUS_SKIPPED
 from accelerate_core.contracts import JobLimits, RunPlan, SkipReason, TemplateRef, job_key
 from accelerate_core.errors import ConfigError, HardwareUnavailableError, UnknownModelError
+from accelerate_core.selection import parse_models
 from scheduler.plan import (
     PHASE_LOOP,
     PlanOptions,
     estimate_seconds,
     new_run_id,
-    parse_models,
     plan_run,
     resolve_hardware,
 )

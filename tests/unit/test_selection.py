@@ -88,3 +88,30 @@ def test_modality_filter_unknown_and_empty() -> None:
         select_entries(INDEX, None, "smell")
     with pytest.raises(ConfigError, match="selection is empty"):
         select_entries(INDEX, ["vit"], "audio")
+
+
+def test_the_flag_wins_then_the_settings_models_then_all(tmp_path: Path) -> None:
+    from accelerate_core.config import Settings
+    from accelerate_core.selection import models_spec
+
+    # Given a TOML models key (an array of names) and an ACCEL_MODELS variable (one spec)
+    config = tmp_path / "accel.toml"
+    config.write_text('models = ["bert", "./ckpt", "org/name"]\n')
+    from_file = Settings.load(config, environ={})
+    from_env = Settings.load(None, environ={"ACCEL_MODELS": "@models.txt"})
+    # Then --models wins, else the settings' selection named by where it came from, else all
+    assert models_spec("vit", from_file) == ("vit", "--models")
+    assert models_spec(None, from_file) == ("bert,./ckpt,org/name", f"{config}: models")
+    assert models_spec(None, from_env) == ("@models.txt", "ACCEL_MODELS")
+    assert models_spec(None, Settings()) == ("all", "--models")
+
+
+@pytest.mark.parametrize("value", ["[]", '["a,b"]', '[""]', "[1]", "true"])
+def test_a_bad_toml_models_value_is_one_line_naming_the_key(tmp_path: Path, value: str) -> None:
+    from accelerate_core.config import Settings
+
+    config = tmp_path / "accel.toml"
+    config.write_text(f"models = {value}\n")
+    with pytest.raises(ConfigError, match=r"accel\.toml: models") as info:
+        Settings.load(config, environ={})
+    assert "\n" not in str(info.value)
