@@ -21,6 +21,7 @@ import os
 import statistics
 import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -90,30 +91,42 @@ def harness_loop(model: Any, inputs: dict[str, Any], n: int, warmup: int, seq: i
     return list(latency.samples)
 
 
+@dataclass
+class Paired:
+    """Both legs' samples, and per round the ratio (harness / bare) of the median wall times and of the CPU
+    seconds of the whole leg (``time.process_time``: what neighbours' load on a shared machine cannot inflate)."""
+
+    harness: list[float] = field(default_factory=list)
+    bare: list[float] = field(default_factory=list)
+    ratios: list[float] = field(default_factory=list)
+    cpu_ratios: list[float] = field(default_factory=list)
+
+
 def paired_rounds(
     model: Any, inputs: dict[str, Any], rounds: int, per_round: int, *, warm: int, seq: int = 16
-) -> tuple[list[float], list[float], list[float]]:
+) -> Paired:
     """Harness and bare legs alternating in order each round (this machine's drift hits both alike).
 
-    Returns the harness samples, the bare samples, and each round's ratio of medians (harness / bare).
     Call under ``torch.inference_mode()``.
     """
-    harness: list[float] = []
-    bare: list[float] = []
-    ratios = []
+    out = Paired()
     bare_loop(lambda: model(**inputs), warm)  # warm both paths up before anything counts
     for r in range(rounds):
         got: dict[str, list[float]] = {}
+        cpu: dict[str, float] = {}
         for name in ("harness", "bare") if r % 2 == 0 else ("bare", "harness"):
+            started = time.process_time()
             if name == "harness":
                 got[name] = harness_loop(model, inputs, per_round, warmup=2, seq=seq)
             else:
                 bare_loop(lambda: model(**inputs), 2)
                 got[name] = bare_loop(lambda: model(**inputs), per_round)
-        harness += got["harness"]
-        bare += got["bare"]
-        ratios.append(statistics.median(got["harness"]) / statistics.median(got["bare"]))
-    return harness, bare, ratios
+            cpu[name] = time.process_time() - started
+        out.harness += got["harness"]
+        out.bare += got["bare"]
+        out.ratios.append(statistics.median(got["harness"]) / statistics.median(got["bare"]))
+        out.cpu_ratios.append(cpu["harness"] / cpu["bare"])
+    return out
 
 
 def measure_bias(rounds: int, per_round: int, threads: int) -> dict[str, Any]:
@@ -124,7 +137,8 @@ def measure_bias(rounds: int, per_round: int, threads: int) -> dict[str, Any]:
     torch.set_num_threads(threads)
     model, inputs = tiny_bert()
     with torch.inference_mode():
-        harness, bare, ratios = paired_rounds(model, inputs, rounds, per_round, warm=20)
+        paired = paired_rounds(model, inputs, rounds, per_round, warm=20)
+    harness, bare, ratios = paired.harness, paired.bare, paired.ratios
     h, b = sample_stats(harness), sample_stats(bare)
     bias = (h["p50"] - b["p50"]) / b["p50"] * 100
     return {
