@@ -103,7 +103,7 @@ def final_keys(conn: DuckDBPyConnection, keys: list[str]) -> set[str]:
     if not keys:
         return set()
     rows = conn.execute(
-        f"SELECT job_key FROM jobs WHERE list_contains($keys, job_key) AND status IN {TERMINAL_SQL} "
+        f"SELECT job_key FROM jobs WHERE job_key IN (SELECT unnest($keys)) AND status IN {TERMINAL_SQL} "
         f"AND status <> '{STATUS_LOST}'",
         {"keys": keys},
     ).fetchall()
