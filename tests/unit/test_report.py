@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import re
 from pathlib import Path
 
 import duckdb
+import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from accelerate_core.errors import ConfigError
 from accelerate_core.report import build_report, parse_formats, write_report
@@ -241,3 +245,26 @@ def test_cli_report_runs_list_show_export(tmp_path: Path, monkeypatch, capsys) -
         assert [row["model_type"] for row in csv.DictReader(fh)] == ["bert", "gpt2", "vit"]
     assert main(["report", "nope"]) == 2
     assert "not in the results store" in capsys.readouterr().err
+
+
+_SAMPLES = st.lists(st.sampled_from([0.5, 1.0, 1.5, 2.0, 3.0]) | st.floats(0.001, 10.0), min_size=2, max_size=12)
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.tuples(_SAMPLES, _SAMPLES), min_size=1, max_size=6))
+def test_mann_whitney_p_is_scipys_to_the_bit(pairs: list[tuple[list[float], list[float]]]) -> None:
+    from scipy.stats import mannwhitneyu
+
+    # The same batches as mann_whitney_p makes (pairs of equal sample counts), straight through scipy
+    groups: dict[tuple[int, int], list[int]] = {}
+    for i, (a, b) in enumerate(pairs):
+        groups.setdefault((len(a), len(b)), []).append(i)
+    expected: list[float | None] = [None] * len(pairs)
+    for idx in groups.values():
+        x = np.asarray([pairs[i][0] for i in idx])
+        y = np.asarray([pairs[i][1] for i in idx])
+        with np.errstate(all="ignore"):
+            p = mannwhitneyu(x, y, axis=1, alternative="two-sided").pvalue
+        for i, value in zip(idx, np.atleast_1d(p), strict=True):
+            expected[i] = float(value) if math.isfinite(float(value)) else 1.0
+    assert mann_whitney_p(pairs) == expected
