@@ -104,7 +104,7 @@ class Bench:
             processes.stop(self.writer, timeout_s=60)
             self.writer = None
 
-    def backlog(self) -> int:
+    def backlog(self) -> tuple[int, int]:
         """Messages waiting for the writer: the ``results`` queue and the batch it claimed (as its heartbeat's).
 
         Counted only: the heartbeat's reader (:func:`accelerate_core.liveness.results_backlog`) also decodes the
@@ -115,7 +115,7 @@ class Bench:
         pipe.llen(self.settings.results_queue)
         pipe.llen(WRITER_PROCESSING_KEY)
         waiting, claimed = pipe.execute()
-        return int(waiting) + int(claimed)
+        return int(waiting) + int(claimed), int(waiting)
 
     def queued_bytes(self) -> int:
         """Redis's memory for the ``results`` and ``hw.cpu`` lists (``MEMORY USAGE``, every element counted)."""
@@ -280,16 +280,20 @@ def run_producers(bench: Bench, leg: list[Share], sample: Callable[[], None] | N
 
 
 class Sampler(threading.Thread):
-    """Samples (seconds since ``t0``, backlog, oldest result's age) every :data:`SAMPLE_EVERY_S`."""
+    """Samples (seconds since ``t0``, backlog) every :data:`SAMPLE_EVERY_S`, and (seconds, queued but not yet
+    claimed by the writer) apart."""
 
     def __init__(self, bench: Bench, t0: float, stop: threading.Event) -> None:
         super().__init__(daemon=True)
         self.bench, self.t0, self.stop = bench, t0, stop
         self.samples: list[tuple[float, int]] = []
+        self.unclaimed: list[tuple[float, int]] = []
 
     def run(self) -> None:
         while not self.stop.is_set():
-            self.samples.append((time.time() - self.t0, self.bench.backlog()))
+            (backlog, unclaimed), t = self.bench.backlog(), time.time() - self.t0
+            self.samples.append((t, backlog))
+            self.unclaimed.append((t, unclaimed))
             self.stop.wait(SAMPLE_EVERY_S)
 
 
@@ -377,14 +381,14 @@ def drain_leg(bench: Bench, n: int, procs: int) -> dict[str, Any]:
     counts = wait_committed(bench, run.plan(), READY_S + n / 10)
     stop.set()
     sampler.join()
-    rate, seconds, lower_bound = drain_rate(sampler.samples)
+    seconds = drain_seconds(sampler)
+    rate = n / seconds
     return {
         "results": n,
         "committed": counts.get("done", 0),
         "producer_send_per_s": round(n / sending_s, 1),
         "writer_results_per_s": round(rate, 1),
         "drain_s": round(seconds, 2),
-        "rate_is_lower_bound": lower_bound,
         "result_message_bytes": len(newest or b""),
         "redis_bytes_per_queued_result": round(queued / n),
         "redis_bytes_per_queued_job": round(job_bytes / n),
@@ -392,20 +396,14 @@ def drain_leg(bench: Bench, n: int, procs: int) -> dict[str, Any]:
     }
 
 
-def drain_rate(samples: Sequence[tuple[float, int]]) -> tuple[float, float, bool]:
-    """Results/s from the first sample below the full backlog to the first empty one, those seconds, and
-    whether the rate is a lower bound.
+def drain_seconds(sampler: Sampler) -> float:
+    """Seconds from the writer's first claim (the queue shrinks) until the backlog is empty (one sample at least).
 
-    Drained between two samples (none in between): the full backlog over the time from the last full sample to
-    the first empty one, a lower bound.
+    From the claim, not from the first commit: a claimed batch stays in the backlog until it is committed.
     """
-    full = max(b for _, b in samples)
-    first = next(((t, b) for t, b in samples if 0 < b < full), None)
-    bound = first is None
-    if first is None:
-        first = (max(t for t, b in samples if b == full), full)
-    empty = first_empty(samples, first[0])
-    return first[1] / max(empty - first[0], 1e-3), empty - first[0], bound
+    full = max(u for _, u in sampler.unclaimed)
+    claimed = next((t for t, u in sampler.unclaimed if u < full), sampler.unclaimed[-1][0])
+    return max(first_empty(sampler.samples, claimed) - claimed, SAMPLE_EVERY_S)
 
 
 def saturate_leg(bench: Bench, n: int, procs: int) -> dict[str, Any]:
