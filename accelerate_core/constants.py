@@ -271,5 +271,9 @@ LIMITS_CLAMPED_KEY: Final = "limits_clamped"
 """Key of a job result's ``environment``: why the worker ran the job with a shorter hard limit than it carried
 (its own would have reached the worker's visibility timeout, see ``limits.fit_hard_s``)."""
 
+JOB_TIMINGS_KEY: Final = "job_timings"
+"""Key of a job result's ``environment``: seconds per stage of the job (``render_s``, ``build_s``, ``loop_s``...
+from the child; ``entry_s``, ``child_s``, ``runner_s`` from the executor), summed per stage in the report."""
+
 BENCH_OUT_ENV: Final = "ACCEL_BENCH_OUT"
 """Environment variable naming the JSON file a generated benchmark test writes its measurements to."""

@@ -24,6 +24,7 @@ from accelerate_core.constants import (
     ERR_TIMEOUT,
     ERR_VERSION_SKEW,
     ERR_WORKER,
+    JOB_TIMINGS_KEY,
     STATUS_FAILED,
     STATUS_TIMEOUT,
 )
@@ -52,6 +53,8 @@ class Outcome(Protocol):
     def peak_rss_mb(self) -> float | None: ...
     @property
     def exit_signal(self) -> int | None: ...
+    @property
+    def entry_s(self) -> float | None: ...
 
 
 def outcome_to_result(
@@ -75,15 +78,31 @@ def outcome_to_result(
 
     Returns:
         The child's own result stamped with the worker, host and attempt when the child returned one;
-        otherwise a ``timeout`` or ``failed`` result carrying the outcome's error class and message.
+        otherwise a ``timeout`` or ``failed`` result carrying the outcome's error class and message. Either
+        way its ``environment[JOB_TIMINGS_KEY]`` holds the runner's stages too (:func:`runner_timings`).
     """
     if outcome.ok and outcome.value is not None:
         try:
             result = wire.decode(JobResult, outcome.value)
         except ContractError as e:
-            return _infrastructure_result(spec, outcome, worker_id, host, attempt, now, malformed=str(e))
-        return replace(result, worker_id=worker_id, host=host, attempt=attempt)
-    return _infrastructure_result(spec, outcome, worker_id, host, attempt, now)
+            result = _infrastructure_result(spec, outcome, worker_id, host, attempt, now, malformed=str(e))
+        else:
+            result = replace(result, worker_id=worker_id, host=host, attempt=attempt)
+    else:
+        result = _infrastructure_result(spec, outcome, worker_id, host, attempt, now)
+    timings = {**(result.environment.get(JOB_TIMINGS_KEY) or {}), **runner_timings(outcome)}
+    return replace(result, environment={**result.environment, JOB_TIMINGS_KEY: timings})
+
+
+def runner_timings(outcome: Outcome) -> dict[str, float]:
+    """The runner's stages of one job, in seconds: ``child_s`` (fork to exit), ``entry_s`` (the job body) and
+    ``runner_s`` (the rest: fork, box, environment, result write, exit: the fixed cost of every job)."""
+    child_s = float(outcome.duration_s or 0.0)
+    out = {"child_s": round(child_s, 4)}
+    if outcome.entry_s is not None:
+        out["entry_s"] = round(outcome.entry_s, 4)
+        out["runner_s"] = round(max(0.0, child_s - outcome.entry_s), 4)
+    return out
 
 
 def _infrastructure_result(

@@ -42,6 +42,7 @@ from accelerate_core.constants import (
     ERR_UNSUPPORTED,
     ERROR_CLASSES,
     JOB_KIND_DRY,
+    JOB_TIMINGS_KEY,
     STATUS_DONE,
     STATUS_FAILED,
     STATUS_SKIPPED,
@@ -141,7 +142,7 @@ def run_test_job(spec: JobSpec, started: float) -> JobResult:
         run = run_pytest(source, Path(tmp), spec.model_type)
         tested = time.time()
         measurements, environment = _read_measurements(Path(tmp) / "bench.json", spec.hardware)
-    environment["job_timings"] = {"render_s": round(rendered - started, 4), "pytest_s": round(tested - rendered, 4)}
+    environment[JOB_TIMINGS_KEY] = {"render_s": round(rendered - started, 4), **run.stages(tested - rendered)}
     environment["tests"] = {"passed": run.passed, "failed": run.failed, "skipped": run.skipped}
     status = STATUS_DONE if run.ok else STATUS_FAILED
     if not run.ok and unsupported_combination(spec, run.error_message):
@@ -205,11 +206,32 @@ class PytestRun:
     error_type: str | None = None
     error_message: str | None = None
     exit_code: int = 0
+    phase_s: dict[str, float] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
         """Every test passed and at least one ran."""
         return not self.failed and self.error_class is None and bool(self.passed)
+
+    def add_phase(self, report: pytest.TestReport) -> None:
+        """Count one test phase's time under its stage (see :data:`_TEST_STAGES`)."""
+        name = report.nodeid.rsplit("::", 1)[-1]
+        stage = _TEST_STAGES.get(name, "tests_s") if report.when == "call" else f"{report.when}_s"
+        stage = "build_s" if stage == "setup_s" else stage
+        self.phase_s[stage] = self.phase_s.get(stage, 0.0) + report.duration
+
+    def stages(self, pytest_s: float) -> dict[str, float]:
+        """Seconds per stage: the test phases, and ``pytest_start_s`` for the rest of the pytest session
+        (start, collection, importing the generated module, reporting); ``pytest_s`` is the whole session."""
+        out = {k: round(v, 4) for k, v in self.phase_s.items()}
+        out["pytest_start_s"] = round(max(0.0, pytest_s - sum(self.phase_s.values())), 4)
+        out["pytest_s"] = round(pytest_s, 4)
+        return out
+
+
+_TEST_STAGES: Final = {"test_forward": "forward_s", "test_generate": "generate_s", "test_benchmark": "loop_s"}
+"""Stage of a generated test's call phase; any other test counts as ``tests_s``. Setup phases are ``build_s``
+(the module fixtures build the model and its inputs), teardowns ``teardown_s``."""
 
 
 class _Collector:
@@ -219,6 +241,7 @@ class _Collector:
         self.run = run
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        self.run.add_phase(report)
         name = report.nodeid.rsplit("::", 1)[-1]
         if report.failed and name not in self.run.failed:
             self.run.failed.append(name)

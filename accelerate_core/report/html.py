@@ -54,6 +54,8 @@ def render_html(report: Report) -> str:
         parts += ["<h2>Module loading</h2>", _note(report.import_timings_note)]
         parts.append(html_table(tables.import_timings(report)))
         parts.append(_timings_plot(report))
+    if report.stages:
+        parts += ["<h2>Job stages</h2>", _note(tables.STAGES_NOTE), html_table(tables.stages(report))]
     parts += ["<h2>By hardware</h2>", html_table(tables.summaries(report.by_hardware, "hardware"))]
     parts += ["<h2>By modality</h2>", html_table(tables.summaries(report.by_modality, "modality"))]
     parts += _comparison(report)

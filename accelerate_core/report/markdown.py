@@ -42,6 +42,8 @@ def render_markdown(report: Report) -> str:
     if report.import_timings:
         note = f"_{md_cell(report.import_timings_note)}_\n" if report.import_timings_note else ""
         out += ["## Module loading\n", note, md_table(tables.import_timings(report))]
+    if report.stages:
+        out += ["## Job stages\n", f"_{md_cell(tables.STAGES_NOTE)}_\n", md_table(tables.stages(report))]
     out += ["## By hardware\n", md_table(tables.summaries(report.by_hardware, "hardware"))]
     out += ["## By modality\n", md_table(tables.summaries(report.by_modality, "modality"))]
     out += _comparison(report)

@@ -43,6 +43,19 @@ class ImportTiming:
 
 
 @dataclass(slots=True)
+class StageTiming:
+    """One stage of the run's jobs (render, build, loop, the runner's fixed cost...): seconds over the jobs."""
+
+    stage: str
+    jobs: int
+    total_s: float
+    mean_s: float
+    p50_s: float
+    p90_s: float
+    max_s: float
+
+
+@dataclass(slots=True)
 class ShapeStats:
     """Latency and throughput of one model on one hardware kind at one shape; a generative model's (or endpoint's)
     p50 time to first token (``ttft_s``, the prefill) and per-token decode latency (``itl_s``)."""
@@ -193,6 +206,7 @@ class Report:
     workers: list[WorkerRow] = field(default_factory=list)
     import_timings: list[ImportTiming] = field(default_factory=list)
     import_timings_note: str = ""
+    stages: list[StageTiming] = field(default_factory=list)
     comparison: Comparison | None = None
     baseline_note: str = ""
 

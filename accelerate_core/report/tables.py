@@ -12,6 +12,11 @@ from dataclasses import dataclass
 from accelerate_core.report.model import Change, Comparison, FailureGroup, GroupSummary, Report
 
 CPU = "cpu"
+STAGES_NOTE = (
+    "Seconds per stage over the run's jobs. A job's child: render, pytest start (session, collection, import of "
+    "the generated test), build (fixtures), forward, generate, loop (the benchmark), teardown; pytest is their "
+    "session total. The runner: entry (the job body) and runner (fork, box, result write, exit); child is both."
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,6 +109,15 @@ def import_timings(report: Report) -> Table:
         for t in report.import_timings
     ]
     return Table(("section", "name", "n", "median", "stdev", "min", "max"), rows)
+
+
+def stages(report: Report) -> Table:
+    """Where the job time went: each stage's total over the jobs, and its spread per job."""
+    rows = [
+        (s.stage, str(s.jobs), fmt_s(s.total_s), fmt_s(s.mean_s), fmt_s(s.p50_s), fmt_s(s.p90_s), fmt_s(s.max_s))
+        for s in report.stages
+    ]
+    return Table(("stage", "jobs", "total", "mean", "p50", "p90", "max"), rows)
 
 
 def summaries(groups: list[GroupSummary], label: str) -> Table:

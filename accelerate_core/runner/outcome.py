@@ -85,6 +85,8 @@ class ChildOutcome:
         pid: the child's process id (its process group id too), if it was started.
         traceback: the formatted traceback of an exception raised in the child.
         log_tail: the last lines the child wrote on stdout/stderr (kept for failures only).
+        entry_s: the entry function's own wall time in the child (the rest of ``duration_s`` is the fork,
+            the box, the environment, the result write and the exit: the runner's fixed cost per job).
     """
 
     job_id: str
@@ -99,6 +101,7 @@ class ChildOutcome:
     pid: int | None = None
     traceback: str | None = None
     log_tail: str | None = None
+    entry_s: float | None = None
 
     @classmethod
     def failure(cls, job_id: str, error_class: str, error_type: str, message: str, **extra: Any) -> ChildOutcome:

@@ -284,4 +284,11 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    code = main()
+    # No interpreter teardown: freeing the preloaded torch and transformers heap object by object took
+    # seconds (the client's close() waits for it); serve() has already killed, reaped and flushed everything.
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError):
+            stream.flush()
+    os._exit(code)

@@ -302,6 +302,9 @@ def _over_tasks(usage: Usage, request: JobRequest) -> str:
 
 
 def _from_record(job_id: str, record: dict[str, Any], log_path: Path, common: dict[str, Any]) -> ChildOutcome:
+    entry_s = record.get("entry_s")
+    if isinstance(entry_s, int | float) and not isinstance(entry_s, bool):
+        common = {**common, "entry_s": round(float(entry_s), 6)}
     if record.get("ok"):
         return ChildOutcome(job_id=job_id, ok=True, value=record.get("value"), **common)
     return ChildOutcome(

@@ -22,6 +22,7 @@ from accelerate_core import wire
 from accelerate_core.config import Settings
 from accelerate_core.constants import STATUS_DONE, TERMINAL_STATUSES
 from accelerate_core.contracts import StatusSnapshot
+from accelerate_core.report.stages import collect_stages
 from accelerate_core.store import ResultsStore, read_status_snapshot, snapshot_dir
 from scheduler.local import run_local
 from scheduler.plan import PlanOptions
@@ -94,7 +95,11 @@ def test_local_run_records_every_job_and_writes_the_report(run_settings: Setting
     assert all(n == 1 and status in TERMINAL_STATUSES for _, status, n in rows)
     assert summary.counts.get(STATUS_DONE, 0) >= 5, summary.counts
     assert 0 < summary.efficiency <= 1.0
+    assert 0 < summary.store_s < summary.wall_s
     with ResultsStore.open(run_settings.results_db, read_only=True) as store:
+        # Every job records its stages; running marks are batched, and a finished job keeps its own row
+        stages = {s.stage: s for s in collect_stages(store, plan.run_id)}
+        attempts = store.query("SELECT DISTINCT attempts FROM jobs WHERE run_id = ?", [plan.run_id])
         latency = store.query(
             "SELECT count(DISTINCT job_key) FROM measurements WHERE run_id = ? AND metric = 'latency' AND p50 > 0",
             [plan.run_id],
@@ -102,6 +107,9 @@ def test_local_run_records_every_job_and_writes_the_report(run_settings: Setting
         params = store.get_run(plan.run_id).params
         source = store.query("SELECT generated_source FROM jobs WHERE run_id = ? AND status = 'done'", [plan.run_id])
     assert latency == summary.counts[STATUS_DONE]
+    assert stages["child"].jobs == stages["runner"].jobs == len(SIX) and attempts == [(1,)]
+    assert stages["loop"].jobs == stages["build"].jobs == summary.counts[STATUS_DONE]
+    assert stages["render"].total_s > 0 and stages["pytest"].total_s > stages["loop"].total_s
     assert params.makespan[-1].efficiency == summary.efficiency and params.slots == 2
     assert all("def test_forward" in s for (s,) in source)
     assert summary.report_dir is not None

@@ -50,6 +50,8 @@ def test_a_normal_job_returns_its_value_from_a_child_in_its_own_process_group(se
     assert outcome.value["pgid"] == outcome.value["pid"] == outcome.pid
     assert outcome.peak_rss_mb and outcome.peak_rss_mb > 10
     assert server.server_info["mode"] == "fork"
+    # The entry's own time comes back too: the rest of the child's life is the runner's fixed cost
+    assert outcome.entry_s is not None and 0 < outcome.entry_s < outcome.duration_s
 
 
 def test_a_job_past_its_time_limit_is_a_timeout_and_its_process_group_is_gone(server, tmp_path: Path):
