@@ -15,6 +15,7 @@ yet written: those jobs have no terminal row, so a resume runs them again and ne
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import signal
@@ -194,7 +195,7 @@ class _Feeder:
         self.worker_id = f"local-{self.host}-{os.getpid()}"
         self.progress: RunProgress | None = None
         self._batch: list[JobResult] = []
-        self._to_mark: dict[str, float] = {}  # submitted jobs not yet marked running in the store: key -> when
+        self._to_mark: dict[str, float] = {}  # running jobs: key -> when they started, 0 once marked in the store
         self.store_s = 0.0  # time spent writing results, marks and snapshots
         self._last_flush = time.monotonic()
         self._last_snapshot = 0.0
@@ -255,19 +256,26 @@ class _Feeder:
             self._snapshot()
 
     def _fill(self, server: ForkServer, queue: deque[JobSpec], running: dict[str, JobSpec]) -> None:
+        """Keep ``slots`` jobs running and as many more queued in the server.
+
+        The queued ones start the moment a child ends, in the server's own loop turn: the slot no longer
+        waits for the outcome to reach this process, be recorded, and a new job to come back (~0.3 s a job
+        on a loaded machine). The server starts them first in first out, so the jobs running are always the
+        ``slots`` oldest of ``running`` (insertion ordered); those are the ones marked running.
+        """
         env = child_env(self.settings, self.slots)
-        submitted = False
-        while queue and len(running) < self.slots:
+        while queue and len(running) < 2 * self.slots:
             spec = queue.popleft()
             limits = spec.limits
             server.submit(
                 spec.key, wire.encode(spec), env=env, time_limit_s=limits.hard_s, mem_cap_mb=limits.mem_cap_mb
             )
             running[spec.key] = spec
-            self._to_mark[spec.key] = time.time()  # written with the next flush, not one transaction per job
-            submitted = True
-        if submitted and self.progress is not None:
-            self.progress.set_running(len(running))
+        now = time.time()
+        for key in itertools.islice(running, self.slots):
+            self._to_mark.setdefault(key, now)  # written with the next flush, not one transaction per job
+        if self.progress is not None:
+            self.progress.set_running(min(len(running), self.slots))
 
     def _mark_running(self, keys: list[str], started_at: float | None = None) -> None:
         begun = time.monotonic()
@@ -278,24 +286,25 @@ class _Feeder:
         self.store_s += time.monotonic() - begun
 
     def _write_marks(self) -> None:
-        """Mark the jobs submitted since the last flush running (one transaction; the earliest submit time),
-        except those whose result is in this batch: their terminal row is written now anyway."""
-        finished = {r.key for r in self._batch}
-        keys = [k for k in self._to_mark if k not in finished]
+        """Mark the jobs that started since the last flush running (one transaction; the earliest start time).
+        A job that already finished is not in ``_to_mark`` any more: its terminal row is in the batch."""
+        keys = [k for k, at in self._to_mark.items() if at > 0]
         if keys:
             self._mark_running(keys, min(self._to_mark[k] for k in keys))
-        self._to_mark.clear()
+        for key in self._to_mark:  # marked (or finished): never again
+            self._to_mark[key] = 0.0
 
     def _collect(self, outcomes: Sequence[ChildOutcome], running: dict[str, JobSpec], summary: RunSummary) -> None:
         for outcome in outcomes:
             spec = running.pop(outcome.job_id, None)
             if spec is None:
                 continue
+            self._to_mark.pop(outcome.job_id, None)
             if self.stop.is_set() and not outcome.ok:
                 # A child ended by the same Ctrl-C is not a result: its job stays unfinished for --resume.
                 continue
             result = outcome_to_result(spec, outcome, self.worker_id, self.host)
-            self._record(result, float(outcome.duration_s or 0.0), summary, running=len(running))
+            self._record(result, float(outcome.duration_s or 0.0), summary, running=min(len(running), self.slots))
 
     def _record(self, result: JobResult, busy_s: float, summary: RunSummary, *, running: int) -> None:
         self._batch.append(result)
