@@ -16,7 +16,8 @@ from accelerate_core.store import batch
 TYPES = {"key": "VARCHAR", "n": "INTEGER", "x": "DOUBLE", "samples": "DOUBLE[]", "env": "JSON"}
 
 floats = st.one_of(st.none(), st.floats(allow_nan=True, allow_infinity=True), st.integers(-(2**31), 2**31))
-samples = st.one_of(st.none(), st.lists(st.floats(allow_nan=True, allow_infinity=True), max_size=6).map(tuple))
+sample = st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.integers(-(2**53), 2**53))
+samples = st.one_of(st.none(), st.lists(sample, max_size=6).map(tuple), st.lists(sample, max_size=6))
 rows = st.lists(
     st.tuples(
         st.text(max_size=8),
