@@ -14,9 +14,9 @@ from __future__ import annotations
 
 from typing import Any, Final
 
-from accelerate_core.errors import ModelBuildError
+from accelerate_core.errors import ModelBuildError, UnknownModelError
 
-__all__ = ["FULL_SIZE_NOTE", "build_full"]
+__all__ = ["FULL_SIZE_NOTE", "build_full", "on_meta"]
 
 FULL_SIZE_NOTE: Final = (
     "full size: the default {config} (real dimensions), built on the meta device and materialised on {device} "
@@ -39,24 +39,39 @@ def build_full(model_type: str, *, device: str = "cpu", dtype: str = "float32") 
     """
     import torch
 
-    from accelerate_core.catalog.classes import load_class
-    from accelerate_core.catalog.describe import config_class, default_config_dict, describe, make_config
+    from accelerate_core.catalog.describe import default_config_dict
 
-    info = describe(model_type)
-    if info.model_class is None:
-        raise ModelBuildError(f"{model_type} has no model class of its own ({info.reason}): test its parent")
-    config = make_config(model_type, default_config_dict(model_type))
-    cls: Any = load_class(info.model_class, config_class(model_type))
     torch_dtype = getattr(torch, dtype)
     try:
-        with torch.device("meta"):
-            model = cls._from_config(config)  # transformers skips init on the meta device
+        model = on_meta(model_type, default_config_dict(model_type))
         model.to(dtype=torch_dtype)  # free on meta: materialise directly in the target dtype
         model.to_empty(device=device)
         torch.manual_seed(0)
         model.init_weights()
-    except ModelBuildError:
+    except (ModelBuildError, UnknownModelError):
         raise
     except Exception as e:  # a model's own code may raise anything while it is built
         raise ModelBuildError(f"full-size {model_type} could not be built: {type(e).__name__}: {e}") from e
     return model.eval()
+
+
+def on_meta(model_type: str, config_dict: dict[str, Any]) -> Any:
+    """The model of ``model_type`` with ``config_dict`` on the meta device: shapes only, no memory, no init.
+
+    Raises:
+        UnknownModelError: the type is not in the catalog.
+        ModelBuildError: the type has no model class of its own.
+        Exception: whatever the model's own code raises while it is built.
+    """
+    import torch
+
+    from accelerate_core.catalog.classes import load_class
+    from accelerate_core.catalog.describe import config_class, describe, make_config
+
+    info = describe(model_type)
+    if info.model_class is None:
+        raise ModelBuildError(f"{model_type} has no model class of its own ({info.reason}): test its parent")
+    config = make_config(model_type, config_dict)
+    cls: Any = load_class(info.model_class, config_class(model_type))
+    with torch.device("meta"):
+        return cls._from_config(config)  # transformers skips init on the meta device

@@ -9,7 +9,7 @@ from typing import Annotated, Any
 
 import typer
 
-from scheduler.cli.common import ModelsOpt, emit_json, out, progress, state
+from scheduler.cli.common import ModelsOpt, emit_json, err, out, progress, state
 
 models_app = typer.Typer(
     help="The model catalog: every transformers architecture as a tiny model.", no_args_is_help=True
@@ -21,24 +21,33 @@ def list_models(
     modality: Annotated[
         str | None, typer.Option("--modality", "-m", help="Only this modality (text, vision, ...)")
     ] = None,
+    size: Annotated[
+        str, typer.Option("--size", help="param_count of the tiny model, or full (the default config's)")
+    ] = "tiny",
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON")] = False,
 ) -> None:
-    """List every model type of the installed transformers with its modality, family and class."""
+    """List every model type of the installed transformers with its modality, family, class and parameter count
+    (counted on the meta device once, then cached)."""
     from accelerate_core.catalog.index import MODALITIES, load_index
     from accelerate_core.errors import ConfigError
+    from accelerate_core.param_counts import load_param_counts
 
     if modality is not None and modality not in MODALITIES:
         raise ConfigError(f"unknown modality {modality!r}: use one of {', '.join(MODALITIES)}")
     entries = [e for e in load_index() if modality is None or e.modality == modality]
+    with err.status(f"counting {size} parameters (once; cached)...", spinner="dots"):
+        counts = load_param_counts([e.model_type for e in entries], size)
     if as_json:
-        emit_json([e.to_dict() for e in entries])
+        emit_json([{**e.to_dict(), "param_count": counts[e.model_type], "size": size} for e in entries])
         return
     from scheduler.cli.text import PlainTable
 
-    table = PlainTable("model type", "modality", "family", "class", "runnable")
+    table = PlainTable("model type", "modality", "family", "class", f"params ({size})", "runnable")
     for e in entries:
         why = f"{e.reason_class} (via {e.tested_through})" if e.tested_through else e.reason_class
-        table.add_row(e.model_type, e.modality, e.family, e.model_class or "-", "yes" if e.runnable else why)
+        count = counts[e.model_type]
+        params = "-" if count is None else f"{count:,}"
+        table.add_row(e.model_type, e.modality, e.family, e.model_class or "-", params, "yes" if e.runnable else why)
     out.print(table)
     out.print(f"{len(entries)} model types", markup=False)
 

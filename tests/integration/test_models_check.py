@@ -69,3 +69,35 @@ def test_full_sweep_passes_at_least_780(tmp_path: Path) -> None:
         if row["status"] == "pass" and row.get("tested_through"):
             parent = rows[row["tested_through"]]
             assert parent["status"] == "pass" and row["model_type"] in parent["components_run"]
+
+
+def test_models_list_counts_parameters_tiny_and_full_and_caches_them(tmp_path: Path) -> None:
+    from transformers import PatchTSTConfig, PatchTSTModel
+
+    from accelerate_core import catalog
+    from accelerate_core.param_counts import cache_file
+    from tests.support.cli import seed_catalog_index
+
+    # Given a fresh folder with the catalog index
+    seed_catalog_index(tmp_path)
+    # When the time-series types are listed at full size, then tiny
+    full = {e["model_type"]: e for e in json.loads(_accel("models", "list", "--modality", "time-series", "--size",
+                                                          "full", "--json", cwd=tmp_path).stdout)}  # fmt: skip
+    tiny = {e["model_type"]: e for e in json.loads(_accel("models", "list", "--modality", "time-series", "--json",
+                                                          cwd=tmp_path).stdout)}  # fmt: skip
+    # Then each count is what the model built for real has (the default config; the catalog's tiny model)
+    assert full["patchtst"]["size"] == "full" and tiny["patchtst"]["size"] == "tiny"
+    assert full["patchtst"]["param_count"] == sum(p.numel() for p in PatchTSTModel(PatchTSTConfig()).parameters())
+    assert tiny["patchtst"]["param_count"] == sum(p.numel() for p in catalog.instantiate("patchtst").parameters())
+    assert all(tiny[t]["param_count"] < full[t]["param_count"] for t in full if full[t]["param_count"])
+    # And the counts are cached: a listing reads them back without counting again
+    cached = tmp_path / cache_file("full")
+    data = json.loads(cached.read_text())
+    data["counts"]["patchtst"] = 7
+    cached.write_text(json.dumps(data))
+    again = json.loads(
+        _accel("models", "list", "--modality", "time-series", "--size", "full", "--json", cwd=tmp_path).stdout
+    )
+    assert {e["model_type"]: e["param_count"] for e in again}["patchtst"] == 7
+    wrong = _accel("models", "list", "--size", "huge", cwd=tmp_path)
+    assert wrong.returncode == 2 and "--size 'huge'" in wrong.stderr and wrong.stderr.count("\n") == 1
