@@ -6,6 +6,7 @@ The scheduler and the workers never import each other: they agree only on what i
 
 from __future__ import annotations
 
+import re
 from typing import Final
 
 HARDWARE_KINDS: Final = ("cpu", "cuda", "rocm", "mps")
@@ -28,7 +29,11 @@ def hardware_kind(hardware: str) -> str:
 
 
 QUEUE_PREFIX: Final = "hw."
-"""A hardware kind's Celery queue is ``QUEUE_PREFIX + kind`` (``hw.cpu``, ``hw.cuda``, ...)."""
+"""A hardware kind's Celery queue is ``QUEUE_PREFIX + kind`` (``hw.cpu``, ``hw.cuda``, ...); one device model's is
+``QUEUE_PREFIX + kind + "." + slug`` (``hw.cuda.h100-80gb-hbm3``, see ``accelerate_core.backends.device_model``)."""
+
+DEVICE_MODEL_PATTERN: Final = re.compile(r"^[a-z0-9]+(?:-[a-z0-9]+)*$", re.ASCII)
+"""A device model slug: lower-case letters and digits in words joined by single hyphens."""
 
 RESULTS_QUEUE: Final = "results"
 """Celery queue consumed only by the results writer (concurrency 1)."""

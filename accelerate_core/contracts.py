@@ -22,6 +22,7 @@ from accelerate_core.config import BenchConfig
 from accelerate_core.constants import (
     API_HARDWARE,
     ATTN_IMPLEMENTATIONS,
+    DEVICE_MODEL_PATTERN,
     DTYPES,
     ERR_UNSUPPORTED,
     HARDWARE_KINDS,
@@ -253,6 +254,8 @@ class JobSpec:
         dtype: the parameters' dtype.
         endpoint: a served model's job (hardware ``api:NAME``): its functional check, then its benchmark.
         attn: the attention implementation (``sdpa``, ``eager``, ...); None keeps the model's default.
+        device_model: the one device model to run on (a slug, ``h100-80gb-hbm3``): the job goes to that model's
+            queue (``hw.cuda.h100-80gb-hbm3``) instead of its kind's; None takes any device of the kind.
     """
 
     key: str
@@ -271,6 +274,7 @@ class JobSpec:
     dtype: str = "float32"
     endpoint: EndpointJob | None = None
     attn: str | None = None
+    device_model: str | None = None
 
     def __post_init__(self) -> None:
         check_name(self.run_id, "JobSpec.run_id")
@@ -285,6 +289,15 @@ class JobSpec:
             raise ContractError(f"unknown hardware {self.hardware!r}: use one of {', '.join(HARDWARE_KINDS)}")
         if self.kind not in JOB_KINDS:
             raise ContractError(f"unknown job kind {self.kind!r}: use one of {', '.join(JOB_KINDS)}")
+        if self.device_model is not None and (
+            self.endpoint is not None or not DEVICE_MODEL_PATTERN.match(self.device_model)
+        ):
+            raise ContractError(f"device model {self.device_model!r} is not a device model slug of a hardware kind")
+
+    @property
+    def target(self) -> str:
+        """Where the job runs: its hardware kind, or ``kind.model`` when it targets one device model (its key's)."""
+        return self.hardware if self.device_model is None else f"{self.hardware}.{self.device_model}"
 
     @property
     def runnable(self) -> bool:

@@ -1,10 +1,10 @@
 """A job's message to its hardware queue, built once for everyone who sends one (scheduler and reconciler).
 
-``accel.run_job`` by name to ``hw.<kind>``, the encoded :class:`~accelerate_core.contracts.JobSpec` and its
-fleet signature as its keyword arguments (``spec``, ``sig``: :mod:`accelerate_core.signing`), the job key as
-the Celery task id (a job sent twice is still one row) and Celery's time limits from the job's own
-(:mod:`accelerate_core.limits`). The sender is any Celery app (this module never imports Celery:
-:class:`TaskSender` is what it needs of one).
+``accel.run_job`` by name to ``hw.<kind>`` (``hw.<kind>.<device model>`` for a job that targets one), the
+encoded :class:`~accelerate_core.contracts.JobSpec` and its fleet signature as its keyword arguments (``spec``,
+``sig``: :mod:`accelerate_core.signing`), the job key as the Celery task id (a job sent twice is still one row)
+and Celery's time limits from the job's own (:mod:`accelerate_core.limits`). The sender is any Celery app (this
+module never imports Celery: :class:`TaskSender` is what it needs of one).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from accelerate_core.contracts import JobSpec
     from accelerate_core.signing import FleetKey
 
-__all__ = ["TaskSender", "job_labels", "send_job"]
+__all__ = ["TaskSender", "job_labels", "job_queue", "send_job"]
 
 
 class TaskSender(Protocol):
@@ -30,9 +30,15 @@ class TaskSender(Protocol):
         """Send a task by name (Celery's ``app.send_task``)."""
 
 
+def job_queue(settings: Settings, spec: JobSpec) -> str:
+    """The queue of ``spec``: its kind's (``hw.cuda``), or its device model's (``hw.cuda.h100-80gb-hbm3``)."""
+    kind_queue = settings.queue_for(spec.hardware)
+    return kind_queue if spec.device_model is None else f"{kind_queue}.{spec.device_model}"
+
+
 def job_labels(spec: JobSpec) -> dict[str, Any]:
     """What Flower shows of a job (the full spec, template body included, is too long to read)."""
-    return {"model_type": spec.model_type, "hardware": spec.hardware, "kind": spec.kind, "run_id": spec.run_id}
+    return {"model_type": spec.model_type, "hardware": spec.target, "kind": spec.kind, "run_id": spec.run_id}
 
 
 def send_job(
@@ -53,7 +59,7 @@ def send_job(
         TASK_RUN_JOB,
         kwargs=key.envelope(TASK_RUN_JOB, "spec", wire.encode(spec)),
         task_id=spec.key,
-        queue=queue if queue is not None else settings.queue_for(spec.hardware),
+        queue=queue if queue is not None else job_queue(settings, spec),
         soft_time_limit=soft,
         time_limit=hard,
         kwargsrepr=repr(job_labels(spec)),

@@ -24,6 +24,7 @@ from accelerate_core.constants import (
     ERR_TIMEOUT,
     ERR_VERSION_SKEW,
     ERR_WORKER,
+    HARDWARE_KINDS,
     JOB_TIMINGS_KEY,
     STATUS_FAILED,
     STATUS_TIMEOUT,
@@ -205,7 +206,9 @@ def keyed_result(
     if identity is None:
         return None
     stamp = time.time() if now is None else now
-    run_id, model_type, hardware, kind = identity
+    run_id, model_type, target, kind = identity
+    kind_of, _, model = target.partition(".")
+    hardware = kind_of if kind_of in HARDWARE_KINDS and model else target  # a key names kind.model for a targeted job
     try:
         return JobResult(
             key=str(key),

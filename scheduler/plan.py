@@ -23,7 +23,7 @@ import re
 import secrets
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
@@ -103,7 +103,7 @@ TemplateLookup = Callable[[CatalogEntry, str], TemplateRef | None]
 @dataclass(frozen=True, slots=True)
 class PlanOptions:
     """What a run plans: which phase, models, modality, hardware kinds, job kind, dtypes, model size and served
-    endpoints."""
+    endpoints; ``device_models`` names the one device model (slug) a kind's jobs target, when one is."""
 
     phase: str
     models: str = "all"
@@ -118,6 +118,7 @@ class PlanOptions:
     attns: tuple[str, ...] = ()
     batches: tuple[int, ...] = ()
     seqs: tuple[int, ...] = ()
+    device_models: Mapping[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if any(isinstance(v, bool) or v < 1 for v in (*self.batches, *self.seqs)):
@@ -204,6 +205,7 @@ def plan_run(
         for target in targets:
             for axes in _axes(options, settings.bench, target):
                 spec = _plan_job(run_id, target, axes, hw, options.kind, settings, template_for, history)
+                spec = _targeted(spec, options.device_models.get(hw))
                 if spec.skip is None and options.kind == JOB_KIND_TEST and inventory is not None:
                     assert target.entry is not None  # a runnable job has its catalog entry
                     skip = incompatibility(target.entry, hw, inventory, axes.dtype)
@@ -319,6 +321,15 @@ def _plan_job(
     )
 
 
+def _targeted(spec: JobSpec, model: str | None) -> JobSpec:
+    """``spec`` sent to one device model's queue: the model is in the job and in its key (another job than the
+    same model's on any device of the kind)."""
+    if model is None:
+        return spec
+    return replace(spec, device_model=model, key=job_key(spec.run_id, spec.model_type, f"{spec.hardware}.{model}",
+                                                         spec.kind))  # fmt: skip
+
+
 def endpoint_spec(
     run_id: str, endpoint: EndpointJob, settings: Settings, past_durations: Mapping[str, Mapping[str, float]]
 ) -> JobSpec:
@@ -423,3 +434,32 @@ def resolve_hardware(spec: str | Sequence[str], available: Sequence[str], *, loc
                 "use --hardware auto, or run on a fleet with --broker"
             )
     return tuple(dict.fromkeys(items))
+
+
+def resolve_targets(
+    spec: str, available: Sequence[str], known_models: Callable[[str], Sequence[str]], *, local: bool = True
+) -> tuple[tuple[str, ...], dict[str, str]]:
+    """Resolve ``--hardware`` with device models: ``cpu,cuda:h100`` -> ``(("cpu", "cuda"), {"cuda": "h100-..."})``.
+
+    Args:
+        spec: kinds as :func:`resolve_hardware` takes them, each optionally ``kind:model`` (a slug, a prefix or
+            a part of one).
+        available: the hardware kinds here (a local run) or on the fleet.
+        known_models: a kind's known device models (this machine's; on a fleet, the live nodes').
+
+    Raises:
+        ConfigError: a model no known one matches (the line lists them), several models of one kind.
+        HardwareUnavailableError: as :func:`resolve_hardware`.
+    """
+    from accelerate_core.backends.device_model import match_model
+
+    kinds: list[str] = []
+    models: dict[str, str] = {}
+    for item in (s.strip() for s in spec.split(",")):
+        kind, sep, wanted = item.partition(":")
+        if sep and kind in models:
+            raise ConfigError(f"--hardware names two device models of {kind}: give one {kind}:MODEL per run")
+        if sep and kind in HARDWARE_KINDS:
+            models[kind] = match_model(kind, wanted, known_models(kind))
+        kinds.append(kind if sep else item)
+    return resolve_hardware(kinds, available, local=local), models

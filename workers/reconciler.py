@@ -37,7 +37,7 @@ from accelerate_core.constants import (
 )
 from accelerate_core.contracts import JobResult, JobSpec, ReconcileReport
 from accelerate_core.errors import UnknownRunError
-from accelerate_core.job_message import send_job
+from accelerate_core.job_message import job_queue, send_job
 
 if TYPE_CHECKING:
     import redis
@@ -155,15 +155,15 @@ class Reconciler:
 
     def _job_queues(self, jobs: Sequence[JobSpec]) -> list[str]:
         """Every hardware queue, and any other queue these jobs are sent to (a kind added later, say)."""
-        kinds = dict.fromkeys([*HARDWARE_KINDS, *(j.hardware for j in jobs)])
-        return [self.settings.queue_for(kind) for kind in kinds]
+        kinds = [self.settings.queue_for(kind) for kind in HARDWARE_KINDS]
+        return list(dict.fromkeys([*kinds, *(job_queue(self.settings, j) for j in jobs)]))
 
     def _resend_or_lose(self, specs: Sequence[JobSpec]) -> tuple[int, list[JobResult]]:
         resent, lost = 0, []
         for spec in specs:
             sends = reconcile.count_resend(self.client, spec.key)
             if sends > self.settings.reconcile_resends:
-                lost.append(lost_result(spec, sends - 1, self.settings.queue_for(spec.hardware)))
+                lost.append(lost_result(spec, sends - 1, job_queue(self.settings, spec)))
                 continue
             logger.warning("job %s has no message on the broker: sending it again (%d)", spec.key, sends)
             self.send_job(spec)

@@ -16,7 +16,7 @@ import re
 from collections.abc import Iterable, Mapping
 from typing import Final
 
-from accelerate_core.constants import HARDWARE_KINDS
+from accelerate_core.constants import DEVICE_MODEL_PATTERN, HARDWARE_KINDS
 from accelerate_core.errors import ConfigError
 
 DEVICE_MODEL_ENV: Final = "ACCEL_DEVICE_MODEL"
@@ -32,7 +32,7 @@ _VENDOR_WORDS: Final = frozenset(
     {"nvidia", "amd", "ati", "intel", "apple", "corporation", "corp", "inc", "cpu", "processor", "r", "tm"}
 )
 _TOKEN = re.compile(r"[a-z0-9]+")
-SLUG_PATTERN: Final = re.compile(r"^[a-z0-9]+(?:-[a-z0-9]+)*$", re.ASCII)
+SLUG_PATTERN: Final = DEVICE_MODEL_PATTERN
 """What every slug matches: lower-case letters and digits in words joined by single hyphens."""
 
 

@@ -28,8 +28,9 @@ from accelerate_core.signing import FleetKey
 from scheduler.cli.run import NO_WRITER_WARNING
 from scheduler.planning_inputs import template_lookup
 from scheduler.remote import dispatch, read_status
+from tests.support import processes
 from tests.support.cli import seed_catalog_index
-from tests.support.fleet import FleetProcesses
+from tests.support.fleet import ACCEL, REPO, FleetProcesses
 from tests.support.fleet_key import FLEET_KEY_HEX
 from tests.support.processes import wait_for
 from tests.support.redis_server import RedisServer
@@ -241,6 +242,28 @@ def test_cancel_ends_a_running_run_with_its_report_and_revokes_its_pending_jobs(
     assert again.returncode == 0 and "had already finished (complete): nothing to cancel" in again.stdout
     unknown = fleet.accel("cancel", "no-such-run")
     assert unknown.returncode == 2 and unknown.stderr.startswith("accel: error: run no-such-run is not known")
+
+
+def test_a_run_for_one_device_model_runs_on_the_node_of_that_model_only(fleet: FleetProcesses) -> None:
+    # Given a cpu node labelled as another device model (ACCEL_DEVICE_MODEL), beside the plain cpu nodes
+    node = f"labbox@{HOST}"
+    env = {**fleet.env, "ACCEL_DEVICE_MODEL": "Lab Box 7"}
+    fleet.procs["labbox"] = processes.start([*ACCEL, "worker", "-n", node], env=env, cwd=REPO,
+                                            log=fleet.logs / "labbox.log")  # fmt: skip
+    wait_for(lambda: node in fleet.live(), 120, "worker labbox")
+    seed_catalog_index(fleet.logs)
+    # When a run targets that model by a prefix of its slug
+    done = fleet.accel("run", "--phase", "labbox", "--models", "bert", "--hardware", "cpu:lab-box", "--wait",
+                       "--json", cwd=fleet.logs)  # fmt: skip
+    # Then it completes, its one job run by the labelled node (which consumes hw.cpu.lab-box-7)
+    assert done.returncode == 0, done.stderr + fleet.log("labbox")
+    snap = read_status(fleet.settings, json.loads(done.stdout)["run_id"])
+    assert snap is not None and snap.phase_done and snap.by_hardware["cpu"].get("done") == 1, snap
+    assert _stats(fleet, node)["total"].get("accel.run_job") == 1
+    # and a device model no live node has is one line listing the known ones, exit 2
+    unknown = fleet.accel("run", "--phase", "x", "--models", "bert", "--hardware", "cpu:h100", cwd=fleet.logs)
+    assert unknown.returncode == 2 and "cpu:lab-box-7" in unknown.stderr and len(unknown.stderr.splitlines()) == 1
+    fleet.stop("labbox")
 
 
 # -- last: the writer stops -------------------------------------------------------------------------------

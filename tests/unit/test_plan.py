@@ -220,3 +220,32 @@ def test_a_model_no_device_can_hold_is_skipped_on_that_kind(settings: Settings) 
     assert [j.model_type for j in plan.runnable()] == ["bert"]
     huge = next(j for j in plan.jobs if j.model_type == "huge")
     assert huge.skip == SkipReason("unsupported", result.error_message) and huge.expected_s == 0.0
+
+
+def test_a_device_model_target_is_in_each_jobs_key_queue_and_message() -> None:
+    from accelerate_core.job_message import job_queue
+    from accelerate_core.job_outcome import keyed_result
+    from scheduler.plan import resolve_targets
+
+    # Given --hardware cpu:lab (a prefix of the one cpu model known) beside cuda
+    kinds, models = resolve_targets("cpu:lab,cuda", ["cpu", "cuda"], lambda kind: {"cpu": ["lab-box-7"]}[kind])
+    assert (kinds, models) == (("cpu", "cuda"), {"cpu": "lab-box-7"})
+    # When planned
+    settings = Settings()
+    options = PlanOptions(phase="p", models="bert", hardware=kinds, device_models=models)
+    plan = plan_run(options, INDEX, settings, template_for=_template, now=NOW, token="beef")
+    cpu, cuda = sorted(plan.jobs, key=lambda j: j.hardware)
+    # Then the cpu job targets the model (its queue, its key), the cuda job any cuda node
+    assert (cpu.device_model, cpu.target) == ("lab-box-7", "cpu.lab-box-7")
+    assert job_queue(settings, cpu) == "hw.cpu.lab-box-7"
+    assert cpu.key == job_key(plan.run_id, "bert", "cpu.lab-box-7", "test")
+    assert (cuda.device_model, job_queue(settings, cuda)) == (None, "hw.cuda")
+    assert wire.decode(type(cpu), wire.encode(cpu)) == cpu
+    # and a row made from the key alone (a job whose message could not be read) keeps the kind as its hardware
+    row = keyed_result(cpu.key, status="failed", error_class="worker-error", message="x", worker_id="w", host="h")
+    assert row is not None and row.hardware == "cpu"
+    # and two models of one kind, or an unknown kind, are one line
+    with pytest.raises(ConfigError, match="two device models of cpu"):
+        resolve_targets("cpu:a,cpu:b", ["cpu"], lambda kind: ["a", "b"])
+    with pytest.raises(ConfigError, match="'gpu' is unknown"):
+        resolve_targets("gpu:a", ["cpu"], lambda kind: [])

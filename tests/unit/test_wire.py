@@ -24,6 +24,7 @@ from accelerate_core.bench.measurements_file import MeasurementsFile
 from accelerate_core.config import BenchConfig
 from accelerate_core.constants import (
     ATTN_IMPLEMENTATIONS,
+    DEVICE_MODEL_PATTERN,
     DTYPES,
     HARDWARE_KINDS,
     JOB_KINDS,
@@ -138,6 +139,7 @@ FIELD_STRATEGIES: dict[tuple[type[Any], str], st.SearchStrategy[Any]] = {
     (BenchRequest, "size"): st.sampled_from(MODEL_SIZES),
     (BenchRequest, "dtype"): st.sampled_from(DTYPES),
     (JobSpec, "attn"): st.none() | st.sampled_from(ATTN_IMPLEMENTATIONS),
+    (JobSpec, "device_model"): st.none() | st.from_regex(DEVICE_MODEL_PATTERN, fullmatch=True),
     (BenchRequest, "attn"): st.none() | st.sampled_from(ATTN_IMPLEMENTATIONS),
     (ModelSource, "kind"): st.sampled_from(SOURCE_KINDS),
     (ModelSource, "label"): names,
@@ -202,7 +204,9 @@ def job_specs(draw: st.DrawFn) -> JobSpec:
     """Jobs, some of them a served endpoint's (whose hardware is then ``api:NAME``)."""
     spec = draw(st.builds(JobSpec, **field_strategies(JobSpec, leave=("endpoint",))))
     endpoint = draw(st.none() | contracts(EndpointJob))
-    return spec if endpoint is None else dataclasses.replace(spec, endpoint=endpoint, hardware=endpoint.hardware)
+    if endpoint is None:
+        return spec
+    return dataclasses.replace(spec, endpoint=endpoint, hardware=endpoint.hardware, device_model=None)
 
 
 def _json(value: Any) -> Any:
