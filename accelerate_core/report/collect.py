@@ -44,6 +44,9 @@ class JobFact:
     source_revision: str | None = None
     dtype: str | None = None
     attn: str | None = None
+    device_model: str | None = None
+    torch: str | None = None
+    transformers: str | None = None
 
     @property
     def source(self) -> str | None:
@@ -70,7 +73,8 @@ _JOB_COLUMNS = (
     "duration_s, started_at, finished_at, template_sha, worker_id, host, device_name, "
     "json_extract_string(spec, '$.source.kind'), json_extract_string(spec, '$.source.ref'), "
     "json_extract_string(spec, '$.source.revision'), json_extract_string(spec, '$.dtype'), "
-    "json_extract_string(spec, '$.attn')"
+    "json_extract_string(spec, '$.attn'), json_extract_string(environment, '$.device_model'), "
+    "json_extract_string(environment, '$.torch'), json_extract_string(environment, '$.transformers')"
 )
 
 

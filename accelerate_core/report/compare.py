@@ -1,16 +1,18 @@
 """The comparison of a run with its baseline: regressions, improvements, new/missing/newly failing models.
 
 A p50 latency change is flagged when it is beyond ``threshold`` *and* a two-sided Mann-Whitney U test
-on the raw samples gives p < ``alpha``. Results made from different template versions (shas) are not
-compared at all: they are listed as not comparable.
+on the raw samples gives p < ``alpha``. Results made from different template versions (shas), on different
+device models (an A100 and an H100 are both ``cuda``) or under different torch or transformers versions are not
+compared at all: they are listed as not comparable, with what changed.
 """
 
 from __future__ import annotations
 
+from operator import attrgetter
 from typing import TYPE_CHECKING
 
 from accelerate_core.constants import STATUS_DONE, STATUS_SKIPPED, TERMINAL_STATUSES
-from accelerate_core.report.collect import Pair, RunData, latency_samples
+from accelerate_core.report.collect import JobFact, Pair, RunData, latency_samples
 from accelerate_core.report.model import Change, Comparison
 from accelerate_core.report.stats import mann_whitney_p, relative_change
 
@@ -42,14 +44,41 @@ def compare_runs(
         cur, base = current.jobs[pair], baseline.jobs[pair]
         if cur.status != STATUS_DONE or base.status != STATUS_DONE:
             continue
-        if cur.template_sha != base.template_sha:
+        changed = changes(cur, base)
+        if changed:
             out.not_comparable.append(
-                {**_name(pair), "current_sha": cur.template_sha, "baseline_sha": base.template_sha}
-            )
+                {**_name(pair), "reason": "; ".join(changed), "current_sha": cur.template_sha,
+                 "baseline_sha": base.template_sha}
+            )  # fmt: skip
             continue
         candidates.extend(_shape_changes(pair, current, baseline, out, threshold))
     _test(store, candidates, current, baseline, out, alpha)
     return out
+
+
+def changes(current: JobFact, baseline: JobFact) -> list[str]:
+    """What makes two results of one model not comparable (empty: comparable): the template, the device model,
+    torch or transformers changed. A fact one side did not record (an older row) is not held against it."""
+    found = []
+    if current.template_sha != baseline.template_sha:
+        found.append(f"template {str(baseline.template_sha)[:12]} -> {str(current.template_sha)[:12]}")
+    facts = (
+        ("device model", device_model_of),
+        ("torch", attrgetter("torch")),
+        ("transformers", attrgetter("transformers")),
+    )
+    for what, fact in facts:
+        before, now = fact(baseline), fact(current)
+        if before and now and before != now:
+            found.append(f"{what} {before} -> {now}")
+    return found
+
+
+def device_model_of(job: JobFact) -> str | None:
+    """The device model a result ran on: recorded with it, else the slug of its device's name (older rows)."""
+    from accelerate_core.backends.device_model import slug
+
+    return job.device_model or (slug(job.device_name) if job.device_name else None)
 
 
 def _name(pair: Pair) -> dict[str, str]:

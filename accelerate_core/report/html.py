@@ -159,7 +159,7 @@ def _comparison(report: Report) -> list[str]:
     out += [f"<h3>Newly failing ({len(c.newly_failing)})</h3>", html_table(tables.newly_failing(c))]
     out += [f"<h3>Newly passing ({len(c.newly_passing)})</h3>", _pair_list(c.newly_passing)]
     out += [
-        f"<h3>Not comparable: template changed ({len(c.not_comparable)})</h3>",
+        f"<h3>{tables.NOT_COMPARABLE} ({len(c.not_comparable)})</h3>",
         html_table(tables.not_comparable(c)),
     ]
     return out

@@ -69,7 +69,7 @@ def _comparison(report: Report) -> list[str]:
     out += _pairs("New", c.new) + _pairs("Missing (in the baseline, not in this run)", c.missing)
     out += [f"### Newly failing ({len(c.newly_failing)})\n", md_table(tables.newly_failing(c))]
     out += _pairs("Newly passing", c.newly_passing)
-    out += [f"### Not comparable: template changed ({len(c.not_comparable)})\n", md_table(tables.not_comparable(c))]
+    out += [f"### {tables.NOT_COMPARABLE} ({len(c.not_comparable)})\n", md_table(tables.not_comparable(c))]
     return out
 
 

@@ -18,6 +18,9 @@ STAGES_NOTE = (
     "session total. The runner: entry (the job body) and runner (fork, box, result write, exit); child is both."
 )
 
+NOT_COMPARABLE = "Not comparable: template, device model or versions changed"
+"""The heading of the models whose figures the comparison leaves out (``Comparison.not_comparable``)."""
+
 
 @dataclass(frozen=True, slots=True)
 class Table:
@@ -194,12 +197,9 @@ def newly_failing(c: Comparison) -> Table:
 
 
 def not_comparable(c: Comparison) -> Table:
-    """Models whose template changed since the baseline (their figures are not compared)."""
-    rows = [
-        (n["model_type"], n["hardware"], str(n["current_sha"])[:12], str(n["baseline_sha"])[:12])
-        for n in c.not_comparable
-    ]
-    return Table(("model", "hardware", "template sha", "baseline template sha"), rows)
+    """Models whose template, device model, torch or transformers changed since the baseline (not compared)."""
+    rows = [(n["model_type"], n["hardware"], str(n.get("reason") or "template changed")) for n in c.not_comparable]
+    return Table(("model", "hardware", "what changed (baseline -> this run)"), rows)
 
 
 def failure_messages(group: FailureGroup) -> Table:

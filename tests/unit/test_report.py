@@ -268,3 +268,37 @@ def test_mann_whitney_p_is_scipys_to_the_bit(pairs: list[tuple[list[float], list
         for i, value in zip(idx, np.atleast_1d(p), strict=True):
             expected[i] = float(value) if math.isfinite(float(value)) else 1.0
     assert mann_whitney_p(pairs) == expected
+
+
+def test_another_device_model_or_torch_version_is_listed_not_compared(store: ResultsStore) -> None:
+    from dataclasses import replace
+
+    # Given a baseline on an A100 under torch 2.4, then a run where bert moved to an H100 and gpt2 to torch 2.5,
+    # each twice as slow (a regression, were they compared), and vit unchanged on the same model and versions
+    def on(result, device: str, torch: str):  # type: ignore[no-untyped-def]
+        env = {**result.environment, "device_model": device, "torch": torch}
+        return replace(result, device_name=f"NVIDIA {device}", environment=env)
+
+    base, cur = _run("base", 1.0), _run("cur", 2.0)
+    store.record_run(base.plan())
+    store.record_results([on(base.result(m, "cpu", latency=TIGHT), "a100-sxm4-40gb", "2.4.0") for m in base.models])
+    store.record_run(cur.plan())
+    slow = [x * 2 for x in TIGHT]
+    store.record_results([
+        on(cur.result("bert", "cpu", latency=slow), "h100-80gb-hbm3", "2.4.0"),
+        on(cur.result("gpt2", "cpu", latency=slow), "a100-sxm4-40gb", "2.5.1"),
+        on(cur.result("vit", "cpu", latency=TIGHT), "a100-sxm4-40gb", "2.4.0"),
+    ])  # fmt: skip
+    # When compared
+    report = build_report(store, "cur", "base", use_catalog=False)
+    c = report.comparison
+    # Then neither bert nor gpt2 is a regression: both are listed with what changed; vit is compared
+    assert c is not None and not c.regressions and c.compared == 1
+    assert {n["model_type"]: n["reason"] for n in c.not_comparable} == {
+        "bert": "device model a100-sxm4-40gb -> h100-80gb-hbm3",
+        "gpt2": "torch 2.4.0 -> 2.5.1",
+    }
+    # and the Markdown report says so
+    md = render_markdown(report)
+    assert "### Not comparable: template, device model or versions changed (2)" in md
+    assert "| bert | cpu | device model a100-sxm4-40gb -&gt; h100-80gb-hbm3 |" in md  # renders as ->
