@@ -103,7 +103,8 @@ TemplateLookup = Callable[[CatalogEntry, str], TemplateRef | None]
 @dataclass(frozen=True, slots=True)
 class PlanOptions:
     """What a run plans: which phase, models, modality, hardware kinds, job kind, dtypes, model size and served
-    endpoints; ``device_models`` names the one device model (slug) a kind's jobs target, when one is."""
+    endpoints; ``device_models`` names the one device model (slug) a kind's jobs target, when one is; ``picks``
+    (``--hardware best``) gives each model (by label) its one ``(kind, device model or None)``."""
 
     phase: str
     models: str = "all"
@@ -119,6 +120,7 @@ class PlanOptions:
     batches: tuple[int, ...] = ()
     seqs: tuple[int, ...] = ()
     device_models: Mapping[str, str] = field(default_factory=dict)
+    picks: Mapping[str, tuple[str, str | None]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if any(isinstance(v, bool) or v < 1 for v in (*self.batches, *self.seqs)):
@@ -203,9 +205,12 @@ def plan_run(
     for hw in options.hardware:
         history = (past_durations or {}).get(hw, {})
         for target in targets:
+            pick = options.picks.get(target.source.label)
+            if options.picks and (pick is None or pick[0] != hw):
+                continue  # --hardware best: the model runs on its pick only
             for axes in _axes(options, settings.bench, target):
                 spec = _plan_job(run_id, target, axes, hw, options.kind, settings, template_for, history)
-                spec = _targeted(spec, options.device_models.get(hw))
+                spec = _targeted(spec, pick[1] if pick else options.device_models.get(hw))
                 if spec.skip is None and options.kind == JOB_KIND_TEST and inventory is not None:
                     assert target.entry is not None  # a runnable job has its catalog entry
                     skip = incompatibility(target.entry, hw, inventory, axes.dtype)

@@ -19,10 +19,12 @@ from scheduler.plan import CatalogEntry, PlanOptions, TemplateLookup, plan_run
 if TYPE_CHECKING:
     from accelerate_core.config import Settings
     from accelerate_core.contracts import RunPlan, TemplateRef
+    from accelerate_core.hardware_history import Seen
+    from scheduler.best import Available, Choice
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["past_durations", "plan_with_stores", "template_lookup"]
+__all__ = ["best_choices", "hardware_history", "past_durations", "plan_with_stores", "template_lookup"]
 
 
 def plan_with_stores(
@@ -86,3 +88,39 @@ def past_durations(settings: Settings, hardware: Sequence[str]) -> dict[str, dic
     except (StoreError, BrokerError) as e:
         logger.warning("no past durations (%s): ordering by size estimates", e)
         return {}
+
+
+def hardware_history(settings: Settings) -> dict[str, list[Seen]]:
+    """Each model's latest result per hardware target, fastest first (from the store, or the writer's results
+    service while it holds the store); empty when neither can be read (``--hardware best`` falls back to rules)."""
+    from accelerate_core.errors import BrokerError, StoreError
+    from accelerate_core.hardware_history import group_rows, latest_outcomes
+    from scheduler import results
+
+    try:
+        return results.read_results(
+            settings,
+            lambda store: latest_outcomes(store.query),
+            lambda api: group_rows(api.json("/api/hardware-history")),
+            missing=dict,
+        )
+    except (StoreError, BrokerError) as e:
+        logger.warning("no hardware history (%s): --hardware best follows the rules", e)
+        return {}
+
+
+def best_choices(
+    settings: Settings, options: PlanOptions, available: Available, *, base_dir: Path | None = None
+) -> list[Choice]:
+    """``--hardware best``: each selected model's target (one history query, then one lookup per model)."""
+    from accelerate_core.catalog.index import load_index
+    from accelerate_core.selection import select_models
+    from scheduler.best import choose
+
+    targets = select_models(load_index(), options.models, options.modality, where=options.models_where,
+                            base_dir=base_dir)  # fmt: skip
+    history = hardware_history(settings)
+    return [
+        choose(t.source.label, t.entry.param_count if t.entry is not None else None, history, available)
+        for t in targets
+    ]

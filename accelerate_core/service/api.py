@@ -163,6 +163,14 @@ class Durations(BaseHandler):
         await self.respond(as_json, views.past_durations, hardware)
 
 
+class HardwareHistory(BaseHandler):
+    """``GET /api/hardware-history``: each model's latest result per hardware target (``--hardware best``)."""
+
+    async def get(self) -> None:
+        """Rows of model, kind, device model, status, p50 seconds and run, each model's fastest first."""
+        await self.respond(as_json, views.hardware_history)
+
+
 def _scrape(view: ReadView, latest: int, unfinished: int, writer: WriterProbe | None) -> Answer:
     counts = browse.job_counts(view.conn, latest=latest, unfinished_max=unfinished)
     return Answer(metrics_text(counts, writer() if writer is not None else None), CONTENT_TYPE)
@@ -193,6 +201,7 @@ ROUTES: list[Route] = [
     ("/api/models/{model}/history", History, "the model across its latest ?runs=50 runs, oldest first"),
     ("/api/runs/{run}/export/{table}.{export}", Export, "a table as csv or parquet, or benchmark_reports.optimum"),
     ("/api/durations", Durations, "median past seconds of each model per ?hardware=cpu,cuda (planning order)"),
+    ("/api/hardware-history", HardwareHistory, "each model's latest result per kind and device model (best hardware)"),
     ("/runs/{run}/report.{fmt}", Report, "the run's report as Markdown, HTML or JSON; ?baseline=RUN&threshold="),
     ("/metrics", Metrics, "Prometheus metrics of recent and unfinished runs"),
 ]

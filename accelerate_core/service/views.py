@@ -266,6 +266,13 @@ def past_durations(view: ReadView, hardware: Sequence[str]) -> dict[str, dict[st
     return {hw: view.store.past_durations(hw) for hw in hardware}
 
 
+def hardware_history(view: ReadView) -> list[list[Any]]:
+    """Each model's latest verdict per hardware target, fastest first (``accelerate_core.hardware_history``)."""
+    from accelerate_core.hardware_history import as_rows, latest_outcomes
+
+    return as_rows(latest_outcomes(view.store.query))
+
+
 def _saved_report(reports_dir: Path, run_id: str, fmt: str) -> Path | None:
     root = reports_dir.resolve()
     path = (root / run_id / f"report.{fmt}").resolve()

@@ -9,7 +9,21 @@ from typing import Annotated
 import typer
 
 from accelerate_core.errors import AccelerateError
-from scheduler.cli import bench, cancel, core, dead_letters, endpoint, fleet, models, nodes, run, runs, serve, templates
+from scheduler.cli import (
+    bench,
+    cancel,
+    core,
+    dead_letters,
+    endpoint,
+    fleet,
+    models,
+    nodes,
+    plan,
+    run,
+    runs,
+    serve,
+    templates,
+)
 from scheduler.cli.common import CliState, out, report_error, report_usage_error
 
 app = typer.Typer(
@@ -58,7 +72,7 @@ def _root(
     ctx.obj = CliState(config_file=config)
 
 
-for module in (core, models, bench, endpoint, templates, runs, run, fleet, nodes, cancel, serve, dead_letters):
+for module in (core, models, bench, endpoint, templates, runs, run, plan, fleet, nodes, cancel, serve, dead_letters):
     module.register(app)
 
 

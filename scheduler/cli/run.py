@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -35,7 +35,9 @@ def run_command(
     modality: Annotated[str | None, typer.Option("--modality", help="only this modality (text, vision, ...)")] = None,
     hardware: Annotated[
         str,
-        typer.Option("--hardware", help="auto (what this machine has), e.g. cpu,cuda, or a device model: cuda:h100"),
+        typer.Option(
+            "--hardware", help="auto (what this machine has), kinds (cpu,cuda), a device model (cuda:h100) or best"
+        ),
     ] = "auto",
     jobs: Annotated[int | None, typer.Option("--jobs", "-j", min=1, help="jobs at once (default: cores)")] = None,
     resume: Annotated[str | None, typer.Option("--resume", help="run only the unfinished jobs of RUN")] = None,
@@ -158,58 +160,11 @@ def _plan(
     local: bool,
     axes: Mapping[str, Any] | None = None,
 ) -> RunPlan:
-    from accelerate_core.backends import detect
-    from accelerate_core.selection import models_spec
-    from scheduler.plan import PlanOptions, resolve_targets
+    from scheduler.cli.plan import plan_options
     from scheduler.planning_inputs import plan_with_stores
 
-    auto = hardware.strip() in ("", "auto")
-    if local:
-        available: Sequence[str] = detect().kinds()
-    elif auto:
-        available = _live_hardware(settings)
-    else:
-        available = ()
-    kinds, device_models = resolve_targets(hardware, available, _known_models(settings, local), local=local)
-    spec, where = models_spec(models, settings)
-    options = PlanOptions(
-        phase=phase, models=spec, models_where=where, modality=modality, hardware=kinds, endpoints=endpoints,
-        device_models=device_models,
-        **(axes or {}),
-    )  # fmt: skip
+    options, _ = plan_options(settings, phase, models, modality, hardware, endpoints, local=local, axes=axes)
     return plan_with_stores(settings, options, local=local, base_dir=Path.cwd(), code_version=_code_version())
-
-
-def _known_models(settings: Settings, local: bool) -> Callable[[str], list[str]]:
-    """A kind's known device models: this machine's (a local run), else those live nodes consume queues of."""
-    from accelerate_core.backends import detect
-    from accelerate_core.backends.device_model import device_model, models_in_queues
-
-    if local:
-        return lambda kind: [device_model(kind)] if kind in detect().kinds() else []
-
-    def live(kind: str) -> list[str]:
-        import importlib
-
-        remote = importlib.import_module("scheduler.remote")
-        queues = [q for node in remote.live_queues(settings).values() for q in node]
-        return models_in_queues(settings.queue_for(kind), queues)
-
-    return live
-
-
-def _live_hardware(settings: Settings) -> list[str]:
-    """``--hardware auto`` on a fleet: the kinds live workers consume now (one line when there are none)."""
-    import importlib
-
-    remote = importlib.import_module("scheduler.remote")
-    kinds = list(remote.live_hardware(settings))
-    if not kinds:
-        raise fail(
-            "--hardware auto found no live worker on the broker: start one (accel worker --hardware cpu) "
-            "or name the kinds to plan for, e.g. --hardware cpu,cuda"
-        )
-    return kinds
 
 
 def _run_remote(
