@@ -20,7 +20,7 @@ import duckdb
 import pytest
 
 from accelerate_core.config import Settings
-from scheduler.planning_inputs import past_durations
+from scheduler.planning_inputs import hardware_history, past_durations
 from tests.support import http, processes
 from tests.support.cli import seed_catalog_index
 from tests.support.fleet_key import FLEET_KEY_HEX
@@ -44,6 +44,7 @@ class Setup:
     url: str
     local: dict[str, Any]
     durations: dict[str, dict[str, float]]
+    history: dict[str, Any]
 
 
 def _accel(*args: str, env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
@@ -87,12 +88,13 @@ def setup(redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory) -
                ACCEL_SERVE_PORT=str(port), ACCEL_SERVE_TOKEN=TOKEN, ACCEL_FLEET_KEY=FLEET_KEY_HEX)  # fmt: skip
     local = _read_all(env, base, "local")  # Given what each command says over the file itself
     durations = past_durations(Settings.load(environ=env), HARDWARE)
+    history = hardware_history(Settings.load(environ=env))
     writer = processes.start([sys.executable, "-m", "scheduler", "writer"], env=env, cwd=REPO,
                              log=base / "writer.log")  # fmt: skip
     url = f"http://127.0.0.1:{port}"
     try:
         wait_for(lambda: _answers(f"{url}/api"), 60, "the writer's results service")
-        yield Setup(base, env, url, local, durations)
+        yield Setup(base, env, url, local, durations, history)
     finally:
         processes.stop(writer)
 
@@ -190,6 +192,13 @@ def test_fleet_planning_reads_past_durations_through_the_writer(setup: Setup) ->
     assert set(setup.durations) == set(HARDWARE) and all(len(d) == 4 for d in setup.durations.values())
     # When the planner asks for them while the writer holds the DB; Then it gets the same ones through the service
     assert past_durations(Settings.load(environ=setup.env), HARDWARE) == setup.durations
+
+
+def test_best_hardware_reads_the_hardware_history_through_the_writer(setup: Setup) -> None:
+    # Given each model's latest result per target in the held DB, read over the file before the writer took it
+    assert setup.history and all(seen for seen in setup.history.values())
+    # When --hardware best asks for it while the writer holds the DB; Then the service gives the same, in order
+    assert hardware_history(Settings.load(environ=setup.env)) == setup.history
 
 
 def test_metrics_carry_the_writers_backlog_and_lag(setup: Setup) -> None:
