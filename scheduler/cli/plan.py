@@ -129,12 +129,14 @@ def available(settings: Settings, local: bool) -> Available:
 
 
 def _local() -> Available:
+    """This machine's kinds and device models (names from detection: no device is opened)."""
     from accelerate_core.backends import detect
-    from accelerate_core.backends.device_model import device_model
+    from accelerate_core.backends.device_model import recorded_model
     from scheduler.best import Available
 
-    kinds = detect().kinds()
-    return Available(tuple(kinds), {k: (device_model(k),) for k in kinds})
+    found = detect()
+    kinds = found.kinds()
+    return Available(tuple(kinds), {k: tuple(sorted({recorded_model(d.name) for d in found.of(k)})) for k in kinds})
 
 
 def _live(settings: Settings, *, required: bool = True) -> Available:
