@@ -38,6 +38,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import psutil
 import redis as redis_lib
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -77,7 +78,42 @@ def _stop(procs: list[subprocess.Popen[bytes]]) -> None:
             p.wait(5)
 
 
-def bare_rate(url: str, n: int, work: Path) -> dict[str, float]:
+def _tree_cpu(pid: int) -> float:
+    """CPU seconds (user + system) used so far by process ``pid`` and its live descendants."""
+    try:
+        root = psutil.Process(pid)
+        procs = [root, *root.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return 0.0
+    total = 0.0
+    for proc in procs:
+        try:
+            t = proc.cpu_times()
+        except psutil.NoSuchProcess:
+            continue
+        total += t.user + t.system
+    return total
+
+
+class CpuMeter:
+    """CPU seconds each named process tree spends between :meth:`start` and :meth:`stop`: where a leg's work
+    goes on a machine too busy for wall-clock stages to mean much. ``client`` is this process (the sender)."""
+
+    def __init__(self, pids: dict[str, int]) -> None:
+        self.pids = pids
+        self.before: dict[str, float] = {}
+
+    def _now(self) -> dict[str, float]:
+        return {"client": time.process_time()} | {name: _tree_cpu(pid) for name, pid in self.pids.items()}
+
+    def start(self) -> None:
+        self.before = self._now()
+
+    def stop(self) -> dict[str, float]:
+        return {name: round(t - self.before[name], 3) for name, t in self._now().items()}
+
+
+def bare_rate(url: str, n: int, work: Path, redis_pid: int) -> dict[str, Any]:
     """Celery's own no-op round trip: N tasks sent, N results awaited, on a default app."""
     (work / "bare_app.py").write_text(NOOP_APP.format(url=url))
     env = dict(os.environ, PYTHONPATH=str(work))
@@ -89,15 +125,18 @@ def bare_rate(url: str, n: int, work: Path) -> dict[str, float]:
 
         bare_app.app.control.ping(timeout=10)  # wait for the worker
         _wait_for(lambda: bool(bare_app.app.control.ping(timeout=0.5)), 60, "the bare worker")
+        cpu = CpuMeter({"worker": worker.pid, "redis": redis_pid})
+        cpu.start()
         t0 = time.perf_counter()
         results = [bare_app.noop.delay() for _ in range(n)]
         sent = time.perf_counter() - t0
         for r in results:
             r.get(timeout=120)
         total = time.perf_counter() - t0
+        cpu_s = cpu.stop()
     finally:
         _stop([worker])
-    return {"rate": n / total, "seconds": total, "send_seconds": sent}
+    return {"rate": n / total, "seconds": total, "send_seconds": sent, "cpu_seconds": cpu_s}
 
 
 def _wait_for(check: object, timeout_s: float, what: str) -> None:
@@ -144,7 +183,7 @@ def fleet_stages(db: Path, run_id: str, wall0: float, sent: float, total: float)
     }
 
 
-def fleet_rate(url: str, n: int, work: Path) -> dict[str, Any]:
+def fleet_rate(url: str, n: int, work: Path, redis_pid: int) -> dict[str, Any]:
     """The fleet's dry jobs: writer + one CPU node (2 pool processes), enqueue to terminal row in DuckDB."""
     env = dict(
         os.environ,
@@ -165,12 +204,15 @@ def fleet_rate(url: str, n: int, work: Path) -> dict[str, Any]:
         up = lambda: len(live_nodes(settings, 0.5)) >= 1 and writer_up.exists(WRITER_LOCK_KEY)  # noqa: E731
         _wait_for(up, 90, "writer and workers")
         plan = dry_plan(n)
+        cpu = CpuMeter({"worker": procs[1].pid, "writer": procs[0].pid, "redis": redis_pid})
+        cpu.start()
         wall0 = time.time()
         t0 = time.perf_counter()
         dispatch(settings, plan)
         sent = time.perf_counter() - t0
         _wait_for(lambda: (s := read_status(settings, plan.run_id)) is not None and s.phase_done, 600, "the run")
         total = time.perf_counter() - t0
+        cpu_s = cpu.stop()
         status = read_status(settings, plan.run_id)
     finally:
         _stop(procs)
@@ -178,7 +220,7 @@ def fleet_rate(url: str, n: int, work: Path) -> dict[str, Any]:
     if done != n:
         raise SystemExit(f"bench_fleet: expected {n} done rows, the store says {status}")
     stages = fleet_stages(work / "results.duckdb", plan.run_id, wall0, sent, total)
-    return {"rate": n / total, "seconds": total, "send_seconds": sent, "stages": stages}
+    return {"rate": n / total, "seconds": total, "send_seconds": sent, "stages": stages, "cpu_seconds": cpu_s}
 
 
 def main() -> None:
@@ -189,13 +231,15 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="bench-fleet-"))
     redis = RedisServer(work / "redis")
     redis.start()
+    assert redis.proc is not None
+    redis_pid = redis.proc.pid
     rounds = []
     try:
         for _ in range(args.rounds):
             # Paired legs, back to back: on a shared machine only a ratio measured together means anything.
-            bare = bare_rate(redis.url, args.jobs, work)
+            bare = bare_rate(redis.url, args.jobs, work, redis_pid)
             redis.flushall()
-            fleet = fleet_rate(redis.url, args.jobs, work)
+            fleet = fleet_rate(redis.url, args.jobs, work, redis_pid)
             redis.flushall()
             rounds.append({"fleet": fleet, "bare": bare, "ratio": fleet["rate"] / bare["rate"]})
     finally:
@@ -215,6 +259,8 @@ def main() -> None:
         "fleet_stages_seconds": median["fleet"]["stages"],
         "bare_seconds": round(median["bare"]["seconds"], 2),
         "bare_send_seconds": round(median["bare"]["send_seconds"], 2),
+        "fleet_cpu_seconds": median["fleet"]["cpu_seconds"],
+        "bare_cpu_seconds": median["bare"]["cpu_seconds"],
         "cpu_count": os.cpu_count(),
         "load_avg_1m": round(os.getloadavg()[0], 2),
     }

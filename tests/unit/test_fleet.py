@@ -475,6 +475,32 @@ def test_intake_takes_celery_messages_in_order_and_a_dead_writers_batch_comes_ba
 
 
 @pytest.mark.redis
+def test_a_short_batch_lingers_once_and_takes_what_arrived_meanwhile_in_order(redis_url: str) -> None:
+    import redis
+
+    # Given one message on the queue, and two more that arrive while the writer lingers
+    client = redis.Redis.from_url(redis_url)
+    client.lpush("results", b"m1")
+    intake = writer.Intake(client, "results")
+    pauses: list[float] = []
+
+    def pause(s: float) -> None:
+        pauses.append(s)
+        client.lpush("results", b"m2", b"m3")
+
+    # When it claims with a linger
+    batch = intake.claim(10, wait_s=0.1, linger_s=0.05, pause=pause)
+    # Then it paused once and took all three, oldest first, all held in the processing list until settled
+    assert pauses == [0.05]
+    assert batch == [b"m1", b"m2", b"m3"]
+    assert client.llen(intake.processing_key) == 3
+    # And a full batch does not linger
+    client.lpush("results", b"m4", b"m5")
+    intake.settle(batch)
+    assert intake.claim(2, linger_s=0.05, pause=pause) == [b"m4", b"m5"] and pauses == [0.05]
+
+
+@pytest.mark.redis
 def test_settling_a_batch_keeps_what_a_stalled_writer_claimed_meanwhile(redis_url: str) -> None:
     import redis
 
