@@ -3,7 +3,7 @@
 Everything is real except the jobs: its own ``redis-server`` on a free loopback port, the real writer
 (``python -m workers writer``, production settings but for the reconciler, see below) writing a real DuckDB
 file, and producer processes that send each result with the worker's own send function
-(:func:`workers.tasks.send_result` on the worker's Celery app, :func:`workers.app.make_app`): signed
+(:func:`workers.tasks.send_result`, with the worker's settings): signed
 ``record_result`` messages to the ``results`` queue, so a change of the result transport changes this
 benchmark with it. The results are SYNTHETIC (``accelerate_core.store.synthetic``: 3 shapes x 50 samples,
 10 measurement rows each, like a real ``test`` job's; the shipped default template stands in for each job's
@@ -233,14 +233,10 @@ def shares(results: Sequence[JobResult], workers: int, procs: int, interval_s: f
 
 
 def produce(env: dict[str, str], share: Share, start: Any, out: Any) -> None:
-    """One producer process: the worker's app, then each result sent by the worker's send function when due."""
-    from workers.app import make_app
+    """One producer process: each result sent by the worker's send function when due."""
     from workers.tasks import send_result
 
     settings = Settings.load(environ=env)
-    app = make_app(settings)
-    with app.connection_for_write() as conn:
-        conn.ensure_connection(max_retries=3)
     start.wait()
     t0 = time.time()
     sent: list[float] = []
@@ -251,7 +247,7 @@ def produce(env: dict[str, str], share: Share, start: Any, out: Any) -> None:
             time.sleep(due - (now - t0))
         late = max(late, time.time() - t0 - due)
         done = time.time()
-        send_result(app, settings, replace(result, started_at=done - (result.duration_s or 0.0), finished_at=done))
+        send_result(settings, replace(result, started_at=done - (result.duration_s or 0.0), finished_at=done))
         sent.append(time.time())
     out.put({"sent": sent, "late_max_s": late})
 

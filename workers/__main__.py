@@ -84,7 +84,7 @@ def run_worker(args: argparse.Namespace) -> int:
             logger.exception("could not register this worker's inventory with the writer")
 
     signals.worker_ready.connect(on_ready, weak=False)
-    signals.task_revoked.connect(tasks.record_revoked(app, settings, node), weak=False)
+    signals.task_revoked.connect(tasks.record_revoked(settings, node), weak=False)
     signals.worker_process_shutdown.connect(tasks.close_runner, weak=False)
     queues = args.queues or ",".join(_default_queues(settings, args.hardware, args.device))
     argv = ["worker", "-n", node, "-Q", queues, "-P", "prefork"]

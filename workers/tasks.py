@@ -3,8 +3,8 @@
 - ``accel.run_job`` (queues ``hw.<kind>``): checks the job's fleet signature (:mod:`accelerate_core.signing`:
   an unsigned or forged job runs nothing and is recorded ``unsigned-job`` / ``bad-signature``), counts the
   delivery (our redelivery cap), runs the job (a ``dry`` job inline; a ``test`` job in a child of this
-  process's fork server), turns the outcome into a :class:`~accelerate_core.contracts.JobResult` and sends
-  it, by task name, to the writer.
+  process's fork server), turns the outcome into a :class:`~accelerate_core.contracts.JobResult` and pushes
+  it onto the writer's queue as the ``record_result`` message Celery would send (:func:`send_result`).
 - ``accel.record_result``, ``accel.record_run``, ``accel.register_worker`` (queue ``results``): sent
   by name here and by the scheduler; the writer (:mod:`workers.writer`), the one process that opens the
   results DB, takes them off their queue in batches itself, so they are not Celery tasks of any worker.
@@ -25,10 +25,10 @@ import logging
 import socket
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
-from accelerate_core import signing, wire
+from accelerate_core import celery_message, signing, wire
 from accelerate_core.config import Settings
 from accelerate_core.constants import (
     API_HARDWARE,
@@ -98,18 +98,20 @@ class _ProcessState:
     """What one pool process keeps between jobs: built lazily, after the pool forked it."""
 
     runner: ForkServer | None = None
-    redis: redis.Redis | None = None
+    redis: dict[str, redis.Redis] = field(default_factory=dict)
+    """A connection per broker URL (one in a worker; tests talk to several brokers from one process)."""
 
 
 _state = _ProcessState()
 
 
 def _redis(settings: Settings) -> redis.Redis:
-    if _state.redis is None:
-        from accelerate_core import broker
+    from accelerate_core import broker
 
-        _state.redis = broker.connect(broker.require_url(settings), reply_timeout_s=10)
-    return _state.redis
+    url = broker.require_url(settings)
+    if url not in _state.redis:
+        _state.redis[url] = broker.connect(url, reply_timeout_s=10)
+    return _state.redis[url]
 
 
 def _runner() -> ForkServer:
@@ -267,11 +269,12 @@ SEND_RETRY_MAX_S = 30.0
 """Longest wait between two tries of sending one result, in seconds."""
 
 
-def send_result(
-    app: Celery, settings: Settings, result: JobResult, *, sleep: Callable[[float], None] = time.sleep
-) -> None:
-    """Send ``result`` to the writer by task name (queue ``results``), signed with the fleet key, until the broker
-    takes it.
+def send_result(settings: Settings, result: JobResult, *, sleep: Callable[[float], None] = time.sleep) -> None:
+    """Push ``result`` onto the writer's queue (``results``), signed with the fleet key, until the broker takes it.
+
+    One ``LPUSH`` of the message Celery would send by name (:func:`accelerate_core.celery_message.build`), on
+    this process's own connection: the writer takes ``results`` off the list itself, so no Celery publish is
+    needed to reach it.
 
     A full broker (``maxmemory``, e.g. while the writer is down) or a lost connection refuses the send: it is
     tried again with backoff, never given up (the job's message stays unacknowledged meanwhile, so nothing is
@@ -286,15 +289,12 @@ def send_result(
     from accelerate_core import broker
 
     signed = signing.require_key(settings).envelope(TASK_RECORD_RESULT, "result", wire.encode(result))
+    queue = settings.results_queue
+    message = celery_message.build(TASK_RECORD_RESULT, signed, queue=queue, kwargsrepr=repr(result_labels(result)))
     delay = SEND_RETRY_FIRST_S
     for attempt in itertools.count(1):
         try:
-            app.send_task(
-                TASK_RECORD_RESULT,
-                kwargs=signed,  # the writer records signed results only
-                queue=settings.results_queue,
-                kwargsrepr=repr(result_labels(result)),
-            )
+            _redis(settings).lpush(queue, message)  # the writer records signed results only
             return
         except Exception as e:
             if not (broker.is_transient(e) or isinstance(e, SoftTimeLimitExceeded)):
@@ -368,7 +368,7 @@ def _register_run_job(app: Celery, settings: Settings) -> None:
         task_id = str(self.request.id)
         result = task_result(task_id, kwargs, settings, node, key=key, redelivered=_redelivered(self.request))
         if result is not None:
-            send_result(app, settings, result)
+            send_result(settings, result)
             return result_labels(result) | {"duration_s": result.duration_s, "attempt": result.attempt}
         return {"dropped": task_id}
 
@@ -448,7 +448,7 @@ def revoked_result(
     return keyed_result(task_id, STATUS_CANCELLED, ERR_REVOKED, message, worker_id=node, host=socket.gethostname())
 
 
-def record_revoked(app: Celery, settings: Settings, node: str) -> Callable[..., None]:
+def record_revoked(settings: Settings, node: str) -> Callable[..., None]:
     """A ``task_revoked`` signal handler that sends the row of each revoked job to the writer."""
 
     def on_revoked(request: Any = None, terminated: bool = False, signum: object = None, expired: bool = False,
@@ -458,7 +458,7 @@ def record_revoked(app: Celery, settings: Settings, node: str) -> Callable[..., 
             result = revoked_result(task_id, node, terminated=terminated, expired=expired, signum=signum)
             if result is not None:
                 logger.warning("job %s was revoked: recording it %s", task_id, result.status)
-                send_result(app, settings, result)
+                send_result(settings, result)
         except Exception:
             logger.exception("could not record revoked job %s", task_id)
 

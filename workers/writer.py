@@ -1,12 +1,13 @@
 """The results writer: the one process that opens the results DuckDB file read-write.
 
 It consumes the ``results`` queue alone (concurrency 1) and records runs, job results and worker
-inventories through :class:`~accelerate_core.store.ResultsStore`, in batches. The messages are the
-ordinary Celery task messages that workers and the scheduler send *by name* (``accel.record_result``,
-``accel.record_run``, ``accel.register_worker``), but the writer takes them off the queue many at a
-time instead of one per Celery delivery: a DuckDB write costs a fixed 10-50 ms whatever its size,
-and Celery's Redis consumer costs two Redis transactions per message, so one-at-a-time intake could
-never keep up with the workers.
+inventories through :class:`~accelerate_core.store.ResultsStore`, in batches. The messages are
+ordinary Celery task messages (``accel.record_result``, ``accel.record_run``, ``accel.register_worker``):
+the scheduler sends them by name, workers push their results as one ``LPUSH`` of the same message
+(:func:`accelerate_core.celery_message.build`). The writer takes them off the queue many at a
+time (lingering :data:`LINGER_S` for a fuller batch) instead of one per Celery delivery: a DuckDB
+write costs a fixed 10-50 ms whatever its size, and Celery's Redis consumer costs two Redis
+transactions per message, so one-at-a-time intake could never keep up with the workers.
 
 Intake is the reliable-queue pattern on the same Redis list that kombu fills: one Lua call moves up
 to ``BATCH_MAX`` messages from ``results`` to a processing list, the batch is written in one upsert,
@@ -87,7 +88,7 @@ BATCH_MAX = 1000
 WAIT_S = 1.0
 """How long an idle writer blocks waiting for the next message, in seconds (bounds its stop time)."""
 
-LINGER_S = 0.1
+LINGER_S = 0.25
 """How long a writer that claimed less than a full batch waits for more before writing it, in seconds.
 
 A write costs a fixed 10-50 ms of the writer's CPU whatever its size: without a pause a writer that keeps up

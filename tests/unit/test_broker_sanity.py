@@ -125,12 +125,10 @@ def test_a_step_the_full_broker_refuses_waits_until_there_is_room(client, caplog
 
 def test_a_result_the_full_broker_refuses_is_sent_again_until_it_is_taken(client, tmp_path: Path) -> None:
     from accelerate_core.config import Settings
-    from workers.app import make_app
     from workers.tasks import send_result
 
     url = f"redis://127.0.0.1:{client.connection_pool.connection_kwargs['port']}/0"
     settings = Settings(broker_url=url, results_db=tmp_path / "r.duckdb", fleet_key=FLEET_KEY_HEX)
-    app = make_app(settings)
     result = JobResult(key="r:m:cpu:dry:0", run_id="r", model_type="m", hardware="cpu", kind="dry", status="done")
     fill_broker(client)
     waits: list[float] = []
@@ -141,10 +139,9 @@ def test_a_result_the_full_broker_refuses_is_sent_again_until_it_is_taken(client
             free_broker(client)
 
     # When the result meets the full broker, Then it is sent again with backoff until the broker takes it
-    send_result(app, settings, result, sleep=sleep)
+    send_result(settings, result, sleep=sleep)
     assert waits == [0.5, 1.0, 2.0, 4.0]
     assert client.llen(settings.results_queue) == 1
-    app.close()
 
 
 @pytest.mark.parametrize("command", [["worker", "--hardware", "cpu"], ["writer"]])

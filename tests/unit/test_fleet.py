@@ -456,12 +456,11 @@ def test_decode_refuses_non_json_messages() -> None:
 def test_intake_takes_celery_messages_in_order_and_a_dead_writers_batch_comes_back(redis_url: str) -> None:
     import redis
 
-    # Given three results sent by name through a real Celery app (as the workers do)
+    # Given three results sent as the workers send them
     settings = Settings(broker_url=redis_url, fleet_key=FLEET_KEY_HEX)
-    app = make_app(settings)
     plan = _dry_plan("run-i", 3)
     for spec in plan.jobs:
-        tasks.send_result(app, settings, _done(spec))
+        tasks.send_result(settings, _done(spec))
     client = redis.Redis.from_url(redis_url)
     intake = writer.Intake(client, "results")
     # When a writer claims them and dies before settling

@@ -13,7 +13,6 @@ from accelerate_core.constants import STATUS_DONE, WRITER_HEARTBEAT_KEY
 from accelerate_core.contracts import JobResult, JobSpec, WriterHeartbeat, job_key
 from tests.support.fleet_key import FLEET_KEY_HEX
 from workers import keeper, tasks
-from workers.app import make_app
 
 pytestmark = pytest.mark.redis
 
@@ -37,7 +36,7 @@ def test_keeper_publishes_backlog_and_the_oldest_results_age_then_clears_it(redi
     # Given a result finished 30 s ago waiting on the results queue, and a writer's keeper
     client = redis.Redis.from_url(redis_url)
     settings = Settings(broker_url=redis_url, fleet_key=FLEET_KEY_HEX)
-    tasks.send_result(make_app(settings), settings, _result(time.time() - 30))
+    tasks.send_result(settings, _result(time.time() - 30))
     state = keeper.WriterState(state="store-failing", dead_letters=2, last_error="disk full")
     # When it beats
     with keeper.Keeper(client, settings.results_queue, state, every_s=60):

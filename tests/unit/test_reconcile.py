@@ -99,8 +99,8 @@ def test_inflight_sees_queued_unacked_and_results_on_their_way(redis_url: str, c
     send_job(app, settings, plan.jobs[1], key=FLEET_KEY)
     delivered = client.lpop("hw.cpu")
     client.hset(KOMBU_UNACKED_KEY, "tag-1", json.dumps([json.loads(delivered), "", "hw.cpu"]))  # type: ignore[arg-type]
-    tasks.send_result(app, settings, _result(plan.jobs[2]))
-    tasks.send_result(app, settings, _result(plan.jobs[3]))
+    tasks.send_result(settings, _result(plan.jobs[2]))
+    tasks.send_result(settings, _result(plan.jobs[3]))
     client.rpoplpush("results", WRITER_PROCESSING_KEY)
     client.lpush("results", b"not json at all")  # a malformed message hides nothing and breaks nothing
     app.close()

@@ -24,7 +24,7 @@ def test_no_writer_alive_is_said_with_the_backlog_it_leaves(redis_url: str) -> N
     spec = JobSpec(key=job_key("st", "m0", "cpu", "dry"), run_id="st", model_type="m0", hardware="cpu", kind="dry")
     now = time.time()
     app = client_app(settings)
-    tasks.send_result(app, settings, JobResult.for_spec(spec, status="done", started_at=now - 11, finished_at=now - 10))
+    tasks.send_result(settings, JobResult.for_spec(spec, status="done", started_at=now - 11, finished_at=now - 10))
     app.close()
     # When the status reads the writer's state
     state = writer_state(settings)
