@@ -192,6 +192,12 @@ def results_of(run: SyntheticRun) -> list[JobResult]:
     return [replace(r, generated_source=TEMPLATE_BODY) for r in made]
 
 
+def wait_recorded(bench: Bench, run: SyntheticRun) -> None:
+    """Wait until the writer has recorded ``run`` (its first snapshot); a big run's one message takes a while."""
+    recorded = lambda: bench.client.get(STATUS_KEY_PREFIX + run.run_id) is not None  # noqa: E731
+    _wait(recorded, READY_S + len(run.models) / 50, f"run {run.run_id} ({len(run.models)} jobs) to be recorded")
+
+
 def wait_committed(bench: Bench, plan: RunPlan, timeout_s: float) -> dict[str, int]:
     """Wait until the writer's snapshot says every job of ``plan`` is terminal and reported; its counts."""
     from scheduler.remote import read_status
@@ -311,7 +317,7 @@ def paced_leg(bench: Bench, workers: int, interval_s: float, duration_s: float, 
     each = max(1, round(duration_s / interval_s))
     run = synthetic_run(f"paced{workers}", workers * each)
     record(bench, run)
-    _wait(lambda: bench.client.get(STATUS_KEY_PREFIX + run.run_id) is not None, READY_S, "the run to be recorded")
+    wait_recorded(bench, run)
     got = run_producers(bench, shares(results_of(run), workers, procs, interval_s))
     counts = wait_committed(bench, run.plan(), READY_S + 10 * duration_s)
     got["stop"].set()
@@ -406,7 +412,7 @@ def saturate_leg(bench: Bench, n: int, procs: int) -> dict[str, Any]:
     """``n`` results sent as fast as ``procs`` producers can, with the writer on (sharing the machine)."""
     run = synthetic_run("saturate", n)
     record(bench, run)
-    _wait(lambda: bench.client.get(STATUS_KEY_PREFIX + run.run_id) is not None, READY_S, "the run to be recorded")
+    wait_recorded(bench, run)
     got = run_producers(bench, shares(results_of(run), procs, procs, None))
     counts = wait_committed(bench, run.plan(), READY_S + n / 10)
     got["stop"].set()
@@ -537,6 +543,10 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="bench-writer-scale-"))
     try:
         out = run(args, work)
+    except SystemExit:
+        log = work / "writer.log"
+        print(f"the writer's last lines:\n{log.read_text()[-3000:] if log.is_file() else '(none)'}", file=sys.stderr)
+        raise
     finally:
         shutil.rmtree(work, ignore_errors=True)
     print(json.dumps(out, indent=2))
