@@ -59,9 +59,13 @@ logger = logging.getLogger(__name__)
 _MAX_MESSAGE = 2000
 _PYTEST_INI = "[pytest]\naddopts =\nfilterwarnings =\n    ignore\n"
 _SAFE_NAME = re.compile(r"[^A-Za-z0-9_]+")
-_NO_PLUGINS = ("-p", "no:cacheprovider", "-p", "no:unraisableexception", "-p", "no:threadexception")
-"""pytest plugins a generated test does not need. The two exception plugins call ``gc.collect()`` several
-times at the end of a session: with torch and transformers loaded that costs ~0.6 s per job."""
+_UNUSED_PLUGINS = ("cacheprovider", "unraisableexception", "threadexception", "debugging", "pastebin", "junitxml",
+                   "doctest", "setuponly", "setupplan", "stepwise")  # fmt: skip
+_NO_PLUGINS = tuple(arg for name in _UNUSED_PLUGINS for arg in ("-p", f"no:{name}"))
+"""pytest plugins a generated test does not need (none gives a test a fixture). The two exception plugins call
+``gc.collect()`` several times at the end of a session: with torch and transformers loaded that costs ~0.6 s
+per job. Every plugin also costs the session's start (its hooks and fixtures are parsed for each job): the
+other seven took ~14% of it (bench_full_run's ``pytest_start`` stage, ~0.25 s a job on a loaded machine)."""
 
 
 def _preload_pytest_plugins() -> None:
