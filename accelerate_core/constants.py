@@ -164,6 +164,13 @@ DTYPES: Final = ("float32", "bfloat16", "float16")
 ATTN_IMPLEMENTATIONS: Final = ("sdpa", "eager", "flex_attention", "flash_attention_2", "flash_attention_3")
 """Attention implementations a job may ask for (``--attn``); one a model or this install lacks is a skipped row."""
 
+COMPILE_OFF: Final = "off"
+"""``--compile off``: the eager model (a run may time it beside compiled ones: ``--compile off,inductor``)."""
+
+COMPILE_BACKENDS: Final = ("inductor", "aot_eager", "eager", "cudagraphs")
+"""``torch.compile`` backends a job may ask for (``--compile``; ``off`` is the eager model); one that cannot run
+here (inductor without a C compiler) is a skipped row."""
+
 SOURCE_TYPE: Final = "type"
 """Model source: a model type of the installed transformers, built from its config with random weights."""
 

@@ -22,6 +22,7 @@ from accelerate_core.config import BenchConfig
 from accelerate_core.constants import (
     API_HARDWARE,
     ATTN_IMPLEMENTATIONS,
+    COMPILE_BACKENDS,
     DEVICE_MODEL_PATTERN,
     DTYPES,
     ERR_UNSUPPORTED,
@@ -62,6 +63,7 @@ __all__ = [
     "WorkerInfo",
     "WriterHeartbeat",
     "check_attn",
+    "check_compile",
     "check_dtype",
     "check_size",
     "job_key",
@@ -100,6 +102,17 @@ def check_attn(attn: str | None) -> str | None:
     if attn is not None and attn not in ATTN_IMPLEMENTATIONS:
         raise ContractError(f"attention {attn!r} is unknown: use one of {', '.join(ATTN_IMPLEMENTATIONS)}")
     return attn
+
+
+def check_compile(backend: str | None) -> str | None:
+    """``backend`` if it is None (not compiled) or one of :data:`~accelerate_core.constants.COMPILE_BACKENDS`.
+
+    Raises:
+        ContractError: any other value.
+    """
+    if backend is not None and backend not in COMPILE_BACKENDS:
+        raise ContractError(f"compile backend {backend!r} is unknown: use off or one of {', '.join(COMPILE_BACKENDS)}")
+    return backend
 
 
 def job_key(run_id: str, model_type: str, hardware: str, kind: str) -> str:
@@ -256,6 +269,7 @@ class JobSpec:
         attn: the attention implementation (``sdpa``, ``eager``, ...); None keeps the model's default.
         device_model: the one device model to run on (a slug, ``h100-80gb-hbm3``): the job goes to that model's
             queue (``hw.cuda.h100-80gb-hbm3``) instead of its kind's; None takes any device of the kind.
+        compile_backend: the ``torch.compile`` backend the benchmark times (None: the eager model).
     """
 
     key: str
@@ -275,6 +289,7 @@ class JobSpec:
     endpoint: EndpointJob | None = None
     attn: str | None = None
     device_model: str | None = None
+    compile_backend: str | None = None
 
     def __post_init__(self) -> None:
         check_name(self.run_id, "JobSpec.run_id")
@@ -282,6 +297,7 @@ class JobSpec:
         check_size(self.size)
         check_dtype(self.dtype)
         check_attn(self.attn)
+        check_compile(self.compile_backend)
         if self.endpoint is not None:
             if self.hardware != self.endpoint.hardware:
                 raise ContractError(f"an endpoint job's hardware is {self.endpoint.hardware!r}, not {self.hardware!r}")
@@ -429,7 +445,8 @@ class RunParams:
         expected_work_s: the sum of the jobs' expected durations.
         history_used: past durations from the store ordered the jobs (else size estimates did).
         dtypes: the dtypes every model runs in (``--dtype``); ``size``: the model types' size (``--size``);
-            ``attns``: the attention implementations asked for (``--attn``; empty: each model's default).
+            ``attns``: the attention implementations asked for (``--attn``; empty: each model's default);
+            ``compiles``: the ``torch.compile`` backends asked for (``--compile``; ``off`` is the eager model).
         slots: jobs at once of the executor (the status's time left divides by it); None when unknown.
         makespan: one entry per local executor invocation.
         synthetic: made-up numbers (``accelerate_core.store.synthetic``); the report says so.
@@ -449,6 +466,7 @@ class RunParams:
     dtypes: tuple[str, ...] = ("float32",)
     size: str = SIZE_TINY
     attns: tuple[str, ...] = ()
+    compiles: tuple[str, ...] = ()
     slots: int | None = None
     makespan: tuple[Makespan, ...] = ()
     synthetic: bool = False
@@ -674,11 +692,13 @@ class BenchRequest:
     dtype: str = "float32"
     source: ModelSource | None = None
     attn: str | None = None
+    compile_backend: str | None = None
 
     def __post_init__(self) -> None:
         check_size(self.size)
         check_dtype(self.dtype)
         check_attn(self.attn)
+        check_compile(self.compile_backend)
 
 
 @dataclass(frozen=True, slots=True)
@@ -694,6 +714,7 @@ class BenchReport:
     dtype: str = "float32"
     source: str | None = None
     attn: str | None = None
+    compile_backend: str | None = None
     generative: bool = False
     image_size: int | None = None
     measurements: tuple[Measurement, ...] = ()

@@ -67,7 +67,7 @@ logger = logging.getLogger(__name__)
 SCHEMA_MAJOR: Final = 1
 """The major schema version: messages of another major are not read (``version-skew`` rows)."""
 
-SCHEMA_MINOR: Final = 5
+SCHEMA_MINOR: Final = 6
 """The minor schema version: bump it with every new optional field of any contract."""
 
 SCHEMA_VERSION: Final = f"{SCHEMA_MAJOR}.{SCHEMA_MINOR}"

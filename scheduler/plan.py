@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any, Final, Protocol
 
 from accelerate_core.config import BenchConfig
 from accelerate_core.constants import (
+    COMPILE_OFF,
     ERR_UNSUPPORTED,
     HARDWARE_KINDS,
     JOB_KIND_DRY,
@@ -46,6 +47,7 @@ from accelerate_core.contracts import (
     SkipReason,
     TemplateRef,
     check_attn,
+    check_compile,
     check_dtype,
     check_size,
     job_key,
@@ -121,6 +123,7 @@ class PlanOptions:
     seqs: tuple[int, ...] = ()
     device_models: Mapping[str, str] = field(default_factory=dict)
     picks: Mapping[str, tuple[str, str | None]] = field(default_factory=dict)
+    compiles: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if any(isinstance(v, bool) or v < 1 for v in (*self.batches, *self.seqs)):
@@ -130,6 +133,8 @@ class PlanOptions:
                 check_dtype(dtype)
             for attn in self.attns:
                 check_attn(attn)
+            for backend in self.compiles:
+                check_compile(None if backend == COMPILE_OFF else backend)
             check_size(self.size)
         except ContractError as e:
             raise ConfigError(str(e)) from e
@@ -245,6 +250,7 @@ class Axes:
     attn: str | None = None
     batch: int | None = None
     seq: int | None = None
+    compile_backend: str | None = None
 
     def row_name(self, label: str) -> str:
         """``label`` plus each axis that is not its default: ``bert``, ``bert.full.bfloat16``, ``bert.eager.b8``."""
@@ -255,6 +261,7 @@ class Axes:
             *([self.attn] if self.attn is not None else []),
             *([f"b{self.batch}"] if self.batch is not None else []),
             *([f"s{self.seq}"] if self.seq is not None else []),
+            *([f"compile-{self.compile_backend}"] if self.compile_backend is not None else []),
         ]
         return ".".join(parts)
 
@@ -271,8 +278,10 @@ def _axes(options: PlanOptions, base: BenchConfig, target: Target[CatalogEntry])
     size = options.size if target.source.kind == SOURCE_TYPE else SIZE_TINY
     batches = [None if (b,) == base.batch_sizes else b for b in options.batches] or [None]
     seqs = [None if (s,) == base.seq_lens else s for s in options.seqs] or [None]
-    combos = itertools.product(options.dtypes, options.attns or (None,), dict.fromkeys(batches), dict.fromkeys(seqs))
-    return [Axes(dtype, size, attn, batch, seq) for dtype, attn, batch, seq in combos]
+    compiles = [None if c == COMPILE_OFF else c for c in options.compiles] or [None]
+    combos = itertools.product(options.dtypes, options.attns or (None,), dict.fromkeys(batches), dict.fromkeys(seqs),
+                               dict.fromkeys(compiles))  # fmt: skip
+    return [Axes(dtype, size, attn, batch, seq, backend) for dtype, attn, batch, seq, backend in combos]
 
 
 def _skip_reason(
@@ -323,6 +332,7 @@ def _plan_job(
         size=axes.size,
         dtype=axes.dtype,
         attn=axes.attn,
+        compile_backend=axes.compile_backend,
     )
 
 
@@ -409,6 +419,7 @@ def _plan_params(options: PlanOptions, settings: Settings, jobs: Sequence[JobSpe
         size=options.size,
         endpoints=tuple(e.hardware for e in options.endpoints),
         attns=options.attns,
+        compiles=options.compiles,
     )
 
 

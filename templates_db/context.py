@@ -13,6 +13,7 @@ Keys a template can rely on (besides the catalog's own: ``model_type``, ``modali
 - ``dtype``, ``size``: the job's dtype and model size (``float32`` and ``tiny`` unless the job says otherwise);
 - ``checkpoint``: the local checkpoint directory the model is loaded from (None: built with random weights);
 - ``attn``: the attention implementation the model is switched to (None: its default);
+- ``compile_backend``: the ``torch.compile`` backend the benchmark times, compile time apart (None: eager);
 - ``template`` (added by ``render_job``): name, sha and version of the template itself.
 """
 
@@ -71,6 +72,7 @@ def extend_context(facts: Mapping[str, Any], hardware: str, bench: BenchConfig |
     context.setdefault("size", SIZE_TINY)
     context.setdefault("checkpoint", None)
     context.setdefault("attn", None)
+    context.setdefault("compile_backend", None)
     return context
 
 

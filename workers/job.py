@@ -33,6 +33,7 @@ import pytest
 
 from accelerate_core import bench as accel_bench
 from accelerate_core import catalog, wire
+from accelerate_core.bench.compile import COMPILE_UNSUPPORTED
 from accelerate_core.constants import (
     BENCH_OUT_ENV,
     ERR_BUILD,
@@ -174,13 +175,16 @@ _DTYPE_UNSUPPORTED: Final = re.compile(
 
 
 def unsupported_combination(spec: JobSpec, message: str | None) -> bool:
-    """True when the job failed because its dtype (not float32), attention or shape is not available for this model
-    here."""
+    """True when the job failed because its dtype (not float32), attention, shape or compile backend is not available
+    for this model here."""
     if message is None:
         return False
     if spec.dtype != "float32" and _DTYPE_UNSUPPORTED.search(message) is not None:
         return True
     if accel_bench.SHAPE_UNSUPPORTED in message:
+        return True
+    backend = spec.compile_backend
+    if backend is not None and COMPILE_UNSUPPORTED.format(backend=backend) in message:
         return True
     return spec.attn is not None and ATTN_UNSUPPORTED.format(attn=spec.attn) in message
 
@@ -190,6 +194,7 @@ def render_context(spec: JobSpec) -> dict[str, Any]:
     context = job_context(spec.architecture, spec.hardware, spec.bench)
     source = spec.source
     context.update(job_key=spec.key, run_id=spec.run_id, dtype=spec.dtype, size=spec.size, attn=spec.attn,
+                   compile_backend=spec.compile_backend,
                    checkpoint=source.path if source is not None else None)  # fmt: skip
     return context
 

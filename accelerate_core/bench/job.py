@@ -70,7 +70,7 @@ def _bench(request: BenchRequest) -> BenchReport:
     notes: list[str] = []
     measurements = benchmark_model(built.model, built.make_inputs, hardware=hardware, bench=bench,
                                    generative=built.generative, load_s=load_s, first_call_s=first_call_s,
-                                   notes=notes)  # fmt: skip
+                                   notes=notes, compile_backend=request.compile_backend)  # fmt: skip
     if request.size == SIZE_FULL:
         notes.insert(0, FULL_SIZE_NOTE.format(config=built.model.config.__class__.__name__, device=device,
                                               dtype=request.dtype))  # fmt: skip
@@ -83,6 +83,7 @@ def _bench(request: BenchRequest) -> BenchReport:
         dtype=request.dtype,
         source=None if request.source is None else describe_source(request.source),
         attn=request.attn,
+        compile_backend=request.compile_backend,
         generative=built.generative,
         image_size=bench.image_size,
         measurements=tuple(measurements),

@@ -14,6 +14,9 @@ Once per model, ``param_count`` (params): its number of parameters. Per (batch s
   ``/proc/self/clear_refs`` where Linux allows it, otherwise the process lifetime peak),
   ``torch.cuda.max_memory_allocated`` after a reset on CUDA/ROCm, the driver's allocation on MPS.
 
+With ``compile_backend``, ``compile_time`` (s) per shape: the compiled model's first calls, until two agree
+(:mod:`accelerate_core.bench.compile`), timed before the loop so the latency samples are steady state.
+
 Load time and the first call are measured by the caller (they happen once, before any shape) and
 passed in, so they are reported apart from the steady-state loop.
 """
@@ -24,6 +27,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+from accelerate_core.bench.compile import compile_model, compile_time
 from accelerate_core.bench.generation import generation_kwargs, time_generation
 from accelerate_core.bench.measure import Samples, device_timing, measure
 from accelerate_core.bench.shapes import shape_guard
@@ -60,6 +64,7 @@ def benchmark_model(
     load_s: float | None = None,
     first_call_s: float | None = None,
     notes: list[str] | None = None,
+    compile_backend: str | None = None,
 ) -> list[Measurement]:
     """Measure ``model`` at every shape of ``bench``; return the measurements.
 
@@ -72,7 +77,15 @@ def benchmark_model(
         load_s: the model's build/load time, measured by the caller.
         first_call_s: the first forward pass, measured by the caller.
         notes: when given, why a metric is missing is appended here (e.g. ``generate`` failed).
+        compile_backend: time a ``torch.compile`` of the model with this backend, its compile time apart
+            (:mod:`accelerate_core.bench.compile`); None: the eager model.
+
+    Raises:
+        ModelBuildError: the shape or the compile is not supported by the model here (a ``skipped`` row).
     """
+    compiled = None if compile_backend is None else (compile_backend, compile_model(model, compile_backend))
+    if compiled is not None and generative and notes is not None:
+        notes.append(f"compiled with {compile_backend}: generate (tokens/s, ttft, itl) runs the eager model")
     out: list[Measurement] = []
     if load_s is not None:
         out.append(single("load_time", "s", load_s))
@@ -81,30 +94,36 @@ def benchmark_model(
     out.append(single("param_count", "params", float(sum(p.numel() for p in model.parameters()))))
     for batch_size in bench.batch_sizes:
         for seq_len in bench.seq_lens:
-            out.extend(_one_shape(model, make_inputs(batch_size, seq_len), hardware, bench, generative,
-                                  batch_size, seq_len, notes))  # fmt: skip
+            out.extend(_one_shape(model, compiled, make_inputs(batch_size, seq_len), hardware, bench, generative,
+                                  (batch_size, seq_len), notes))  # fmt: skip
     return out
 
 
 def _one_shape(
     model: Any,
+    compiled: tuple[str, Any] | None,
     inputs: dict[str, Any],
     hardware: str,
     bench: BenchConfig,
     generative: bool,
-    batch: int,
-    seq: int,
+    shape: tuple[int, int],
     notes: list[str] | None,
 ) -> list[Measurement]:
     import torch
 
     from accelerate_core.backends import get_backend
 
+    batch, seq = shape
     backend = get_backend(hardware)
     backend.reset_peak_memory()
+    forward = model if compiled is None else compiled[1]
+    found: list[Measurement] = []
     with torch.inference_mode(), shape_guard(model, batch, seq):
-        latency = _loop(lambda: model(**inputs), hardware, bench)
-        found = [
+        if compiled is not None:  # compiling happens on the first calls: timed apart, before the loop
+            seconds = compile_time(forward, inputs, compiled[0], device_timing(hardware)[0])
+            found.append(single("compile_time", "s", seconds, batch_size=batch, seq_len=seq))
+        latency = _loop(lambda: forward(**inputs), hardware, bench)
+        found += [
             from_samples("latency", "s", latency.values, batch, seq),
             from_samples("throughput", "samples/s", [batch / v for v in latency.values if v > 0], batch, seq),
         ]

@@ -107,6 +107,7 @@ def _row(pair: Pair, data: RunData, modality: Mapping[str, str]) -> ModelRow:
         source=job.source or _default_source(pair),
         dtype=job.dtype or "float32",
         attn=job.attn,
+        compile_backend=job.compile_backend,
         peak_memory_mib=data.peak_memory.get(pair),
         load_time_s=data.load_time.get(pair),
         shapes=data.shapes.get(pair, []),
@@ -116,7 +117,7 @@ def _row(pair: Pair, data: RunData, modality: Mapping[str, str]) -> ModelRow:
         row.batch_size, row.seq_len = first.batch_size, first.seq_len
         row.p50_s, row.p90_s = first.p50_s, first.p90_s
         row.throughput, row.throughput_unit = first.throughput, first.throughput_unit
-        row.ttft_s, row.itl_s = first.ttft_s, first.itl_s
+        row.ttft_s, row.itl_s, row.compile_s = first.ttft_s, first.itl_s, first.compile_s
     return row
 
 

@@ -47,6 +47,7 @@ class JobFact:
     device_model: str | None = None
     torch: str | None = None
     transformers: str | None = None
+    compile_backend: str | None = None
 
     @property
     def source(self) -> str | None:
@@ -74,7 +75,8 @@ _JOB_COLUMNS = (
     "json_extract_string(spec, '$.source.kind'), json_extract_string(spec, '$.source.ref'), "
     "json_extract_string(spec, '$.source.revision'), json_extract_string(spec, '$.dtype'), "
     "json_extract_string(spec, '$.attn'), json_extract_string(environment, '$.device_model'), "
-    "json_extract_string(environment, '$.torch'), json_extract_string(environment, '$.transformers')"
+    "json_extract_string(environment, '$.torch'), json_extract_string(environment, '$.transformers'), "
+    "json_extract_string(spec, '$.compile_backend')"
 )
 
 
@@ -83,10 +85,10 @@ def collect_run(store: ResultsStore, run_id: str) -> RunData:
     data = RunData(run=store.get_run(run_id))
     for row in store.query(f"SELECT {_JOB_COLUMNS} FROM jobs WHERE run_id = ? ORDER BY kind DESC", [run_id]):
         data.jobs[(row[0], row[1])] = JobFact(*row[2:])
-    for model, hw, batch, seq, p50, p90, n, thr, unit, mem, load, ttft, itl in store.query(_SHAPES_SQL, [run_id]):
+    for model, hw, batch, seq, p50, p90, n, thr, unit, mem, load, *split in store.query(_SHAPES_SQL, [run_id]):
         pair = (model, hw)
         if p50 is not None or p90 is not None:
-            data.shapes.setdefault(pair, []).append(ShapeStats(batch, seq, p50, p90, n or 0, thr, unit, ttft, itl))
+            data.shapes.setdefault(pair, []).append(ShapeStats(batch, seq, p50, p90, n or 0, thr, unit, *split))
         if mem is not None:
             data.peak_memory[pair] = max(mem, data.peak_memory.get(pair, mem))
         if load is not None:
@@ -106,7 +108,8 @@ SELECT j.model_type, j.hardware, m.batch_size, m.seq_len,
     max(m.p50) FILTER (m.metric = 'peak_memory'),
     max(m.p50) FILTER (m.metric = 'load_time'),
     max(m.p50) FILTER (m.metric = 'ttft'),
-    max(m.p50) FILTER (m.metric = 'itl')
+    max(m.p50) FILTER (m.metric = 'itl'),
+    max(m.p50) FILTER (m.metric = 'compile_time')
 FROM measurements m JOIN jobs j USING (job_key)
 WHERE m.run_id = ?
 GROUP BY ALL

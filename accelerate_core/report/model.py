@@ -58,7 +58,8 @@ class StageTiming:
 @dataclass(slots=True)
 class ShapeStats:
     """Latency and throughput of one model on one hardware kind at one shape; a generative model's (or endpoint's)
-    p50 time to first token (``ttft_s``, the prefill) and per-token decode latency (``itl_s``)."""
+    p50 time to first token (``ttft_s``, the prefill) and per-token decode latency (``itl_s``); a compiled job's
+    compile time at that shape (``compile_s``, apart from the latency loop)."""
 
     batch_size: int
     seq_len: int
@@ -69,6 +70,7 @@ class ShapeStats:
     throughput_unit: str | None = None
     ttft_s: float | None = None
     itl_s: float | None = None
+    compile_s: float | None = None
 
 
 @dataclass(slots=True)
@@ -97,6 +99,8 @@ class ModelRow:
     attn: str | None = None
     ttft_s: float | None = None
     itl_s: float | None = None
+    compile_backend: str | None = None
+    compile_s: float | None = None
 
 
 @dataclass(slots=True)

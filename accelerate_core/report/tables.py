@@ -169,6 +169,7 @@ def models(report: Report) -> Table:
             r.source or "-",
             r.dtype,
             r.attn or "default",
+            "-" if r.compile_backend is None else f"{r.compile_backend} {fmt_s(r.compile_s)}",
             r.hardware,
             r.status + (f" ({r.error_class})" if r.error_class and r.status != "done" else ""),
             "-" if r.batch_size is None else f"{r.batch_size}x{r.seq_len}",
@@ -182,8 +183,8 @@ def models(report: Report) -> Table:
         )
         for r in report.rows
     ]
-    headers = ("model", "modality", "source", "dtype", "attention", "hardware", "status", "shape", "p50", "p90",
-               "throughput", "ttft", "decode/token", "peak memory", "load")  # fmt: skip
+    headers = ("model", "modality", "source", "dtype", "attention", "compile", "hardware", "status", "shape", "p50",
+               "p90", "throughput", "ttft", "decode/token", "peak memory", "load")  # fmt: skip
     return Table(headers, rows)
 
 

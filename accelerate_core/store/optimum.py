@@ -1,5 +1,6 @@
 """A run as optimum-benchmark ``benchmark_report.json`` files, one folder per job and shape:
-``<model>/<hardware>/<dtype>[-<attn>]/b<batch>-s<seq>/`` (the attention kind when the job chose one).
+``<model>/<hardware>/<dtype>[-<attn>][-<compile backend>]/b<batch>-s<seq>/`` (the attention kind and the compile
+backend when the job chose them).
 
 Each report has optimum-benchmark's keys (``forward.latency`` with ``unit``, ``values``, ``count``, ``total``,
 ``mean``, ``p50``, ``p90``, ``p95``, ``p99``, ``stdev``, ``stdev_``; ``forward.throughput`` with ``unit`` and
@@ -33,7 +34,8 @@ REPORT_NAME = "benchmark_report.json"
 _MIB_TO_MB = 2**20 / 1e6
 
 _ROWS = """SELECT m.job_key, j.model_type, j.hardware,
-                  concat_ws('-', coalesce(j.spec->>'$.dtype', 'float32'), j.spec->>'$.attn'),
+                  concat_ws('-', coalesce(j.spec->>'$.dtype', 'float32'), j.spec->>'$.attn',
+                            j.spec->>'$.compile_backend'),
                   m.batch_size, m.seq_len, m.metric, m.unit, m.samples, m.n, m.p50, m.p90, m.p99, m.mean, m.stdev
            FROM measurements m JOIN jobs j USING (job_key)
            WHERE m.run_id = $run AND m.metric IN ('latency', 'tokens_per_s', 'peak_memory', 'load_time', 'ttft', 'itl')

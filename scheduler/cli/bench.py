@@ -14,8 +14,8 @@ import typer
 
 from accelerate_core import wire
 from accelerate_core.config import BenchConfig
-from accelerate_core.constants import JOB_KIND_TEST, SIZE_TINY, SOURCE_TYPE
-from accelerate_core.contracts import BenchReport, BenchRequest, Measurement, ModelSource
+from accelerate_core.constants import COMPILE_OFF, JOB_KIND_TEST, SIZE_TINY, SOURCE_TYPE
+from accelerate_core.contracts import BenchReport, BenchRequest, Measurement, ModelSource, check_compile
 from accelerate_core.errors import ConfigError, ContractError
 from scheduler.cli.common import EXIT_JOB_FAILED, EXIT_USAGE, emit_json, err, fail, out, state
 
@@ -61,6 +61,9 @@ def bench(
     ] = SIZE_TINY,
     dtype: Annotated[str, typer.Option("--dtype", help="float32, bfloat16 or float16")] = "float32",
     attn: Annotated[str | None, typer.Option("--attn", help="attention implementation, e.g. sdpa or eager")] = None,
+    compile_: Annotated[
+        str | None, typer.Option("--compile", help="time torch.compile with this backend, e.g. inductor")
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print the result as JSON")] = False,
 ) -> None:
     """Benchmark one model type: load time, first call, latency p50/p90/p99, throughput, memory."""
@@ -68,7 +71,7 @@ def bench(
     config = _bench_config(settings.bench, parse_sizes(batch, "--batch"), parse_sizes(seq, "--seq"))
     if image_size is not None:
         config = replace(config, image_size=image_size)
-    request = _request(model_type, hardware, config, size, dtype, attn)
+    request = replace(_request(model_type, hardware, config, size, dtype, attn), compile_backend=_compile(compile_))
     env = _pin(hardware, device, threads)
     outcome = _run(request, env, settings.time_limit(JOB_KIND_TEST).hard_s, settings.mem_cap_mb)
     report = _checked(outcome, model_type, hardware)
@@ -91,6 +94,16 @@ def _request(
     except ContractError as e:
         option = "--size" if "size" in str(e) else "--attn" if "attention" in str(e) else "--dtype"
         raise ConfigError(f"{option}: {e}") from e
+
+
+def _compile(raw: str | None) -> str | None:
+    """``--compile BACKEND`` (``off``: None); an unknown backend is one line."""
+    if raw is None or raw == COMPILE_OFF:
+        return None
+    try:
+        return check_compile(raw)
+    except ContractError as e:
+        raise ConfigError(f"--compile: {e}") from e
 
 
 def _source(name: str) -> ModelSource:
@@ -215,6 +228,10 @@ def print_table(report: BenchReport) -> None:
         f"{env.get('torch_threads')} threads; percentiles: linear interpolation",
         markup=False,
     )
+    compiles = [m.p50 for m in report.measurements if m.metric == "compile_time"]
+    if report.compile_backend is not None and compiles:
+        out.print(f"compiled with {report.compile_backend}: compile time {_fmt_ms(compiles[0])} ms at the first shape, "
+                  "apart from the loop", markup=False)  # fmt: skip
     for note in report.notes:
         err.print(f"note: {note}", markup=False)
 

@@ -60,13 +60,16 @@ def run_command(
     attn: Annotated[str | None, typer.Option("--attn", help="attention implementations, e.g. sdpa,eager")] = None,
     batch: Annotated[str | None, typer.Option("--batch", help="batch sizes, one job each, e.g. 1,8")] = None,
     seq: Annotated[str | None, typer.Option("--seq", help="sequence lengths, one job each, e.g. 128,512")] = None,
+    compile_: Annotated[
+        str | None, typer.Option("--compile", help="torch.compile backends, e.g. inductor or off,inductor")
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print the summary as JSON")] = False,
 ) -> None:
     """Plan a phase-end run over the selected architectures and run it; write its report."""
     from accelerate_core.names import check_name
 
     settings = state(ctx).settings
-    axes = parse_axes(dtype, size, attn, batch, seq)
+    axes = {**parse_axes(dtype, size, attn, batch, seq), "compiles": parse_compiles(compile_)}
     if broker:
         settings = settings.with_overrides(broker_url=broker, source="--broker")
     if jobs:
@@ -102,6 +105,24 @@ def parse_axes(dtype: str, size: str, attn: str | None, batch: str | None, seq: 
 
     return {"dtypes": parse_dtypes(dtype), "size": size, "attns": parse_attns(attn),
             "batches": parse_sizes(batch, "--batch") or (), "seqs": parse_sizes(seq, "--seq") or ()}  # fmt: skip
+
+
+def parse_compiles(raw: str | None) -> tuple[str, ...]:
+    """``--compile off,inductor`` -> ``("off", "inductor")``; None -> ``()`` (the eager model only).
+
+    Raises:
+        ConfigError: a backend that is not known (one line naming the choices).
+    """
+    from accelerate_core.constants import COMPILE_BACKENDS, COMPILE_OFF
+    from accelerate_core.errors import ConfigError
+
+    if raw is None:
+        return ()
+    names = [part.strip() for part in raw.split(",") if part.strip()]
+    choices = (COMPILE_OFF, *COMPILE_BACKENDS)
+    if not names or any(n not in choices for n in names):
+        raise ConfigError(f"--compile {raw!r} is invalid: give some of {', '.join(choices)}, e.g. off,inductor")
+    return tuple(dict.fromkeys(names))
 
 
 def parse_dtypes(raw: str) -> tuple[str, ...]:

@@ -1,5 +1,6 @@
 """``accel run`` over the shape axes (``--batch``, ``--seq``): one real run on the embedded default, tiny BERT and
-GPT-2, a shape each model takes and one past their 512 learned positions (a ``skipped`` row, not a failure)."""
+GPT-2, a shape each model takes and one past their 512 learned positions (a ``skipped`` row, not a failure); and
+``--compile off,eager`` (slow): an eager and a compiled row, the compile time apart from the loop."""
 
 from __future__ import annotations
 
@@ -30,22 +31,33 @@ max_duration_s = 1.0
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any], Settings]:
-    """One ``accel run --models bert,gpt2 --batch 2 --seq 8,600``; its ``--json`` summary and settings."""
-    root = tmp_path_factory.mktemp("axes")
-    seed_catalog_index(root)
-    settings = Settings(results_db=root / "results.duckdb", templates_db=root / "templates.duckdb",
-                        reports_dir=root / "reports")  # fmt: skip
+def root(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Settings]:
+    """A folder with the catalog index, the synced templates and a quick benchmark loop; its settings."""
+    folder = tmp_path_factory.mktemp("axes")
+    seed_catalog_index(folder)
+    settings = Settings(results_db=folder / "results.duckdb", templates_db=folder / "templates.duckdb",
+                        reports_dir=folder / "reports")  # fmt: skip
     template_lookup(settings)
-    (root / "accel.toml").write_text(QUICK)
+    (folder / "accel.toml").write_text(QUICK)
+    return folder, settings
+
+
+def _accel_run(root: tuple[Path, Settings], *args: str) -> tuple[dict[str, Any], Settings]:
+    folder, settings = root
     env = {k: v for k, v in os.environ.items() if not k.startswith("ACCEL_")}
     env.update(ACCEL_RESULTS_DB=str(settings.results_db), ACCEL_TEMPLATES_DB=str(settings.templates_db),
                ACCEL_REPORTS_DIR=str(settings.reports_dir), ACCEL_CONCURRENCY="2")  # fmt: skip
-    argv = [sys.executable, "-m", "scheduler", "--config", str(root / "accel.toml"), "run", "--phase", "axes",
-            "--models", "bert,gpt2", "--batch", "2", "--seq", "8,600", "--hardware", "cpu", "--json"]  # fmt: skip
-    done = subprocess.run(argv, env=env, cwd=root, capture_output=True, text=True, timeout=600)
+    argv = [sys.executable, "-m", "scheduler", "--config", str(folder / "accel.toml"), "run", "--phase", "axes",
+            "--hardware", "cpu", "--json", *args]  # fmt: skip
+    done = subprocess.run(argv, env=env, cwd=folder, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr
     return json.loads(done.stdout), settings
+
+
+@pytest.fixture(scope="module")
+def run(root: tuple[Path, Settings]) -> tuple[dict[str, Any], Settings]:
+    """One ``accel run --models bert,gpt2 --batch 2 --seq 8,600``; its ``--json`` summary and settings."""
+    return _accel_run(root, "--models", "bert,gpt2", "--batch", "2", "--seq", "8,600")
 
 
 def _jobs(settings: Settings, run_id: str) -> dict[str, tuple[JobSpec, str, str | None, str | None, str | None]]:
@@ -86,3 +98,29 @@ def test_a_shape_past_the_model_positions_is_a_skipped_row_with_its_reason(run) 
         _, status, error_class, message, _ = jobs[name]
         assert (status, error_class) == (STATUS_SKIPPED, ERR_UNSUPPORTED), (name, message)
         assert message is not None and "seq 600 exceeds its 512 positions" in message
+
+
+@pytest.mark.slow  # ~40 s at load 10 on 2 cores (dynamo tracing); tests/unit/test_compile_time.py is the fast check
+def test_a_compiled_job_times_its_compile_apart_from_the_loop(root) -> None:
+    # Given tiny BERT; When a run times it eager and compiled (dynamo's eager backend: no C compiler needed)
+    summary, settings = _accel_run(root, "--models", "bert", "--seq", "8", "--compile", "off,eager")
+    jobs = _jobs(settings, summary["run_id"])
+    # Then each is a row, and the generated test compiles only the compiled one
+    assert {name: (status, spec.compile_backend) for name, (spec, status, *_) in jobs.items()} == {
+        "bert.s8": (STATUS_DONE, None), "bert.s8.compile-eager": (STATUS_DONE, "eager"),
+    }  # fmt: skip
+    source = jobs["bert.s8.compile-eager"][4]
+    assert source is not None and "COMPILE = 'eager'" in source
+    # And the compiled row's compile time is its own figure, apart from the latency loop; the eager row has none
+    with ResultsStore.open(settings.results_db, read_only=True) as store:
+        rows = store.query(
+            """SELECT j.model_type, list(m.metric ORDER BY m.metric) FROM measurements m JOIN jobs j USING (job_key)
+               WHERE m.run_id = ? AND m.metric IN ('compile_time', 'latency') GROUP BY ALL""",
+            [summary["run_id"]],
+        )
+    found = dict(rows)
+    assert found == {"bert.s8": ["latency"], "bert.s8.compile-eager": ["compile_time", "latency"]}
+    report = {r["model_type"]: r for r in _report(settings, summary["run_id"])["rows"]}
+    compiled = report["bert.s8.compile-eager"]
+    assert compiled["compile_backend"] == "eager" and compiled["compile_s"] > 0
+    assert report["bert.s8"]["compile_s"] is None

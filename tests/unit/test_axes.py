@@ -112,3 +112,11 @@ def test_a_call_past_the_model_positions_is_an_unsupported_shape_and_other_error
         raise IndexError("index out of range in self")
     with pytest.raises(IndexError), shape_guard(model, 1, 16):
         raise IndexError("a shape the model declares it takes: not a skip")
+
+
+def test_each_compile_backend_is_its_own_row_and_off_is_the_eager_model() -> None:
+    jobs = {j.model_type: j for j in _plan(models="bert", compiles=("off", "inductor")).jobs}
+
+    assert {name: j.compile_backend for name, j in jobs.items()} == {"bert": None, "bert.compile-inductor": "inductor"}
+    with pytest.raises(ConfigError, match="compile backend 'tvm' is unknown"):
+        PlanOptions(phase="p", compiles=("tvm",))

@@ -24,6 +24,7 @@ from accelerate_core.bench.measurements_file import MeasurementsFile
 from accelerate_core.config import BenchConfig
 from accelerate_core.constants import (
     ATTN_IMPLEMENTATIONS,
+    COMPILE_BACKENDS,
     DEVICE_MODEL_PATTERN,
     DTYPES,
     HARDWARE_KINDS,
@@ -141,6 +142,8 @@ FIELD_STRATEGIES: dict[tuple[type[Any], str], st.SearchStrategy[Any]] = {
     (JobSpec, "attn"): st.none() | st.sampled_from(ATTN_IMPLEMENTATIONS),
     (JobSpec, "device_model"): st.none() | st.from_regex(DEVICE_MODEL_PATTERN, fullmatch=True),
     (BenchRequest, "attn"): st.none() | st.sampled_from(ATTN_IMPLEMENTATIONS),
+    (JobSpec, "compile_backend"): st.none() | st.sampled_from(COMPILE_BACKENDS),
+    (BenchRequest, "compile_backend"): st.none() | st.sampled_from(COMPILE_BACKENDS),
     (ModelSource, "kind"): st.sampled_from(SOURCE_KINDS),
     (ModelSource, "label"): names,
     (ModelSource, "model_type"): st.just("") | names,
