@@ -4,7 +4,9 @@ Runs ``--jobs`` dry jobs (a job that renders and runs nothing: ``JobSpec.kind ==
 one slot (``benchmarks/bench_full_run.py``'s ``phase_run``: plan, fork server, store, report) and prints JSON:
 per job, the executor's wall / jobs, and its parts as the jobs recorded them (``child``: fork to exit,
 ``entry``: the job body, ``runner``: fork, box, result write, exit) and as the executor measured them
-(``store``: its writes; ``executor``: the rest of the loop: pipes, polling, decoding). In the same
+(``store``: its writes, which overlap the next child; ``server``: the rest of a job's cycle: the fork's
+parent side, the reap, the pipes, the loop; the jobs queued in the server start as soon as a child is
+reaped, so this is mostly the fork of a process as large as the server). In the same
 invocation it measures two baselines: the fork server alone (``ForkServer.run`` of the same dry job, no
 store, no loop) and a bare ``fork()`` + ``_exit`` + ``wait`` of a process as large as the fork server:
 the kernel's page-table floor that every forked job pays, whatever the executor does. On a shared,
@@ -125,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
             "entry": round(1e3 * (_stage(run["stages"], "entry") or 0.0), 2),
             "runner": round(1e3 * (_stage(run["stages"], "runner") or 0.0), 2),
             "store": round(1e3 * store_s, 2),
-            "executor": round(1e3 * max(0.0, per_job_s - child_s - store_s), 2),
+            "server": round(1e3 * max(0.0, per_job_s - child_s), 2),
         },
         "startup_s": run["startup_s"],
     }
