@@ -12,8 +12,10 @@ Both legs run on one redis-server started here on a free loopback port, in the s
   status snapshot says every row is terminal in DuckDB. Each job is two messages (the job, then its
   result to the writer) where the bare leg's is one.
 
-Prints JSON: both rates (jobs/s), their ratio (aim: >= 0.8, issue #17) and the timings, with the fleet leg's
-stages read back from its DuckDB rows (wall clock, from the start of the dispatch):
+Prints JSON: both rates (jobs/s), their ratio (aim: >= 0.8, issue #17), the CPU seconds of each leg's
+processes (sender, worker node with its pool, writer, redis-server) and ``cpu_ratio`` (bare CPU / fleet CPU:
+what the rate ratio tends to where the legs are CPU-bound; steadier than the rates on a shared machine), and
+the timings, with the fleet leg's stages read back from its DuckDB rows (wall clock, from the dispatch's start):
 
 - ``send``: ``dispatch`` returning (every job on its queue);
 - ``run``: the last job finished at a worker (``max(finished_at)``);
@@ -241,7 +243,8 @@ def main() -> None:
             redis.flushall()
             fleet = fleet_rate(redis.url, args.jobs, work, redis_pid)
             redis.flushall()
-            rounds.append({"fleet": fleet, "bare": bare, "ratio": fleet["rate"] / bare["rate"]})
+            cpu = sum(bare["cpu_seconds"].values()) / sum(fleet["cpu_seconds"].values())
+            rounds.append({"fleet": fleet, "bare": bare, "ratio": fleet["rate"] / bare["rate"], "cpu_ratio": cpu})
     finally:
         redis.stop()
         shutil.rmtree(work, ignore_errors=True)
@@ -254,6 +257,8 @@ def main() -> None:
         "ratio": round(median["ratio"], 3),
         "aim_ratio": 0.8,
         "ratios_per_round": [round(r["ratio"], 3) for r in rounds],
+        "cpu_ratio": round(median["cpu_ratio"], 3),
+        "cpu_ratios_per_round": [round(r["cpu_ratio"], 3) for r in rounds],
         "fleet_seconds": round(median["fleet"]["seconds"], 2),
         "fleet_send_seconds": round(median["fleet"]["send_seconds"], 2),
         "fleet_stages_seconds": median["fleet"]["stages"],
