@@ -18,7 +18,12 @@ from typing import TYPE_CHECKING
 
 from accelerate_core import wire
 from accelerate_core.celery_message import envelope, task_kwargs
-from accelerate_core.constants import WRITER_HEARTBEAT_KEY, WRITER_HEARTBEAT_TTL_S, WRITER_PROCESSING_KEY
+from accelerate_core.constants import (
+    TASK_RECORD_RESULT,
+    WRITER_HEARTBEAT_KEY,
+    WRITER_HEARTBEAT_TTL_S,
+    WRITER_PROCESSING_KEY,
+)
 from accelerate_core.contracts import WriterHeartbeat
 from accelerate_core.errors import ContractError
 
@@ -53,33 +58,62 @@ def read_writer(client: redis.Redis) -> WriterHeartbeat | None:
         return None
 
 
+PEEK_MESSAGES = 16
+"""How many of the oldest waiting messages the backlog reader looks at for the oldest result."""
+
+PEEK_MAX_BYTES = 1 << 20
+"""Waiting messages longer than this (bytes) are passed over unread by the backlog reader: a run message
+(``record_run``: ~6 KB a job, tens of MB for a big run) or a big batch of ``skipped`` results. A worker's
+result is a few KB."""
+
+# The queue's and the claimed batch's lengths, then those of the PEEK_MESSAGES oldest waiting messages (claimed
+# batch first, then the queue, each from its tail) that are at most PEEK_MAX_BYTES long: the big ones never
+# leave Redis.
+_PEEK_LUA = """
+local out = {redis.call('LLEN', KEYS[1]), redis.call('LLEN', KEYS[2])}
+local left = tonumber(ARGV[1])
+for _, key in ipairs({KEYS[2], KEYS[1]}) do
+  local i = -1
+  while left > 0 do
+    local raw = redis.call('LINDEX', key, i)
+    if not raw then break end
+    if #raw <= tonumber(ARGV[2]) then out[#out + 1] = raw end
+    left = left - 1
+    i = i - 1
+  end
+end
+return out
+"""
+
+
 def results_backlog(client: redis.Redis, queue: str) -> tuple[int, float | None]:
     """Messages waiting for the writer (queue + claimed batch), and how long the oldest waiting result is done.
 
-    Read from the queue itself, so it is right with no writer alive too. The oldest message is the claimed
-    batch's first (or the queue's tail); a result carries its ``finished_at``, other messages (a run, a worker)
-    say nothing about age.
+    Read from the queue itself, so it is right with no writer alive too, in one server-side script. The
+    oldest waiting messages are the claimed batch's first ones, then the queue's tail; the first
+    ``record_result`` among the :data:`PEEK_MESSAGES` oldest gives the age (its ``finished_at``). Other
+    messages (a run, a worker) say nothing about age and are told by their task name without decoding their
+    body; one over :data:`PEEK_MAX_BYTES` is not even read (a heartbeat every second must not decode a run's
+    megabytes).
 
     Raises:
         redis.RedisError: the broker cannot be read.
     """
-    pipe = client.pipeline(transaction=False)
-    pipe.llen(queue)
-    pipe.llen(WRITER_PROCESSING_KEY)
-    pipe.lindex(WRITER_PROCESSING_KEY, -1)
-    pipe.lindex(queue, -1)
-    waiting, claimed, first_claimed, oldest_queued = pipe.execute()
-    oldest = first_claimed if first_claimed is not None else oldest_queued
-    finished = _finished_at(oldest) if oldest is not None else None
+    reply = client.eval(_PEEK_LUA, 2, queue, WRITER_PROCESSING_KEY, PEEK_MESSAGES, PEEK_MAX_BYTES)  # type: ignore[no-untyped-call]
+    waiting, claimed, *oldest = reply
+    finished = next((f for f in map(_finished_at, oldest) if f is not None), None)
     age = max(0.0, time.time() - finished) if finished is not None else None
     return int(waiting) + int(claimed), age
 
 
 def _finished_at(raw: bytes) -> float | None:
-    """The ``finished_at`` of the first result in a raw Celery message, or None (not a result, or unreadable)."""
+    """The ``finished_at`` of the first result in a raw ``record_result`` message, or None (another task's
+    message, or unreadable); the body is decoded only for a ``record_result``."""
     message = envelope(raw)
+    if message is None or message["headers"].get("task") != TASK_RECORD_RESULT:
+        return None
     try:
-        kwargs = task_kwargs(message) if message is not None else {}
+        kwargs = task_kwargs(message)
     except ContractError:
         return None
     result = kwargs.get("result") or (kwargs.get("results") or [None])[0]
