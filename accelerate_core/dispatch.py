@@ -2,8 +2,9 @@
 
 ``load_checkpoint_and_dispatch(source, hardware="auto", dtype=None)``:
 
-1. **resolve** the source: a local checkpoint directory (``config.json`` + weights, loaded with
-   ``local_files_only=True``: the hub is never contacted) or a transformers model type built by
+1. **resolve** the source with :func:`accelerate_core.sources.resolve_source`: a local checkpoint directory
+   (``config.json`` + weights; a hub id's snapshot folder in the local cache), loaded with
+   ``local_files_only=True`` (the hub is never contacted), or a transformers model type built by
    :func:`accelerate_core.catalog.build` from a tiny config with random weights. A checkpoint is data
    from elsewhere, so loading it never runs its code: safetensors files are preferred (and then only
    they are read), ``.bin``/``.pt`` files are unpickled with ``weights_only=True`` (a pickle that would
@@ -31,8 +32,9 @@ from pathlib import Path
 from typing import Any, Final
 
 from accelerate_core.backends import Inventory, ModelRequirements, Selection, detect, normalize_dtype, select_hardware
-from accelerate_core.constants import SIZE_FULL, SIZE_TINY
+from accelerate_core.constants import SIZE_FULL, SIZE_TINY, SOURCE_TYPE
 from accelerate_core.errors import AccelerateError, ModelBuildError, UnknownModelError
+from accelerate_core.sources import fetch_command, resolve_source
 
 logger = logging.getLogger(__name__)
 
@@ -83,35 +85,26 @@ def _torch_and_transformers() -> tuple[Any, Any]:
         return _heavy
 
 
-def _looks_like_path(source: str | os.PathLike[str]) -> bool:
-    text = os.fspath(source)
-    return isinstance(source, Path) or os.sep in text or "/" in text or text.startswith((".", "~"))
-
-
-def resolve_source(source: str | os.PathLike[str]) -> tuple[str, str]:
-    """Classify ``source`` as ``("checkpoint", directory)`` or ``("model-type", name)``.
+def _resolve(source: str | os.PathLike[str]) -> tuple[str, str]:
+    """``("checkpoint", directory)`` or ``("model-type", name)``: ``source`` resolved by
+    :func:`accelerate_core.sources.resolve_source` (the one parser of model names) against transformers' model
+    types; a hub id is its snapshot folder in the local cache.
 
     Raises:
-        UnknownModelError: a path that is not a checkpoint directory, or a name that is neither a
-            directory nor a transformers model type.
+        UnknownModelError: empty, a path that is not a checkpoint directory, a hub id not in the local cache, or
+            a name that is none of these nor a transformers model type.
     """
     text = os.fspath(source)
     if not text.strip():
         raise UnknownModelError("empty model source: give a checkpoint directory or a model type such as 'bert'")
-    path = Path(text).expanduser()
-    if (path / "config.json").is_file():
-        return SOURCE_CHECKPOINT, str(path)
-    if _looks_like_path(source):
-        if path.is_dir():
-            raise UnknownModelError(f"{path} has no config.json: give a directory written by save_pretrained")
-        raise UnknownModelError(f"checkpoint directory {text!r} does not exist: check the path")
     _, transformers = _torch_and_transformers()
-    if text not in transformers.CONFIG_MAPPING:
-        raise UnknownModelError(
-            f"unknown model source {text!r}: neither a local checkpoint directory nor a transformers model type"
-            " (see `accel models list`)"
-        )
-    return SOURCE_MODEL_TYPE, text
+    found = resolve_source(text, transformers.CONFIG_MAPPING.keys())
+    if found.kind == SOURCE_TYPE:
+        return SOURCE_MODEL_TYPE, found.ref
+    if found.path is None:
+        fetch = fetch_command(found.ref)
+        raise UnknownModelError(f"{found.ref!r} is not in the local Hugging Face cache: fetch it with `{fetch}`")
+    return SOURCE_CHECKPOINT, found.path
 
 
 def _checkpoint_mb(directory: Path) -> float:
@@ -148,7 +141,7 @@ def load_checkpoint_and_dispatch(
         ModelBuildError: the model exists but could not be loaded or built.
     """
     dtype_name = normalize_dtype(dtype)
-    kind, where = resolve_source(source)
+    kind, where = _resolve(source)
     selection = select_hardware(_requirements(kind, where, dtype_name), inventory or detect(), hardware=hardware)
     torch, _ = _torch_and_transformers()
     torch_dtype = getattr(torch, dtype_name)

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from accelerate_core.backends import detect, get_backend
-from accelerate_core.dispatch import load_checkpoint_and_dispatch, resolve_source
+from accelerate_core.dispatch import load_checkpoint_and_dispatch
 from accelerate_core.errors import HardwareUnavailableError, ModelBuildError, UnknownModelError
 
 torch = pytest.importorskip("torch")
@@ -71,7 +71,8 @@ def test_a_model_type_is_built_tiny() -> None:
 @pytest.mark.parametrize(
     ("source", "message"),
     [
-        ("no_such_model_type", "unknown model source 'no_such_model_type': neither a local checkpoint"),
+        ("no_such_model_type", "unknown model 'no_such_model_type': give a model type"),
+        ("no-org/no-such-model", "'no-org/no-such-model' is not in the local Hugging Face cache: fetch it with"),
         ("./missing/checkpoint", "checkpoint directory './missing/checkpoint' does not exist"),
         ("", "empty model source"),
     ],
@@ -85,11 +86,27 @@ def test_an_unknown_source_is_one_clear_line(source: str, message: str) -> None:
 
 def test_a_directory_without_config_is_not_a_checkpoint(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(UnknownModelError, match=r"has no config\.json"):
-        resolve_source(tmp_path)
+        load_checkpoint_and_dispatch(tmp_path)
     # A bare name is a model type even when a folder of that name (without config.json) is in the way
     (tmp_path / "bert").mkdir()
     monkeypatch.chdir(tmp_path)
-    assert resolve_source("bert") == ("model-type", "bert")
+    assert load_checkpoint_and_dispatch("bert", hardware="cpu").source_kind == "model-type"
+
+
+def test_a_cached_hub_id_is_its_snapshot_as_the_model_sources_resolve_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a hub id in a local Hugging Face cache (the one parser of model names, accelerate_core.sources, finds it)
+    import huggingface_hub.constants
+
+    from tests.support.checkpoints import cache_tiny
+
+    cache_tiny(tmp_path / "hub", "acme/tiny-bert", "bert")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    # When it is dispatched
+    d = load_checkpoint_and_dispatch("acme/tiny-bert", hardware="cpu")
+    # Then its snapshot is loaded as a checkpoint
+    assert (d.source_kind, d.device, d.model.config.model_type) == ("checkpoint", "cpu", "bert")
 
 
 def test_missing_hardware_is_a_clear_error() -> None:
