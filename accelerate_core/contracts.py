@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Self
 
 from accelerate_core.config import BenchConfig
@@ -496,6 +496,27 @@ class RunPlan:
     def skipped_results(self, *, now: float) -> tuple[JobResult, ...]:
         """The ``skipped`` results of the jobs that are not run."""
         return tuple(JobResult.skipped(j, now=now) for j in self.jobs if j.skip is not None)
+
+    def compact(self) -> RunPlan:
+        """This plan as its run message carries it: each distinct template's body once (a run's jobs share a
+        few templates, and a body is ~6 KB), on the last job that uses it; the other jobs carry the template's
+        name and sha with an empty body. The last, so that a writer of any version, which stores the last job's
+        template of each sha, stores the body; :meth:`templates` reads them back."""
+        last = {j.template.sha: i for i, j in enumerate(self.jobs) if j.template is not None}
+        keep = set(last.values())
+        jobs = tuple(
+            j if j.template is None or i in keep else replace(j, template=replace(j.template, body=""))
+            for i, j in enumerate(self.jobs)
+        )
+        return replace(self, jobs=jobs)
+
+    def templates(self) -> tuple[TemplateRef, ...]:
+        """Each distinct template of the jobs, with its body (of a :meth:`compact` plan too)."""
+        found: dict[str, TemplateRef] = {}
+        for t in (j.template for j in self.jobs if j.template is not None):
+            if t.body or t.sha not in found:
+                found[t.sha] = t
+        return tuple(found.values())
 
 
 @dataclass(frozen=True, slots=True)

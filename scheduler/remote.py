@@ -200,7 +200,7 @@ def _send_batch(
 def _send_run(app: Celery, settings: Settings, plan: RunPlan, producer: Any, key: signing.FleetKey) -> None:
     app.send_task(
         TASK_RECORD_RUN,
-        kwargs=key.envelope(TASK_RECORD_RUN, "plan", wire.encode(plan)),  # the writer records signed runs only
+        kwargs=key.envelope(TASK_RECORD_RUN, "plan", wire.encode(plan.compact())),  # signed runs only
         queue=settings.results_queue,
         kwargsrepr=repr({"run_id": plan.run_id, "phase": plan.phase, "jobs": len(plan.jobs)}),
         producer=producer,

@@ -50,7 +50,7 @@ def record_run(conn: DuckDBPyConnection, plan: RunPlan) -> None:
             f"INSERT INTO runs VALUES (?, ?, ?, ?, ?, '{RUN_PLANNED}', ?) ON CONFLICT (run_id) DO NOTHING",
             [plan.run_id, plan.phase, plan.created_at, _json(wire.encode(plan.params)), plan.code_version, now],
         )
-        templates = {j.template.sha: j.template for j in plan.jobs if j.template is not None}
+        templates = {t.sha: t for t in plan.templates()}
         if templates:
             cols: dict[str, list[Any]] = {
                 "sha": list(templates),
