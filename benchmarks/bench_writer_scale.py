@@ -108,8 +108,8 @@ class Bench:
         """Messages waiting for the writer: the ``results`` queue and the batch it claimed (as its heartbeat's).
 
         Counted only: the heartbeat's reader (:func:`accelerate_core.liveness.results_backlog`) also decodes the
-        oldest message for its age, a whole run's message while one waits (about 6 KB per job), which would
-        take this process's share of the cores from the writer; the age comes from the send times instead.
+        oldest results for their age, which would take this process's share of the cores from the writer; the
+        age comes from the send times instead.
         """
         pipe = self.client.pipeline(transaction=False)
         pipe.llen(self.settings.results_queue)
