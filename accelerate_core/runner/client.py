@@ -160,7 +160,7 @@ class ForkServer:
 
     def _start(self) -> None:
         proc = subprocess.Popen(
-            self._argv(), stdin=subprocess.PIPE, stdout=subprocess.PIPE, close_fds=True, env=scrub(os.environ)
+            self._argv(), stdin=subprocess.PIPE, stdout=subprocess.PIPE, close_fds=True, env=server_environ(os.environ)
         )
         assert proc.stdout is not None
         os.set_blocking(proc.stdout.fileno(), False)
@@ -474,6 +474,22 @@ class ForkServer:
             for stream in (proc.stdin, proc.stdout):
                 _close(stream)
         self._proc, self._sel, self._reader, self._ready = None, None, None, False
+
+
+HUGE_PAGE_MALLOC = "glibc.malloc.hugetlb=1"
+"""glibc's malloc tunable that asks for transparent huge pages (``madvise``) on the heap it maps. Every job
+forks the preloaded server, and a fork (and the child's exit) costs in proportion to the page-table
+entries of its ~400 MB heap: with ~140 MB of it in 2 MiB pages, fork + exit + wait went from ~50 ms to
+~30 ms here (measured on the server's own imports). A child writing to such a page still copies 4 KiB.
+Ignored where glibc is older than 2.35, not glibc, or THP is off."""
+
+
+def server_environ(environ: Mapping[str, str]) -> dict[str, str]:
+    """The fork server's environment: the job allow-list of ``environ`` (:func:`scrub`), plus
+    :data:`HUGE_PAGE_MALLOC` (after any glibc tunables of ``environ``). The server drops the tunable from its
+    ``os.environ`` once started, so no job's environment carries it; its children inherit the heap it shaped."""
+    tunables = environ.get("GLIBC_TUNABLES")
+    return {**scrub(environ), "GLIBC_TUNABLES": f"{tunables}:{HUGE_PAGE_MALLOC}" if tunables else HUGE_PAGE_MALLOC}
 
 
 def _close(stream: IO[bytes] | None) -> None:

@@ -137,8 +137,12 @@ def test_no_secret_of_the_caller_reaches_a_job(tmp_path: Path, monkeypatch: pyte
 
     with ForkServer(ENTRY, preload=(), mode=mode) as fs:
         outcome = fs.run("env", {"do": "environ"}, env={"OMP_NUM_THREADS": "1"}, time_limit_s=60, mem_cap_mb=CAP_MB)
+        server_environ = Path(f"/proc/{fs.pid}/environ").read_bytes()
 
     assert outcome.ok, outcome
+    # The server's heap asks glibc for huge pages (cheaper forks); the tunable is not in a job's environment
+    assert b"GLIBC_TUNABLES=glibc.malloc.hugetlb=1" in server_environ
+    assert "GLIBC_TUNABLES" not in outcome.value["environ"] and "GLIBC_TUNABLES" not in outcome.value["grandchild"]
     assert outcome.value is not None
     seen = repr(outcome.value)
     for secret in (SECRET_PASSWORD, SECRET_FLOWER, token, "ACCEL_BROKER_URL", "ACCEL_FLOWER_PASSWORD", "SECRET_TOKEN"):
