@@ -1,5 +1,5 @@
-"""The stage benchmarks run end to end and print figures that add up (a few dry jobs: the fork server's start
-dominates, hence ``slow``)."""
+"""The stage benchmarks and the writer's decode benchmark run end to end and print figures that add up (a few dry
+jobs: the fork server's start dominates, hence ``slow``)."""
 
 from __future__ import annotations
 
@@ -36,3 +36,11 @@ def test_bench_full_run_refuses_a_bad_slot_count_in_one_line() -> None:
     out = subprocess.run([sys.executable, str(REPO / "benchmarks" / "bench_full_run.py"), "--slots", "0"], cwd=REPO,
                          capture_output=True, text=True, timeout=120)  # fmt: skip
     assert out.returncode == 2 and out.stderr.strip().count("\n") == 0 and "--slots" in out.stderr
+
+
+def test_bench_decode_splits_the_writers_cost_per_result() -> None:
+    data = _bench("bench_decode.py", "--results", "20", "--rounds", "1")
+    us = data["us_per_result"]
+    assert isinstance(us, dict) and min(us.values()) > 0
+    assert us["total"] == pytest.approx(us["envelope"] + us["verify"] + us["decode"], abs=0.2)
+    assert data["message_bytes"] > 10_000  # type: ignore[operator]
