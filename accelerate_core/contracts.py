@@ -619,7 +619,8 @@ class StatusSnapshot:
 
     Attributes:
         total: planned jobs; ``terminal``: those with a terminal row; ``phase_done``: all of them.
-        by_status: job count per status; ``by_hardware``: per hardware kind, counts per status and ``total``.
+        by_status: job count per status; ``by_hardware``: per target (a hardware kind, or ``kind.model`` for
+            jobs of one device model: ``JobSpec.target``), counts per status and ``total``.
         failures: the latest failures (at most ``store.reads.FAILURES_SHOWN``); ``failures_total`` counts all.
         work_s_left: the expected work left in seconds; ``expected_s_left``: that divided by the run's slots.
         elapsed_s: since the first job started; ``updated_at``: when this snapshot was taken (unix seconds).

@@ -34,13 +34,12 @@ from accelerate_core.constants import (
     HARDWARE_KINDS,
     TASK_RECORD_RESULT,
     TASK_RECORD_RUN,
-    WORKER_KINDS,
     hardware_kind,
 )
 from accelerate_core.contracts import JobSpec, ReconcileReport, RunPlan, StatusSnapshot
 from accelerate_core.errors import BrokerError, RunStalledError, UnknownRunError
 from accelerate_core.job_message import send_job
-from scheduler.stall import Liveness, StallWatch
+from scheduler.stall import Liveness, StallWatch, start_hint
 
 if TYPE_CHECKING:
     import redis
@@ -110,8 +109,13 @@ def live_hardware(
     settings: Settings, timeout_s: float = INSPECT_TIMEOUT_S, kinds: tuple[str, ...] = HARDWARE_KINDS
 ) -> list[str]:
     """``--hardware auto`` on a fleet: the kinds (of ``kinds``) whose queues live workers consume right now."""
-    consumed = {q for queues in live_queues(settings, timeout_s).values() for q in queues}
+    consumed = consumed_queues(settings, timeout_s)
     return [kind for kind in kinds if settings.queue_for(kind) in consumed]
+
+
+def consumed_queues(settings: Settings, timeout_s: float = INSPECT_TIMEOUT_S) -> frozenset[str]:
+    """Every queue some live worker consumes now (kinds' ``hw.cuda`` and device models' ``hw.cuda.h100``)."""
+    return frozenset(q for queues in live_queues(settings, timeout_s).values() for q in queues)
 
 
 def live_nodes(settings: Settings, timeout_s: float = INSPECT_TIMEOUT_S) -> list[str]:
@@ -241,7 +245,7 @@ def probe_liveness(settings: Settings, timeout_s: float = INSPECT_TIMEOUT_S) -> 
         raise broker.broker_error(url, e) from e
     finally:
         client.close()
-    return Liveness(writer=writer, served=frozenset(live_hardware(settings, timeout_s, kinds=WORKER_KINDS)))
+    return Liveness(writer=writer, served=consumed_queues(settings, timeout_s))
 
 
 def follow(
@@ -358,14 +362,15 @@ def _wait_for_dispatch(client: redis.Redis, run_id: str) -> None:
 
 
 def _warn_unserved(settings: Settings, plan: RunPlan) -> None:
-    """Say so when a kind the plan needs has no live worker: its jobs wait in Redis until one joins."""
-    needed = {hardware_kind(j.hardware) for j in plan.jobs}
-    served = set(live_hardware(settings, kinds=WORKER_KINDS))
-    for kind in sorted(needed - served):
+    """Say so when a queue the plan needs (a kind's, a device model's) has no live worker: its jobs wait in Redis
+    until one joins."""
+    needed = {hardware_kind(j.target) for j in plan.jobs}
+    served = consumed_queues(settings)
+    for target in sorted(t for t in needed if settings.queue_for(t) not in served):
         logger.warning(
-            "no live worker consumes %s: its jobs wait there until one joins (accel worker --hardware %s)",
-            settings.queue_for(kind),
-            kind,
+            "no live worker consumes %s: its jobs wait there until one joins (%s)",
+            settings.queue_for(target),
+            start_hint(target),
         )
 
 

@@ -5,7 +5,8 @@ A followed run stalls when
 - no job of it finished for ``settings.stall_s`` seconds;
 - no writer has published a heartbeat (:mod:`accelerate_core.liveness`) for ``grace_s``: nothing
   records the results, so nothing can progress;
-- a hardware kind with unfinished jobs of the run has had no live worker consuming its queue for ``grace_s``.
+- a target (a hardware kind, or one device model of it: ``JobSpec.target``) with unfinished jobs of the run has
+  had no live worker consuming its queue (``hw.cuda``, ``hw.cuda.h100-80gb-hbm3``) for ``grace_s``.
 
 :class:`StallWatch` is pure (the caller passes the snapshots, what is alive, and the clock); ``follow`` in
 :mod:`scheduler.remote` feeds it and raises :class:`~accelerate_core.errors.RunStalledError` with its line.
@@ -19,7 +20,7 @@ from dataclasses import dataclass, field
 from accelerate_core.constants import TERMINAL_STATUSES, hardware_kind
 from accelerate_core.contracts import StatusSnapshot
 
-__all__ = ["LIVENESS_GRACE_S", "Liveness", "StallWatch", "waiting_by_kind"]
+__all__ = ["LIVENESS_GRACE_S", "Liveness", "StallWatch", "waiting_by_target"]
 
 LIVENESS_GRACE_S = 30.0
 """How long a missing writer or worker is tolerated (a restart, a missed ping) before it is a stall, in seconds."""
@@ -27,20 +28,21 @@ LIVENESS_GRACE_S = 30.0
 
 @dataclass(frozen=True, slots=True)
 class Liveness:
-    """What is alive on the broker now: a writer (its heartbeat), and the hardware kinds live workers consume."""
+    """What is alive on the broker now: a writer (its heartbeat), and the queues live workers consume."""
 
     writer: bool
     served: frozenset[str]
+    """Queue names (``hw.cpu``, ``hw.cuda.h100-80gb-hbm3``): a node of one device model serves no other model's."""
 
 
-def waiting_by_kind(snapshot: StatusSnapshot) -> dict[str, int]:
-    """Unfinished jobs of the run per hardware kind (kinds with none are left out; ``api:NAME`` counts as ``api``)."""
+def waiting_by_target(snapshot: StatusSnapshot) -> dict[str, int]:
+    """Unfinished jobs of the run per target (``cuda``, ``cuda.h100``; none left: left out; ``api:NAME`` is ``api``)."""
     out: dict[str, int] = {}
     for hardware, counts in snapshot.by_hardware.items():
         left = int(counts.get("total", 0)) - sum(int(v) for k, v in counts.items() if k in TERMINAL_STATUSES)
         if left > 0:
-            kind = hardware_kind(hardware)
-            out[kind] = out.get(kind, 0) + left
+            target = hardware_kind(hardware)
+            out[target] = out.get(target, 0) + left
     return out
 
 
@@ -51,7 +53,8 @@ class StallWatch:
     Args:
         run_id: the run.
         stall_s: seconds without a finished job that make a stall.
-        queue_for: a hardware kind's queue name (for the line).
+        queue_for: a target's queue name (``Settings.queue_for``: ``cuda`` -> ``hw.cuda``, ``cuda.h100`` ->
+            ``hw.cuda.h100``).
         started: the clock's time when following began.
         grace_s: how long a missing writer or worker is tolerated.
     """
@@ -106,14 +109,21 @@ class StallWatch:
         )
 
     def _worker_line(self, snapshot: StatusSnapshot | None, live: Liveness, now: float, stalled: bool) -> str | None:
-        waiting = waiting_by_kind(snapshot) if snapshot is not None else {}
-        unserved = {k for k in waiting if k not in live.served}
-        self._unserved_since = {k: self._unserved_since.get(k, now) for k in unserved}
-        for kind in sorted(unserved):
-            if now - self._unserved_since[kind] >= self.grace_s or stalled:
+        waiting = waiting_by_target(snapshot) if snapshot is not None else {}
+        unserved = {t for t in waiting if self.queue_for(t) not in live.served}
+        self._unserved_since = {t: self._unserved_since.get(t, now) for t in unserved}
+        for target in sorted(unserved):
+            if now - self._unserved_since[target] >= self.grace_s or stalled:
                 return (
-                    f"run {self.run_id} stalled: {waiting[kind]} of its jobs wait on {self.queue_for(kind)} and no "
-                    f"live worker has consumed it for {now - self._unserved_since[kind]:.0f} s: start one "
-                    f"(`accel worker --hardware {kind}`), then `accel run --resume {self.run_id} --wait`"
+                    f"run {self.run_id} stalled: {waiting[target]} of its jobs wait on {self.queue_for(target)} and "
+                    f"no live worker has consumed it for {now - self._unserved_since[target]:.0f} s: start one "
+                    f"({start_hint(target)}), then `accel run --resume {self.run_id} --wait`"
                 )
         return None
+
+
+def start_hint(target: str) -> str:
+    """How to start a worker for ``target``: ``accel worker --hardware KIND``, on a node of its device model if any."""
+    kind, _, model = target.partition(".")
+    command = f"`accel worker --hardware {kind}`"
+    return f"{command} on a {model} node" if model else command

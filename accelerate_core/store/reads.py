@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 from accelerate_core import wire
 from accelerate_core.constants import JOB_KIND_DRY, STATUS_DONE, STATUS_LOST, STATUS_RUNNING, TERMINAL_STATUSES
@@ -192,11 +192,15 @@ def _round_trips(conn: DuckDBPyConnection, run_id: str) -> dict[str, float]:
     return {str(worker): round(float(seconds), 6) for worker, seconds in rows}
 
 
+_TARGET: Final = "coalesce(hardware || '.' || (spec ->> 'device_model'), hardware)"
+"""A job row's target (``JobSpec.target``): its kind, or ``kind.model`` when it targets one device model."""
+
+
 def _counts(conn: DuckDBPyConnection, run_id: str) -> tuple[dict[str, int], dict[str, dict[str, int]]]:
     by_status: dict[str, int] = {}
     by_hardware: dict[str, dict[str, int]] = {}
     for hw, status, count in conn.execute(
-        "SELECT hardware, status, count(*) FROM jobs WHERE run_id = ? GROUP BY ALL ORDER BY ALL", [run_id]
+        f"SELECT {_TARGET}, status, count(*) FROM jobs WHERE run_id = ? GROUP BY ALL ORDER BY ALL", [run_id]
     ).fetchall():
         by_status[status] = by_status.get(status, 0) + count
         slot = by_hardware.setdefault(hw, {"total": 0})

@@ -145,6 +145,17 @@ def test_a_batch_failing_inside_duckdb_is_rolled_back_whole(store: ResultsStore)
     assert _count(store, "jobs") == 1
 
 
+def test_progress_counts_jobs_of_one_device_model_under_its_target(store: ResultsStore) -> None:
+    # Given a run whose cuda jobs target the h100 device model (they wait on hw.cuda.h100, not hw.cuda)
+    plan = RUN.plan()
+    jobs = tuple(replace(j, device_model="h100") if j.hardware == "cuda" else j for j in plan.jobs)
+    store.record_run(replace(plan, jobs=jobs))
+    # Then the progress counts them under the target the stall check names a queue for
+    progress = store.run_progress("run-a")
+    assert progress.by_hardware["cuda.h100"] == {"total": 3, "queued": 3} and "cuda" not in progress.by_hardware
+    assert progress.by_hardware["cpu"]["total"] == 3
+
+
 def test_progress_unfinished_and_phase_done(store: ResultsStore) -> None:
     store.record_run(RUN.plan())
     store.record_results([RUN.result("bert", "cpu"), RUN.result("gpt2", "cpu", status="failed")])
