@@ -5,11 +5,12 @@ it runs (its template). So a job message is signed where it is made (the schedul
 reconciler when it re-sends a lost job) and checked where it is run (the worker), and a run message
 (``record_run``) is signed by the scheduler and checked by the writer, which re-sends only the jobs of runs
 it recorded; the results sent to the writer (``record_result``: workers, the scheduler's ``skipped`` rows, the
-reconciler's ``lost`` rows) and ``accel cancel``'s ``cancel_run`` are signed too, and the writer applies only
-signed ones: HMAC-SHA256, keyed with the fleet key, over the :func:`accelerate_core.wire.canonical`
-bytes of the encoded job, with the task's name in front so a signature made for one kind of message is
-never valid for another. The signature travels beside the job in the message's keyword arguments
-(``{"spec": {...}, "sig": "<hex>"}``); the broker carries it and cannot make one.
+reconciler's ``lost`` rows), ``accel cancel``'s ``cancel_run`` and the nodes' ``register_worker`` (their
+inventory: hardware, device, versions) are signed too, and the writer applies only signed ones: HMAC-SHA256,
+keyed with the fleet key, over the :func:`accelerate_core.wire.canonical` bytes of the encoded job, with the
+task's name in front so a signature made for one kind of message is never valid for another. The signature
+travels beside the job in the message's keyword arguments (``{"spec": {...}, "sig": "<hex>"}``); the broker
+carries it and cannot make one.
 
 The key is 32 random bytes or more, given as hex in ``ACCEL_FLEET_KEY`` (``openssl rand -hex 32``), set
 once where the broker password is (``deploy/accel.env``, the README's recipe) and held by the scheduler, the

@@ -466,14 +466,19 @@ def record_revoked(settings: Settings, node: str) -> Callable[..., None]:
 
 
 def announce(app: Celery, settings: Settings, node: str) -> None:
-    """Send this node's inventory to the writer (called once the worker is ready)."""
+    """Send this node's inventory to the writer, signed with the fleet key (called once the worker is ready).
+
+    Raises:
+        ConfigError: no fleet key (the writer records signed registrations only).
+    """
     from workers import node as node_report
 
+    key = signing.require_key(settings)
     info = worker_info(node, pinning.current())
     node_report.remember(info)
     app.send_task(
         TASK_REGISTER_WORKER,
-        kwargs={"info": wire.encode(info)},
+        kwargs=key.envelope(TASK_REGISTER_WORKER, "info", wire.encode(info)),
         queue=settings.results_queue,
         kwargsrepr=repr({"worker_id": info.worker_id, "hardware": info.hardware, "device": info.device_name}),
     )

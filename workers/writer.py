@@ -191,10 +191,11 @@ class ResultWriter:
 
         Raises:
             ContractError: the message is not one the writer knows, or it cannot be decoded and names no job,
-                or it is a result, run or cancel message not signed with the fleet key (:class:`SignatureError`).
+                or it is a result, run, cancel or register_worker message not signed with the fleet key
+                (:class:`SignatureError`).
         """
         # An unsigned or forged message raises SignatureError before anything of it is read: dead-lettered,
-        # nothing recorded, cancelled or re-sent.
+        # nothing recorded, cancelled, re-sent or registered (a forged node would pose as hardware in the reports).
         if task == TASK_RECORD_RESULT:
             for payload in self._signed_results(kwargs):
                 row = self._result(payload)
@@ -205,8 +206,9 @@ class ResultWriter:
         elif task == TASK_CANCEL_RUN:
             self.cancel_run(check_name(self.key.open(TASK_CANCEL_RUN, "run_id", kwargs), "cancel_run.run_id"))
         elif task == TASK_REGISTER_WORKER:
+            info = wire.decode(WorkerInfo, self.key.open(TASK_REGISTER_WORKER, "info", kwargs))
             self.fence()
-            self.store.register_worker(wire.decode(WorkerInfo, kwargs.get("info")))
+            self.store.register_worker(info)
         else:
             raise ContractError(f"the writer got a {task!r} message: only record_* and register_worker go to results")
 

@@ -33,7 +33,16 @@ from accelerate_core.constants import (
     TASK_RUN_JOB,
     WRITER_LOCK_KEY,
 )
-from accelerate_core.contracts import DeadLetter, JobResult, JobSpec, RunParams, RunPlan, StatusSnapshot, job_key
+from accelerate_core.contracts import (
+    DeadLetter,
+    JobResult,
+    JobSpec,
+    RunParams,
+    RunPlan,
+    StatusSnapshot,
+    WorkerInfo,
+    job_key,
+)
 from accelerate_core.errors import (
     BrokerError,
     ConfigError,
@@ -361,7 +370,7 @@ def test_writer_records_the_jobs_of_a_run_it_cannot_decode(tmp_path: Path) -> No
         with pytest.raises(ContractError, match="schema"):
             w.handle(TASK_RECORD_RUN, FLEET_KEY.envelope(TASK_RECORD_RUN, "plan", {"v": NEWER_MAJOR}))
         with pytest.raises(ContractError, match="WorkerInfo"):
-            w.handle(TASK_REGISTER_WORKER, {"info": {"v": wire.SCHEMA_VERSION}})
+            w.handle(TASK_REGISTER_WORKER, FLEET_KEY.envelope(TASK_REGISTER_WORKER, "info", {"v": wire.SCHEMA_VERSION}))
 
 
 def test_writer_refuses_a_run_message_not_signed_with_the_fleet_key(tmp_path: Path) -> None:
@@ -450,6 +459,38 @@ def test_decode_refuses_non_json_messages() -> None:
         writer.decode_message(json.dumps({"content-type": "application/x-python-serialize", "body": ""}).encode())
     with pytest.raises(ContractError):
         writer.decode_message(b"not json")
+
+
+@pytest.mark.redis
+def test_the_writer_registers_a_nodes_signed_inventory_and_dead_letters_forged_ones(
+    redis_url: str, tmp_path: Path
+) -> None:
+    import redis
+
+    # Given a real node's registration, sent as a node sends it once ready, between two forged ones (a fake H100
+    # node that would pose as hardware in the reports): unsigned, and signed with another key
+    settings = Settings(broker_url=redis_url, fleet_key=FLEET_KEY_HEX, results_db=tmp_path / "r.duckdb")
+    fake = wire.encode(WorkerInfo("cuda0@fake", "fake", "cuda", 0, "NVIDIA H100 80GB HBM3", 81_559))
+    app = make_app(settings)
+    try:
+        app.send_task(TASK_REGISTER_WORKER, kwargs={"info": fake}, queue=settings.results_queue)
+        tasks.announce(app, settings, "cpu0@real")
+        other = FleetKey(bytes(range(32)))
+        app.send_task(TASK_REGISTER_WORKER, kwargs=other.envelope(TASK_REGISTER_WORKER, "info", fake),
+                      queue=settings.results_queue)  # fmt: skip
+    finally:
+        app.close()
+    # When the writer takes them off the results queue
+    letters: list[DeadLetter] = []
+    with ResultsStore.open(settings.results_db) as store:
+        w = writer.ResultWriter(store, settings, key=FLEET_KEY, dead_letter=letters.append)
+        batch = writer.Intake(redis.Redis.from_url(redis_url), settings.results_queue).claim(10)
+        assert len(batch) == 3 and writer.process_batch(w, batch) == 1
+        registered = store.query("SELECT worker_id, hardware FROM workers")
+    # Then only the real node is registered, and both forged ones are dead letters saying why
+    assert registered == [("cpu0@real", "cpu")]
+    assert sorted(d.reason.split(":")[0] for d in letters) == ["bad-signature", "unsigned"]
+    assert {d.task for d in letters} == {TASK_REGISTER_WORKER}
 
 
 @pytest.mark.redis
