@@ -10,7 +10,9 @@ inventory: hardware, device, versions) are signed too, and the writer applies on
 keyed with the fleet key, over the :func:`accelerate_core.wire.canonical` bytes of the encoded job, with the
 task's name in front so a signature made for one kind of message is never valid for another. The signature
 travels beside the job in the message's keyword arguments (``{"spec": {...}, "sig": "<hex>"}``); the broker
-carries it and cannot make one.
+carries it and cannot make one. A worker's result travels in a canonical body
+(:func:`accelerate_core.celery_message.build`), so the writer checks its signature over the bytes as they came
+(:meth:`FleetKey.signs`) instead of encoding the result again.
 
 The key is 32 random bytes or more, given as hex in ``ACCEL_FLEET_KEY`` (``openssl rand -hex 32``), set
 once where the broker password is (``deploy/accel.env``, the README's recipe) and held by the scheduler, the
@@ -73,8 +75,15 @@ class FleetKey:
 
     def sign(self, purpose: str, message: object) -> str:
         """The signature (hex) of ``message`` for ``purpose`` (a task name, e.g. ``accel.run_job``)."""
-        data = purpose.encode() + b"\n" + wire.canonical(message)
-        return hmac.new(self.secret, data, hashlib.sha256).hexdigest()
+        return self._mac(purpose, wire.canonical(message))
+
+    def signs(self, purpose: str, data: bytes, signature: str) -> bool:
+        """Whether ``signature`` is this key's for the canonical bytes ``data`` of a message, as they were received
+        (no encoding again: the bytes checked are the bytes the message is read from)."""
+        return hmac.compare_digest(self._mac(purpose, data), signature.lower())
+
+    def _mac(self, purpose: str, data: bytes) -> str:
+        return hmac.new(self.secret, purpose.encode() + b"\n" + data, hashlib.sha256).hexdigest()
 
     def verify(self, purpose: str, message: object, signature: object) -> None:
         """Check that ``signature`` is this key's for ``message`` and ``purpose``.

@@ -44,7 +44,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from accelerate_core import dead_letters, wire
+from accelerate_core import celery_message, dead_letters, wire
 from accelerate_core.config import Settings
 from accelerate_core.constants import (
     ERR_REVOKED,
@@ -197,10 +197,7 @@ class ResultWriter:
         # An unsigned or forged message raises SignatureError before anything of it is read: dead-lettered,
         # nothing recorded, cancelled, re-sent or registered (a forged node would pose as hardware in the reports).
         if task == TASK_RECORD_RESULT:
-            for payload in self._signed_results(kwargs):
-                row = self._result(payload)
-                if row is not None:
-                    self._held.append(row)
+            self._hold(self._signed_results(kwargs))
         elif task == TASK_RECORD_RUN:
             self._run_message(self.key.open(TASK_RECORD_RUN, "plan", kwargs))
         elif task == TASK_CANCEL_RUN:
@@ -211,6 +208,25 @@ class ResultWriter:
             self.store.register_worker(info)
         else:
             raise ContractError(f"the writer got a {task!r} message: only record_* and register_worker go to results")
+
+    def handle_body(self, task: str, body: bytes | str) -> None:
+        """:meth:`handle` a message by its task name and (not yet parsed) body.
+
+        A worker's result (a canonical body, :func:`accelerate_core.celery_message.build`) whose signature is the
+        fleet key's over its payload's bytes as received is parsed once and not encoded again to be checked;
+        any other message, a forged one too, is parsed whole and checked by :meth:`handle` (which says why not).
+        """
+        payload = signed_result(self.key, body) if task == TASK_RECORD_RESULT else None
+        if payload is not None:
+            self._hold([payload])
+        else:
+            self.handle(task, body_kwargs(body))
+
+    def _hold(self, payloads: list[object]) -> None:
+        for payload in payloads:
+            row = self._result(payload)
+            if row is not None:
+                self._held.append(row)
 
     def set_aside(
         self, message: bytes | str, reason: str, *, task: str | None = None, run_id: str | None = None
@@ -504,6 +520,16 @@ def decode_message(raw: bytes) -> tuple[str, dict[str, Any]]:
     Raises:
         ContractError: not a JSON Celery task message (pickle and other encodings are refused).
     """
+    task, body = message_body(raw)
+    return task, body_kwargs(body)
+
+
+def message_body(raw: bytes) -> tuple[str, bytes | str]:
+    """The task name and the (JSON, not yet parsed) body of one kombu/Celery (protocol 2, JSON) message.
+
+    Raises:
+        ContractError: not a JSON Celery task message (pickle and other encodings are refused).
+    """
     try:
         envelope = json.loads(raw)
         if envelope.get("content-type") != "application/json":
@@ -511,10 +537,37 @@ def decode_message(raw: bytes) -> tuple[str, dict[str, Any]]:
         body = envelope["body"]
         if envelope.get("properties", {}).get("body_encoding") == "base64":
             body = base64.b64decode(body)
-        _args, kwargs, _embed = json.loads(body)
-        return str(envelope["headers"]["task"]), dict(kwargs)
+        return str(envelope["headers"]["task"]), body
     except (ValueError, KeyError, TypeError) as e:
-        raise ContractError(f"a message on the results queue is not a JSON Celery task ({e})") from e
+        raise _not_celery(e) from e
+
+
+def signed_result(key: FleetKey, body: bytes | str) -> dict[str, Any] | None:
+    """The result of a ``record_result`` body as a worker sends it (canonical:
+    :func:`accelerate_core.celery_message.build`) when ``key`` signed its bytes as they are; None for any other body,
+    a forged one too (:func:`body_kwargs` and :meth:`ResultWriter.handle` read it whole and say why).
+    """
+    found = celery_message.signed_payload(body, "result")
+    if found is None or not isinstance(found[0], dict) or not key.signs(TASK_RECORD_RESULT, found[1], found[2]):
+        return None
+    return found[0]
+
+
+def body_kwargs(body: bytes | str) -> dict[str, Any]:
+    """The keyword arguments of a :func:`message_body`.
+
+    Raises:
+        ContractError: not a JSON Celery protocol 2 body.
+    """
+    try:
+        _args, kwargs, _embed = json.loads(body)
+        return dict(kwargs)
+    except (ValueError, KeyError, TypeError) as e:
+        raise _not_celery(e) from e
+
+
+def _not_celery(e: Exception) -> ContractError:
+    return ContractError(f"a message on the results queue is not a JSON Celery task ({e})")
 
 
 @dataclass
@@ -579,8 +632,8 @@ def process_batch(w: ResultWriter, raws: Sequence[bytes]) -> int:
     for raw in raws:
         task = None
         try:
-            task, kwargs = decode_message(raw)
-            w.handle(task, kwargs)
+            task, body = message_body(raw)
+            w.handle_body(task, body)
             applied += 1
         except SignatureError as e:  # the reason says which: `unsigned: ...` or `bad-signature: ...`
             w.set_aside(raw, f"{'unsigned' if e.error_class == ERR_UNSIGNED else e.error_class}: {e}", task=task)

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import base64
+import json
 from pathlib import Path
 
 import pytest
 
-from accelerate_core import dead_letters, wire
+from accelerate_core import celery_message, dead_letters, wire
 from accelerate_core.config import Settings
 from accelerate_core.constants import ERR_WORKER, STATUS_DONE, TASK_RECORD_RESULT, TASK_RECORD_RUN
 from accelerate_core.contracts import DeadLetter, JobResult
 from accelerate_core.errors import StoreWriteError
+from accelerate_core.signing import FleetKey
 from accelerate_core.store import ResultsStore
 from tests.faults.harness import dry_plan
 from tests.faults.scenarios_writer import _envelope, _result_message, malformed_messages
@@ -88,3 +91,48 @@ def test_dead_letters_are_kept_newest_first_and_counted(redis_url: str) -> None:
     found = dead_letters.read(client, limit=2)
     assert dead_letters.count(client) == 3
     assert [d.reason for d in found] == ["reason 2", "reason 1"] and found[0].message == "\ufffd2"
+
+
+def test_a_workers_canonical_result_is_checked_over_its_bytes_and_every_bad_one_still_refused(tmp_path: Path) -> None:
+    # Given a run's results as workers push them (canonical bodies): one good, and one each unsigned, forged
+    # (another key), and altered after signing (a signed payload whose bytes were changed: status flipped)
+    plan = dry_plan("run-raw", 4)
+    first, second, third, fourth = (wire.encode(_done(j)) for j in plan.jobs)
+
+    def pushed(kwargs: dict[str, object]) -> bytes:
+        return celery_message.build(TASK_RECORD_RESULT, kwargs, queue="results", kwargsrepr="{}")
+
+    altered = pushed(FLEET_KEY.envelope(TASK_RECORD_RESULT, "result", third))
+    body = base64.b64decode(json.loads(altered)["body"]).replace(b'"status":"done"', b'"status":"failed"')
+    altered = json.dumps({**json.loads(altered), "body": base64.b64encode(body).decode()}).encode()
+    other_key = FleetKey(bytes(32))
+    raws = [
+        _envelope(TASK_RECORD_RUN, FLEET_KEY.envelope(TASK_RECORD_RUN, "plan", wire.encode(plan))),
+        pushed(FLEET_KEY.envelope(TASK_RECORD_RESULT, "result", first)),
+        pushed({"result": second}),
+        pushed(other_key.envelope(TASK_RECORD_RESULT, "result", fourth)),
+        altered,
+    ]
+    assert celery_message.signed_payload(body, "result") is not None  # the altered one takes the fast path
+    letters: list[DeadLetter] = []
+    with ResultsStore.memory() as store:
+        w = writer.ResultWriter(store, Settings(reports_dir=tmp_path / "reports", results_db=tmp_path / "r.duckdb"),
+                                dead_letter=letters.append, key=FLEET_KEY)  # fmt: skip
+        # When the writer applies them
+        writer.process_batch(w, raws)
+        rows = dict(store.query("SELECT job_key, status FROM jobs WHERE run_id = 'run-raw'"))
+    # Then the good one is recorded; the unsigned, forged and altered ones are dead-lettered, each saying why
+    assert rows[plan.jobs[0].key] == STATUS_DONE
+    assert all(rows[j.key] == "queued" for j in plan.jobs[1:])
+    assert [d.reason.split(":")[0] for d in letters] == ["unsigned", "bad-signature", "bad-signature"]
+
+
+def test_signed_payload_reads_only_a_canonical_body() -> None:
+    kwargs = FLEET_KEY.envelope(TASK_RECORD_RESULT, "result", {"v": "1.6", "a": [1.5, "é"]})
+    canonical = wire.canonical([[], kwargs, {"chain": None}])
+    payload, data, signature = celery_message.signed_payload(canonical, "result") or (None, b"", "")
+    assert payload == {"v": "1.6", "a": [1.5, "é"]} and data == wire.canonical(payload)
+    assert FLEET_KEY.signs(TASK_RECORD_RESULT, data, signature)
+    assert celery_message.signed_payload(json.dumps([[], kwargs, {}]), "result") is None  # kombu's own layout
+    assert celery_message.signed_payload(canonical + b" ", "result") is None
+    assert celery_message.signed_payload(canonical, "results") is None
