@@ -11,7 +11,7 @@ from __future__ import annotations
 from operator import attrgetter
 from typing import TYPE_CHECKING
 
-from accelerate_core.constants import STATUS_DONE, STATUS_SKIPPED, TERMINAL_STATUSES
+from accelerate_core.constants import API_HARDWARE, STATUS_DONE, STATUS_SKIPPED, TERMINAL_STATUSES, hardware_kind
 from accelerate_core.report.collect import JobFact, Pair, RunData, latency_samples
 from accelerate_core.report.model import Change, Comparison
 from accelerate_core.report.stats import mann_whitney_p, relative_change
@@ -44,7 +44,7 @@ def compare_runs(
         cur, base = current.jobs[pair], baseline.jobs[pair]
         if cur.status != STATUS_DONE or base.status != STATUS_DONE:
             continue
-        changed = changes(cur, base)
+        changed = changes(cur, base, served=hardware_kind(pair[1]) == API_HARDWARE)
         if changed:
             out.not_comparable.append(
                 {**_name(pair), "reason": "; ".join(changed), "current_sha": cur.template_sha,
@@ -56,14 +56,17 @@ def compare_runs(
     return out
 
 
-def changes(current: JobFact, baseline: JobFact) -> list[str]:
+def changes(current: JobFact, baseline: JobFact, *, served: bool = False) -> list[str]:
     """What makes two results of one model not comparable (empty: comparable): the template, the device model,
-    torch or transformers changed. A fact one side did not record (an older row) is not held against it."""
+    torch or transformers changed. A fact one side did not record (an older row) is not held against it.
+
+    A ``served`` endpoint (hardware ``api:NAME``) has no device model: its row's device name is the endpoint's
+    address and model, which may move (another port or host) while ``api:NAME`` stays the endpoint it was."""
     found = []
     if current.template_sha != baseline.template_sha:
         found.append(f"template {str(baseline.template_sha)[:12]} -> {str(current.template_sha)[:12]}")
     facts = (
-        ("device model", device_model_of),
+        *(() if served else (("device model", device_model_of),)),
         ("torch", attrgetter("torch")),
         ("transformers", attrgetter("transformers")),
     )

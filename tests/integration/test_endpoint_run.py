@@ -131,7 +131,8 @@ def test_a_phase_run_lists_api_rows_beside_cpu_and_a_slower_server_is_a_regressi
     second = accel(tmp_path, *args, "--endpoint", f"fast={slow.url}@stub", env=tokens)
     assert second.returncode == 0, second.stderr
     comparison = report_json(tmp_path, json.loads(second.stdout))["comparison"]
-    assert {(c["model_type"], c["hardware"]) for c in comparison["regressions"]} >= {("stub", "api:fast")}
+    regressions = {(c["model_type"], c["hardware"]) for c in comparison["regressions"]}
+    assert regressions >= {("stub", "api:fast")}, json.dumps(comparison)
     with duckdb.connect(str(tmp_path / "results.duckdb"), read_only=True) as conn:
         history = browse.model_history(conn, "stub", hardware=["api:fast"])
     assert [p["status"] for p in history] == [STATUS_DONE, STATUS_DONE]

@@ -302,3 +302,22 @@ def test_another_device_model_or_torch_version_is_listed_not_compared(store: Res
     md = render_markdown(report)
     assert "### Not comparable: template, device model or versions changed (2)" in md
     assert "| bert | cpu | device model a100-sxm4-40gb -&gt; h100-80gb-hbm3 |" in md  # renders as ->
+
+
+def test_a_served_endpoint_that_moved_address_is_still_compared_with_its_past() -> None:
+    from dataclasses import replace
+
+    from accelerate_core.report.collect import JobFact
+    from accelerate_core.report.compare import changes
+
+    # Given the same endpoint api:fast before and after it moved to another port (its device name is its address)
+    base = JobFact(
+        job_key="k", kind="test", status="done", error_class=None, error_type=None, error_message=None,
+        attempts=1, duration_s=1.0, started_at=0.0, finished_at=1.0, template_sha="t", worker_id="w", host="h",
+        device_name="http://127.0.0.1:4001 stub",
+    )  # fmt: skip
+    moved = replace(base, device_name="http://127.0.0.1:4002 stub")
+    # Then it is comparable, while a device row whose device name changed is not
+    assert changes(moved, base, served=True) == []
+    on_device = replace(base, device_name="NVIDIA A100-SXM4-40GB")
+    assert changes(replace(on_device, device_name="NVIDIA H100 80GB HBM3"), on_device)
