@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     import redis
 
     from accelerate_core.service import ServiceConfig
-    from workers.keeper import WriterLock, WriterState
+    from workers.keeper import Keeper, WriterLock
 
 logger = logging.getLogger(__name__)
 
@@ -125,8 +125,8 @@ def run_writer(args: argparse.Namespace) -> int:
         from accelerate_core import dead_letters
 
         state = keeper.WriterState(dead_letters=dead_letters.count(client))
-        with keeper.Keeper(client, settings.results_queue, state, renew=lock.renew):
-            return _serve_store(settings, client, lock, state, stop, api)
+        with keeper.Keeper(client, settings.results_queue, state, renew=lock.renew) as beats:
+            return _serve_store(settings, client, lock, beats, stop, api)
     finally:
         lock.release()
         client.close()
@@ -136,7 +136,7 @@ def _serve_store(
     settings: Settings,
     client: redis.Redis,
     lock: WriterLock,
-    state: WriterState,
+    beats: Keeper,
     stop: threading.Event,
     api: ServiceConfig,
 ) -> int:
@@ -145,6 +145,7 @@ def _serve_store(
     from workers import reconciler, writer
     from workers.service import hosted_service, writer_probe
 
+    state = beats.state
     store = writer.open_store(settings.results_db, state, stop)
     if store is None:
         return 0
@@ -158,6 +159,7 @@ def _serve_store(
             settings, api, version=lambda: w.commits, last_commit=lambda: w.committed_at, writer=probe
         ) as url:
             state.api_url = url  # advertised in the heartbeat: the CLI reads through it
+            beats.beat()  # at once: a CLI that finds the DB held must not wait a beat for the service's address
             logger.info("writer ready: queue %s -> %s; results on %s", settings.results_queue, settings.results_db,
                         url or "no service")  # fmt: skip
             intake = writer.Intake(client, settings.results_queue)

@@ -100,9 +100,14 @@ def test_hardware_side_by_side_and_one_against_another(view: ReadView) -> None:
 
 
 def test_comparison_of_two_runs_reuses_the_report_logic(view: ReadView) -> None:
-    compared = views.compare_runs(view, RUNS[2], None)
-    assert compared["baseline_run_id"] == RUNS[1] and compared["compared"] > 0
+    # The second run against the first (same devices, same torch): its models are compared, each 25% slower
+    compared = views.compare_runs(view, RUNS[1], None)
+    assert compared["baseline_run_id"] == RUNS[0] and compared["compared"] > 0
     assert {c["model_type"] for c in compared["regressions"]} <= set(MODELS)
+    # The third run moved torch 2.12.0 -> 2.13.0 (and cuda to another device): listed, not compared
+    moved = views.compare_runs(view, RUNS[2], None)
+    assert moved["baseline_run_id"] == RUNS[1] and moved["compared"] == 0 and not moved["regressions"]
+    assert moved["not_comparable"] and all("torch 2.12.0 -> 2.13.0" in n["reason"] for n in moved["not_comparable"])
     assert views.compare_runs(view, RUNS[2], RUNS[0])["baseline_run_id"] == RUNS[0]
     with pytest.raises(ConfigError, match="no earlier run of phase 'q4'"):
         views.compare_runs(view, RUNS[0], None)
