@@ -30,7 +30,7 @@ from accelerate_core.sources import fetch_command, resolve_sources, type_source
 if TYPE_CHECKING:
     from accelerate_core.config import Settings
 
-__all__ = ["MODELS_FLAG", "Target", "models_spec", "parse_models", "select_entries", "select_models"]
+__all__ = ["MODELS_FLAG", "RunnableEntry", "Target", "models_spec", "parse_models", "select_entries", "select_models"]
 
 MODELS_FLAG = "--models"
 """Where a selection given on the command line came from (how its errors name it)."""
@@ -46,7 +46,7 @@ class _Entry(Protocol):
     def modality(self) -> str: ...
 
 
-class _Runnable(_Entry, Protocol):
+class RunnableEntry(_Entry, Protocol):
     """What a target needs of a catalog entry: whether the catalog can build it, and why not."""
 
     @property
@@ -60,7 +60,7 @@ class _Runnable(_Entry, Protocol):
 
 
 E = TypeVar("E", bound=_Entry)
-R = TypeVar("R", bound=_Runnable)
+R = TypeVar("R", bound=RunnableEntry)
 
 
 @dataclass(frozen=True, slots=True)

@@ -53,7 +53,7 @@ from accelerate_core.contracts import (
     job_key,
 )
 from accelerate_core.errors import ConfigError, ContractError, HardwareUnavailableError
-from accelerate_core.selection import MODELS_FLAG, Target, select_models
+from accelerate_core.selection import MODELS_FLAG, RunnableEntry, Target, select_models
 
 if TYPE_CHECKING:
     from accelerate_core.backends import Inventory
@@ -79,21 +79,12 @@ _S_PER_MPARAM: Final = 0.05
 _RUN_ID_SAFE = re.compile(r"[^A-Za-z0-9._]+")
 
 
-class CatalogEntry(Protocol):
-    """What the planner reads of a catalog index entry (``accelerate_core.catalog.index.IndexEntry``)."""
+class CatalogEntry(RunnableEntry, Protocol):
+    """What the planner reads of a catalog index entry (``accelerate_core.catalog.index.IndexEntry``): what a
+    selection reads (:class:`accelerate_core.selection.RunnableEntry`), its family and its size."""
 
     @property
-    def model_type(self) -> str: ...
-    @property
-    def modality(self) -> str: ...
-    @property
     def family(self) -> str: ...
-    @property
-    def runnable(self) -> bool: ...
-    @property
-    def reason_class(self) -> str | None: ...
-    @property
-    def reason(self) -> str | None: ...
     @property
     def param_count(self) -> int | None: ...
 
