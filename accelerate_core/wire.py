@@ -338,10 +338,16 @@ def _mapping(item: Any) -> Decoder:
         for k, v in value.items():
             if not isinstance(k, str):
                 raise ContractError(f"{path} must have string keys, got {_kind(k)}")
-            out[k] = inner(v, f"{path}.{k}", lenient)
+            out[k] = inner(v, _key_path(path, k), lenient)
         return out
 
     return decode_mapping
+
+
+def _key_path(path: str, key: str) -> str:
+    """``path.key``, or ``path['key']`` for a key a line cannot show as it is (a line break, a control
+    character): an error naming it stays one line."""
+    return f"{path}.{key}" if key.isprintable() else f"{path}[{key!r}]"
 
 
 def _scalar(kind: type, value: object, path: str) -> Any:

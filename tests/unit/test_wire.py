@@ -345,3 +345,14 @@ def test_a_job_key_names_its_job(run_id: str, model: str, hardware: str, kind: s
     # A reader that cannot decode a message can still name the job from its key alone
     assert parse_job_key(job_key(run_id, model, hardware, kind)) == (run_id, model, hardware, kind)
     assert parse_job_key(f"{run_id}:{model}") is None
+
+
+def test_a_key_with_a_line_break_is_named_on_one_line() -> None:
+    # Found by the property above: a mapping key holding a line break split the error over two lines
+    from accelerate_core.runner.protocol import JobRequest
+
+    data = {"v": wire.SCHEMA_VERSION, "job_id": "0", "payload": {}, "time_limit_s": 1.0, "mem_cap_mb": 1,
+            "env": {"a\nb": None}}  # fmt: skip
+    with pytest.raises(ContractError, match=r"JobRequest\.env\['a\\nb'\] must be a string") as e:
+        wire.decode(JobRequest, data)
+    assert "\n" not in str(e.value)
