@@ -77,6 +77,13 @@ use; a delivery after the result was sent (the worker died before acknowledging)
 NODE_INSPECT_COMMAND: Final = "accel_node"
 """Celery inspect command every worker node answers with its ``NodeReport`` (``accel workers``)."""
 
+NODE_ANSWER_PURPOSE: Final = "accel_node.answer"
+"""What a node's signed answer to :data:`NODE_INSPECT_COMMAND` is signed for (with the broadcast's challenge)."""
+
+NODE_CHALLENGE_HEX: Final = 32
+"""Hex characters of the random challenge a broadcast carries; a node signs its answer with it, so an answer
+recorded earlier cannot be replayed to a later broadcast."""
+
 WRITER_PROCESSING_KEY: Final = "acc:writer:processing"
 """Redis list holding the batch the writer is writing (deleted once the batch is committed)."""
 

@@ -92,17 +92,12 @@ def client_app(settings: Settings, *, sent_events: bool = True) -> Celery:
 
 
 def live_queues(settings: Settings, timeout_s: float = INSPECT_TIMEOUT_S) -> dict[str, list[str]]:
-    """The queues each live worker consumes now: ``{node name: [queue, ...]}`` (empty: none alive)."""
-    url = broker.require_url(settings)
-    broker.check(url)
-    app = client_app(settings)
-    try:
-        replies = app.control.inspect(timeout=timeout_s).active_queues() or {}
-    except Exception as e:  # kombu raises its own connection errors
-        raise broker.broker_error(url, e) from e
-    finally:
-        app.close()
-    return {node: [q.get("name", "") for q in queues] for node, queues in replies.items()}
+    """The queues each live worker consumes now, ``{node name: [queue, ...]}`` (empty: none alive), from the nodes'
+    signed answers only (:func:`scheduler.nodes.node_answers`: a forged node plans nothing)."""
+    from scheduler.nodes import node_answers
+
+    broker.check(broker.require_url(settings))
+    return {n.node: list(n.queues) for n in node_answers(settings, timeout_s).nodes}
 
 
 def live_hardware(
@@ -119,8 +114,11 @@ def consumed_queues(settings: Settings, timeout_s: float = INSPECT_TIMEOUT_S) ->
 
 
 def live_nodes(settings: Settings, timeout_s: float = INSPECT_TIMEOUT_S) -> list[str]:
-    """The node names of every live worker (writer included)."""
-    return sorted(live_queues(settings, timeout_s))
+    """The names of every node that answers a broadcast now (verified or not: the names in use)."""
+    from scheduler.nodes import node_answers
+
+    answers = node_answers(settings, timeout_s)
+    return sorted([n.node for n in answers.nodes] + list(answers.unverified))
 
 
 def dispatch(

@@ -69,10 +69,10 @@ def run_worker(args: argparse.Namespace) -> int:
     from workers import tasks
     from workers.app import make_app
 
-    signing.require_key(settings)  # before anything else: a worker without the fleet key runs nothing
+    key = signing.require_key(settings)  # before anything else: a worker without the fleet key runs nothing
     broker.verify(broker.require_url(settings))
     app = make_app(settings)
-    node_report.register()
+    node_report.register(key)
     # The jobs' sent events come from the scheduler; the results this node sends to the writer are
     # bookkeeping that Flower need not list (the writer does not report them either, see below).
     app.conf.task_send_sent_event = False

@@ -45,6 +45,14 @@ def workers_command(
     from accelerate_core.liveness import describe
 
     out.print(f"{len(fleet.nodes)} live nodes; {describe(fleet.writer)}", markup=False)
+    if fleet.unverified:
+        out.print(
+            f"{len(fleet.unverified)} more answered without the fleet's signature, left out (another ACCEL_FLEET_KEY, "
+            f"an older version, or not a fleet node): {', '.join(fleet.unverified)}",
+            markup=False,
+        )
+    if not fleet.checked:
+        out.print("no ACCEL_FLEET_KEY here: the nodes' answers are listed unverified", markup=False)
 
 
 def _settings(ctx: typer.Context, broker: str | None) -> Settings:

@@ -12,6 +12,8 @@ from __future__ import annotations
 import json
 import os
 import socket
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -283,3 +285,34 @@ def test_run_warns_in_one_line_when_no_writer_is_alive(fleet: FleetProcesses) ->
     assert done.returncode == 0, done.stderr
     assert done.stderr.count(NO_WRITER_WARNING) == 1, done.stderr
     assert "jobs sent to the fleet" in done.stdout
+
+
+def test_forged_node_answers_are_left_out_of_workers_and_of_the_hardware_a_plan_sees(fleet: FleetProcesses) -> None:
+    # Given two fake nodes of a broker user, no fleet code, each claiming a CUDA H100: one answers the bare report
+    # nodes answered before answers were signed, one signs its report with a key of its own
+    forged = {f"plain@{HOST}": "", f"signed@{HOST}": "ab" * 32}
+    procs = [_start_forged(fleet, name, key) for name, key in forged.items()]
+    try:
+        wait_for(lambda: set(forged) <= set(fleet.live()), 60, "the forged nodes")
+        # When `accel workers` asks the fleet
+        listed = _workers(fleet)
+        text = fleet.accel("workers", "--timeout", "2")
+        # and a plan asks which hardware is live
+        planned = fleet.accel("plan", "--models", "bert", "--hardware", "auto", "--json")
+    finally:
+        for proc in procs:
+            processes.stop(proc)
+    # Then the real nodes are listed, the forged ones only named as unverified
+    names = [n["node"] for n in listed["nodes"]]
+    assert f"cpu0@{HOST}" in names and not set(forged) & set(names), names
+    assert listed["unverified"] == sorted(forged) and listed["verified"] is True
+    assert text.returncode == 0 and "without the fleet's signature" in text.stdout and f"plain@{HOST}" in text.stdout
+    # and the plan sees cpu only: no job would be sent to the queues the forged nodes claim
+    assert planned.returncode == 0, planned.stderr
+    assert set(json.loads(planned.stdout)["by_hardware"]) == {"cpu"}, planned.stdout
+
+
+def _start_forged(fleet: FleetProcesses, name: str, key_hex: str) -> subprocess.Popen[bytes]:
+    env = {**fleet.env, "FORGED_BROKER": fleet.settings.broker_url or "", "FORGED_KEY_HEX": key_hex}
+    log = fleet.logs / f"{name.split('@')[0]}.log"
+    return processes.start([sys.executable, "-m", "tests.support.forged_node", name], env=env, cwd=REPO, log=log)
