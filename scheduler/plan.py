@@ -11,6 +11,9 @@ Rules:
 * an architecture the catalog marks not runnable (or that no template covers) is still planned: it is
   recorded ``skipped`` with its classified reason (``JobSpec.skip``), so every architecture appears in the
   report with a status;
+* a model whose input has no sequence axis (``no_sequence``: images, audio, a time-series window) is measured at
+  the first ``--seq`` only; its other lengths are ``skipped`` rows saying why and naming the measured row, not
+  duplicate measurements of one input;
 * jobs are ordered longest-expected-first: the expected time is the model's past duration on that
   hardware when the store has one, else an estimate from its size and modality (:func:`estimate_seconds`),
   so the slowest jobs never end up last and the makespan stays close to ``total work / slots``.
@@ -22,11 +25,12 @@ import itertools
 import re
 import secrets
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
+from accelerate_core.bench.shapes import SEQ_NOT_APPLICABLE
 from accelerate_core.config import BenchConfig
 from accelerate_core.constants import (
     COMPILE_OFF,
@@ -168,6 +172,7 @@ def plan_run(
     code_version: str = "",
     base_dir: Path | None = None,
     inventory: Inventory | None = None,
+    no_sequence: Collection[str] = frozenset(),
 ) -> RunPlan:
     """Plan a run: one job per selected architecture and hardware kind, longest expected first.
 
@@ -184,6 +189,8 @@ def plan_run(
         base_dir: where a relative ``@file`` is read from.
         inventory: the devices the jobs will run on, when known (a local run): a model that no device of
             a kind can run (``accelerate_core.backends.assess``: memory, dtype) is skipped on that kind.
+        no_sequence: model types whose input has no sequence axis
+            (``accelerate_core.bench.shapes.has_sequence_axis``): measured at the first ``--seq`` only.
 
     Returns:
         The plan; a job that is not run carries its reason (``JobSpec.skip``).
@@ -198,6 +205,7 @@ def plan_run(
         raise ConfigError("planning test jobs needs the templates store: run `accel templates sync` first")
     jobs: list[JobSpec] = []
     modalities: dict[str, str] = {}
+    first_seq = _seqs(options, settings.bench)[0]
     for hw in options.hardware:
         history = (past_durations or {}).get(hw, {})
         for target in targets:
@@ -207,6 +215,8 @@ def plan_run(
             for axes in _axes(options, settings.bench, target):
                 spec = _plan_job(run_id, target, axes, hw, options.kind, settings, template_for, history)
                 spec = _targeted(spec, pick[1] if pick else options.device_models.get(hw))
+                if spec.skip is None and target.entry is not None and target.entry.model_type in no_sequence:
+                    spec = _measured_once(spec, target, axes, first_seq)
                 if spec.skip is None and options.kind == JOB_KIND_TEST and inventory is not None:
                     assert target.entry is not None  # a runnable job has its catalog entry
                     skip = incompatibility(target.entry, hw, inventory, axes.dtype)
@@ -263,14 +273,19 @@ class Axes:
         return replace(base, batch_sizes=batches or base.batch_sizes, seq_lens=seqs or base.seq_lens)
 
 
+def _seqs(options: PlanOptions, base: BenchConfig) -> list[int | None]:
+    """The ``--seq`` axis in the order asked; the settings' only length is None (no axis), as is no ``--seq``."""
+    return list(dict.fromkeys(None if (s,) == base.seq_lens else s for s in options.seqs)) or [None]
+
+
 def _axes(options: PlanOptions, base: BenchConfig, target: Target[CatalogEntry]) -> list[Axes]:
     """Every combination of the axes asked for, for one model; a shape equal to the settings' only one is no axis
     (``--batch 1`` plans the rows a plain run plans)."""
     size = options.size if target.source.kind == SOURCE_TYPE else SIZE_TINY
     batches = [None if (b,) == base.batch_sizes else b for b in options.batches] or [None]
-    seqs = [None if (s,) == base.seq_lens else s for s in options.seqs] or [None]
+    seqs = _seqs(options, base)
     compiles = [None if c == COMPILE_OFF else c for c in options.compiles] or [None]
-    combos = itertools.product(options.dtypes, options.attns or (None,), dict.fromkeys(batches), dict.fromkeys(seqs),
+    combos = itertools.product(options.dtypes, options.attns or (None,), dict.fromkeys(batches), seqs,
                                dict.fromkeys(compiles))  # fmt: skip
     return [Axes(dtype, size, attn, batch, seq, backend) for dtype, attn, batch, seq, backend in combos]
 
@@ -325,6 +340,18 @@ def _plan_job(
         attn=axes.attn,
         compile_backend=axes.compile_backend,
     )
+
+
+def _measured_once(spec: JobSpec, target: Target[CatalogEntry], axes: Axes, first_seq: int | None) -> JobSpec:
+    """``spec`` of a model whose input has no sequence axis: run at the first ``--seq``, else a ``skipped`` row
+    naming the row that measures that one input (every length would measure it again)."""
+    if axes.seq == first_seq or target.entry is None:
+        return spec
+    measured = replace(axes, seq=first_seq).row_name(target.source.label)
+    entry = target.entry
+    why = (f"{SEQ_NOT_APPLICABLE} {entry.model_type}: its {entry.modality} input has no sequence axis, so every "
+           f"length is the same input, measured once as {measured}")  # fmt: skip
+    return replace(spec, skip=SkipReason(ERR_UNSUPPORTED, why), expected_s=0.0)
 
 
 def _targeted(spec: JobSpec, model: str | None) -> JobSpec:

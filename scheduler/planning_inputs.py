@@ -1,9 +1,9 @@
 """What the planner needs from the outside world, gathered in one place so that ``scheduler.plan`` stays pure.
 
-:func:`plan_with_stores` reads the catalog index (no torch here), the templates store (syncing the shipped
-templates into an empty one: the one write of planning), the results store's past durations (from the file, or
-through the writer's results service while it holds the file) and, for a local run, this machine's devices;
-then it calls :func:`scheduler.plan.plan_run`.
+:func:`plan_with_stores` reads the catalog index (no torch here; with several ``--seq``, the main inputs it
+records), the templates store (syncing the shipped templates into an empty one: the one write of planning), the
+results store's past durations (from the file, or through the writer's results service while it holds the file)
+and, for a local run, this machine's devices; then it calls :func:`scheduler.plan.plan_run`.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from accelerate_core.constants import JOB_KIND_TEST
 from scheduler.plan import CatalogEntry, PlanOptions, TemplateLookup, plan_run
 
 if TYPE_CHECKING:
+    from accelerate_core.catalog.overrides import Override
     from accelerate_core.config import Settings
     from accelerate_core.contracts import RunPlan, TemplateRef
     from accelerate_core.hardware_history import Seen
@@ -24,7 +25,14 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["best_choices", "hardware_history", "past_durations", "plan_with_stores", "template_lookup"]
+__all__ = [
+    "best_choices",
+    "hardware_history",
+    "no_sequence_types",
+    "past_durations",
+    "plan_with_stores",
+    "template_lookup",
+]
 
 
 def plan_with_stores(
@@ -52,7 +60,29 @@ def plan_with_stores(
         code_version=code_version,
         base_dir=base_dir,
         inventory=inventory,
+        no_sequence=no_sequence_types(index) if len(set(options.seqs)) > 1 else frozenset(),
     )
+
+
+def no_sequence_types(index: Sequence[CatalogEntry]) -> frozenset[str]:
+    """The model types whose input has no sequence axis, from their modality and the main input the cached index
+    records (``accelerate_core.bench.shapes.has_sequence_axis``); a type the exceptions table gives its own inputs
+    (a builder, extra inputs, fillers) is taken to have one."""
+    from accelerate_core.bench.shapes import has_sequence_axis
+    from accelerate_core.catalog.index import load_extras
+    from accelerate_core.catalog.overrides import override_for
+
+    extras = load_extras()
+    return frozenset(
+        e.model_type
+        for e in index
+        if not has_sequence_axis(e.modality, extras.get(e.model_type, {}).get("main_input_name"))
+        and not _own_inputs(override_for(e.model_type))
+    )
+
+
+def _own_inputs(override: Override) -> bool:
+    return bool(override.inputs or override.extra_inputs or override.input_args)
 
 
 def template_lookup(settings: Settings) -> TemplateLookup:

@@ -70,7 +70,8 @@ def _bench(request: BenchRequest) -> BenchReport:
     notes: list[str] = []
     measurements = benchmark_model(built.model, built.make_inputs, hardware=hardware, bench=bench,
                                    generative=built.generative, load_s=load_s, first_call_s=first_call_s,
-                                   notes=notes, compile_backend=request.compile_backend)  # fmt: skip
+                                   notes=notes, compile_backend=request.compile_backend,
+                                   same_input_once=True)  # fmt: skip
     if request.size == SIZE_FULL:
         notes.insert(0, FULL_SIZE_NOTE.format(config=built.model.config.__class__.__name__, device=device,
                                               dtype=request.dtype))  # fmt: skip

@@ -30,7 +30,7 @@ from typing import Any
 from accelerate_core.bench.compile import compile_model, compile_time
 from accelerate_core.bench.generation import generation_kwargs, time_generation
 from accelerate_core.bench.measure import Samples, device_timing, measure
-from accelerate_core.bench.shapes import shape_guard
+from accelerate_core.bench.shapes import SEQ_NOT_APPLICABLE, input_shapes, shape_guard
 from accelerate_core.bench.stats import sample_stats
 from accelerate_core.config import BenchConfig
 from accelerate_core.contracts import Measurement
@@ -65,6 +65,7 @@ def benchmark_model(
     first_call_s: float | None = None,
     notes: list[str] | None = None,
     compile_backend: str | None = None,
+    same_input_once: bool = False,
 ) -> list[Measurement]:
     """Measure ``model`` at every shape of ``bench``; return the measurements.
 
@@ -79,6 +80,8 @@ def benchmark_model(
         notes: when given, why a metric is missing is appended here (e.g. ``generate`` failed).
         compile_backend: time a ``torch.compile`` of the model with this backend, its compile time apart
             (:mod:`accelerate_core.bench.compile`); None: the eager model.
+        same_input_once: a sequence length whose inputs are those of an earlier one at the same batch size (a
+            model with no sequence axis: images, audio) is not measured again; a note says so.
 
     Raises:
         ModelBuildError: the shape or the compile is not supported by the model here (a ``skipped`` row).
@@ -93,9 +96,16 @@ def benchmark_model(
         out.append(single("first_call", "s", first_call_s))
     out.append(single("param_count", "params", float(sum(p.numel() for p in model.parameters()))))
     for batch_size in bench.batch_sizes:
+        seen: dict[Any, int] = {}
         for seq_len in bench.seq_lens:
-            out.extend(_one_shape(model, compiled, make_inputs(batch_size, seq_len), hardware, bench, generative,
-                                  (batch_size, seq_len), notes))  # fmt: skip
+            inputs = make_inputs(batch_size, seq_len)
+            first = seen.setdefault(input_shapes(inputs), seq_len) if same_input_once else seq_len
+            if first != seq_len:
+                if notes is not None:
+                    notes.append(f"{SEQ_NOT_APPLICABLE} {type(model).__name__}: batch {batch_size} x seq {seq_len} "
+                                 f"is the input of seq {first} (no sequence axis), measured once")  # fmt: skip
+                continue
+            out.extend(_one_shape(model, compiled, inputs, hardware, bench, generative, (batch_size, seq_len), notes))
     return out
 
 

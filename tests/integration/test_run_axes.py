@@ -56,8 +56,8 @@ def _accel_run(root: tuple[Path, Settings], *args: str) -> tuple[dict[str, Any],
 
 @pytest.fixture(scope="module")
 def run(root: tuple[Path, Settings]) -> tuple[dict[str, Any], Settings]:
-    """One ``accel run --models bert,gpt2 --batch 2 --seq 8,600``; its ``--json`` summary and settings."""
-    return _accel_run(root, "--models", "bert,gpt2", "--batch", "2", "--seq", "8,600")
+    """One ``accel run --models bert,gpt2,vit --batch 2 --seq 8,600``; its ``--json`` summary and settings."""
+    return _accel_run(root, "--models", "bert,gpt2,vit", "--batch", "2", "--seq", "8,600")
 
 
 def _jobs(settings: Settings, run_id: str) -> dict[str, tuple[JobSpec, str, str | None, str | None, str | None]]:
@@ -80,7 +80,7 @@ def test_each_shape_is_a_row_measured_at_that_shape_by_the_generated_test(run) -
     summary, settings = run
     jobs = _jobs(settings, summary["run_id"])
 
-    assert set(jobs) == {"bert.b2.s8", "bert.b2.s600", "gpt2.b2.s8", "gpt2.b2.s600"}
+    assert set(jobs) == {"bert.b2.s8", "bert.b2.s600", "gpt2.b2.s8", "gpt2.b2.s600", "vit.b2.s8", "vit.b2.s600"}
     for name in ("bert.b2.s8", "gpt2.b2.s8"):
         spec, status, error_class, message, source = jobs[name]
         assert status == STATUS_DONE, (name, error_class, message)
@@ -124,3 +124,26 @@ def test_a_compiled_job_times_its_compile_apart_from_the_loop(root) -> None:
     compiled = report["bert.s8.compile-eager"]
     assert compiled["compile_backend"] == "eager" and compiled["compile_s"] > 0
     assert report["bert.s8"]["compile_s"] is None
+
+
+def test_a_vision_model_is_measured_once_and_its_other_seq_is_a_skipped_row_saying_why(run) -> None:
+    from accelerate_core.bench.shapes import SEQ_NOT_APPLICABLE
+
+    summary, settings = run
+    jobs = _jobs(settings, summary["run_id"])
+    # Then ViT (pixels: no sequence axis) is measured at the first seq only
+    spec, status, error_class, message, _ = jobs["vit.b2.s8"]
+    assert status == STATUS_DONE, (error_class, message)
+    assert (spec.bench.batch_sizes, spec.bench.seq_lens) == ((2,), (8,))
+    # And its other seq is a skipped row, not a second measurement of the same input
+    _, status, error_class, message, source = jobs["vit.b2.s600"]
+    assert (status, error_class, source) == (STATUS_SKIPPED, ERR_UNSUPPORTED, None)
+    assert message is not None and message.startswith(f"{SEQ_NOT_APPLICABLE} vit: its vision input")
+    assert message.endswith("measured once as vit.b2.s8")
+    with ResultsStore.open(settings.results_db, read_only=True) as store:
+        query = "SELECT count(DISTINCT job_key) FROM measurements JOIN jobs USING (job_key, run_id) WHERE run_id = ?"
+        (measured,) = store.query(f"{query} AND model_type LIKE 'vit%'", [summary["run_id"]])[0]
+    assert measured == 1
+    # And report.json says the same
+    rows = {r["model_type"]: r for r in _report(settings, summary["run_id"])["rows"]}
+    assert rows["vit.b2.s8"]["status"] == STATUS_DONE and rows["vit.b2.s600"]["status"] == STATUS_SKIPPED

@@ -56,6 +56,20 @@ def test_bench_json_reports_every_shape_from_a_child_without_torch_in_the_cli(be
     assert value["model_type"] == "bert" and value["hardware"] == "cpu"
 
 
+def test_bench_measures_a_model_without_a_sequence_axis_once_and_notes_the_other_seq(tmp_path: Path):
+    from accelerate_core.bench.shapes import SEQ_NOT_APPLICABLE
+
+    # When ViT (pixels: no sequence axis) is benchmarked at two sequence lengths
+    done = accel(tmp_path, "bench", "vit", "--seq", "8,32", "--threads", "1", "--json")
+    # Then it is measured at the first only, and a note says why the second is not measured again
+    assert done.returncode == 0, done.stderr
+    value = json.loads(done.stdout)
+    assert [(m["batch_size"], m["seq_len"]) for m in value["measurements"] if m["metric"] == "latency"] == [(1, 8)]
+    assert [n for n in value["notes"] if n.startswith(SEQ_NOT_APPLICABLE)] == [
+        f"{SEQ_NOT_APPLICABLE} ViTModel: batch 1 x seq 32 is the input of seq 8 (no sequence axis), measured once"
+    ]
+
+
 def test_the_table_shows_each_shape_and_the_one_off_timings(bench_run, capsys):
     from accelerate_core import wire
     from accelerate_core.contracts import BenchReport

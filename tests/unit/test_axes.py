@@ -6,7 +6,7 @@ import pytest
 
 from accelerate_core.catalog.index import IndexEntry
 from accelerate_core.config import Settings
-from accelerate_core.constants import ERR_NOT_IN_CACHE
+from accelerate_core.constants import ERR_NOT_IN_CACHE, ERR_UNSUPPORTED
 from accelerate_core.contracts import TemplateRef
 from accelerate_core.errors import ConfigError, ModelBuildError
 from scheduler.plan import PlanOptions, plan_run
@@ -14,6 +14,8 @@ from scheduler.plan import PlanOptions, plan_run
 INDEX = [
     IndexEntry(model_type="bert", modality="text", family="encoder", model_class="BertModel",
                config_class="BertConfig", runnable=True, param_count=100_000),
+    IndexEntry(model_type="vit", modality="vision", family="encoder", model_class="ViTModel",
+               config_class="ViTConfig", runnable=True, param_count=100_000),
 ]  # fmt: skip
 
 
@@ -95,6 +97,41 @@ def test_each_batch_and_seq_is_its_own_row_key_and_shape() -> None:
                       "bert.b2": ((2,), (16,))}  # fmt: skip
     assert len({j.key for j in plan.jobs}) == 4
     assert (plan.params.bench.batch_sizes, plan.params.bench.seq_lens) == ((1, 2), (8, 16))
+
+
+def test_a_model_without_a_sequence_axis_is_measured_at_the_first_seq_and_skips_the_others() -> None:
+    from accelerate_core.bench.shapes import SEQ_NOT_APPLICABLE
+
+    # Given a vision model whose input has no sequence axis, beside a text model; When a run asks for 3 seqs
+    plan = plan_run(PlanOptions(phase="p", models="bert,vit", batches=(1, 2), seqs=(8, 16, 32)), INDEX, Settings(),
+                    template_for=_template, now=1.0, token="beef", no_sequence={"vit"})  # fmt: skip
+    jobs = {j.model_type: j for j in plan.jobs}
+
+    # Then the text model measures every shape, the vision model only the first seq of each batch size
+    measured = {name for name, j in jobs.items() if j.skip is None}
+    assert measured == {"bert.s8", "bert", "bert.s32", "bert.b2.s8", "bert.b2", "bert.b2.s32", "vit.s8", "vit.b2.s8"}
+    # And its other seqs are skipped rows naming the row that measures its one input
+    for name, measured_as in {"vit": "vit.s8", "vit.s32": "vit.s8", "vit.b2": "vit.b2.s8",
+                              "vit.b2.s32": "vit.b2.s8"}.items():  # fmt: skip
+        skip = jobs[name].skip
+        assert skip is not None and skip.reason_class == ERR_UNSUPPORTED, name
+        assert skip.reason == (f"{SEQ_NOT_APPLICABLE} vit: its vision input has no sequence axis, so every length "
+                               f"is the same input, measured once as {measured_as}")  # fmt: skip
+        assert jobs[name].expected_s == 0.0
+    assert plan.params.n_skipped == 4
+
+
+def test_the_catalog_names_the_types_whose_input_has_no_sequence_axis() -> None:
+    from accelerate_core.bench.shapes import has_sequence_axis
+    from accelerate_core.catalog.index import load_index
+    from scheduler.planning_inputs import no_sequence_types
+
+    assert not has_sequence_axis("vision", "pixel_values") and not has_sequence_axis("audio", ["input_values"])
+    assert has_sequence_axis("multimodal", "pixel_values") and has_sequence_axis("vision", "input_ids")
+    assert has_sequence_axis("audio", None)  # not known: a length may matter
+    found = no_sequence_types(load_index())
+    assert {"vit", "wav2vec2", "whisper", "patchtst", "videomae"} <= found
+    assert not found & {"bert", "gpt2", "clip", "layoutlmv2", "musicgen"}
 
 
 def test_a_bad_shape_is_one_line() -> None:

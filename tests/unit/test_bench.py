@@ -269,6 +269,29 @@ def test_a_broken_generate_leaves_latency_and_a_note():
     assert len(notes) == 1 and "ValueError: cannot generate" in notes[0]
 
 
+def test_a_sequence_length_that_changes_no_input_is_measured_once_with_a_note():
+    import torch
+
+    from accelerate_core.bench.shapes import SEQ_NOT_APPLICABLE
+
+    bench = BenchConfig(warmup=0, min_iters=1, min_duration_s=0.0, batch_sizes=(1, 2), seq_lens=(8, 32))
+    images: list[str] = []
+    tokens: list[str] = []
+
+    # Given a model fed a fixed-size input whatever the sequence length, and one fed tokens of that length
+    image = benchmark_model(torch.nn.Linear(4, 4), lambda b, s: {"input": torch.randn(b, 4)}, hardware="cpu",
+                            bench=bench, generative=False, notes=images, same_input_once=True)  # fmt: skip
+    text = benchmark_model(torch.nn.Identity(), lambda b, s: {"input": torch.randn(b, s)}, hardware="cpu",
+                           bench=bench, generative=False, notes=tokens, same_input_once=True)  # fmt: skip
+
+    # Then the first is measured at the first length of each batch size only, and a note says why
+    assert sorted((m.batch_size, m.seq_len) for m in image if m.metric == "latency") == [(1, 8), (2, 8)]
+    assert len(images) == 2 and all(n.startswith(f"{SEQ_NOT_APPLICABLE} Linear") for n in images)
+    assert "batch 2 x seq 32 is the input of seq 8" in images[1]
+    # And the second at every shape
+    assert len([m for m in text if m.metric == "latency"]) == 4 and tokens == []
+
+
 def test_environment_names_versions_device_and_threads():
     env = environment("cpu")
 
