@@ -44,8 +44,9 @@ def cancel_run(settings: Settings, run_id: str, *, wait_s: float = CANCEL_WAIT_S
         ConfigError: no writer is alive (the cancel would only wait in the queue), or no fleet key to sign it.
         BrokerError: the broker is unreachable, or the writer did not finish the run within ``wait_s``.
     """
+    from scheduler.celery_client import client_app
     from scheduler.nodes import writer_heartbeat
-    from scheduler.remote import client_app, read_status
+    from scheduler.remote import read_status
 
     before = read_status(settings, run_id)
     if before is None:

@@ -23,7 +23,7 @@ from accelerate_core.config import Settings
 from accelerate_core.constants import NODE_ANSWER_PURPOSE, NODE_CHALLENGE_HEX, NODE_INSPECT_COMMAND
 from accelerate_core.contracts import NodeReport, WriterHeartbeat
 from accelerate_core.errors import ContractError
-from scheduler.remote import INSPECT_TIMEOUT_S, client_app
+from scheduler.celery_client import INSPECT_TIMEOUT_S, client_app
 
 if TYPE_CHECKING:
     from accelerate_core.signing import FleetKey

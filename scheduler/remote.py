@@ -39,6 +39,8 @@ from accelerate_core.constants import (
 from accelerate_core.contracts import JobSpec, ReconcileReport, RunPlan, StatusSnapshot
 from accelerate_core.errors import BrokerError, RunStalledError, UnknownRunError
 from accelerate_core.job_message import send_job
+from scheduler.celery_client import INSPECT_TIMEOUT_S, client_app
+from scheduler.nodes import node_answers
 from scheduler.stall import Liveness, StallWatch, start_hint
 
 if TYPE_CHECKING:
@@ -46,9 +48,6 @@ if TYPE_CHECKING:
     from celery import Celery
 
 logger = logging.getLogger(__name__)
-
-INSPECT_TIMEOUT_S = 1.0
-"""How long a broadcast to the live workers waits for their replies, in seconds."""
 
 POLL_EVERY_S = 0.5
 """How often ``--wait`` reads the run's status snapshot, in seconds."""
@@ -66,36 +65,9 @@ SEND_BATCH = 500
 """Jobs sent in one Redis pipeline (their messages and their sent events: kombu's ``Producer.batch``)."""
 
 
-def client_app(settings: Settings, *, sent_events: bool = True) -> Celery:
-    """A minimal Celery app that only sends tasks by name and broadcasts to workers.
-
-    Args:
-        settings: the broker.
-        sent_events: announce each sent task to Flower (off for the writer's messages: the writer
-            takes them off the queue itself, so Flower would list them as sent forever).
-    """
-    from celery import Celery
-
-    app = Celery("accel-client", set_as_current=False)
-    app.conf.update(
-        broker_url=broker.require_url(settings),
-        broker_connection_retry_on_startup=False,
-        broker_connection_timeout=3.0,
-        task_serializer="json",
-        accept_content=["json"],
-        result_backend=None,
-        task_ignore_result=True,
-        task_send_sent_event=sent_events,
-        task_publish_retry_policy={"max_retries": 2, "interval_start": 0.2, "interval_step": 0.5},
-    )
-    return app
-
-
 def live_queues(settings: Settings, timeout_s: float = INSPECT_TIMEOUT_S) -> dict[str, list[str]]:
     """The queues each live worker consumes now, ``{node name: [queue, ...]}`` (empty: none alive), from the nodes'
     signed answers only (:func:`scheduler.nodes.node_answers`: a forged node plans nothing)."""
-    from scheduler.nodes import node_answers
-
     broker.check(broker.require_url(settings))
     return {n.node: list(n.queues) for n in node_answers(settings, timeout_s).nodes}
 
@@ -115,8 +87,6 @@ def consumed_queues(settings: Settings, timeout_s: float = INSPECT_TIMEOUT_S) ->
 
 def live_nodes(settings: Settings, timeout_s: float = INSPECT_TIMEOUT_S) -> list[str]:
     """The names of every node that answers a broadcast now (verified or not: the names in use)."""
-    from scheduler.nodes import node_answers
-
     answers = node_answers(settings, timeout_s)
     return sorted([n.node for n in answers.nodes] + list(answers.unverified))
 

@@ -47,7 +47,7 @@ def _configure(fleet: Fleet, env: dict[str, str]) -> None:
 
 def _running(fleet: Fleet, node_prefix: str) -> str | None:
     """The key of a job that node ``node_prefix@...`` runs now, if any."""
-    from scheduler.remote import client_app
+    from scheduler.celery_client import client_app
 
     app = client_app(fleet.settings)
     try:
@@ -80,7 +80,8 @@ _SLOW_DISPATCH = textwrap.dedent(
     """
     import sys, time
     from accelerate_core.config import Settings
-    from scheduler.remote import client_app, dispatch
+    from scheduler.celery_client import client_app
+    from scheduler.remote import dispatch
     from tests.faults.harness import dry_plan
 
     class Slow:
@@ -178,7 +179,7 @@ def _resent(client: Any, plan: RunPlan) -> int:
 @fault("job-revoked")
 def job_revoked(fleet: Fleet) -> FaultOutcome:
     """A queued job revoked as Flower's revoke does it: recorded ``cancelled``, and the run completes."""
-    from scheduler.remote import client_app
+    from scheduler.celery_client import client_app
 
     _configure(fleet, FAST_RECONCILE)
     fleet.writer()

@@ -113,7 +113,7 @@ def test_redis_py_verifies_the_server_certificate(tls_broker: TlsBroker) -> None
 
 
 def test_celery_kombu_verifies_the_server_certificate(tls_broker: TlsBroker) -> None:
-    from scheduler.remote import client_app
+    from scheduler.celery_client import client_app
 
     # Given the right CA: kombu connects and a message goes through
     app = client_app(tls_broker.settings())

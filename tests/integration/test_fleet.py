@@ -35,9 +35,10 @@ from accelerate_core.constants import (
 from accelerate_core.contracts import JobSpec, RunParams, RunPlan, StatusSnapshot, job_key
 from accelerate_core.errors import BrokerError
 from accelerate_core.store import ResultsStore
+from scheduler.celery_client import client_app
 from scheduler.plan import PlanOptions
 from scheduler.planning_inputs import plan_with_stores, template_lookup
-from scheduler.remote import client_app, dispatch, live_nodes, read_status, run_remote
+from scheduler.remote import dispatch, live_nodes, read_status, run_remote
 from tests.support import http
 from tests.support.fleet import FleetProcesses
 from tests.support.fleet_key import FLEET_KEY, FLEET_KEY_HEX

@@ -115,7 +115,7 @@ def _with_info(fleet: FleetProcesses) -> list[dict[str, Any]] | None:
 
 
 def _stats(fleet: FleetProcesses, node: str) -> dict[str, Any]:
-    from scheduler.remote import client_app
+    from scheduler.celery_client import client_app
 
     app = client_app(fleet.settings)
     try:

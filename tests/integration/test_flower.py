@@ -27,8 +27,9 @@ import pytest
 
 from accelerate_core.config import Settings
 from accelerate_core.errors import BrokerError
+from scheduler.celery_client import client_app
 from scheduler.cli.fleet import FLOWER_CONTROL_WARNING, flower_env
-from scheduler.remote import client_app, live_nodes
+from scheduler.remote import live_nodes
 from tests.support import processes
 from tests.support.fleet_key import FLEET_KEY_HEX
 from tests.support.processes import wait_for

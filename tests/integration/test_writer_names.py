@@ -20,7 +20,7 @@ from accelerate_core import wire
 from accelerate_core.config import Settings
 from accelerate_core.constants import TASK_RECORD_RESULT, TASK_RECORD_RUN, WRITER_LOCK_KEY
 from accelerate_core.contracts import RunParams, job_key
-from scheduler.remote import client_app
+from scheduler.celery_client import client_app
 from tests.support import processes
 from tests.support.fleet_key import FLEET_KEY, FLEET_KEY_HEX
 from tests.support.processes import wait_for

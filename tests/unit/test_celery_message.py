@@ -17,7 +17,7 @@ from workers import writer
 def test_a_built_message_has_the_shape_of_celerys_own_and_reads_back_the_same(redis_url: str) -> None:
     import redis
 
-    from scheduler.remote import client_app
+    from scheduler.celery_client import client_app
 
     # Given the same task sent by Celery (by name, no sent event) and built here
     settings = Settings(broker_url=redis_url, fleet_key=FLEET_KEY_HEX)

@@ -56,8 +56,8 @@ from accelerate_core.job_message import job_labels
 from accelerate_core.limits import backstop_limits, visibility_timeout_s
 from accelerate_core.signing import FleetKey
 from accelerate_core.store import ResultsStore
+from scheduler.celery_client import client_app
 from scheduler.cli.fleet import flower_env, node_plan, parse_devices
-from scheduler.remote import client_app
 from tests.support.fleet_key import FLEET_KEY, FLEET_KEY_HEX
 from workers import keeper, pinning, tasks, writer
 from workers.app import make_app

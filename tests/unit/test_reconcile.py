@@ -37,7 +37,7 @@ from accelerate_core.contracts import JobResult, JobSpec, ReconcileReport, RunPa
 from accelerate_core.errors import BrokerError
 from accelerate_core.job_message import send_job
 from accelerate_core.store import ResultsStore
-from scheduler.remote import client_app
+from scheduler.celery_client import client_app
 from tests.support.fleet_key import FLEET_KEY, FLEET_KEY_HEX
 from workers import tasks
 from workers.reconciler import Reconciler

@@ -10,7 +10,7 @@ import redis
 from accelerate_core import liveness
 from accelerate_core.config import Settings
 from accelerate_core.contracts import JobResult, JobSpec, WriterHeartbeat, job_key
-from scheduler.remote import client_app
+from scheduler.celery_client import client_app
 from scheduler.status import writer_state
 from tests.support.fleet_key import FLEET_KEY_HEX
 from workers import tasks
