@@ -45,6 +45,7 @@ TOML layout (every key optional)::
     min_iters = 5
     min_duration_s = 0.2
     max_duration_s = 5.0
+    p50_ci_rel = 0.01                 # also wait for the p50's 95% interval within +-1% (default: no such rule)
 """
 
 from __future__ import annotations
@@ -292,7 +293,8 @@ class BenchConfig:
     """Benchmark defaults: shapes and the latency loop's stopping rule.
 
     The loop runs ``warmup`` untimed calls, then timed calls until both ``min_iters`` calls and
-    ``min_duration_s`` seconds are reached, stopping early at ``max_duration_s``.
+    ``min_duration_s`` seconds are reached and, with ``p50_ci_rel``, the 95% interval of the p50 is within
+    that fraction of it (:func:`accelerate_core.bench.measure`); it stops early at ``max_duration_s``.
     """
 
     batch_sizes: tuple[int, ...] = (1,)
@@ -303,6 +305,7 @@ class BenchConfig:
     min_duration_s: float = 0.2
     max_duration_s: float = 5.0
     new_tokens: int = 4
+    p50_ci_rel: float | None = None
 
     def __post_init__(self) -> None:
         for name in ("batch_sizes", "seq_lens"):
@@ -315,6 +318,8 @@ class BenchConfig:
             raise ConfigError("bench.warmup must be >= 0, bench.min_iters and bench.new_tokens >= 1")
         if not 0 <= self.min_duration_s <= self.max_duration_s < math.inf:
             raise ConfigError("bench durations invalid: need 0 <= min_duration_s <= max_duration_s, both finite")
+        if self.p50_ci_rel is not None and not 0 < self.p50_ci_rel < 1:
+            raise ConfigError(f"bench.p50_ci_rel={self.p50_ci_rel} is invalid: give a fraction of the p50, e.g. 0.01")
 
 
 _INT_RANGES: Final[dict[str, tuple[int, int, str]]] = {
@@ -692,6 +697,7 @@ _BENCH_PARSERS: Final[dict[str, Parser]] = {
     "min_duration_s": _as_float,
     "max_duration_s": _as_float,
     "new_tokens": _as_int,
+    "p50_ci_rel": _as_float,
 }
 
 

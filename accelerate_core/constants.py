@@ -294,5 +294,10 @@ JOB_TIMINGS_KEY: Final = "job_timings"
 """Key of a job result's ``environment``: seconds per stage of the job (``render_s``, ``build_s``, ``loop_s``...
 from the child; ``entry_s``, ``child_s``, ``runner_s`` from the executor), summed per stage in the report."""
 
+LOOPS_KEY: Final = "loops"
+"""Key of a job result's ``environment``: how each timing loop of its benchmark ended, one entry per loop
+(``metric``, ``batch_size``, ``seq_len``, ``stopped_by``, ``n``, ``warmup``, ``loop_s``, ``ci_rel``: see
+``accelerate_core.bench.measure.Samples.loop_record``), summarised per metric and ending in the report."""
+
 BENCH_OUT_ENV: Final = "ACCEL_BENCH_OUT"
 """Environment variable naming the JSON file a generated benchmark test writes its measurements to."""

@@ -5,7 +5,9 @@ children at a time, a fresh results store under a temporary folder), then prints
 planning time, the fork server's start-up, the wall time from a ready server to the last outcome, the sum
 of job times (busy), the makespan efficiency (busy / (slots x wall)), the idle slot time at the tail, the
 time the executor spent writing to the store, the report's time, and the per-stage totals the jobs
-recorded (``accelerate_core.report.stages``: render, pytest start, build, forward, generate, loop, runner).
+recorded (``accelerate_core.report.stages``: render, pytest start, build, forward, generate, loop, runner)
+and how the benchmark's timing loops ended (``loop_endings``: per metric, converged or cut at the time cap, with
+their median samples, seconds and p50 precision).
 
 ``--runs 2`` runs the same selection again in the same store: the second run is ordered longest-first
 from the first one's durations (the history a phase run has), so the two show what the order is worth.
@@ -35,7 +37,7 @@ if __package__ in (None, ""):
 from accelerate_core.config import Settings
 from accelerate_core.constants import JOB_KIND_DRY, JOB_KIND_TEST
 from accelerate_core.report.model import plain
-from accelerate_core.report.stages import collect_stages
+from accelerate_core.report.stages import collect_loop_endings, collect_stages
 from accelerate_core.store import ResultsStore
 from scheduler.local import run_local
 from scheduler.plan import PlanOptions
@@ -64,6 +66,7 @@ def phase_run(settings: Settings, models: str, *, slots: int, kind: str, phase: 
     total_s = time.perf_counter() - started
     with ResultsStore.open(settings.results_db, read_only=True) as store:
         stages = collect_stages(store, summary.run_id)
+        endings = collect_loop_endings(store, summary.run_id)
     idle_s = summary.slots * summary.wall_s - summary.busy_s
     return {
         **summary.to_dict(),
@@ -73,6 +76,7 @@ def phase_run(settings: Settings, models: str, *, slots: int, kind: str, phase: 
         "idle_slot_s": round(idle_s, 2),
         "per_job_ms": round(1000 * summary.wall_s * summary.slots / summary.ran, 2) if summary.ran else None,
         "stages": [plain(s) for s in stages],
+        "loop_endings": [plain(e) for e in endings],
     }
 
 

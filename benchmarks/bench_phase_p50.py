@@ -1,7 +1,8 @@
 """Does the short benchmark loop of a phase run keep the p50? Short phase-run loop vs a long one, same models.
 
 A phase run gives each architecture about 2 s of wall time, so its latency loop is short
-(``scheduler.plan.PHASE_LOOP``: a warm-up call, then at least ``min_iters`` calls and ``min_duration_s``).
+(``scheduler.plan.PHASE_LOOP``: warm-up calls, then at least ``min_iters`` calls and ``min_duration_s``, or
+fewer seconds once the p50's 95% interval is within ``p50_ci_rel``: the precision rule).
 This measures, for a few models in one fork server (the same job isolation as a run, one job at a time),
 the forward-pass p50 from that short loop and from a long one (many calls over several seconds), and
 prints JSON: per model both p50s, their ratio, sample counts and loop times; and the median and worst

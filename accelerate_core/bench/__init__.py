@@ -14,14 +14,22 @@ Importing this package does not import torch: the functions that need it import 
 from __future__ import annotations
 
 from accelerate_core.bench.environment import environment
-from accelerate_core.bench.measure import STOP_MAX_DURATION, STOP_RULES_MET, Samples, device_timing, measure
+from accelerate_core.bench.measure import (
+    STOP_CONVERGED,
+    STOP_MAX_DURATION,
+    STOP_RULES_MET,
+    Samples,
+    device_timing,
+    measure,
+)
 from accelerate_core.bench.measurements_file import MeasurementsFile, read_measurements, write_measurements
 from accelerate_core.bench.model import benchmark_model
 from accelerate_core.bench.shapes import SHAPE_UNSUPPORTED, shape_guard
-from accelerate_core.bench.stats import percentile, sample_stats
+from accelerate_core.bench.stats import median_ci, percentile, sample_stats
 
 __all__ = [
     "SHAPE_UNSUPPORTED",
+    "STOP_CONVERGED",
     "STOP_MAX_DURATION",
     "STOP_RULES_MET",
     "MeasurementsFile",
@@ -30,6 +38,7 @@ __all__ = [
     "device_timing",
     "environment",
     "measure",
+    "median_ci",
     "percentile",
     "read_measurements",
     "sample_stats",

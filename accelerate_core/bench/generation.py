@@ -20,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from accelerate_core.bench.measure import device_timing, measure
+from accelerate_core.bench.measure import Samples, device_timing, measure
 from accelerate_core.config import BenchConfig
 
 __all__ = ["GenerationSamples", "StepClock", "generation_kwargs", "time_generation"]
@@ -28,11 +28,13 @@ __all__ = ["GenerationSamples", "StepClock", "generation_kwargs", "time_generati
 
 @dataclass(frozen=True, slots=True)
 class GenerationSamples:
-    """Raw timings of the timed ``generate`` calls, in seconds (see the module docstring)."""
+    """Raw timings of the timed ``generate`` calls, in seconds (see the module docstring); ``loop``: the loop of
+    whole calls, with how it ended."""
 
     calls: list[float]
     prefill: list[float]
     decode: list[float]
+    loop: Samples
 
 
 class StepClock:
@@ -86,10 +88,14 @@ def time_generation(model: Any, kwargs: dict[str, Any], hardware: str, bench: Be
         splits.append(step_clock.split())
 
     samples = measure(generate, sync=sync, timer=timer, warmup=bench.warmup, min_iters=bench.min_iters,
-                      min_duration_s=bench.min_duration_s, max_duration_s=bench.max_duration_s)  # fmt: skip
+                      min_duration_s=bench.min_duration_s, max_duration_s=bench.max_duration_s,
+                      p50_ci_rel=bench.p50_ci_rel)  # fmt: skip
     timed = splits[len(splits) - len(samples.values) :]  # the warm-up calls came first
     return GenerationSamples(
-        calls=samples.values, prefill=[p for p, _ in timed], decode=[g for _, gaps in timed for g in gaps]
+        calls=samples.values,
+        prefill=[p for p, _ in timed],
+        decode=[g for _, gaps in timed for g in gaps],
+        loop=samples,
     )
 
 

@@ -1,8 +1,21 @@
-"""The latency loop: warm-up, then timed calls until both a minimum count and a minimum duration.
+"""The latency loop: warm-up, then timed calls until a minimum count and duration, or sooner once the p50 is precise.
 
-:func:`measure` runs ``warmup`` untimed calls, then times calls one by one and stops as soon as both
-``min_iters`` calls and ``min_duration_s`` seconds of timed looping are reached, or at
-``max_duration_s`` whatever the count (at least one call is always timed). Every raw sample is kept.
+:func:`measure` runs ``warmup`` untimed calls, then times calls one by one. It stops as soon as both
+``min_iters`` calls and ``min_duration_s`` seconds of timed looping are reached (:data:`STOP_RULES_MET`), or
+at ``max_duration_s`` whatever the count (:data:`STOP_MAX_DURATION`; at least one call is always timed).
+
+With ``p50_ci_rel`` (the precision rule) a loop whose p50 is already known well enough stops before
+``min_duration_s``: once ``min_iters`` calls are in, it stops when the distribution-free 95% confidence
+interval of the median (:func:`~accelerate_core.bench.stats.median_ci`, from order statistics) has a
+half-width of at most ``p50_ci_rel`` of the p50 (:data:`STOP_CONVERGED`). The duration rule exists to gather
+enough calls for a stable p50; a p50 shown to be that stable does not need it. A loop that is not precise
+by ``min_duration_s`` stops there as without the rule, and says so: every :class:`Samples` carries why it
+stopped and the interval's relative half-width at the end (``ci_rel``, None below 6 samples), so a result
+shows how precise its p50 is whichever way the loop ended.
+
+The precision is checked at ``min_iters`` calls, then each time the count has grown by a tenth (the values
+are kept sorted as they come, so a check reads two ranks): the loop stops at the first check that finds its
+p50 precise. Every raw sample is kept.
 
 How one call is timed depends on the device (:func:`device_timing`):
 
@@ -15,17 +28,34 @@ How one call is timed depends on the device (:func:`device_timing`):
 
 from __future__ import annotations
 
+import bisect
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from accelerate_core.bench.stats import sample_stats
+from accelerate_core.bench.stats import median_ci_rel, sample_stats
 
-__all__ = ["STOP_MAX_DURATION", "STOP_RULES_MET", "CallTimer", "Samples", "device_timing", "measure"]
+__all__ = [
+    "CI_CONFIDENCE",
+    "STOP_CONVERGED",
+    "STOP_MAX_DURATION",
+    "STOP_RULES_MET",
+    "CallTimer",
+    "Samples",
+    "device_timing",
+    "measure",
+]
+
+CI_CONFIDENCE = 0.95
+"""Confidence of the p50 interval the precision rule reads (``Samples.ci_rel``)."""
 
 STOP_RULES_MET = "min-iters-and-duration"
-"""``Samples.stopped_by`` when both ``min_iters`` and ``min_duration_s`` were reached."""
+"""``Samples.stopped_by`` when both ``min_iters`` and ``min_duration_s`` were reached (and the p50 was not yet as
+precise as ``p50_ci_rel`` asks, when it asks)."""
+
+STOP_CONVERGED = "converged"
+"""``Samples.stopped_by`` when ``min_iters`` were reached and the p50's 95% interval was within ``p50_ci_rel``."""
 
 STOP_MAX_DURATION = "max-duration"
 """``Samples.stopped_by`` when ``max_duration_s`` cut the loop short."""
@@ -39,17 +69,26 @@ class CallTimer(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class Samples:
-    """Raw timings of one measured call, in seconds, with how the loop ended."""
+    """Raw timings of one measured call, in seconds, with how the loop ended and how precise its p50 is
+    (``ci_rel``: half-width of the 95% interval of the median over the median; None below 6 samples)."""
 
     values: list[float]
     warmup: int
     loop_s: float
     stopped_by: str
+    ci_rel: float | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     def summary(self) -> dict[str, Any]:
         """``n``, ``p50``, ``p90``, ``p99``, ``mean``, ``stdev`` of the values."""
         return sample_stats(self.values)
+
+    def loop_record(self) -> dict[str, Any]:
+        """How the loop ended, as JSON for a result's environment: ``stopped_by``, ``n``, ``warmup``,
+        ``loop_s``, ``ci_rel``."""
+        ci_rel = None if self.ci_rel is None else round(self.ci_rel, 5)
+        return {"stopped_by": self.stopped_by, "n": len(self.values), "warmup": self.warmup,
+                "loop_s": round(self.loop_s, 4), "ci_rel": ci_rel}  # fmt: skip
 
 
 def measure(
@@ -60,10 +99,11 @@ def measure(
     min_iters: int,
     min_duration_s: float,
     max_duration_s: float,
+    p50_ci_rel: float | None = None,
     timer: CallTimer | None = None,
     clock: Callable[[], float] = time.perf_counter,
 ) -> Samples:
-    """Time ``fn`` until both ``min_iters`` calls and ``min_duration_s`` seconds, at most ``max_duration_s``.
+    """Time ``fn`` until ``min_iters`` calls and ``min_duration_s`` (or a precise p50), at most ``max_duration_s``.
 
     Args:
         fn: the call to time (a forward pass, a ``generate``).
@@ -73,6 +113,8 @@ def measure(
         min_iters: timed calls needed before the loop may stop.
         min_duration_s: seconds of timed looping needed before the loop may stop.
         max_duration_s: the loop stops once this much time has passed, even below ``min_iters``.
+        p50_ci_rel: the precision rule: after ``min_iters`` calls, stop as soon as the 95% interval of the p50
+            is within this fraction of it (0.01: +-1%), even before ``min_duration_s``; None: no such rule.
         timer: times one call on a device (CUDA events); default ``clock`` around the call.
         clock: the clock (tests pass a fake one).
 
@@ -81,15 +123,21 @@ def measure(
     """
     if min_iters < 1 or warmup < 0 or not 0 <= min_duration_s <= max_duration_s:
         raise ValueError("measure needs min_iters >= 1, warmup >= 0 and 0 <= min_duration_s <= max_duration_s")
+    if p50_ci_rel is not None and not p50_ci_rel > 0:
+        raise ValueError("measure needs p50_ci_rel > 0 (or None for no precision rule)")
     for _ in range(warmup):
         fn()
         if sync is not None:
             sync()
     time_one = timer or _clock_timer(clock, sync)
     values: list[float] = []
+    ordered: list[float] = []  # the values, sorted as they come: a precision check reads two ranks
+    next_check = min_iters
     start = clock()
     while True:
-        values.append(time_one(fn))
+        value = time_one(fn)
+        values.append(value)
+        bisect.insort(ordered, value)
         elapsed = clock() - start
         if len(values) >= min_iters and elapsed >= min_duration_s:
             stopped_by = STOP_RULES_MET
@@ -97,7 +145,15 @@ def measure(
         if elapsed >= max_duration_s:
             stopped_by = STOP_MAX_DURATION
             break
-    return Samples(values=values, warmup=warmup, loop_s=clock() - start, stopped_by=stopped_by)
+        if p50_ci_rel is not None and len(values) >= next_check:
+            ci_rel = median_ci_rel(ordered, CI_CONFIDENCE)
+            if ci_rel is not None and ci_rel <= p50_ci_rel:
+                stopped_by = STOP_CONVERGED
+                break
+            next_check = len(values) + max(1, len(values) // 10)
+    loop_s = clock() - start
+    return Samples(values=values, warmup=warmup, loop_s=loop_s, stopped_by=stopped_by,
+                   ci_rel=median_ci_rel(ordered, CI_CONFIDENCE))  # fmt: skip
 
 
 def _clock_timer(clock: Callable[[], float], sync: Callable[[], None] | None) -> CallTimer:

@@ -14,6 +14,10 @@ Once per model, ``param_count`` (params): its number of parameters. Per (batch s
   ``/proc/self/clear_refs`` where Linux allows it, otherwise the process lifetime peak),
   ``torch.cuda.max_memory_allocated`` after a reset on CUDA/ROCm, the driver's allocation on MPS.
 
+Each loop's ending (why it stopped, samples, seconds, the p50's relative 95% interval half-width:
+:meth:`~accelerate_core.bench.measure.Samples.loop_record`) is appended to ``loops`` when given, tagged with its
+``metric`` (``latency`` or ``generate``) and shape, so a result can say how its numbers were taken.
+
 With ``compile_backend``, ``compile_time`` (s) per shape: the compiled model's first calls, until two agree
 (:mod:`accelerate_core.bench.compile`), timed before the loop so the latency samples are steady state.
 
@@ -25,6 +29,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from accelerate_core.bench.compile import compile_model, compile_time
@@ -66,6 +71,7 @@ def benchmark_model(
     notes: list[str] | None = None,
     compile_backend: str | None = None,
     same_input_once: bool = False,
+    loops: list[dict[str, Any]] | None = None,
 ) -> list[Measurement]:
     """Measure ``model`` at every shape of ``bench``; return the measurements.
 
@@ -82,6 +88,7 @@ def benchmark_model(
             (:mod:`accelerate_core.bench.compile`); None: the eager model.
         same_input_once: a sequence length whose inputs are those of an earlier one at the same batch size (a
             model with no sequence axis: images, audio) is not measured again; a note says so.
+        loops: when given, each loop's ending is appended here (see the module docstring).
 
     Raises:
         ModelBuildError: the shape or the compile is not supported by the model here (a ``skipped`` row).
@@ -105,8 +112,20 @@ def benchmark_model(
                     notes.append(f"{SEQ_NOT_APPLICABLE} {type(model).__name__}: batch {batch_size} x seq {seq_len} "
                                  f"is the input of seq {first} (no sequence axis), measured once")  # fmt: skip
                 continue
-            out.extend(_one_shape(model, compiled, inputs, hardware, bench, generative, (batch_size, seq_len), notes))
+            out.extend(_one_shape(model, compiled, inputs, hardware, bench, generative, (batch_size, seq_len),
+                                  _Log(notes, [] if loops is None else loops)))  # fmt: skip
     return out
+
+
+@dataclass(frozen=True, slots=True)
+class _Log:
+    """Where a shape's loops leave what the caller asked for: notes (why a metric is missing), loop endings."""
+
+    notes: list[str] | None
+    loops: list[dict[str, Any]]
+
+    def loop(self, metric: str, samples: Samples, shape: tuple[int, int]) -> None:
+        self.loops.append({"metric": metric, "batch_size": shape[0], "seq_len": shape[1], **samples.loop_record()})
 
 
 def _one_shape(
@@ -117,7 +136,7 @@ def _one_shape(
     bench: BenchConfig,
     generative: bool,
     shape: tuple[int, int],
-    notes: list[str] | None,
+    log_to: _Log,
 ) -> list[Measurement]:
     import torch
 
@@ -133,12 +152,13 @@ def _one_shape(
             seconds = compile_time(forward, inputs, compiled[0], device_timing(hardware)[0])
             found.append(single("compile_time", "s", seconds, batch_size=batch, seq_len=seq))
         latency = _loop(lambda: forward(**inputs), hardware, bench)
+        log_to.loop("latency", latency, shape)
         found += [
             from_samples("latency", "s", latency.values, batch, seq),
             from_samples("throughput", "samples/s", [batch / v for v in latency.values if v > 0], batch, seq),
         ]
         if generative:
-            found.extend(_generation(model, inputs, hardware, bench, batch, seq, notes))
+            found.extend(_generation(model, inputs, hardware, bench, shape, log_to))
     found.append(single("peak_memory", "MiB", backend.peak_memory_mb(), batch_size=batch, seq_len=seq))
     return found
 
@@ -146,13 +166,14 @@ def _one_shape(
 def _loop(fn: Callable[[], object], hardware: str, bench: BenchConfig) -> Samples:
     sync, timer = device_timing(hardware)
     return measure(fn, sync=sync, timer=timer, warmup=bench.warmup, min_iters=bench.min_iters,
-                   min_duration_s=bench.min_duration_s, max_duration_s=bench.max_duration_s)  # fmt: skip
+                   min_duration_s=bench.min_duration_s, max_duration_s=bench.max_duration_s,
+                   p50_ci_rel=bench.p50_ci_rel)  # fmt: skip
 
 
 def _generation(
-    model: Any, inputs: dict[str, Any], hardware: str, bench: BenchConfig, batch: int, seq: int, notes: list[str] | None
+    model: Any, inputs: dict[str, Any], hardware: str, bench: BenchConfig, shape: tuple[int, int], log_to: _Log
 ) -> list[Measurement]:
-    n = bench.new_tokens
+    n, (batch, seq), notes = bench.new_tokens, shape, log_to.notes
     try:
         timed = time_generation(model, generation_kwargs(model, inputs, n), hardware, bench)
     except Exception as e:  # latency stands on its own; a model whose generate breaks has no generation metrics
@@ -161,6 +182,7 @@ def _generation(
         if notes is not None:
             notes.append(message.splitlines()[0][:300])
         return []
+    log_to.loop("generate", timed.loop, shape)
     found = [
         from_samples("tokens_per_s", "tokens/s", [batch * n / v for v in timed.calls if v > 0], batch, seq),
         from_samples("ttft", "s", timed.prefill, batch, seq),

@@ -20,7 +20,7 @@ from accelerate_core.report.model import (
     Report,
     SpeedUp,
 )
-from accelerate_core.report.stages import collect_stages
+from accelerate_core.report.stages import collect_loop_endings, collect_stages
 from accelerate_core.report.stats import median_or_none, pass_rate
 
 if TYPE_CHECKING:
@@ -74,6 +74,7 @@ def build_report(
         import_timings=timings,
         import_timings_note=timings_note,
         stages=collect_stages(store, run_id),
+        loop_endings=collect_loop_endings(store, run_id),
     )
     _attach_baseline(store, report, data, baseline_run_id, threshold=threshold, alpha=alpha)
     return report

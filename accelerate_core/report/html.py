@@ -56,6 +56,8 @@ def render_html(report: Report) -> str:
         parts.append(_timings_plot(report))
     if report.stages:
         parts += ["<h2>Job stages</h2>", _note(tables.STAGES_NOTE), html_table(tables.stages(report))]
+    if report.loop_endings:
+        parts += ["<h2>Loop endings</h2>", _note(tables.LOOPS_NOTE), html_table(tables.loop_endings(report))]
     parts += ["<h2>By hardware</h2>", html_table(tables.summaries(report.by_hardware, "hardware"))]
     parts += ["<h2>By modality</h2>", html_table(tables.summaries(report.by_modality, "modality"))]
     parts += _comparison(report)

@@ -44,6 +44,8 @@ def render_markdown(report: Report) -> str:
         out += ["## Module loading\n", note, md_table(tables.import_timings(report))]
     if report.stages:
         out += ["## Job stages\n", f"_{md_cell(tables.STAGES_NOTE)}_\n", md_table(tables.stages(report))]
+    if report.loop_endings:
+        out += ["## Loop endings\n", f"_{md_cell(tables.LOOPS_NOTE)}_\n", md_table(tables.loop_endings(report))]
     out += ["## By hardware\n", md_table(tables.summaries(report.by_hardware, "hardware"))]
     out += ["## By modality\n", md_table(tables.summaries(report.by_modality, "modality"))]
     out += _comparison(report)

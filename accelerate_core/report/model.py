@@ -56,6 +56,20 @@ class StageTiming:
 
 
 @dataclass(slots=True)
+class LoopEnding:
+    """The run's timing loops of one metric (``latency``, ``generate``) that ended one way (``converged``,
+    ``max-duration``...): how many, and the median samples, seconds and p50 precision of those loops."""
+
+    metric: str
+    stopped_by: str
+    loops: int
+    p50_n: float
+    p50_loop_s: float
+    p50_ci_rel: float | None
+    p90_ci_rel: float | None
+
+
+@dataclass(slots=True)
 class ShapeStats:
     """Latency and throughput of one model on one hardware kind at one shape; a generative model's (or endpoint's)
     p50 time to first token (``ttft_s``, the prefill) and per-token decode latency (``itl_s``); a compiled job's
@@ -211,6 +225,7 @@ class Report:
     import_timings: list[ImportTiming] = field(default_factory=list)
     import_timings_note: str = ""
     stages: list[StageTiming] = field(default_factory=list)
+    loop_endings: list[LoopEnding] = field(default_factory=list)
     comparison: Comparison | None = None
     baseline_note: str = ""
 

@@ -18,6 +18,12 @@ STAGES_NOTE = (
     "session total. The runner: entry (the job body) and runner (fork, box, result write, exit); child is both."
 )
 
+LOOPS_NOTE = (
+    "How the benchmark's timing loops ended: converged (the p50's distribution-free 95% interval within the "
+    "precision asked), max-duration (cut at the time cap), min-iters-and-duration (no precision rule). "
+    "CI: the interval's half-width over the p50, at the loop's end."
+)
+
 NOT_COMPARABLE = "Not comparable: template, device model or versions changed"
 """The heading of the models whose figures the comparison leaves out (``Comparison.not_comparable``)."""
 
@@ -121,6 +127,27 @@ def stages(report: Report) -> Table:
         for s in report.stages
     ]
     return Table(("stage", "jobs", "total", "mean", "p50", "p90", "max"), rows)
+
+
+def loop_endings(report: Report) -> Table:
+    """How the benchmark's timing loops ended, per metric: count, median samples and seconds, p50 precision."""
+    rows = [
+        (
+            e.metric,
+            e.stopped_by,
+            str(e.loops),
+            f"{e.p50_n:g}",
+            fmt_s(e.p50_loop_s),
+            _pct(e.p50_ci_rel),
+            _pct(e.p90_ci_rel),
+        )
+        for e in report.loop_endings
+    ]
+    return Table(("loop", "stopped by", "loops", "samples p50", "seconds p50", "p50 CI p50", "p50 CI p90"), rows)
+
+
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"+-{100 * value:.1f}%"
 
 
 def summaries(groups: list[GroupSummary], label: str) -> Table:

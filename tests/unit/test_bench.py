@@ -9,8 +9,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from accelerate_core.bench import (
+    STOP_CONVERGED,
     STOP_MAX_DURATION,
     STOP_RULES_MET,
     benchmark_model,
@@ -21,6 +24,7 @@ from accelerate_core.bench import (
     sample_stats,
     write_measurements,
 )
+from accelerate_core.bench.stats import median_ci, median_ci_ranks, median_ci_rel
 from accelerate_core.config import BenchConfig
 from accelerate_core.contracts import Measurement
 from accelerate_core.errors import ConfigError
@@ -104,6 +108,148 @@ def test_sync_runs_after_warmup_calls_and_around_each_timed_call():
 def test_invalid_rules_are_refused():
     with pytest.raises(ValueError, match="min_iters"):
         measure(lambda: None, warmup=0, min_iters=0, min_duration_s=0, max_duration_s=1)
+    with pytest.raises(ValueError, match="p50_ci_rel"):
+        measure(lambda: None, warmup=0, min_iters=1, min_duration_s=0, max_duration_s=1, p50_ci_rel=0.0)
+    with pytest.raises(ConfigError, match="p50_ci_rel"):
+        BenchConfig(p50_ci_rel=1.5)
+
+
+# ---------------------------------------------------------------- the precision rule
+
+
+class ReplayClock:
+    """A clock that advances by the next duration of a sequence each time the measured call runs."""
+
+    def __init__(self, durations: list[float]) -> None:
+        self.now = 0.0
+        self._left = iter(durations)
+
+    def __call__(self) -> float:
+        return self.now
+
+    def work(self) -> None:
+        self.now += next(self._left)
+
+
+def test_a_steady_call_stops_at_min_iters_once_its_p50_is_precise():
+    # Given calls of constant duration: the p50's interval has zero width from the first count that has one
+    clock = FakeClock(step_s=0.001)
+    # When the loop asks for 1 s but also for a p50 within +-1%
+    samples = _measure(clock, min_iters=10, min_duration_s=1.0, p50_ci_rel=0.01)
+    # Then it stops at min_iters, converged, long before the second of the duration rule
+    assert len(samples.values) == 10
+    assert samples.stopped_by == STOP_CONVERGED
+    assert samples.ci_rel == 0.0
+    assert samples.loop_record() == {"stopped_by": "converged", "n": 10, "warmup": 0, "loop_s": 0.01,
+                                     "ci_rel": 0.0}  # fmt: skip
+
+
+def test_a_noisy_call_measures_as_long_as_without_the_rule():
+    # Given durations alternating 1 ms and 3 ms: the median's interval spans both, +-50% of the p50
+    durations = [0.001, 0.003] * 200
+    # When it is measured with and without the precision rule
+    clock = ReplayClock(durations)
+    with_rule = measure(clock.work, clock=clock, warmup=0, min_iters=10, min_duration_s=0.2, max_duration_s=1.0,
+                        p50_ci_rel=0.01)  # fmt: skip
+    clock = ReplayClock(durations)
+    without = measure(clock.work, clock=clock, warmup=0, min_iters=10, min_duration_s=0.2, max_duration_s=1.0)
+    # Then the rule never converges: the loop runs to the duration rule and keeps every sample the old loop kept
+    assert with_rule.values == without.values and with_rule.stopped_by == STOP_RULES_MET
+    assert with_rule.ci_rel is not None and with_rule.ci_rel > 0.01
+
+
+def test_a_noisy_call_runs_to_the_time_cap_when_the_duration_rule_is_the_cap():
+    rng = random.Random(3)
+    durations = [rng.uniform(0.001, 0.01) for _ in range(5000)]
+    clock = ReplayClock(durations)
+    samples = measure(clock.work, clock=clock, warmup=0, min_iters=10, min_duration_s=2.0, max_duration_s=2.0,
+                      p50_ci_rel=0.001)  # fmt: skip
+    assert samples.stopped_by == STOP_RULES_MET and sum(samples.values) >= 2.0
+    assert samples.ci_rel is not None and samples.ci_rel > 0.001
+
+
+durations_s = st.lists(st.floats(1e-4, 0.05, allow_nan=False), min_size=1, max_size=300)
+
+
+@settings(max_examples=150, deadline=None)
+@given(durations=durations_s, target=st.floats(0.001, 0.2), min_iters=st.integers(1, 30))
+def test_the_precision_rule_only_ever_stops_a_loop_early_and_only_when_precise(durations, target, min_iters):
+    durations = durations * (1 + 3000 // len(durations))  # enough calls for any of the rules below
+    rules = {"warmup": 0, "min_iters": min_iters, "min_duration_s": 0.3, "max_duration_s": 2.0}
+    clock = ReplayClock(durations)
+    without = measure(clock.work, clock=clock, **rules)
+    clock = ReplayClock(durations)
+    with_rule = measure(clock.work, clock=clock, p50_ci_rel=target, **rules)
+    # The rule's samples are the first ones the old loop took: it only ever stops sooner
+    assert with_rule.values == without.values[: len(with_rule.values)]
+    assert with_rule.ci_rel == median_ci_rel(sorted(with_rule.values))
+    if with_rule.stopped_by == STOP_CONVERGED:
+        # ... and only with min_iters in and the p50 precise to the target
+        assert len(with_rule.values) >= min_iters
+        assert with_rule.ci_rel is not None and with_rule.ci_rel <= target
+    else:
+        assert with_rule.values == without.values and with_rule.stopped_by == without.stopped_by
+
+
+@settings(max_examples=100, deadline=None)
+@given(durations=durations_s, target=st.floats(0.001, 0.2))
+def test_a_converged_loop_stops_at_the_first_check_that_finds_its_p50_precise(durations, target):
+    durations = durations * (1 + 3000 // len(durations))
+    clock = ReplayClock(durations)
+    got = measure(clock.work, clock=clock, warmup=0, min_iters=10, min_duration_s=2.0, max_duration_s=2.0,
+                  p50_ci_rel=target)  # fmt: skip
+    checks = [10]  # at min_iters, then each time the count has grown by a tenth
+    while checks[-1] < len(durations):
+        checks.append(checks[-1] + max(1, checks[-1] // 10))
+    precise = [n for n in checks if _within(median_ci_rel(sorted(durations[:n])), target)]
+    if got.stopped_by == STOP_CONVERGED:
+        assert len(got.values) == precise[0]
+    else:
+        assert not precise or sum(durations[: precise[0]]) >= 2.0  # no check found it precise inside the 2 s
+
+
+def _within(ci_rel: float | None, target: float) -> bool:
+    return ci_rel is not None and ci_rel <= target
+
+
+# ---------------------------------------------------------------- the median's confidence interval
+
+
+def _binomial_tail(n: int, k: int) -> float:
+    """P(B <= k) for B ~ Binomial(n, 1/2), brute force."""
+    return sum(math.comb(n, i) for i in range(k + 1)) / 2**n
+
+
+@settings(max_examples=200, deadline=None)
+@given(n=st.integers(0, 400), confidence=st.sampled_from([0.8, 0.9, 0.95, 0.99]))
+def test_median_ci_ranks_are_the_narrowest_order_statistics_with_the_coverage(n, confidence):
+    ranks = median_ci_ranks(n, confidence)
+    # Brute force: the interval [x(k), x(n-k+1)] (1-based) covers the median with 1 - 2 P(B <= k-1)
+    fits = [k for k in range(1, n // 2 + 1) if 1 - 2 * _binomial_tail(n, k - 1) >= confidence - 1e-12]
+    if not fits:
+        assert ranks is None
+        return
+    k = max(fits)
+    assert ranks == (k - 1, n - k)
+
+
+def test_median_ci_of_known_sizes_and_its_relative_half_width():
+    assert median_ci_ranks(5) is None and median_ci_ranks(6) == (0, 5)  # 2**-5 > 2.5%: no 95% interval below 6
+    assert median_ci_ranks(20) == (5, 14) and median_ci_ranks(100) == (39, 60)  # the textbook table, 1-based +1
+    values = [float(x) for x in range(1, 21)]  # median 10.5, interval [x(6), x(15)] = [6, 15]
+    assert median_ci(values) == (6.0, 15.0)
+    assert median_ci_rel(values) == pytest.approx(4.5 / 10.5)
+    assert median_ci_rel([1.0] * 5) is None and median_ci_rel([0.0] * 10) is None
+
+
+def test_an_empirical_95_interval_covers_the_true_median_at_least_95_times_in_100():
+    rng = random.Random(11)
+    covered = 0
+    for _ in range(2000):
+        values = sorted(rng.lognormvariate(0, 0.5) for _ in range(25))  # true median exp(0) = 1
+        low, high = median_ci(values) or (math.inf, -math.inf)
+        covered += low <= 1.0 <= high
+    assert covered / 2000 >= 0.94  # 95.7% exact coverage at n=25, less Monte Carlo error
 
 
 # ---------------------------------------------------------------- statistics
@@ -227,10 +373,15 @@ def test_a_generative_model_gets_tokens_per_second_for_a_fixed_number_of_new_tok
     def make_inputs(batch: int, seq: int) -> dict:
         return {"input_ids": torch.full((batch, seq), 5), "attention_mask": torch.ones(batch, seq, dtype=torch.long)}
 
-    found = benchmark_model(model, make_inputs, hardware="cpu", bench=bench, generative=True)
+    loops: list[dict] = []
+    found = benchmark_model(model, make_inputs, hardware="cpu", bench=bench, generative=True, loops=loops)
 
     tokens = next(m for m in found if m.metric == "tokens_per_s")
     assert tokens.unit == "tokens/s" and tokens.n >= 2
+    # Each loop says how it ended: the forward latency loop, then the generate loop, at the shape
+    assert [(x["metric"], x["batch_size"], x["seq_len"], x["stopped_by"]) for x in loops] == [
+        ("latency", 2, 4, STOP_RULES_MET), ("generate", 2, 4, STOP_RULES_MET)]  # fmt: skip
+    assert loops[1]["n"] == tokens.n and loops[1]["warmup"] == 0
     assert set(calls) == {3}  # every generate call produced exactly new_tokens tokens (eos cannot stop it early)
 
 

@@ -108,6 +108,7 @@ def bench_configs(draw: st.DrawFn) -> BenchConfig:
         min_duration_s=low,
         max_duration_s=low + draw(st.floats(0, 10, allow_nan=False)),
         new_tokens=draw(positive),
+        p50_ci_rel=draw(st.none() | st.floats(1e-6, 0.99)),
     )
 
 
