@@ -22,7 +22,7 @@ from accelerate_core import wire
 from accelerate_core.config import Settings
 from accelerate_core.constants import STATUS_DONE, TERMINAL_STATUSES
 from accelerate_core.contracts import StatusSnapshot
-from accelerate_core.report.stages import collect_stages
+from accelerate_core.report.stages import collect_loop_endings, collect_stages
 from accelerate_core.store import ResultsStore, read_status_snapshot, snapshot_dir
 from scheduler.local import run_local
 from scheduler.plan import PlanOptions
@@ -99,6 +99,7 @@ def test_local_run_records_every_job_and_writes_the_report(run_settings: Setting
     with ResultsStore.open(run_settings.results_db, read_only=True) as store:
         # Every job records its stages; running marks are batched, and a finished job keeps its own row
         stages = {s.stage: s for s in collect_stages(store, plan.run_id)}
+        endings = collect_loop_endings(store, plan.run_id)
         attempts = store.query("SELECT DISTINCT attempts FROM jobs WHERE run_id = ?", [plan.run_id])
         latency = store.query(
             "SELECT count(DISTINCT job_key) FROM measurements WHERE run_id = ? AND metric = 'latency' AND p50 > 0",
@@ -110,6 +111,10 @@ def test_local_run_records_every_job_and_writes_the_report(run_settings: Setting
     assert stages["child"].jobs == stages["runner"].jobs == len(SIX) and attempts == [(1,)]
     assert stages["loop"].jobs == stages["build"].jobs == summary.counts[STATUS_DONE]
     assert stages["render"].total_s > 0 and stages["pytest"].total_s > stages["loop"].total_s
+    # Each done job's latency loop says how it ended (precise p50, duration rule or time cap) and how precise it is
+    assert sum(e.loops for e in endings if e.metric == "latency") == summary.counts[STATUS_DONE]
+    assert {e.stopped_by for e in endings} <= {"converged", "min-iters-and-duration", "max-duration"}
+    assert all(e.p50_n >= 1 and (e.p50_ci_rel is None or e.p50_ci_rel >= 0) for e in endings)
     assert params.makespan[-1].efficiency == summary.efficiency and params.slots == 2
     assert all("def test_forward" in s for (s,) in source)
     assert summary.report_dir is not None
