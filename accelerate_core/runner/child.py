@@ -35,7 +35,7 @@ from accelerate_core.runner.environ import scrub_own_environ
 from accelerate_core.runner.outcome import classify_exception
 from accelerate_core.runner.protocol import JobRequest
 
-__all__ = ["apply_env", "resolve_entry", "run_forked", "set_memory_cap"]
+__all__ = ["apply_env", "resolve_entry", "run_forked", "run_spare", "set_memory_cap", "spare_job", "spare_message"]
 
 Entry = Callable[[dict[str, Any]], Any]
 _PR_SET_PDEATHSIG = 1
@@ -198,25 +198,85 @@ def run_forked(
     """
     code = 0
     try:
-        os.setsid()  # its own process group: the parent kills the whole group at the limit
-        signal.set_wakeup_fd(-1)
-        for sig in (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT, signal.SIGPIPE):
-            signal.signal(sig, signal.SIG_DFL)
-        if sigmask is not None:
-            signal.pthread_sigmask(signal.SIG_SETMASK, sigmask)
-        for fd in close_fds:
-            _close_quietly(fd)
-        die_with_parent()
-        _redirect_output(log_fd)
-        enter_box(procs_files, request.max_file_mb)
-        _prepare(request)
-        write_result(result_fd, call_entry(entry, request))
+        _detach(log_fd, close_fds, sigmask)
+        _run_job(entry, request, result_fd, procs_files)
     except BaseException:
         traceback.print_exc()
         code = 70
     finally:
         _flush_quietly()
         os._exit(code)
+
+
+def run_spare(
+    entry: Entry, job_fd: int, result_fd: int, log_fd: int, close_fds: list[int], *, server_pid: int,
+    sigmask: Iterable[int] | None = None,
+) -> NoReturn:  # fmt: skip
+    """The body of a pre-forked spare child: detach like :func:`run_forked`, then wait for its job.
+
+    The spare blocks reading ``job_fd`` until the server closes its end: one :func:`spare_message`
+    (the job and its cgroup files), or nothing at all when the server discarded the spare or died
+    (then it exits 0, having run nothing). Everything that belongs to a job (its box, environment,
+    limits) is applied only after the job arrived, exactly as in a child forked for it; what the
+    spare took from the server at its fork (modules, the entry, the scrubbed environment, the cwd) is
+    what every job's child takes. It dies with the server (``PR_SET_PDEATHSIG``, and the pipe's end
+    of stream as a second way), so no idle spare outlives it.
+    """
+    code = 0
+    try:
+        _detach(log_fd, close_fds, sigmask)
+        if os.getppid() != server_pid:  # the server died before the death signal was asked for
+            os._exit(0)
+        data = _read_to_end(job_fd)
+        if not data:
+            os._exit(0)
+        message = json.loads(data)
+        request = wire.decode(JobRequest, message["job"])
+        _run_job(entry, request, result_fd, message["procs_files"])
+    except BaseException:
+        traceback.print_exc()
+        code = 70
+    finally:
+        _flush_quietly()
+        os._exit(code)
+
+
+def spare_job(request: JobRequest) -> bytes:
+    """A job encoded for a spare's pipe (see :func:`spare_message`)."""
+    return json.dumps(wire.encode(request)).encode()
+
+
+def spare_message(job: bytes, procs_files: Iterable[str]) -> bytes:
+    """What the server writes to a spare's job pipe: the job (:func:`spare_job`) and the cgroup files it joins."""
+    return b'{"procs_files":' + json.dumps(list(procs_files)).encode() + b',"job":' + job + b"}"
+
+
+def _read_to_end(fd: int) -> bytes:
+    chunks = []
+    while chunk := os.read(fd, 1 << 16):
+        chunks.append(chunk)
+    os.close(fd)
+    return b"".join(chunks)
+
+
+def _detach(log_fd: int, close_fds: Iterable[int], sigmask: Iterable[int] | None) -> None:
+    """Leave the server's state: own session, default signal handlers, no server fd, output to the log."""
+    os.setsid()  # its own process group: the parent kills the whole group at the limit
+    signal.set_wakeup_fd(-1)
+    for sig in (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT, signal.SIGPIPE):
+        signal.signal(sig, signal.SIG_DFL)
+    if sigmask is not None:
+        signal.pthread_sigmask(signal.SIG_SETMASK, sigmask)
+    for fd in close_fds:
+        _close_quietly(fd)
+    die_with_parent()
+    _redirect_output(log_fd)
+
+
+def _run_job(entry: Entry, request: JobRequest, result_fd: int, procs_files: Iterable[str]) -> None:
+    enter_box(procs_files, request.max_file_mb)
+    _prepare(request)
+    write_result(result_fd, call_entry(entry, request))
 
 
 def _prepare(request: JobRequest) -> None:

@@ -134,6 +134,8 @@ class ForkServer:
         self.watchdog_s = watchdog_s
         self.box = box
         self.server_info: dict[str, Any] = {}
+        self.last_pong: dict[str, Any] = {}
+        """The server's last answer to :meth:`ping`: jobs running, queued, its spare child's pid."""
         self.restarts = 0
         self._proc: subprocess.Popen[bytes] | None = None
         self._reader: LineReader | None = None
@@ -392,6 +394,7 @@ class ForkServer:
             self.server_info = message
         elif event == "pong":
             self._pong = True
+            self.last_pong = message
         elif event == "fatal":
             self.server_info = {"fatal": message.get("message")}
 

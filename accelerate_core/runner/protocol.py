@@ -14,7 +14,8 @@ stderr so that a stray ``print`` can never corrupt the stream)::
     {"event": "ready", "pid": 123, "mode": "fork", "preload_s": 4.2, "box": {"mode": "cgroup", "cgroup": ...}}
     {"event": "started", "job_id": "...", "pid": 456}
     {"event": "outcome", "outcome": {...an encoded ChildOutcome...}}
-    {"event": "pong"}
+    {"event": "pong", "running": 1, "queued": 0, "spare": 457}   (spare: the pid of the child forked
+                                                                   ahead for the next job, or null)
     {"event": "fatal", "message": "..."}     (the server cannot start, e.g. the entry does not import)
 
 A child writes exactly one JSON object (the outcome fields it knows) to its own result pipe, then exits.

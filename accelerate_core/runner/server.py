@@ -109,6 +109,16 @@ class Server:
             self.sup.kill_all()
         self.sup.enforce()
         self._start_queued()
+        self._prefork()
+
+    def _prefork(self) -> None:
+        """Fork the next job's child ahead of it, once this turn's outcomes are sent and its jobs started."""
+        if self.stopping:
+            return
+        try:
+            self.sup.prefork()
+        except OSError as e:  # no memory, no pids: the next job is forked for itself, as without spares
+            log.warning("could not fork a spare child: %s", e)
 
     def _start_queued(self) -> None:
         while self.queue and len(self.sup.children) < self.max_children and not self.stopping:
@@ -153,7 +163,8 @@ class Server:
         elif op == "cancel":
             self._cancel(str(message.get("job_id")))
         elif op == "ping":
-            self.send({"event": "pong", "running": len(self.sup.children), "queued": len(self.queue)})
+            spare = None if self.sup.spare is None else self.sup.spare.pid
+            self.send({"event": "pong", "running": len(self.sup.children), "queued": len(self.queue), "spare": spare})
         elif op == "shutdown":
             self.stopping = True
             self.sup.kill_all()

@@ -28,18 +28,22 @@ from typing import Any
 from accelerate_core import wire
 from accelerate_core.constants import ERR_CRASHED, ERR_FILE_SIZE, ERR_OOM, ERR_PROCESS_LIMIT, ERR_TIMEOUT
 from accelerate_core.runner.box import Boxes, JobBox, Usage
-from accelerate_core.runner.child import Entry, run_forked
+from accelerate_core.runner.child import Entry, run_forked, run_spare, spare_job, spare_message
 from accelerate_core.runner.environ import scrub
 from accelerate_core.runner.outcome import ChildOutcome
 from accelerate_core.runner.protocol import KILL_GRACE_S, JobRequest
 
-__all__ = ["KILL_GRACE_S", "RSS_INTERVAL_S", "Child", "Supervisor"]
+__all__ = ["KILL_GRACE_S", "RSS_INTERVAL_S", "SPARE_MESSAGE_MAX", "Child", "Spare", "Supervisor"]
 
 log = logging.getLogger(__name__)
 
 RSS_INTERVAL_S = 0.1
 """How often (seconds) the parent samples a running job's tree (tasks, RSS) against its limits."""
 
+
+SPARE_MESSAGE_MAX = 60 * 1024
+"""The largest job (encoded) handed to a spare: one write into its empty pipe (64 KiB) takes all of it,
+so the server never blocks on a spare. A larger job gets a child forked for it."""
 
 _LOG_TAIL_CHARS = 2000
 _FORK_BLOCKED = {signal.SIGTERM, signal.SIGINT, signal.SIGCHLD}
@@ -93,8 +97,33 @@ class Child:
             self.data += chunk
 
 
+@dataclass
+class Spare:
+    """A child forked ahead of its job (fork mode with cgroup boxes), blocked reading its job pipe."""
+
+    pid: int
+    job_fd: int
+    result_fd: int
+    log_path: Path
+
+    def close_fds(self) -> list[int]:
+        """The server's ends of its pipes (no other child may hold them)."""
+        return [self.job_fd, self.result_fd]
+
+
 class Supervisor:
     """Starts, watches and reaps the children of one server.
+
+    In fork mode with cgroup boxes it keeps one *spare*: a child forked ahead of time (:meth:`prefork`,
+    called when the loop has nothing more urgent to do) that waits for a job. :meth:`start` hands the
+    next job to it, so the fork (about two thirds of a dry job's fixed cost, most of it copying the
+    large server's page tables) is off the job's path. The spare detaches from the server at its fork
+    (session, signals, fds: as a job's child does) and applies everything of the job (box, environment,
+    limits) once the job arrived (:func:`accelerate_core.runner.child.run_spare`). A spare that dies idle
+    costs no job; the next job is then forked for itself, and spares resume after it (a spare that
+    cannot live must not become a fork loop). Not when sweeping: there a spare would look like an orphan
+    of some job to the process-table walk, and the walk at a job's end, skipped while the server has no
+    child left, would run every time.
 
     Args:
         entry: the resolved entry function (fork mode) or its ``"module:function"`` spec (spawn mode).
@@ -122,9 +151,16 @@ class Supervisor:
         self.workdir = workdir
         self.close_in_child = close_in_child
         self.children: dict[int, Child] = {}
+        self.spare: Spare | None = None
+        self._spare_died = False  # then no spare until a job has been started without one (no fork loop)
 
     def start(self, request: JobRequest) -> Child:
-        """Start one child for ``request`` and return it (the caller registers ``result_fd``)."""
+        """Start one child for ``request`` (the spare, if one waits) and return it (the caller registers
+        ``result_fd``)."""
+        spare = self._take_spare(request)
+        if spare is not None:
+            return spare
+        self._spare_died = False
         log_path = self.workdir / f"job-{len(self.children)}-{time.monotonic_ns()}.log"
         read_fd, write_fd = os.pipe()
         log_fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -142,24 +178,117 @@ class Supervisor:
         finally:
             os.close(write_fd)
             os.close(log_fd)
+        return self._track(request, pid, read_fd, log_path, box, proc)
+
+    def _track(
+        self, request: JobRequest, pid: int, read_fd: int, log_path: Path, box: JobBox,
+        proc: subprocess.Popen[bytes] | None = None,
+    ) -> Child:  # fmt: skip
         box.attach(pid)
         os.set_blocking(read_fd, False)
         child = Child(request, pid, read_fd, log_path, time.monotonic(), box, proc=proc)
         self.children[pid] = child
         return child
 
+    @property
+    def preforks(self) -> bool:
+        """True when this supervisor keeps a spare child (fork mode, cgroup boxes)."""
+        return not self.spawn and self.boxes.mode == "cgroup"
+
+    def prefork(self) -> None:
+        """Fork a spare child unless one waits already (a no-op where spares are not kept).
+
+        Raises:
+            OSError: the fork failed (the next job then gets a child forked for it).
+        """
+        if self.spare is not None or not self.preforks or self._spare_died:
+            return
+        log_path = self.workdir / f"spare-{time.monotonic_ns()}.log"
+        job_r, job_w = os.pipe()
+        result_r, result_w = os.pipe()
+        log_fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            pid = self._fork_spare(job_r, job_w, result_r, result_w, log_fd)
+        except BaseException:
+            for fd in (job_w, result_r):
+                os.close(fd)
+            log_path.unlink(missing_ok=True)
+            raise
+        finally:
+            for fd in (job_r, result_w, log_fd):
+                os.close(fd)
+        self.spare = Spare(pid, job_w, result_r, log_path)
+
+    def _fork_spare(self, job_r: int, job_w: int, result_r: int, result_w: int, log_fd: int) -> int:
+        if not callable(self.entry):
+            raise TypeError("fork mode needs the resolved entry function")
+        others = [job_w, result_r, *self._server_fds()]
+        server_pid = os.getpid()
+        blocked = signal.pthread_sigmask(signal.SIG_BLOCK, _FORK_BLOCKED)
+        try:
+            pid = os.fork()
+            if pid == 0:  # the spare: never returns (see run_spare)
+                run_spare(self.entry, job_r, result_w, log_fd, others, server_pid=server_pid, sigmask=blocked)
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+        return pid
+
+    def _server_fds(self) -> list[int]:
+        """The server's descriptors a new child must close: protocol, running children's results, the spare's."""
+        spare = [] if self.spare is None else self.spare.close_fds()
+        return [*(c.result_fd for c in self.children.values()), *spare, *self.close_in_child()]
+
+    def _take_spare(self, request: JobRequest) -> Child | None:
+        """Hand ``request`` to the spare; None when there is none, or the job is too large for its pipe."""
+        spare = self.spare
+        if spare is None:
+            return None
+        job = spare_job(request)
+        if len(job) > SPARE_MESSAGE_MAX:
+            return None
+        box = self.boxes.open(request.max_tasks)
+        message = spare_message(job, box.procs_files)
+        self.spare = None
+        try:
+            # One write into the empty pipe (64 KiB; a smaller one, under the kernel's pipe-page limit,
+            # blocks only until the spare, which is reading, has taken the rest).
+            os.write(spare.job_fd, message)
+        except OSError:  # the spare died (its death is reaped as a stranger's): fork for this job instead
+            self.boxes.finish(box)
+            self._drop(spare)
+            return None
+        finally:
+            os.close(spare.job_fd)
+        return self._track(request, spare.pid, spare.result_fd, spare.log_path, box)
+
+    def discard_spare(self) -> None:
+        """Kill the spare (shutdown, or it died): it ran no job, so nothing is reported."""
+        spare, self.spare = self.spare, None
+        if spare is None:
+            return
+        with contextlib.suppress(OSError):
+            os.close(spare.job_fd)
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(spare.pid, signal.SIGKILL)
+        self._drop(spare)
+
+    def _drop(self, spare: Spare) -> None:
+        with contextlib.suppress(OSError):
+            os.close(spare.result_fd)
+        spare.log_path.unlink(missing_ok=True)
+
     def _fork(self, request: JobRequest, box: JobBox, read_fd: int, write_fd: int, log_fd: int) -> int:
         if not callable(self.entry):
             raise TypeError("fork mode needs the resolved entry function")
-        others = [c.result_fd for c in self.children.values()]
+        others = self._server_fds()
         # Block the server's signals across the fork: a SIGTERM landing in the child before it resets its
         # handlers would run the server's handler there (and kill its siblings' groups).
         blocked = signal.pthread_sigmask(signal.SIG_BLOCK, _FORK_BLOCKED)
         try:
             pid = os.fork()
             if pid == 0:  # the child: never returns; it restores the mask after resetting the handlers
-                run_forked(self.entry, request, write_fd, log_fd, [read_fd, *others, *self.close_in_child()],
-                           procs_files=box.procs_files, sigmask=blocked)  # fmt: skip
+                run_forked(self.entry, request, write_fd, log_fd, [read_fd, *others], procs_files=box.procs_files,
+                           sigmask=blocked)  # fmt: skip
         finally:
             signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
         return pid
@@ -227,7 +356,8 @@ class Supervisor:
             child.box.kill()
 
     def kill_all(self) -> None:
-        """SIGKILL every child's process group (server shutdown)."""
+        """SIGKILL every child's process group and the spare (server shutdown)."""
+        self.discard_spare()
         for child in self.children.values():
             self.kill(child, ERR_CRASHED, "Killed", "killed: the fork server shut down", graceful=False)
 
@@ -242,6 +372,11 @@ class Supervisor:
                 return
             child = self.children.pop(pid, None)
             if child is None:
+                if self.spare is not None and pid == self.spare.pid:  # died idle: no job lost
+                    log.warning("the spare child %d died before its job (status %d)", pid, status)
+                    os.close(self.spare.job_fd)
+                    self._drop(self.spare)
+                    self.spare, self._spare_died = None, True
                 continue  # an orphaned grandchild of a killed job (we are its subreaper)
             if child.proc is not None:
                 child.proc.returncode = os.waitstatus_to_exitcode(status)

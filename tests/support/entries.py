@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import resource
 import signal
 import subprocess
 import sys
@@ -164,6 +165,24 @@ def hog_tree(payload: dict[str, Any]) -> dict[str, Any]:
     return {}
 
 
+def process_state(payload: dict[str, Any]) -> dict[str, Any]:
+    """What a job's process holds that a job must not inherit: environment, limits, cgroup, handlers, fds."""
+    fds = sorted(int(fd) for fd in os.listdir("/proc/self/fd"))
+    return {
+        "pid": os.getpid(),
+        "ppid": os.getppid(),
+        "pgid": os.getpgid(0),
+        "cwd": os.getcwd(),
+        "environ": dict(os.environ),
+        "fsize": resource.getrlimit(resource.RLIMIT_FSIZE)[0],
+        "data": resource.getrlimit(resource.RLIMIT_DATA)[0],
+        "cgroup": Path("/proc/self/cgroup").read_text(),
+        "sigterm_default": signal.getsignal(signal.SIGTERM) == signal.SIG_DFL,
+        "blocked": sorted(int(s) for s in signal.pthread_sigmask(signal.SIG_BLOCK, [])),
+        "fds": fds,  # listdir's own included
+    }
+
+
 _BEHAVIOURS = {
     "echo": echo,
     "sleep": sleep_forever,
@@ -180,4 +199,5 @@ _BEHAVIOURS = {
     "fork_bomb": fork_bomb,
     "fill_disk": fill_disk,
     "hog_tree": hog_tree,
+    "state": process_state,
 }

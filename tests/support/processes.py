@@ -78,3 +78,13 @@ def gone(pid: int, within_s: float = 5.0) -> bool:
             return True
         time.sleep(0.05)
     return False
+
+
+def children_but_the_spare(fs: Any) -> list[psutil.Process]:
+    """A fork server's children other than its spare (the child forked ahead for the next job, idle).
+
+    ``fs`` is a :class:`accelerate_core.runner.ForkServer`; after a job every other child must be gone.
+    """
+    assert fs.ping()
+    spare = fs.last_pong.get("spare")
+    return [c for c in psutil.Process(fs.pid or 0).children() if c.pid != spare]
