@@ -11,7 +11,8 @@ Client -> server (the server's stdin), one JSON object per line::
 Server -> client (a private dup of the server's original stdout; the server points its own fd 1 at
 stderr so that a stray ``print`` can never corrupt the stream)::
 
-    {"event": "ready", "pid": 123, "mode": "fork", "preload_s": 4.2, "box": {"mode": "cgroup", "cgroup": ...}}
+    {"event": "ready", "pid": 123, "mode": "fork", "preload_s": 4.2, "huge_mb": 210,
+     "box": {"mode": "cgroup", "cgroup": ...}}          (huge_mb: its anonymous memory in 2 MiB pages)
     {"event": "started", "job_id": "...", "pid": 456}
     {"event": "outcome", "outcome": {...an encoded ChildOutcome...}}
     {"event": "pong", "running": 1, "queued": 0, "spare": 457}   (spare: the pid of the child forked

@@ -37,6 +37,7 @@ from accelerate_core.runner.box import BOX_MODES, Boxes, open_boxes
 from accelerate_core.runner.child import Entry, resolve_entry
 from accelerate_core.runner.environ import scrub_own_environ
 from accelerate_core.runner.outcome import ChildOutcome
+from accelerate_core.runner.pages import collapse_resident_memory, huge_anonymous_mb
 from accelerate_core.runner.protocol import JobRequest, LineReader, encode
 from accelerate_core.runner.supervisor import Child, Supervisor
 
@@ -284,13 +285,14 @@ def main(argv: list[str] | None = None) -> int:
                 importlib.import_module(name)
             entry = resolve_entry(args.entry)
             _check_no_device_touched()
+            collapse_resident_memory()  # what every job's fork and exit copy and free, in 2 MiB pages
         boxes = open_boxes(args.box)
     except (AccelerateError, ImportError) as e:
         sys.stdout.buffer.write(encode({"event": "fatal", "message": str(e)}))
         return 1
     _become_subreaper()
     server = Server(entry, spawn=spawn, preload=preload, max_children=args.max_children, boxes=boxes)
-    server.serve({"preload_s": round(time.perf_counter() - started, 3)})
+    server.serve({"preload_s": round(time.perf_counter() - started, 3), "huge_mb": huge_anonymous_mb()})
     return 0
 
 
