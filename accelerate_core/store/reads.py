@@ -97,17 +97,23 @@ def is_phase_done(conn: DuckDBPyConnection, run_id: str) -> bool:
     return bool(row and row[0] and row[0] == row[1])
 
 
-def final_keys(conn: DuckDBPyConnection, keys: list[str]) -> set[str]:
-    """Those of ``keys`` whose job already has its final row: terminal, and not ``lost`` (a late result
-    replaces a ``lost`` row: the reconciler wrote it only because no result had come)."""
+def job_statuses(conn: DuckDBPyConnection, keys: list[str]) -> dict[str, str]:
+    """The current status of each of ``keys`` that has a row (planned or written); absent keys are left out."""
     if not keys:
-        return set()
-    rows = conn.execute(
-        f"SELECT job_key FROM jobs WHERE job_key IN (SELECT unnest($keys)) AND status IN {TERMINAL_SQL} "
-        f"AND status <> '{STATUS_LOST}'",
-        {"keys": keys},
-    ).fetchall()
-    return {str(r[0]) for r in rows}
+        return {}
+    rows = conn.execute("SELECT job_key, status FROM jobs WHERE job_key IN (SELECT unnest($keys))", {"keys": keys})
+    return {str(k): str(s) for k, s in rows.fetchall()}
+
+
+def is_final(status: str) -> bool:
+    """True for a status that is a job's final row: terminal, and not ``lost`` (a late result replaces a ``lost``
+    row: the reconciler wrote it only because no result had come)."""
+    return status in TERMINAL_STATUSES and status != STATUS_LOST
+
+
+def final_keys(conn: DuckDBPyConnection, keys: list[str]) -> set[str]:
+    """Those of ``keys`` whose job already has its final row (see :func:`is_final`)."""
+    return {k for k, status in job_statuses(conn, keys).items() if is_final(status)}
 
 
 def unfinished_jobs(conn: DuckDBPyConnection, run_id: str) -> list[JobSpec]:

@@ -60,11 +60,14 @@ def _same(a: Any, b: Any) -> bool:
 
 @settings(max_examples=30, deadline=None)
 @given(rows)
-def test_arrow_and_numpy_relations_store_the_same_values(conn: duckdb.DuckDBPyConnection, data: list[Any]) -> None:
+def test_arrow_table_stream_and_numpy_relations_store_the_same_values(
+    conn: duckdb.DuckDBPyConnection, data: list[Any]
+) -> None:
     columns = _columns(data)
     arrow = batch.arrow_relation(columns, TYPES)
     numpy = batch.numpy_relation(columns, TYPES)
     assert _same(_stored(conn, arrow, columns), _stored(conn, numpy, columns))
+    assert _same(_stored(conn, batch.ArrowStream(arrow), columns), _stored(conn, numpy, columns))
 
 
 def test_nan_samples_are_null_and_infinite_ones_stay(conn: duckdb.DuckDBPyConnection) -> None:
