@@ -2,15 +2,18 @@
 
 Prints JSON:
   * ``ingest``: the writer's rate for batched measurement rows (``ResultsStore.record_results``: one
-    transaction per batch, jobs upserted, measurements replaced through a registered Arrow table), and,
-    in the same run, the bare insert of the same rows into a plain table three ways: ``executemany``,
-    the numpy relation the writer used before, and the Arrow table it uses now.
+    transaction per batch of ``--batch`` jobs into a fresh store whose run was planned first, as the writer
+    finds it: the planned rows updated, the measurements inserted from an Arrow C stream), the same at
+    other batch sizes (``by_batch_jobs``: 250, ``--batch`` and the fleet writer's ``BATCH_MAX``, the most
+    it writes in one transaction when results queue up), and, in the same run, the bare insert of the same
+    rows into a plain table three ways: ``executemany``, the numpy relation the writer used before, and
+    the Arrow table it uses now.
   * ``report``: the time to build (and, apart, to render) the full report of a run of
     800 models x 4 hardware kinds x 3 shapes x 50 samples, compared with a baseline run of that size,
     each in a fresh process as `accel report` runs, alternating with the report as it was before (its
     comparison through scipy.stats, ~0.9 s of import); both must write identical files.
 
-Usage: ``python benchmarks/bench_store.py [--models 800] [--jobs 2000] [--batch 250] [--out FILE]``
+Usage: ``python benchmarks/bench_store.py [--models 800] [--jobs 2000] [--batch 500] [--out FILE]``
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from accelerate_core.report import build_report, write_report
 from accelerate_core.store import ResultsStore
 from accelerate_core.store import batch as store_batch
 from accelerate_core.store.synthetic import SyntheticRun
+from workers.writer import BATCH_MAX
 
 SHAPES = ((1, 16), (4, 16), (8, 64))
 MODALITIES = ("text", "vision", "audio", "multimodal")
@@ -72,16 +76,11 @@ def bench_ingest(tmp: Path, jobs: int, batch: int, repeats: int) -> dict[str, ob
     run = _run("ingest", jobs, ("cpu",), 1.0)
     results = _results(run)
     rows_per_job = len(results[0].measurements)
-    walls, cpus, n_rows = [], [], 0
-    for k in range(repeats):
-        with ResultsStore.open(tmp / f"ingest-{k}.duckdb") as store:
-            store.record_run(run.plan())
-            t0, c0 = time.perf_counter(), time.process_time()
-            for i in range(0, len(results), batch):
-                store.record_results(results[i : i + batch])
-            walls.append(time.perf_counter() - t0)
-            cpus.append(time.process_time() - c0)
-            n_rows = int(store.query("SELECT count(*) FROM measurements")[0][0])
+    walls, cpus, n_rows = _ingest(tmp, run, results, batch, repeats)
+    by_batch = {}
+    for size in sorted({250, batch, BATCH_MAX}):
+        w, c, _ = (walls, cpus, n_rows) if size == batch else _ingest(tmp, run, results, size, repeats)
+        by_batch[str(size)] = {"rows_per_s": round(n_rows / min(w)), "rows_per_cpu_s": round(n_rows / min(c))}
     sample = results[: max(1, 2000 // rows_per_job)]
     slow = [_executemany(sample) for _ in range(repeats)]
     slow_rows, slow_s, slow_cpu = slow[0][0], min(s[1] for s in slow), min(s[2] for s in slow)
@@ -97,6 +96,8 @@ def bench_ingest(tmp: Path, jobs: int, batch: int, repeats: int) -> dict[str, ob
         "batched_wall_s": [round(w, 3) for w in walls],
         "batched_rows_per_s": round(rate),
         "batched_rows_per_cpu_s": round(n_rows / min(cpus)),
+        "by_batch_jobs": by_batch,
+        "writer_batch_max": BATCH_MAX,
         "executemany_rows": slow_rows,
         "executemany_rows_per_s": round(slow_rate),
         "executemany_rows_per_cpu_s": round(slow_rows / slow_cpu),
@@ -107,6 +108,23 @@ def bench_ingest(tmp: Path, jobs: int, batch: int, repeats: int) -> dict[str, ob
         "target_rows_per_s": 250_000,
         "meets_target": rate >= 250_000,
     }
+
+
+def _ingest(
+    tmp: Path, run: SyntheticRun, results: list[JobResult], batch: int, repeats: int
+) -> tuple[list[float], list[float], int]:
+    """Record ``results`` ``batch`` jobs at a time into a fresh store per repeat; (wall s, CPU s, measurement rows)."""
+    walls, cpus, n_rows = [], [], 0
+    for k in range(repeats):
+        with ResultsStore.open(tmp / f"ingest-{batch}-{k}.duckdb") as store:
+            store.record_run(run.plan())
+            t0, c0 = time.perf_counter(), time.process_time()
+            for i in range(0, len(results), batch):
+                store.record_results(results[i : i + batch])
+            walls.append(time.perf_counter() - t0)
+            cpus.append(time.process_time() - c0)
+            n_rows = int(store.query("SELECT count(*) FROM measurements")[0][0])
+    return walls, cpus, n_rows
 
 
 _PLAIN = (
