@@ -18,6 +18,7 @@ import json
 import statistics
 import sys
 import time
+from dataclasses import asdict
 from typing import Any
 
 from accelerate_core import wire
@@ -62,8 +63,8 @@ def main(argv: list[str] | None = None) -> int:
     deviations = [abs(r - 1) for r in all_ratios]
     print(json.dumps({
         "benchmark": "phase-run p50 (short loop) vs long loop, forward pass, batch 1 x seq 16, cpu, 1 thread",
-        "short_settings": short_bench,
-        "long_settings": long_bench,
+        "short_settings": asdict(short_bench),
+        "long_settings": asdict(long_bench),
         "models": rows,
         "median_abs_rel_diff": round(statistics.median(deviations), 4),
         "max_abs_rel_diff": round(max(deviations), 4),
