@@ -12,6 +12,7 @@ from typing import Any
 
 from accelerate_core.catalog.classes import load_class
 from accelerate_core.catalog.describe import config_class, describe, make_config, tiny_config_dict
+from accelerate_core.catalog.fast_init import build_once_initialised
 from accelerate_core.catalog.index import IndexEntry
 from accelerate_core.catalog.inputs import build_inputs
 from accelerate_core.catalog.overrides import override_for
@@ -65,7 +66,6 @@ def instantiate(
     Raises:
         ModelBuildError: The type has no class or the model cannot be built.
     """
-    import torch
 
     info = describe(model_type)
     name = model_class or info.model_class
@@ -73,8 +73,8 @@ def instantiate(
         raise ModelBuildError(f"{model_type} has no model class of its own ({info.reason}): test its parent")
     config = make_config(model_type, config_dict if config_dict is not None else tiny_config_dict(model_type))
     cls = load_class(name, config_class(model_type))
-    torch.manual_seed(SEED)
-    model = cls._from_config(config) if hasattr(cls, "_from_config") else cls(config)
+    model = build_once_initialised(lambda: cls._from_config(config) if hasattr(cls, "_from_config") else cls(config),
+                                   seed=SEED)  # fmt: skip
     _post_build(model, model_type)
     model.eval()
     model.to(device=device, dtype=_dtype(dtype))
