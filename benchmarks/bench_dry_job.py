@@ -6,10 +6,13 @@ per job, the executor's wall / jobs, and its parts as the jobs recorded them (``
 ``entry``: the job body, ``runner``: fork, box, result write, exit) and as the executor measured them
 (``store``: its writes, which overlap the next child; ``server``: the rest of a job's cycle: the fork's
 parent side, the reap, the pipes, the loop; the jobs queued in the server start as soon as a child is
-reaped, so this is mostly the fork of a process as large as the server). In the same
+reaped). Where the server keeps a spare child (fork mode with cgroup boxes) a job is handed to a child
+forked before it, so ``child`` counts from the hand-over and the fork is off the job's path; the child's
+exit (tearing down its copy of the server's page tables) is still on it. In the same
 invocation it measures two baselines: the fork server alone (``ForkServer.run`` of the same dry job, no
 store, no loop) and a bare ``fork()`` + ``_exit`` + ``wait`` of a process as large as the fork server:
-the kernel's page-table floor that every forked job pays, whatever the executor does. On a shared,
+the kernel's page-table floor of a process whose memory is not in huge pages (the server collapses its
+own, ``server_huge_mb``: its forks and exits cost less than this). On a shared,
 loaded machine compare the ratios; the load average is printed before and after.
 
 Usage: ``python benchmarks/bench_dry_job.py [--jobs 200] [--server-jobs 50]``
@@ -57,6 +60,7 @@ def server_only(folder: Path, jobs: int) -> dict[str, Any]:
     lives: list[float] = []
     with ForkServer(JOB_ENTRY) as server:
         rss_mb = _rss_mb(server.pid)
+        huge_mb = server.server_info.get("huge_mb")
         for i in range(jobs + 3):
             started = time.perf_counter()
             outcome = server.run(f"dry-{i}", payload, time_limit_s=60, mem_cap_mb=4096)
@@ -65,7 +69,8 @@ def server_only(folder: Path, jobs: int) -> dict[str, Any]:
             if i >= 3:  # the first children fault in pages the later ones share
                 trips.append(time.perf_counter() - started)
                 lives.append(outcome.duration_s)
-    return {"jobs": jobs, "server_rss_mb": rss_mb, "round_trip_ms": _ms(trips), "child_ms": _ms(lives)}
+    return {"jobs": jobs, "server_rss_mb": rss_mb, "server_huge_mb": huge_mb, "round_trip_ms": _ms(trips),
+            "child_ms": _ms(lives)}  # fmt: skip
 
 
 def fork_floor(rss_mb: float, forks: int = 20) -> dict[str, Any]:

@@ -84,6 +84,7 @@ class Server:
         signal.set_wakeup_fd(self._wake_w, warn_on_full_buffer=False)
         self.send({"event": "ready", "pid": os.getpid(), "mode": self.mode, "box": self.boxes.info(), **ready})
         try:
+            self._prefork()  # the first job too, whenever it comes
             while not (self.stopping and not self.sup.children):
                 self._step()
         finally:

@@ -120,3 +120,14 @@ def test_a_spare_killed_while_running_its_job_reports_that_job_once_as_crashed(s
     assert [(o.job_id, o.error_class, o.exit_signal) for o in outcomes] == [("victim", ERR_CRASHED, 9)]
     assert gone(grandchild) and server.poll(timeout=0.5) == []
     assert server.run("next", {"do": "echo"}, time_limit_s=20, mem_cap_mb=CAP_MB).ok
+
+
+def test_a_fresh_server_forks_a_spare_before_any_message_so_its_first_job_runs_in_it():
+    with ForkServer(ENTRY, preload=(), box="cgroup") as fs:
+        fs.ensure_ready()
+        # no ping, no job: the server forks its spare once it has said it is ready
+        (waiting,) = wait_for(lambda: psutil.Process(fs.pid or 0).children(), 10, "a spare before any job")
+
+        first = fs.run("first", {"do": "echo"}, time_limit_s=20, mem_cap_mb=CAP_MB)
+
+        assert first.ok and first.pid == waiting.pid
