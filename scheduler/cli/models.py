@@ -35,8 +35,12 @@ def list_models(
     if modality is not None and modality not in MODALITIES:
         raise ConfigError(f"unknown modality {modality!r}: use one of {', '.join(MODALITIES)}")
     entries = [e for e in load_index() if modality is None or e.modality == modality]
-    with err.status(f"counting {size} parameters (once; cached)...", spinner="dots"):
-        counts = load_param_counts([e.model_type for e in entries], size)
+    with err.status(f"counting {size} parameters (once; cached)...", spinner="dots") as status:
+
+        def progress(done: int, total: int) -> None:  # shown on a terminal only (rich draws nothing elsewhere)
+            status.update(f"counting {size} parameters: {done}/{total} types (once; cached, kept if interrupted)...")
+
+        counts = load_param_counts([e.model_type for e in entries], size, progress=progress)
     if as_json:
         emit_json([{**e.to_dict(), "param_count": counts[e.model_type], "size": size} for e in entries])
         return

@@ -101,3 +101,28 @@ def test_models_list_counts_parameters_tiny_and_full_and_caches_them(tmp_path: P
     assert {e["model_type"]: e["param_count"] for e in again}["patchtst"] == 7
     wrong = _accel("models", "list", "--size", "huge", cwd=tmp_path)
     assert wrong.returncode == 2 and "--size 'huge'" in wrong.stderr and wrong.stderr.count("\n") == 1
+
+
+@pytest.mark.slow  # two counting subprocesses (torch + transformers imports each): 72 s at load 10 on 2 cores
+def test_an_interrupted_count_keeps_what_it_counted_and_the_next_counts_the_rest(tmp_path: Path) -> None:
+    from accelerate_core.param_counts import cache_file, load_param_counts
+
+    types = ["patchtst", "patchtsmixer", "informer", "autoformer"]
+    seen: list[tuple[int, int]] = []
+
+    def interrupt_after_two(done: int, total: int) -> None:
+        seen.append((done, total))
+        if done == 2:
+            raise KeyboardInterrupt
+
+    # Given a first listing interrupted (Ctrl-C) after two of four counts
+    with pytest.raises(KeyboardInterrupt):
+        load_param_counts(types, "tiny", tmp_path, progress=interrupt_after_two)
+    # Then the progress was told each count, and the two counted are kept in the cache
+    assert seen == [(1, 4), (2, 4)]
+    assert set(json.loads(cache_file("tiny", tmp_path).read_text())["counts"]) == set(types[:2])
+    # And the next listing counts only the other two
+    seen.clear()
+    counts = load_param_counts(types, "tiny", tmp_path, progress=lambda done, total: seen.append((done, total)))
+    assert seen == [(1, 2), (2, 2)]
+    assert all(isinstance(counts[t], int) and counts[t] for t in types)
