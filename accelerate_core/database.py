@@ -27,7 +27,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 from accelerate_core.errors import StoreError, StoreLockedError, StoreWriteError
 
@@ -38,6 +38,12 @@ __all__ = ["MEMORY", "Database", "transaction"]
 
 MEMORY = ":memory:"
 """The path of an in-memory database (tests, fakes): nothing is written to disk."""
+
+RELEASE_FREED_MEMORY: Final = "SET allocator_background_threads = true"
+"""Run with every file connection: DuckDB's allocator keeps what a query freed (up to its 128 MiB flush threshold)
+for the next one unless its background threads hand it back. Without them a long-lived writer's resident memory
+rose ~60 MiB with each report build of a 10,000-job run (freed to DuckDB, not to the system); with them it stays
+flat (``tests/faults/test_soak.py``)."""
 
 _HOLDER = re.compile(r"Conflicting lock is held in (?P<exe>.*?) \(PID (?P<pid>\d+)\)")
 _open_writers: dict[str, DuckDBPyConnection] = {}
@@ -133,7 +139,9 @@ class Database:
                     f"cannot create the folder of {self.label} {key} ({e.strerror}): check {self.setting}"
                 ) from e
         try:
-            return duckdb.connect(key, read_only=read_only)
+            conn = duckdb.connect(key, read_only=read_only)
+            conn.execute(RELEASE_FREED_MEMORY)
+            return conn
         except duckdb.IOException as e:
             if "lock" in str(e).lower():
                 raise self.locked_error(key, str(e)) from e
