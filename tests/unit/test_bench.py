@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from accelerate_core.bench import (
@@ -171,10 +171,15 @@ def test_a_noisy_call_runs_to_the_time_cap_when_the_duration_rule_is_the_cap():
 durations_s = st.lists(st.floats(1e-4, 0.05, allow_nan=False), min_size=1, max_size=300)
 
 
+def _lasting(durations: list[float], seconds: float = 2.5) -> list[float]:
+    """``durations`` repeated until they add up to more than ``seconds`` (past any loop's 2 s cap below)."""
+    return durations * (1 + math.ceil(seconds / sum(durations)))
+
+
 @settings(max_examples=150, deadline=None)
 @given(durations=durations_s, target=st.floats(0.001, 0.2), min_iters=st.integers(1, 30))
 def test_the_precision_rule_only_ever_stops_a_loop_early_and_only_when_precise(durations, target, min_iters):
-    durations = durations * (1 + 3000 // len(durations))  # enough calls for any of the rules below
+    durations = _lasting(durations)  # enough calls for any of the rules below
     rules = {"warmup": 0, "min_iters": min_iters, "min_duration_s": 0.3, "max_duration_s": 2.0}
     clock = ReplayClock(durations)
     without = measure(clock.work, clock=clock, **rules)
@@ -193,8 +198,9 @@ def test_the_precision_rule_only_ever_stops_a_loop_early_and_only_when_precise(d
 
 @settings(max_examples=100, deadline=None)
 @given(durations=durations_s, target=st.floats(0.001, 0.2))
+@example(durations=[0.001, 0.0001], target=0.125)  # 1.65 s of calls once repeated: the replay ran out before 2 s
 def test_a_converged_loop_stops_at_the_first_check_that_finds_its_p50_precise(durations, target):
-    durations = durations * (1 + 3000 // len(durations))
+    durations = _lasting(durations)
     clock = ReplayClock(durations)
     got = measure(clock.work, clock=clock, warmup=0, min_iters=10, min_duration_s=2.0, max_duration_s=2.0,
                   p50_ci_rel=target)  # fmt: skip
