@@ -196,16 +196,12 @@ def run_forked(
     ``sigmask`` is the mask to restore once the server's signal handlers are reset (the server blocks
     its signals across the fork).
     """
-    code = 0
-    try:
+
+    def body() -> None:
         _detach(log_fd, close_fds, sigmask)
         _run_job(entry, request, result_fd, procs_files)
-    except BaseException:
-        traceback.print_exc()
-        code = 70
-    finally:
-        _flush_quietly()
-        os._exit(code)
+
+    _exit_after(body)
 
 
 def run_spare(
@@ -222,17 +218,27 @@ def run_spare(
     what every job's child takes. It dies with the server (``PR_SET_PDEATHSIG``, and the pipe's end
     of stream as a second way), so no idle spare outlives it.
     """
-    code = 0
-    try:
+
+    def body() -> None:
         _detach(log_fd, close_fds, sigmask)
         if os.getppid() != server_pid:  # the server died before the death signal was asked for
-            os._exit(0)
+            return
         data = _read_to_end(job_fd)
         if not data:
-            os._exit(0)
+            return
         message = json.loads(data)
         request = wire.decode(JobRequest, message["job"])
         _run_job(entry, request, result_fd, message["procs_files"])
+
+    _exit_after(body)
+
+
+def _exit_after(body: Callable[[], None]) -> NoReturn:
+    """Run a child's ``body``, then leave without the interpreter's teardown: exit 0, or 70 with the traceback in
+    the child's log when it raised."""
+    code = 0
+    try:
+        body()
     except BaseException:
         traceback.print_exc()
         code = 70
