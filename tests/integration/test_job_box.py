@@ -18,7 +18,7 @@ import pytest
 
 from accelerate_core.constants import ERR_CRASHED, ERR_FILE_SIZE, ERR_OOM, ERR_PROCESS_LIMIT, ERR_TIMEOUT
 from accelerate_core.runner import ForkServer
-from accelerate_core.runner.cgroup import CgroupBase
+from tests.support.cgroups import cgroups_here
 from tests.support.processes import children_but_the_spare, gone
 
 ENTRY = "tests.support.entries:dispatch"
@@ -27,15 +27,7 @@ SECRET_PASSWORD = "s3cret-broker-pw"
 SECRET_FLOWER = "s3cret-flower-pw"
 
 
-def _cgroups_here() -> bool:
-    probe = CgroupBase.create(pid=os.getpid())
-    if probe is None:
-        return False
-    probe.close()
-    return True
-
-
-CGROUPS = _cgroups_here()
+CGROUPS = cgroups_here()
 MODES = [
     "sweep",
     pytest.param("cgroup", marks=pytest.mark.skipif(not CGROUPS, reason="no writable cgroup on this machine")),

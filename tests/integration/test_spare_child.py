@@ -18,22 +18,14 @@ import pytest
 
 from accelerate_core.constants import ERR_CRASHED
 from accelerate_core.runner import ForkServer
-from accelerate_core.runner.cgroup import CgroupBase
+from tests.support.cgroups import cgroups_here
 from tests.support.processes import gone, wait_for
 
 ENTRY = "tests.support.entries:dispatch"
 CAP_MB = 2000
 
 
-def _cgroups_here() -> bool:
-    probe = CgroupBase.create(pid=os.getpid())
-    if probe is None:
-        return False
-    probe.close()
-    return True
-
-
-pytestmark = pytest.mark.skipif(not _cgroups_here(), reason="no writable cgroup: the server keeps no spare")
+pytestmark = pytest.mark.skipif(not cgroups_here(), reason="no writable cgroup: the server keeps no spare")
 
 
 def spare_of(fs: ForkServer) -> int:
