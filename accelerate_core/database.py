@@ -68,6 +68,10 @@ def _first_line(e: BaseException) -> str:
     return text.splitlines()[0] if text else type(e).__name__
 
 
+DUCKDB_INTERRUPTED = "Query interrupted"
+"""What DuckDB's Python client raises (as a RuntimeError) when SIGINT arrives during a query."""
+
+
 @dataclass(frozen=True, slots=True)
 class Database:
     """One kind of DuckDB file (the results store, the templates DB) and the words its errors use.
@@ -165,13 +169,34 @@ class Database:
 
     @contextlib.contextmanager
     def translated(self, path: Path | str) -> Iterator[None]:
-        """Turn any DuckDB error raised inside the block into :meth:`error` (``from`` it)."""
+        """Turn any DuckDB error raised inside the block into :meth:`error` (``from`` it); Ctrl-C stays Ctrl-C."""
         import duckdb
 
         try:
-            yield
+            with ctrl_c_kept():
+                yield
         except duckdb.Error as e:
             raise self.error(path, e) from e
+
+
+@contextlib.contextmanager
+def ctrl_c_kept() -> Iterator[None]:
+    """Raise KeyboardInterrupt again where DuckDB turned Ctrl-C into an error of its own.
+
+    DuckDB's client swallows a KeyboardInterrupt that arrives during a query and raises its own interruption
+    (a bare ``RuntimeError: Query interrupted`` in 2.0, ``InterruptException`` elsewhere), so without this a
+    command interrupted mid-query would leave with that error's traceback instead of as on any other Ctrl-C.
+    """
+    import duckdb
+
+    try:
+        yield
+    except duckdb.InterruptException as e:
+        raise KeyboardInterrupt from e
+    except RuntimeError as e:
+        if str(e) == DUCKDB_INTERRUPTED:
+            raise KeyboardInterrupt from e
+        raise
 
 
 def release(path: Path | str, conn: DuckDBPyConnection, *, read_only: bool) -> None:

@@ -8,6 +8,7 @@ from typing import Annotated
 
 import typer
 
+from accelerate_core.database import ctrl_c_kept
 from accelerate_core.errors import AccelerateError
 from scheduler.cli import (
     bench,
@@ -79,7 +80,8 @@ for module in (core, models, bench, endpoint, templates, runs, run, plan, fleet,
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``accel`` console script; returns the exit status."""
     try:
-        result = app(args=argv, prog_name="accel", standalone_mode=False)
+        with ctrl_c_kept():
+            result = app(args=argv, prog_name="accel", standalone_mode=False)
         if isinstance(result, int) and not isinstance(result, bool):  # click returns a typer.Exit's code here
             return result
     except AccelerateError as e:

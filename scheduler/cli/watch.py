@@ -10,6 +10,7 @@ import time
 from collections.abc import Callable, Hashable
 from typing import TYPE_CHECKING
 
+from accelerate_core.database import ctrl_c_kept
 from scheduler.cli.common import out
 
 if TYPE_CHECKING:
@@ -49,9 +50,10 @@ def watch(
         sleep: waits between reads (tests pass their own).
     """
     try:
-        if live:
-            return _live(read, render, every_s, sleep)
-        return _appended(read, render, every_s, sleep)
+        with ctrl_c_kept():  # Ctrl-C that lands inside a DuckDB read is Ctrl-C too
+            if live:
+                return _live(read, render, every_s, sleep)
+            return _appended(read, render, every_s, sleep)
     except KeyboardInterrupt:
         return None
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from accelerate_core.database import Database, holder_of, release, transaction
+from accelerate_core.database import DUCKDB_INTERRUPTED, Database, ctrl_c_kept, holder_of, release, transaction
 from accelerate_core.errors import StoreError, StoreLockedError
 
 DB = Database(label="test DB", setting="test_db", first_step="create it", when_locked="wait for it")
@@ -122,3 +122,31 @@ def test_translated_turns_duckdb_errors_into_store_errors(writer: duckdb.DuckDBP
     with pytest.raises(StoreError, match=r"^test DB here failed: Catalog Error") as info, DB.translated("here"):
         writer.execute("SELECT * FROM no_such_table")
     assert isinstance(info.value.__cause__, duckdb.CatalogException)
+
+
+@pytest.mark.parametrize(
+    "duckdb_says",
+    [RuntimeError(DUCKDB_INTERRUPTED), duckdb.InterruptException("INTERRUPT Error: Interrupted!")],
+    ids=["sigint-during-query", "conn-interrupt"],
+)
+def test_ctrl_c_that_duckdb_turned_into_its_error_is_ctrl_c_again(duckdb_says: Exception) -> None:
+    # DuckDB 2.0 answers SIGINT mid-query with RuntimeError('Query interrupted') (accel status --watch left with
+    # its traceback on Ctrl-C); both a store's translated block and a bare ctrl_c_kept give KeyboardInterrupt
+    for block in (DB.translated("here"), ctrl_c_kept()):
+        with pytest.raises(KeyboardInterrupt) as info, block:
+            raise duckdb_says
+        assert info.value.__cause__ is duckdb_says
+
+
+def test_ctrl_c_really_arriving_during_a_query_is_ctrl_c(writer: duckdb.DuckDBPyConnection) -> None:
+    # A real interruption of a running query (conn.interrupt, what DuckDB does on SIGINT) through translated
+    timer = threading.Timer(0.3, writer.interrupt)
+    timer.start()
+    with pytest.raises(KeyboardInterrupt), DB.translated("here"):
+        writer.execute("SELECT count(*) FROM range(1000000000000) a").fetchall()
+    timer.join()
+
+
+def test_other_runtime_errors_pass_through_unchanged() -> None:
+    with pytest.raises(RuntimeError, match=r"^not an interruption$"), DB.translated("here"):
+        raise RuntimeError("not an interruption")
