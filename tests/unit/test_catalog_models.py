@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from accelerate_core import catalog
@@ -105,3 +107,20 @@ def test_video_tracker_runs_on_a_prompted_session() -> None:
     with torch.no_grad():
         outputs = built.model(**built.inputs)
     assert catalog.check_outputs(outputs, 1)["shape"][0] == 1
+
+
+def test_a_named_class_is_built_without_the_live_description(monkeypatch: pytest.MonkeyPatch) -> None:
+    from accelerate_core.catalog import api
+    from accelerate_core.errors import ModelBuildError
+
+    # Given a job that names its class (a generated test does), and a live description that would fail
+    bert = catalog.entry("bert")
+    name = bert.model_class
+    monkeypatch.setattr(api, "describe", lambda model_type: pytest.fail(f"described {model_type}"))
+    # When the named class is built, the description is never asked for
+    assert type(catalog.instantiate("bert", model_class=name)).__name__ == name
+    # Then without a class the description decides, and a type that has none still says why
+    classless = dataclasses.replace(bert, model_class=None, reason="a sub-configuration")
+    monkeypatch.setattr(api, "describe", lambda model_type: classless)
+    with pytest.raises(ModelBuildError, match=r"no model class of its own \(a sub-configuration\)"):
+        catalog.instantiate("bert")
