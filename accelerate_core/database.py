@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
-from accelerate_core.errors import StoreError, StoreLockedError, StoreWriteError
+from accelerate_core.errors import StoreError, StoreLockedError, StoreMissingError, StoreWriteError
 
 if TYPE_CHECKING:
     from duckdb import DuckDBPyConnection
@@ -134,7 +134,7 @@ class Database:
         import duckdb
 
         if read_only and not Path(key).is_file():
-            raise StoreError(f"{self.label} {key} does not exist: {self.first_step} or check {self.setting}")
+            raise StoreMissingError(f"{self.label} {key} does not exist: {self.first_step} or check {self.setting}")
         if not read_only:
             try:
                 Path(key).parent.mkdir(parents=True, exist_ok=True)

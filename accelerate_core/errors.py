@@ -17,6 +17,7 @@ Every error this project raises on purpose derives from :class:`AccelerateError`
     │   ├── TemplateNotFoundError     no template (or version) matches the lookup (exit 2)
     │   └── TemplateInvalidError      syntax error, undefined variable or invalid rendered Python
     ├── StoreError                    the results/templates DuckDB store failed
+    │   ├── StoreMissingError         the DuckDB file to read does not exist: a path or a first step (exit 2)
     │   ├── StoreLockedError          another process holds the DuckDB file read-write
     │   ├── StoreWriteError           a write could not be made durable (disk full, I/O): try it again later
     │   └── UnknownRunError           no run with that id is in the store (exit 2)
@@ -90,6 +91,12 @@ class TemplateInvalidError(TemplateError):
 
 class StoreError(AccelerateError):
     """Raised when a DuckDB store (results or templates) fails."""
+
+
+class StoreMissingError(StoreError):
+    """Raised when a store to read does not exist: a wrong path in the settings, or no run made one yet."""
+
+    exit_code = 2
 
 
 class StoreLockedError(StoreError):

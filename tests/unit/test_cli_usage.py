@@ -68,6 +68,8 @@ MISTAKES: dict[str, Mistake] = {
     "bad number in env": Mistake(
         ("detect",), "ACCEL_CONCURRENCY='many' is not an integer", {"ACCEL_CONCURRENCY": "many"}
     ),
+    "report without a results store": Mistake(("report", "r1"), "results.duckdb does not exist: run `accel run`"),
+    "runs show without a results store": Mistake(("runs", "show", "r1"), "results.duckdb does not exist"),
     "--config absent": Mistake(("--config", "absent.toml", "detect"), "absent.toml does not exist"),
     "--config malformed TOML": Mistake(("--config", "broken.toml", "detect"), "broken.toml is not valid TOML"),
     "--config not UTF-8": Mistake(("--config", "latin1.toml", "detect"), "config file latin1.toml is not"),
