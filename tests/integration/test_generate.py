@@ -29,7 +29,14 @@ SAMPLE_30 = (
     # multimodal (two-tower and image+text generative), video, time series
     "clip", "siglip", "llava", "paligemma", "videomae", "vivit", "patchtst", "patchtsmixer",
 )  # fmt: skip
-"""30 architectures across modalities whose generated tests must pass on CPU."""
+"""30 architectures across modalities whose generated tests must pass on CPU (the ``slow`` sweep)."""
+
+SAMPLE_FAMILIES = (
+    "bert", "llama", "t5",  # text: an encoder, a generative decoder, an encoder-decoder
+    "vit", "wav2vec2", "whisper",  # vision; audio: CTC and sequence-to-sequence
+    "clip", "llava", "videomae", "patchtst",  # multimodal two-tower and image+text generative, video, time series
+)  # fmt: skip
+"""One architecture of each kind in ``SAMPLE_30`` (every modality, every template family): the default run's."""
 
 QUICK_BENCH = """
 templates_db = "{db}"
@@ -144,12 +151,18 @@ def test_generated_tests_pass_on_cpu_and_write_measurements(config: Path, tmp_pa
     assert all(m.n >= 1 for m in written.measurements) and written.environment
 
 
-def test_generated_tests_of_30_architectures_pass_on_cpu(config: Path, tmp_path: Path) -> None:
-    # Given files for 30 architectures across modalities
-    out = tmp_path / "thirty"
-    report = _generate(config, ",".join(SAMPLE_30), out)
-    modalities = {e.modality for e in load_index() if e.model_type in SAMPLE_30}
-    assert report["counts"]["written"] == 30 and len(SAMPLE_30) == 30 and len(modalities) >= 5
+@pytest.mark.parametrize(
+    "sample",
+    [pytest.param(SAMPLE_FAMILIES, id="each-family"), pytest.param(SAMPLE_30, id="30", marks=pytest.mark.slow)],
+)
+def test_generated_tests_of_architectures_across_modalities_pass_on_cpu(
+    config: Path, tmp_path: Path, sample: tuple[str, ...]
+) -> None:
+    # Given files for architectures across modalities (one of each kind; all 30 in the slow sweep)
+    out = tmp_path / "sample"
+    report = _generate(config, ",".join(sample), out)
+    modalities = {e.modality for e in load_index() if e.model_type in sample}
+    assert report["counts"]["written"] == len(sample) == len(set(sample)) and len(modalities) >= 6
     # When ONE pytest subprocess runs all of them
     suite = _pytest(out, cwd=out, timeout=600)
     outcomes = _outcomes(suite)
@@ -160,6 +173,6 @@ def test_generated_tests_of_30_architectures_pass_on_cpu(config: Path, tmp_path:
         for c in suite.iter("testcase")
         if c.get("name") == "test_forward" and _outcome(c) == "passed"
     }
-    assert len(passed_forward) == 30
+    assert len(passed_forward) == len(sample)
     skipped = [c.get("name") for c in suite.iter("testcase") if c.find("skipped") is not None]
     assert set(skipped) <= {"test_generate"}, skipped
