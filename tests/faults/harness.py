@@ -174,10 +174,10 @@ class Fleet:
         self.close()
 
     def close(self) -> None:
-        """Stop every process (a stopped one is continued first so it can die) and Redis."""
+        """Stop every process, all at once (a stopped one is continued first so it can die), then Redis."""
         for name in list(self.procs):
             self.cont(name)
-            self.terminate(name)
+        processes.stop_all([self.procs.pop(name) for name in list(self.procs)])
         self.redis_server.stop()
 
     # -- processes --------------------------------------------------------------------------------------

@@ -66,8 +66,7 @@ def test_an_api_worker_runs_endpoint_jobs_beside_cpu_and_keeps_its_token(redis_s
             )  # fmt: skip
             assert done.returncode == 0, done.stderr[-3000:]
         finally:
-            for proc in procs.values():
-                processes.stop(proc)
+            processes.stop_all(list(procs.values()))
     with ResultsStore.open(settings.results_db, read_only=True) as store:
         run_id = store.list_runs()[0].run.run_id
         report = json.loads((settings.reports_dir / run_id / "report.json").read_text())

@@ -107,8 +107,7 @@ def fleet(redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory) -
         wait_for(lambda: flower_get(fl, "/api/workers")[0] == 200, 60, "flower")
         yield fl
     finally:
-        for name in list(fl.procs):
-            fl.stop(name)
+        fl.stop_all()
 
 
 def _live(fleet: Fleet) -> list[str]:

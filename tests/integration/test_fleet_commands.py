@@ -300,8 +300,7 @@ def test_forged_node_answers_are_left_out_of_workers_and_of_the_hardware_a_plan_
         # and a plan asks which hardware is live
         planned = fleet.accel("plan", "--models", "bert", "--hardware", "auto", "--json")
     finally:
-        for proc in procs:
-            processes.stop(proc)
+        processes.stop_all(procs)
     # Then the real nodes are listed, the forged ones only named as unverified
     names = [n["node"] for n in listed["nodes"]]
     assert f"cpu0@{HOST}" in names and not set(forged) & set(names), names

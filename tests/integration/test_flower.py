@@ -60,8 +60,7 @@ class Setup:
         self.procs[name] = processes.start([*ACCEL, *args], env=env, cwd=cwd, log=self.base / f"{name}.log")
 
     def stop_all(self) -> None:
-        for proc in self.procs.values():
-            processes.stop(proc)
+        processes.stop_all(list(self.procs.values()))
 
     def log(self, name: str) -> str:
         return (self.base / f"{name}.log").read_text(errors="replace")

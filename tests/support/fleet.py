@@ -36,9 +36,8 @@ class FleetProcesses:
         processes.stop(self.procs.pop(name))
 
     def stop_all(self) -> None:
-        """Stop every process still running."""
-        for name in list(self.procs):
-            self.stop(name)
+        """Stop every process still running, all at once."""
+        processes.stop_all([self.procs.pop(name) for name in list(self.procs)])
 
     def log(self, name: str) -> str:
         """The tail of process ``name``'s log."""

@@ -3,6 +3,7 @@ and waiting until a process is gone."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -36,6 +37,24 @@ def stop(proc: subprocess.Popen[bytes], timeout_s: float = 30) -> None:
         if _gone(proc, grace_s):
             break
     proc.wait(10)
+
+
+def stop_all(procs: Sequence[subprocess.Popen[bytes]], timeout_s: float = 30) -> None:
+    """:func:`stop` for several process groups at once: SIGTERM them all, then wait for each.
+
+    One after the other, each group's shutdown (a worker node's warm shutdown, the writer's last batch)
+    would wait for the one before; signalled together they shut down side by side.
+    """
+    deadline = time.monotonic() + timeout_s
+    for proc in procs:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+    for proc in procs:
+        if not _gone(proc, max(0.0, deadline - time.monotonic())):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            _gone(proc, 10.0)
+        proc.wait(10)
 
 
 def _gone(proc: subprocess.Popen[bytes], within_s: float) -> bool:
