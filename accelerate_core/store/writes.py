@@ -25,7 +25,7 @@ from accelerate_core.bench.stats import sample_stats
 from accelerate_core.constants import RUN_PLANNED, RUN_STATUSES, STATUS_QUEUED, STATUS_RUNNING
 from accelerate_core.database import transaction
 from accelerate_core.errors import ConfigError, UnknownRunError
-from accelerate_core.store.batch import registered
+from accelerate_core.store.batch import execute_over
 from accelerate_core.store.reads import is_final, job_statuses
 from accelerate_core.store.schema import TERMINAL_SQL
 
@@ -59,8 +59,7 @@ def record_run(conn: DuckDBPyConnection, plan: RunPlan) -> None:
                 "body": [t.body for t in templates.values()],
             }
             types = {"sha": "VARCHAR", "name": "VARCHAR", "version": "INTEGER", "body": "VARCHAR"}
-            with registered(conn, cols, types) as src:
-                conn.execute(f"INSERT INTO job_templates SELECT {src} ON CONFLICT DO NOTHING")
+            execute_over(conn, "INSERT INTO job_templates SELECT {src} ON CONFLICT DO NOTHING", cols, types)
         if plan.jobs:
             _insert_planned_jobs(conn, plan, now)
 
@@ -80,14 +79,16 @@ def _insert_planned_jobs(conn: DuckDBPyConnection, plan: RunPlan, now: float) ->
         "template_sha": [s.template.sha if s.template else None for s in specs],
     }
     types = {k: "VARCHAR" for k in cols} | {"spec": "JSON", "expected_s": "DOUBLE"}
-    with registered(conn, cols, types) as src:
-        conn.execute(
-            f"""INSERT INTO jobs (job_key, run_id, model_type, hardware, kind, spec, expected_s,
-                    template_name, template_sha, status, attempts, queued_at, tests_passed, tests_failed,
-                    updated_at)
-                SELECT *, '{STATUS_QUEUED}', 0, {now!r}, 0, 0, {now!r} FROM (SELECT {src})
-                ON CONFLICT (job_key) DO UPDATE SET spec = excluded.spec, expected_s = excluded.expected_s"""
-        )
+    execute_over(
+        conn,
+        f"""INSERT INTO jobs (job_key, run_id, model_type, hardware, kind, spec, expected_s,
+                template_name, template_sha, status, attempts, queued_at, tests_passed, tests_failed,
+                updated_at)
+            SELECT *, '{STATUS_QUEUED}', 0, {now!r}, 0, 0, {now!r} FROM (SELECT {{src}})
+            ON CONFLICT (job_key) DO UPDATE SET spec = excluded.spec, expected_s = excluded.expected_s""",
+        cols,
+        types,
+    )
 
 
 def update_run_params(conn: DuckDBPyConnection, run_id: str, params: RunParams) -> None:
@@ -218,15 +219,13 @@ def _write_results(
         raise ConfigError(f"a job result in the batch is malformed ({e}): nothing was written") from e
     now = time.time()
     for sql, cols in batches:
-        with registered(conn, cols, _RESULT_TYPES) as src:
-            conn.execute(sql.replace("{src}", src), {"now": now})
+        execute_over(conn, sql, cols, _RESULT_TYPES, {"now": now})
     written = [r.key for r in known if found[r.key] not in _UNWRITTEN]
     if written:
         conn.execute("DELETE FROM measurements WHERE job_key IN (SELECT unnest($keys))", {"keys": written})
     if meas["job_key"]:
         insert = _INSERT_MEASURED if _stats_complete(meas) else _INSERT_MEASUREMENTS
-        with registered(conn, meas, _MEASUREMENT_TYPES) as src:
-            conn.execute(insert.replace("{src}", src))
+        execute_over(conn, insert, meas, _MEASUREMENT_TYPES)
 
 
 _ATTRS = {"job_key": "key", "attempt": "attempt"}
@@ -419,8 +418,8 @@ def record_import_timings(
             cols[name].append(value)
     if not cols["name"]:
         return 0
-    with transaction(conn, "record import timings"), registered(conn, cols, _TIMING_TYPES) as src:
-        conn.execute(f"INSERT INTO import_timings SELECT {src}")
+    with transaction(conn, "record import timings"):
+        execute_over(conn, "INSERT INTO import_timings SELECT {src}", cols, _TIMING_TYPES)
     return len(cols["name"])
 
 

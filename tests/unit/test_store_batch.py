@@ -89,12 +89,13 @@ def test_a_value_arrow_will_not_take_goes_through_duckdbs_own_cast(conn: duckdb.
         _stored(conn, relation, columns)
 
 
-@pytest.mark.parametrize("data", [[("k", 1, 2.0, (1.0,), "[]")], [(None, None, None, None, None)]])
+@pytest.mark.parametrize(
+    "data", [[("k", 1, 2.0, (1.0,), "[]")], [(None, None, None, None, None)], [("k", 1, 2.0, ("1.5",), "[]")]]
+)
 def test_a_registered_batch_selects_every_column_as_its_sql_type(
     conn: duckdb.DuckDBPyConnection, data: list[Any]
 ) -> None:
-    # Given a batch (one with every value NULL too), When it is selected through registered()
-    with batch.registered(conn, _columns(data), TYPES) as src:
-        described = conn.execute(f"DESCRIBE SELECT {src}").fetchall()
+    # Given a batch (one with every value NULL too), When it is selected through execute_over()
+    described = batch.execute_over(conn, "DESCRIBE SELECT {src}", _columns(data), TYPES)
     # Then each column has its SQL type, cast or (an Arrow column already of that type) bare
     assert [(row[0], row[1]) for row in described] == list(TYPES.items())
