@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from scheduler.cli.common import EXIT_JOB_FAILED, emit_json, err, out, state
+from scheduler.cli.outputs import out_folder
 
 if TYPE_CHECKING:
     from accelerate_core.backends import Inventory
@@ -78,9 +79,10 @@ def selfbench_command(
     from accelerate_core.selfbench_report import write_selfbench
 
     settings = state(ctx).settings
+    folder = out_folder(out_dir or settings.reports_dir / "selfbench")
     config = SelfbenchConfig.quick() if quick else replace(SelfbenchConfig(), repeats=repeats, parallel_rounds=rounds)
     results = run_selfbench(config, on_step=None if as_json else _step)
-    paths = write_selfbench(results, out_dir or settings.reports_dir / "selfbench")
+    paths = write_selfbench(results, folder)
     if record:
         _record(settings, timing_rows(results))
     if as_json:

@@ -10,6 +10,7 @@ from typing import Annotated, Any
 import typer
 
 from scheduler.cli.common import ModelsOpt, emit_json, err, out, progress, state
+from scheduler.cli.outputs import out_file as checked_out_file
 
 models_app = typer.Typer(
     help="The model catalog: every transformers architecture as a tiny model.", no_args_is_help=True
@@ -117,6 +118,8 @@ def check_models(
     from accelerate_core.catalog.index import load_index
     from accelerate_core.selection import models_spec, select_models
 
+    if out_file is not None:
+        out_file = checked_out_file(out_file)
     spec, where = models_spec(models, state(ctx).settings)
     targets = select_models(load_index(), spec, where=where)
     start = time.perf_counter()
@@ -129,7 +132,6 @@ def check_models(
     summary = count_outcomes(rows)
     summary["wall_s"] = round(time.perf_counter() - start, 2)
     if out_file is not None:
-        out_file.parent.mkdir(parents=True, exist_ok=True)
         out_file.write_text(json.dumps({"summary": summary, "outcomes": rows}, indent=1, sort_keys=True, default=str))
     if as_json:
         emit_json(summary)

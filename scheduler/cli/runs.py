@@ -13,6 +13,7 @@ import typer
 
 from accelerate_core import wire
 from scheduler.cli.common import emit_json, out, state
+from scheduler.cli.outputs import out_folder
 
 runs_app = typer.Typer(help="Runs in the results store: list, show, export.", no_args_is_help=True)
 
@@ -49,7 +50,7 @@ def report(
     settings = state(ctx).settings
     found = report_documents(settings, run_id, baseline, parse_formats(formats), threshold)
     rid = found.run_id
-    paths = write_documents(found.texts, out_dir or settings.reports_dir / rid)
+    paths = write_documents(found.texts, out_folder(out_dir or settings.reports_dir / rid))
     summary = _summary(found.data)
     if as_json:
         emit_json({"run_id": rid, "files": {k: str(v) for k, v in paths.items()}, "summary": summary})
@@ -155,7 +156,11 @@ def export_run(
     from scheduler.results import export_files
 
     settings = state(ctx).settings
-    files = export_files(settings, run_id, fmt, lambda rid: out_dir or settings.reports_dir / rid / "export")
+
+    def folder(rid: str) -> Path:
+        return out_folder(out_dir or settings.reports_dir / rid / "export")
+
+    files = export_files(settings, run_id, fmt, folder)
     if as_json:
         emit_json({k: str(v) for k, v in files.items()})
         return

@@ -14,6 +14,7 @@ import typer
 from accelerate_core.constants import HARDWARE_KINDS
 from accelerate_core.errors import ConfigError
 from accelerate_core.names import check_name
+from scheduler.cli import outputs
 from scheduler.cli.common import EXIT_JOB_FAILED, ModelsOpt, emit_json, err, out, progress, state
 
 if TYPE_CHECKING:
@@ -158,13 +159,14 @@ def render(
 
     settings = state(ctx).settings
     _check_hardware(hardware)
+    if out_file is not None:
+        out_file = outputs.out_file(out_file)
     context = job_context(check_name(model_type, "TYPE"), hardware, settings.bench)
     version = pick(_latest_or_sync(_store(ctx)), model_type, context["modality"], context["family"], hardware)
     source = render_job(version.to_ref(), context)
     if out_file is None:
         sys.stdout.write(source)
     else:
-        out_file.parent.mkdir(parents=True, exist_ok=True)
         out_file.write_text(source, encoding="utf-8")
         err.print(f"wrote {out_file} ({version.name} v{version.version})", markup=False)
 
@@ -196,6 +198,7 @@ def generate(
 
     settings = state(ctx).settings
     _check_hardware(hardware)
+    out_dir = outputs.out_folder(out_dir)
     spec, where = models_spec(models, settings)
     targets = select_models(load_index(), spec, where=where)
     latest = _latest_or_sync(_store(ctx))

@@ -68,6 +68,18 @@ MISTAKES: dict[str, Mistake] = {
     "bad number in env": Mistake(
         ("detect",), "ACCEL_CONCURRENCY='many' is not an integer", {"ACCEL_CONCURRENCY": "many"}
     ),
+    "generate --out a file": Mistake(
+        ("generate", "--models", "bert", "--out", "broken.toml"), "--out broken.toml cannot"
+    ),
+    "generate --out under /proc": Mistake(("generate", "--models", "bert", "--out", "/proc/x"), "--out /proc/x cannot"),
+    "models check --out a folder": Mistake(
+        ("models", "check", "--models", "bert", "--out", "."), "--out . is a folder"
+    ),
+    "models check --out under /proc": Mistake(
+        ("models", "check", "--models", "bert", "--out", "/proc/x/o.json"), "/proc/x"
+    ),
+    "templates render --out a folder": Mistake(("templates", "render", "bert", "--out", "."), "--out . is a folder"),
+    "selfbench --out a file": Mistake(("selfbench", "--quick", "--out", "broken.toml"), "--out broken.toml cannot"),
     "report without a results store": Mistake(("report", "r1"), "results.duckdb does not exist: run `accel run`"),
     "runs show without a results store": Mistake(("runs", "show", "r1"), "results.duckdb does not exist"),
     "--config absent": Mistake(("--config", "absent.toml", "detect"), "absent.toml does not exist"),
