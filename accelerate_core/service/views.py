@@ -136,18 +136,25 @@ class ResultsQuery:
         )
 
 
+ARG_INT_MAX = 10**15 - 1
+"""The largest magnitude a query argument's integer may have (15 digits: a limit, an offset, a count of runs)."""
+
+
 def integer_arg(name: str, given: list[str], default: int) -> int:
     """The last value of a query argument as an integer, ``default`` when absent.
 
     Raises:
-        ConfigError: it is not an integer.
+        ConfigError: it is not an integer, or not within ``ARG_INT_MAX`` of 0.
     """
     if not given or not given[-1].strip():
         return default
     try:
-        return int(given[-1])
+        value = int(given[-1])
     except ValueError as e:
         raise ConfigError(f"{name}={given[-1]!r} is not an integer") from e
+    if not -ARG_INT_MAX <= value <= ARG_INT_MAX:  # DuckDB's BIGINT would overflow: a 500, not a 400
+        raise ConfigError(f"{name}={given[-1][:32]!r} is out of range: give an integer of at most 15 digits")
+    return value
 
 
 def results(view: ReadView, run_id: str, query: ResultsQuery) -> dict[str, Any]:

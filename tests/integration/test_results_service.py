@@ -134,6 +134,8 @@ def test_bad_requests_get_one_line_answers(url: str) -> None:
         ("/api/models/nope/history", 404, "model 'nope' is in no run"),
         (f"/api/runs/{RUNS[1]}/results?limit=x", 400, "limit='x' is not an integer"),
         (f"/api/runs/{RUNS[1]}/results?limit=100000", 400, "limit=100000"),
+        (f"/api/runs/{RUNS[1]}/results?offset={10**23}", 400, "offset='100000000000000000000000' is out of range"),
+        ("/api/models/bert/history?runs=-99999999999999999999", 400, "is out of range"),
         (f"/api/runs/{RUNS[0]}/compare", 400, "no earlier run of phase"),
         (f"/api/runs/{RUNS[1]}/hardware?a=cpu", 400, "give both"),
         ("/no/such/thing", 404, "no such page or endpoint"),
