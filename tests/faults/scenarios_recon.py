@@ -3,6 +3,8 @@ is gone still end with one terminal row, and the run completes with its report.
 
 - ``worker-node-kill-9``: a whole worker node (main process, pool and fork server) killed mid-job; a second
   node finishes its jobs, the killed one's too once the (shortened) visibility timeout hands it back;
+- ``worker-node-stalled``: a whole worker node stopped (SIGSTOP) mid-job until the run completes without it: its
+  job comes back to the other node as a killed one's does; woken (SIGCONT), it goes on serving;
 - ``scheduler-kill-9-mid-dispatch``: the dispatching process killed after some of its jobs were sent; then
   ``accel run --resume RUN --wait`` (the writer re-sends the rest) ends when the run is complete;
 - ``scheduler-stopped-mid-dispatch``: the dispatching process stopped (SIGSTOP) for several reconcile passes:
@@ -22,8 +24,10 @@ import signal
 import sys
 import textwrap
 import time
+from dataclasses import replace
 from typing import Any
 
+from accelerate_core import liveness
 from accelerate_core.config import Settings
 from accelerate_core.constants import RESENDS_PREFIX, TASK_RUN_JOB
 from accelerate_core.contracts import RunPlan
@@ -74,6 +78,44 @@ def worker_node_kill(fleet: Fleet) -> FaultOutcome:
     fleet.kill("cpu0")
     done = fleet.wait_complete(plan.run_id, COMPLETE_S)
     return fleet.outcome("worker-node-kill-9", plan, started, completed=done, note=f"killed mid-job: {victim}")
+
+
+@fault("worker-node-stalled")
+def worker_node_stalled(fleet: Fleet) -> FaultOutcome:
+    """SIGSTOP of a whole worker node mid-job until the run completes without it, then SIGCONT: the other node
+    runs the stalled one's job once the visibility timeout hands it back; the stalled node, woken, finishes or
+    times out its job late (a counted duplicate, the first result kept) and goes on serving its queue."""
+    _configure(fleet, SHORT_LIMITS | FAST_RECONCILE)
+    fleet.writer()
+    fleet.worker("cpu0", "--devices", "0")
+    fleet.worker("cpu1", "--devices", "1")
+    plan = dry_plan("faults-node-stalled", 8, sleep_s=1.5)
+    fleet.dispatch(plan)
+    victim = fleet.wait_for(lambda: _running(fleet, "cpu0"), 60, "cpu0 to run a job")
+    started = time.monotonic()
+    fleet.stop("cpu0")
+    try:
+        done = fleet.wait_complete(plan.run_id, COMPLETE_S)
+    finally:
+        fleet.cont("cpu0")
+    after = dry_plan("faults-node-stalled-after", 6, sleep_s=0.2)
+    fleet.dispatch(after)
+    served = fleet.wait_complete(after.run_id, COMPLETE_S)
+    alive = fleet.procs["cpu0"].poll() is None
+    late = liveness.read_writer(fleet.redis())
+    outcome = fleet.outcome("worker-node-stalled", plan, started, completed=done and served and alive)
+    workers = _workers_of(fleet, after.run_id)
+    note = (f"stalled mid-job: {victim}; cpu0 alive after SIGCONT: {alive}; the next run completed: {served}, "
+            f"on {sorted(workers)}; duplicates counted: {late.duplicates if late else None}")  # fmt: skip
+    return replace(outcome, completed=outcome.completed and any(w.startswith("cpu0@") for w in workers), note=note)
+
+
+def _workers_of(fleet: Fleet, run_id: str) -> set[str]:
+    """The worker ids of ``run_id``'s rows."""
+    from accelerate_core.store import ResultsStore
+
+    with ResultsStore.open(fleet.settings.results_db, read_only=True) as store:
+        return {str(w) for (w,) in store.query("SELECT DISTINCT worker_id FROM jobs WHERE run_id = ?", [run_id])}
 
 
 _SLOW_DISPATCH = textwrap.dedent(
