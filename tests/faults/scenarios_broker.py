@@ -6,6 +6,9 @@ every planned job ends with one terminal row, no worker node exits, and the run 
 - ``redis-restart-no-persistence``: Redis keeping nothing on disk (every node warns so at start) restarted
   mid-run: every queued and unacknowledged job message is gone; ``accel run --resume RUN --wait`` sends the
   jobs without a terminal row again and the run completes;
+- ``redis-stalled``: Redis stopped (SIGSTOP) mid-run for longer than the writer's lock lives, then SIGCONT: every
+  client's socket is open but nothing answers; the nodes and the writer wait or reconnect (none exits for
+  good: a writer that finds its lock gone stops and its supervisor starts it again), and the run completes;
 - ``redis-full-writer-down``: the writer down and Redis filled to ``maxmemory`` (``noeviction``) while the
   nodes run jobs: every result and acknowledgement is refused; the nodes wait (none exits), and once memory
   is freed and the writer started the run completes.
@@ -13,7 +16,9 @@ every planned job ends with one terminal row, no worker node exits, and the run 
 
 from __future__ import annotations
 
+import os
 import shutil
+import signal
 import time
 
 from accelerate_core.constants import WRITER_LOCK_KEY
@@ -100,6 +105,33 @@ def redis_restart_no_persistence(fleet: Fleet) -> FaultOutcome:
     done = fleet.wait_complete(plan.run_id, COMPLETE_S)
     _nodes_alive(fleet, pids)
     return fleet.outcome("redis-restart-no-persistence", plan, started, completed=done, note=note)
+
+
+STALLED_FOR_S = 20.0
+"""How long Redis stays stopped, in seconds: past the writer lock's lifetime and several worker heartbeats."""
+
+
+@fault("redis-stalled")
+def redis_stalled(fleet: Fleet) -> FaultOutcome:
+    """Redis SIGSTOPped mid-run for ``STALLED_FOR_S``, then SIGCONT (a paused VM, a swapped-out or fork-stalled
+    server): connections stay open and nothing answers."""
+    fleet.writer()
+    pids = _start_nodes(fleet)
+    plan = dry_plan("faults-redis-stalled", 40, sleep_s=0.3)
+    fleet.dispatch(plan)
+    fleet.wait_for(lambda: _terminal(fleet, plan.run_id) >= 5, 60, "the first results")
+    server = fleet.redis_server.proc
+    assert server is not None
+    started = time.monotonic()
+    os.kill(server.pid, signal.SIGSTOP)
+    try:
+        time.sleep(STALLED_FOR_S)
+    finally:
+        os.kill(server.pid, signal.SIGCONT)
+    note = _supervise_writer(fleet)
+    done = fleet.wait_complete(plan.run_id, COMPLETE_S)
+    _nodes_alive(fleet, pids)
+    return fleet.outcome("redis-stalled", plan, started, completed=done, note=note)
 
 
 @fault("redis-full-writer-down")
