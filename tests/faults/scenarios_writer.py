@@ -50,7 +50,10 @@ def writer_killed_mid_batch(fleet: Fleet) -> FaultOutcome:
     # A lock that outlives the new writer's start-up on a loaded machine, so it must wait (and say so).
     fleet.writer(env={"ACCEL_WRITER_LOCK_TTL_S": str(KILLED_LOCK_TTL_S)})
     fleet.worker("cpu0", "--concurrency", "2")
-    plan = dry_plan("faults-writer-kill", 60, sleep_s=0.05)
+    # Results must still be flowing once the first ones show (snapshots come 1 s apart): 60 x 0.2 s on two pool
+    # processes is 6 s of them. At 0.05 s a node that no longer publishes events per job finished the run before
+    # a batch was caught, and the writer was killed idle, between batches.
+    plan = dry_plan("faults-writer-kill", 60, sleep_s=0.2)
     fleet.dispatch(plan)
     fleet.wait_for(lambda: (s := fleet.status(plan.run_id)) is not None and s.terminal >= 5, COMPLETE_S, "results")
     started = time.monotonic()
