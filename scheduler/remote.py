@@ -8,7 +8,8 @@ Flower, no result backend) and sends:
 3. one ``accel.run_job`` per runnable job to ``hw.<kind>``, with the job key as the task id (a job
    sent twice is still one row), Celery time limits from the job's own (``accelerate_core.limits``) and
    the job signed with the fleet key (``accelerate_core.signing``: workers run nothing else);
-   :data:`SEND_BATCH` jobs (and their sent events) at a time in one Redis pipeline (kombu's ``Producer.batch``).
+   :data:`SEND_BATCH` jobs (and their sent events) at a time in one Redis pipeline (kombu's ``Producer.batch``),
+   the first pipeline only :data:`SEND_FIRST` jobs, so the workers start while the rest is built.
 
 Every payload is a contract encoded by :mod:`accelerate_core.wire`; broker connections and their errors
 come from :mod:`accelerate_core.broker`, shared with the workers and the writer.
@@ -24,7 +25,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from accelerate_core import broker, reconcile, signing, wire
@@ -63,6 +64,9 @@ REPLY_WAIT_S = 30.0
 
 SEND_BATCH = 500
 """Jobs sent in one Redis pipeline (their messages and their sent events: kombu's ``Producer.batch``)."""
+
+SEND_FIRST = 50
+"""Jobs in the first pipeline: building 500 signed messages takes ~0.5 s, which the workers would wait out idle."""
 
 
 def live_queues(settings: Settings, timeout_s: float = INSPECT_TIMEOUT_S) -> dict[str, list[str]]:
@@ -124,8 +128,8 @@ def dispatch(
         with quiet.producer_or_acquire() as producer:
             _send_run(quiet, settings, plan, producer, key)
         with app.producer_or_acquire() as producer:
-            for start in range(0, len(jobs), SEND_BATCH):
-                _send_batch(app, settings, jobs[start : start + SEND_BATCH], key, producer, route)
+            for batch in send_batches(jobs):
+                _send_batch(app, settings, batch, key, producer, route)
                 mark.refresh()
         mark.done()
     except BrokerError:
@@ -139,6 +143,14 @@ def dispatch(
             app.close()
     logger.info("run %s: %d jobs sent (%d skipped)", plan.run_id, len(jobs), len(plan.jobs) - len(jobs))
     return len(jobs)
+
+
+def send_batches(jobs: Sequence[JobSpec]) -> Iterator[Sequence[JobSpec]]:
+    """``jobs`` in the pipelines they are sent in, in order: :data:`SEND_FIRST` of them, then :data:`SEND_BATCH`."""
+    start, size = 0, SEND_FIRST
+    while start < len(jobs):
+        yield jobs[start : start + size]
+        start, size = start + size, SEND_BATCH
 
 
 def _send_batch(

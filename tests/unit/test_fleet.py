@@ -180,6 +180,24 @@ def test_dispatch_without_the_fleet_key_is_one_line_and_sends_nothing(redis_url:
     assert broker.connect(redis_url).dbsize() == 0
 
 
+@pytest.mark.redis
+def test_dispatch_sends_a_short_first_pipeline_then_full_ones_every_job_once_in_order(redis_url: str) -> None:
+    from scheduler.remote import SEND_BATCH, SEND_FIRST, dispatch, send_batches
+
+    # Given a run of more jobs than a short first pipeline and two full ones hold
+    plan = _dry_plan("sent-in-order", SEND_FIRST + 2 * SEND_BATCH + 7)
+    sizes = [len(b) for b in send_batches(plan.jobs)]
+    assert sizes == [SEND_FIRST, SEND_BATCH, SEND_BATCH, 7]
+    # When it is dispatched
+    client = broker.connect(redis_url)
+    client.flushdb()
+    settings = Settings(broker_url=redis_url, fleet_key=FLEET_KEY_HEX)
+    assert dispatch(settings, plan) == len(plan.jobs)
+    # Then the queue holds every job once, in plan order (LPUSH: the oldest is the list's last)
+    queued = [json.loads(raw)["headers"]["id"] for raw in client.lrange(settings.queue_for("cpu"), 0, -1)[::-1]]
+    assert queued == [j.key for j in plan.jobs]
+
+
 def test_job_labels_are_short_and_readable() -> None:
     spec = _dry_plan("r1", 1).jobs[0]
     assert job_labels(spec) == {"model_type": "m0", "hardware": "cpu", "kind": "dry", "run_id": "r1"}
