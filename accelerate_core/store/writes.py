@@ -35,8 +35,13 @@ if TYPE_CHECKING:
     from accelerate_core.contracts import JobResult, RunParams, RunPlan, WorkerInfo
 
 
+_encode = json.JSONEncoder(sort_keys=True, default=str).encode
+"""``json.dumps(value, sort_keys=True, default=str)`` without building an encoder per call (a batch encodes one
+environment per job)."""
+
+
 def _json(value: Any) -> str:
-    return json.dumps(value, sort_keys=True, default=str)
+    return _encode(value)
 
 
 def record_run(conn: DuckDBPyConnection, plan: RunPlan) -> None:
@@ -238,7 +243,7 @@ def _result_columns(jobs: Sequence[JobResult], repeats: Mapping[str, int]) -> di
         if name == "repeats":
             cols[name] = [repeats[r.key] for r in jobs]
         elif name == "environment":
-            cols[name] = [_json(dict(r.environment)) for r in jobs]
+            cols[name] = list(map(_encode, map(dict, map(attrgetter("environment"), jobs))))
         else:
             cols[name] = list(map(attrgetter(_ATTRS.get(name, name)), jobs))
     return cols
