@@ -1,10 +1,10 @@
 """Fault scenarios of reconciliation (registered with ``harness.fault``): jobs whose worker, dispatcher or message
 is gone still end with one terminal row, and the run completes with its report.
 
-- ``worker-node-kill-9``: a whole worker node (main process, pool and fork server) killed mid-job; a second
-  node finishes its jobs, the killed one's too once the (shortened) visibility timeout hands it back;
-- ``worker-node-stalled``: a whole worker node stopped (SIGSTOP) mid-job until the run completes without it: its
-  job comes back to the other node as a killed one's does; woken (SIGCONT), it goes on serving;
+- ``worker-nodes-killed-and-stalled``: of three nodes, one killed (main process, pool and fork server) and one
+  stopped (SIGSTOP) mid-job at once; the third finishes every job, the victims' too once the (shortened)
+  visibility timeout hands them back; woken (SIGCONT), the stalled node's late result is a counted duplicate
+  and it goes on serving;
 - ``scheduler-kill-9-mid-dispatch``: the dispatching process killed after some of its jobs were sent; then
   ``accel run --resume RUN --wait`` (the writer re-sends the rest) ends when the run is complete;
 - ``scheduler-stopped-mid-dispatch``: the dispatching process stopped (SIGSTOP) for several reconcile passes:
@@ -44,6 +44,10 @@ SHORT_LIMITS = {"ACCEL_DRY_SOFT_S": "2", "ACCEL_DRY_HARD_S": "3", "ACCEL_TEST_SO
 """Short time limits, so the broker's visibility timeout (derived from them) is short too."""
 
 
+NODES_3 = ("cpu0", "cpu1", "cpu2")
+"""The nodes of the node-fault scenario: cpu0 is killed, cpu1 stalled, cpu2 finishes the run."""
+
+
 def _configure(fleet: Fleet, env: dict[str, str]) -> None:
     fleet.env.update(env)
     fleet.settings = Settings.load(environ=fleet.env)
@@ -64,50 +68,38 @@ def _running(fleet: Fleet, node_prefix: str) -> str | None:
     return None
 
 
-@fault("worker-node-kill-9")
-def worker_node_kill(fleet: Fleet) -> FaultOutcome:
-    """kill -9 of a whole worker node mid-job; the other node finishes every job, the killed one's included."""
+@fault("worker-nodes-killed-and-stalled")
+def worker_nodes_killed_and_stalled(fleet: Fleet) -> FaultOutcome:
+    """Of three worker nodes, one is killed (``kill -9`` of the whole node) and one stopped (SIGSTOP) mid-job, at
+    once; the third finishes every job, both victims' included, once the visibility timeout hands them back (one
+    wait serves both faults). Then SIGCONT: the stalled node's late result is a counted duplicate (the first
+    kept), and it serves the next run."""
     _configure(fleet, SHORT_LIMITS | FAST_RECONCILE)
     fleet.writer()
-    fleet.worker("cpu0", "--devices", "0")
-    fleet.worker("cpu1", "--devices", "1")
-    plan = dry_plan("faults-node-kill", 8, sleep_s=1.5)
+    for index, name in enumerate(NODES_3):
+        fleet.worker(name, "--devices", str(index))
+    plan = dry_plan("faults-node-kill-stall", 12, sleep_s=1.5)
     fleet.dispatch(plan)
-    victim = fleet.wait_for(lambda: _running(fleet, "cpu0"), 60, "cpu0 to run a job")
+    killed = fleet.wait_for(lambda: _running(fleet, "cpu0"), 60, "cpu0 to run a job")
+    stalled = fleet.wait_for(lambda: _running(fleet, "cpu1"), 60, "cpu1 to run a job")
     started = time.monotonic()
     fleet.kill("cpu0")
-    done = fleet.wait_complete(plan.run_id, COMPLETE_S)
-    return fleet.outcome("worker-node-kill-9", plan, started, completed=done, note=f"killed mid-job: {victim}")
-
-
-@fault("worker-node-stalled")
-def worker_node_stalled(fleet: Fleet) -> FaultOutcome:
-    """SIGSTOP of a whole worker node mid-job until the run completes without it, then SIGCONT: the other node
-    runs the stalled one's job once the visibility timeout hands it back; the stalled node, woken, finishes or
-    times out its job late (a counted duplicate, the first result kept) and goes on serving its queue."""
-    _configure(fleet, SHORT_LIMITS | FAST_RECONCILE)
-    fleet.writer()
-    fleet.worker("cpu0", "--devices", "0")
-    fleet.worker("cpu1", "--devices", "1")
-    plan = dry_plan("faults-node-stalled", 8, sleep_s=1.5)
-    fleet.dispatch(plan)
-    victim = fleet.wait_for(lambda: _running(fleet, "cpu0"), 60, "cpu0 to run a job")
-    started = time.monotonic()
-    fleet.stop("cpu0")
+    fleet.stop("cpu1")
     try:
         done = fleet.wait_complete(plan.run_id, COMPLETE_S)
     finally:
-        fleet.cont("cpu0")
-    after = dry_plan("faults-node-stalled-after", 6, sleep_s=0.2)
+        fleet.cont("cpu1")
+    after = dry_plan("faults-node-kill-stall-after", 6, sleep_s=0.2)
     fleet.dispatch(after)
     served = fleet.wait_complete(after.run_id, COMPLETE_S)
-    alive = fleet.procs["cpu0"].poll() is None
+    alive = fleet.procs["cpu1"].poll() is None
     late = liveness.read_writer(fleet.redis())
-    outcome = fleet.outcome("worker-node-stalled", plan, started, completed=done and served and alive)
+    outcome = fleet.outcome("worker-nodes-killed-and-stalled", plan, started, completed=done and served and alive)
     workers = _workers_of(fleet, after.run_id)
-    note = (f"stalled mid-job: {victim}; cpu0 alive after SIGCONT: {alive}; the next run completed: {served}, "
-            f"on {sorted(workers)}; duplicates counted: {late.duplicates if late else None}")  # fmt: skip
-    return replace(outcome, completed=outcome.completed and any(w.startswith("cpu0@") for w in workers), note=note)
+    duplicates = late.duplicates if late else None
+    note = (f"killed mid-job: {killed}; stalled mid-job: {stalled}; cpu1 alive after SIGCONT: {alive}; the next "
+            f"run completed: {served}, on {sorted(workers)}; duplicates counted: {duplicates}")  # fmt: skip
+    return replace(outcome, completed=outcome.completed and any(w.startswith("cpu1@") for w in workers), note=note)
 
 
 def _workers_of(fleet: Fleet, run_id: str) -> set[str]:
@@ -273,4 +265,4 @@ def _with_row_note(fleet: Fleet, outcome: FaultOutcome, key: str) -> FaultOutcom
     return replace(outcome, note=f"{key}: {rows[0] if rows else 'no row'}")
 
 
-__all__ = ["job_rejected", "job_revoked", "scheduler_kill", "scheduler_stopped", "worker_node_kill"]
+__all__ = ["job_rejected", "job_revoked", "scheduler_kill", "scheduler_stopped", "worker_nodes_killed_and_stalled"]
